@@ -1,0 +1,130 @@
+"""Conventions every pytc command follows (the stages build their CLIs with cyclopts on top).
+
+- A :class:`~pytc_core.errors.UserError` becomes one stderr line ``pytc-x: error: ...`` and exit 2.
+- ``-`` as an input URI means "read the URI from the first line of stdin".
+- stdout carries only the result (an output URI or a JSON report), one line; logs and
+  progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from pytc_core.errors import UserError
+
+__all__ = [
+    "emit",
+    "progress",
+    "read_uri_from_stdin",
+    "resolve_input_uri",
+    "run_entry_point",
+    "setup_logging",
+    "stderr_console",
+]
+
+T = TypeVar("T")
+log = logging.getLogger("pytc")
+
+
+def stderr_console():
+    """A rich Console writing to stderr (imported lazily so ``--help`` stays fast)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Send the ``pytc`` loggers to stderr: WARNING with --quiet, DEBUG with --verbose, else INFO."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    root = logging.getLogger("pytc")
+    root.setLevel(level)
+    if not any(getattr(h, "_pytc", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._pytc = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    for handler in root.handlers:
+        handler.setLevel(level)
+    root.propagate = False
+
+
+def read_uri_from_stdin(stream=None) -> str:
+    """The first non-empty line of stdin, stripped (a previous stage's printed URI)."""
+    stream = stream if stream is not None else sys.stdin
+    if stream is None or (hasattr(stream, "isatty") and stream.isatty()):
+        raise UserError("input '-' means read the URI from stdin, but stdin is a terminal",
+                        "pipe a URI in, e.g. `pytc-infer ... | pytc-decode -`")
+    for line in stream:
+        line = line.strip()
+        if line:
+            return line
+    raise UserError("input '-' means read the URI from stdin, but stdin was empty",
+                    "check that the previous stage succeeded")
+
+
+def resolve_input_uri(uri: str) -> str:
+    """``-`` → the URI read from stdin; anything else unchanged."""
+    return read_uri_from_stdin() if uri == "-" else uri
+
+
+def emit(text: str) -> None:
+    """Print the command's one-line result on stdout and flush."""
+    sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def progress(items: Iterable[T], description: str, total: int | None = None,
+             enabled: bool = True) -> Iterator[T]:
+    """Iterate ``items`` with a rich progress bar on stderr (hidden when ``enabled`` is False)."""
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=stderr_console(),
+                  transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def _is_cyclopts_error(exc: BaseException) -> bool:
+    return any(c.__name__ == "CycloptsError" for c in type(exc).__mro__)
+
+
+def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | None = None) -> int:
+    """Run a cyclopts ``app`` as console script ``prog`` with pytc's error conventions.
+
+    Returns the exit code: 0 on success, 2 on a user error (bad flags, bad input),
+    130 on Ctrl-C. Internal bugs propagate (a traceback, exit 1).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(argv, exit_on_error=False, print_error=False, help_on_error=False)
+    except UserError as exc:
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+    except Exception as exc:
+        if _is_cyclopts_error(exc):
+            msg = " ".join(str(exc).split())
+            sys.stderr.write(f"{prog}: error: {msg} (see `{prog} --help`)\n")
+            return 2
+        raise
+    return result if isinstance(result, int) else 0
