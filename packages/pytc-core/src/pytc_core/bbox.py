@@ -1,0 +1,85 @@
+"""Axis-aligned spatial bounding boxes in voxels, (z, y, x), half-open."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["BBox", "Vec3"]
+
+Vec3 = tuple[int, int, int]
+
+
+def _vec(values: Sequence[int] | int, name: str) -> Vec3:
+    if isinstance(values, int):
+        return (values, values, values)
+    out = tuple(int(v) for v in values)
+    if len(out) != 3:
+        raise ValueError(f"{name} must have 3 entries (z, y, x), got {values!r}")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class BBox:
+    """A half-open box ``[start, stop)`` in global voxel coordinates, axes (z, y, x)."""
+
+    start: Vec3
+    stop: Vec3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", _vec(self.start, "start"))
+        object.__setattr__(self, "stop", _vec(self.stop, "stop"))
+        if any(b < a for a, b in zip(self.start, self.stop, strict=True)):
+            raise ValueError(f"BBox stop {self.stop} is before start {self.start}")
+
+    @classmethod
+    def from_shape(cls, shape: Sequence[int], offset: Sequence[int] = (0, 0, 0)) -> BBox:
+        """The box of ``shape`` voxels starting at ``offset``."""
+        off = _vec(offset, "offset")
+        shp = _vec(shape, "shape")
+        return cls(off, tuple(o + s for o, s in zip(off, shp, strict=True)))  # type: ignore[arg-type]
+
+    @property
+    def shape(self) -> Vec3:
+        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))  # type: ignore[return-value]
+
+    @property
+    def size(self) -> int:
+        z, y, x = self.shape
+        return z * y * x
+
+    @property
+    def empty(self) -> bool:
+        return self.size == 0
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        """Slices of this box in global coordinates."""
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))  # type: ignore[return-value]
+
+    def relative_to(self, origin: Sequence[int]) -> tuple[slice, slice, slice]:
+        """Slices of this box into an array whose first voxel sits at global ``origin``."""
+        o = _vec(origin, "origin")
+        return tuple(slice(a - p, b - p) for a, b, p in zip(self.start, self.stop, o, strict=True))  # type: ignore[return-value]
+
+    def intersect(self, other: BBox) -> BBox:
+        """The overlap of two boxes (possibly empty, then start == stop)."""
+        start = tuple(max(a, b) for a, b in zip(self.start, other.start, strict=True))
+        stop = tuple(min(a, b) for a, b in zip(self.stop, other.stop, strict=True))
+        stop = tuple(max(s, e) for s, e in zip(start, stop, strict=True))
+        return BBox(start, stop)  # type: ignore[arg-type]
+
+    clip = intersect
+
+    def grow(self, margin: Sequence[int] | int) -> BBox:
+        """The box enlarged by ``margin`` voxels on every side (shrunk for negative margins)."""
+        m = _vec(margin, "margin")
+        return BBox(tuple(a - d for a, d in zip(self.start, m, strict=True)),  # type: ignore[arg-type]
+                    tuple(b + d for b, d in zip(self.stop, m, strict=True)))
+
+    def contains(self, other: BBox) -> bool:
+        return all(a <= c and d <= b for a, b, c, d in
+                   zip(self.start, self.stop, other.start, other.stop, strict=True))
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(f"{a}:{b}" for a, b in zip(self.start, self.stop, strict=True)) + "]"

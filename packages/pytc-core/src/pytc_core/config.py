@@ -1,0 +1,265 @@
+"""Typed TOML configuration shared by every command.
+
+A stage describes its options as a dataclass schema (nested dataclasses for tables). The
+resolved config comes from three layers, later ones winning: the schema's defaults, a TOML
+file (``--config run.toml``), and values given on the command line (dotted keys such as
+``model.architecture``). Unknown keys and wrong types are user errors naming the valid keys
+and the closest match. The resolved config is dumped as TOML beside every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tomllib
+import types
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import tomli_w
+
+from pytc_core.errors import UserError, closest_match
+
+__all__ = [
+    "config_to_dict",
+    "config_to_toml",
+    "load_toml",
+    "resolve_config",
+    "save_config_next_to",
+]
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a TOML file; a missing file or a syntax error is a UserError with the line number."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}", "check the --config path")
+    try:
+        with open(p, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{p}: TOML syntax error: {exc}", "fix the file at that line") from None
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is not None:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_name(a) for a in get_args(tp))}]"
+    return "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _parse_text(value: str) -> Any:
+    """A command-line string as a TOML value when it parses as one (``3``, ``[1, 2]``, ``true``)."""
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
+    """Check ``value`` against type ``tp`` and convert losslessly (int → float, list → tuple)."""
+    def bad() -> UserError:
+        return UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}",
+                         "fix the value in the TOML file or on the command line")
+
+    if tp is Any:
+        return value
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None or (from_text and value in ("none", "None") and type(None) in args):
+            if type(None) in args:
+                return None
+            raise bad()
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, from_text)
+            except UserError:
+                continue
+        raise bad()
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        choices = [str(a) for a in get_args(tp)]
+        guess = closest_match(str(value), choices)
+        raise UserError(f"config key '{key}' must be one of {', '.join(choices)}, got {value!r}",
+                        f"did you mean '{guess}'?" if guess else "pick one of those")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise UserError(f"config key '{key}' must be a table", f"write it as [{key}] in the TOML file")
+        return _build(tp, value, key + ".", from_text)
+    if from_text and isinstance(value, str) and tp is not str:
+        value = _parse_text(value)
+    if origin in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise bad()
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise UserError(f"config key '{key}' needs {len(args)} values, got {len(value)}",
+                                f"give {_type_name(tp)}")
+            return tuple(_coerce(v, a, key, from_text) for v, a in zip(value, args, strict=True))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, key, from_text) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise bad()
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise bad()
+
+
+def _build(schema: type[T], values: Mapping[str, Any], prefix: str, from_text: bool) -> T:
+    fields = {f.name: f for f in dataclasses.fields(schema) if f.init}  # type: ignore[arg-type]
+    hints = get_type_hints(schema)
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        key = unknown[0]
+        guess = closest_match(key, fields)
+        hint = f"did you mean '{prefix}{guess}'? " if guess else ""
+        raise UserError(f"unknown config key '{prefix}{key}'",
+                        hint + "valid keys: " + ", ".join(prefix + f for f in fields))
+    kwargs = {name: _coerce(v, hints[name], prefix + name, from_text) for name, v in values.items()}
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UserError(f"missing required config key '{prefix}{missing[0]}'",
+                        "set it in the TOML file or on the command line")
+    try:
+        return schema(**kwargs)
+    except (ValueError, TypeError) as exc:  # __post_init__ validation
+        if isinstance(exc, UserError):
+            raise
+        raise UserError(f"invalid config: {exc}", "fix the value") from None
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"config key '{key}': '{part}' is not a table", "check the key")
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve_config(schema: type[T], config_file: str | os.PathLike[str] | None = None,
+                   overrides: Mapping[str, Any] | None = None, section: str | None = None,
+                   text_overrides: Mapping[str, str] | None = None) -> T:
+    """Resolve ``schema`` from defaults < TOML file < ``overrides``.
+
+    ``config_file``: a TOML file, or None. With ``section``, its table ``[section]`` is used
+    when present (so one file can configure several stages), else the whole file.
+    ``overrides``: typed values from the command line under flat dotted keys; None values are
+    ignored (flag not given). ``text_overrides``: ``key -> "string"`` values (``--set k=v``)
+    parsed as TOML literals. Raises UserError on unknown keys and wrong types.
+    """
+    tree: dict[str, Any] = {}
+    if config_file is not None:
+        data = load_toml(config_file)
+        if section is not None and isinstance(data.get(section), dict):
+            data = data[section]
+        tree = _deep_copy(data)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    text_keys = set()
+    for key, value in (text_overrides or {}).items():
+        _set_dotted(tree, key, value)
+        text_keys.add(key)
+    return _build(schema, tree, "", from_text=bool(text_keys))
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not None}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    return value
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config (or mapping) as a plain TOML-able dict; None values are dropped."""
+    return _plain(config)
+
+
+def config_to_toml(config: Any) -> str:
+    """The config as TOML text (None values dropped: TOML has no null)."""
+    return tomli_w.dumps(config_to_dict(config))
+
+
+def save_config_next_to(output_uri: str, config: Any, command: str = "pytc") -> Path | None:
+    """Write ``pytc_config.toml`` with the resolved config beside (or inside) ``output_uri``.
+
+    Returns the path written, or None for a remote output (where it is stored with the layer
+    through CloudFiles instead).
+    """
+    from pytc_core import __version__
+    from pytc_core.volume import parse_uri, sidecar_path
+
+    header = (f"# resolved config of `{command}` (pytc {__version__}), written "
+              f"{datetime.now(UTC).isoformat(timespec='seconds')}\n"
+              f"# command line: {' '.join(sys.argv)}\n")
+    text = header + config_to_toml(config)
+    path = sidecar_path(output_uri, "pytc_config.toml")
+    if path is None:
+        from cloudfiles import CloudFiles
+
+        from pytc_core.volume.precomputed import to_cloudpath
+
+        if parse_uri(output_uri).format == "precomputed":
+            CloudFiles(to_cloudpath(output_uri)).put("pytc_config.toml", text.encode(),
+                                                     content_type="text/plain")
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+

@@ -1,0 +1,253 @@
+"""Volumes by URI: one interface over precomputed, HDF5, zarr, TIFF and .npy.
+
+URI forms (axes always (z, y, x), channels first):
+
+- ``path/to/layer``, ``file:///abs/layer``, ``gs://bucket/layer``, ``s3://...`` — a Neuroglancer
+  precomputed layer via CloudVolume (the default output format; chunked and resumable)
+- ``file.h5:dataset`` (also ``.hdf5``, ``.hdf``) — an HDF5 dataset
+- ``x.zarr`` or ``x.zarr/path/in/store`` — a zarr v2 or v3 array
+- ``x.tif`` / ``x.tiff`` — a TIFF stack
+- ``x.npy`` — a NumPy array (metadata in ``x.npy.json``)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pytc_core.errors import UserError
+from pytc_core.volume.base import Volume, require_channels, require_finite, require_integer_labels
+from pytc_core.volume.metadata import check_ndim
+
+__all__ = [
+    "Volume",
+    "VolumeLocation",
+    "create_volume",
+    "open_volume",
+    "parse_uri",
+    "require_channels",
+    "require_finite",
+    "require_integer_labels",
+    "sidecar_path",
+    "volume_exists",
+]
+
+_H5 = re.compile(r"^(?P<path>.*\.(?:h5|hdf5|hdf))(?::(?P<dataset>.*))?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class VolumeLocation:
+    """A parsed URI: the format and where the data lives."""
+
+    format: str  # precomputed, hdf5, zarr, tiff, npy
+    uri: str
+    path: Path | None = None  # local file/dir (root of a zarr store)
+    inner: str = ""  # HDF5 dataset or zarr array path
+
+
+def parse_uri(uri: str) -> VolumeLocation:
+    """Work out a URI's format from its form (see the module docstring)."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise UserError("empty volume URI", "pass a path or URI")
+    uri = uri.strip()
+    if uri.startswith(("gs://", "s3://", "http://", "https://", "precomputed://")):
+        return VolumeLocation("precomputed", uri)
+    plain = uri[len("file://"):] if uri.startswith("file://") else uri
+    plain = os.path.expanduser(plain)
+    m = _H5.match(plain)
+    if m:
+        return VolumeLocation("hdf5", uri, Path(m.group("path")), (m.group("dataset") or "").strip("/"))
+    if ".zarr" in plain and any(p.endswith(".zarr") for p in Path(plain).parts):
+        from pytc_core.volume.zarr_array import split_zarr_path
+
+        root, inner = split_zarr_path(plain.replace(".zarr:", ".zarr/"))
+        return VolumeLocation("zarr", uri, root, inner)
+    lower = plain.lower()
+    if lower.endswith((".tif", ".tiff")):
+        return VolumeLocation("tiff", uri, Path(plain))
+    if lower.endswith(".npy"):
+        return VolumeLocation("npy", uri, Path(plain))
+    return VolumeLocation("precomputed", uri, Path(plain))
+
+
+def open_volume(uri: str) -> Volume:
+    """Open the volume at ``uri`` lazily (metadata only; data is read by ``.read(bbox)``).
+
+    Raises UserError for a missing file, a missing dataset, a corrupt layer, or data that is
+    not 3D (Z, Y, X) / 4D (C, Z, Y, X).
+    """
+    loc = parse_uri(uri)
+    if loc.format == "precomputed":
+        from pytc_core.volume.precomputed import PrecomputedVolume
+
+        vol: Volume = PrecomputedVolume(uri)
+    elif loc.format == "hdf5":
+        from pytc_core.volume.hdf5 import Hdf5Volume
+
+        vol = Hdf5Volume(uri, loc.path, loc.inner or None)
+    elif loc.format == "zarr":
+        from pytc_core.volume.zarr_array import ZarrVolume
+
+        vol = ZarrVolume(uri, loc.path, loc.inner)
+    elif loc.format == "tiff":
+        from pytc_core.volume.tiff import TiffVolume
+
+        vol = TiffVolume(uri, loc.path)
+    else:
+        from pytc_core.volume.npy import NpyVolume
+
+        vol = NpyVolume(uri, loc.path)
+    check_ndim(vol.shape, uri)
+    return vol
+
+
+def volume_exists(uri: str) -> bool:
+    """Whether anything already exists at ``uri`` (a layer, a dataset, a file)."""
+    loc = parse_uri(uri)
+    if loc.format == "precomputed":
+        from pytc_core.volume.precomputed import precomputed_exists
+
+        return precomputed_exists(uri)
+    if loc.format == "hdf5":
+        from pytc_core.volume.hdf5 import dataset_exists
+
+        return dataset_exists(loc.path, loc.inner) if loc.inner else loc.path.exists()
+    if loc.format == "zarr":
+        target = loc.path / loc.inner if loc.inner else loc.path
+        return target.exists() and (not target.is_dir() or any(target.iterdir()))
+    return loc.path.exists()
+
+
+def _delete(loc: VolumeLocation) -> None:
+    if loc.format == "precomputed":
+        from pytc_core.volume.precomputed import delete_precomputed
+
+        delete_precomputed(loc.uri)
+    elif loc.format == "hdf5":
+        from pytc_core.volume.hdf5 import delete_dataset
+
+        delete_dataset(loc.path, loc.inner)
+    elif loc.format == "zarr":
+        target = loc.path / loc.inner if loc.inner else loc.path
+        shutil.rmtree(target)
+    else:
+        loc.path.unlink()
+        if loc.format == "npy":
+            from pytc_core.volume.npy import npy_sidecar
+
+            npy_sidecar(loc.path).unlink(missing_ok=True)
+    progress = progress_dir(loc.uri)
+    if progress is not None and progress.exists():
+        shutil.rmtree(progress)
+
+
+def _default_chunk(shape: Sequence[int]) -> tuple[int, int, int]:
+    return tuple(min(64, int(s)) for s in shape[-3:])  # type: ignore[return-value]
+
+
+def create_volume(
+    uri: str,
+    shape: Sequence[int],
+    dtype: np.dtype | str | type,
+    *,
+    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    offset: Sequence[int] = (0, 0, 0),
+    chunk_size: Sequence[int] | None = None,
+    layer_type: str = "image",
+    overwrite: bool = False,
+    exist_ok: bool = False,
+    compress: str | None = "auto",
+    zarr_format: int = 3,
+) -> Volume:
+    """Create an empty volume at ``uri`` and return it open for writing.
+
+    ``shape`` is (Z, Y, X) or channels-first (C, Z, Y, X); ``voxel_size`` in nm and ``offset``
+    in voxels, both (z, y, x); ``chunk_size`` (z, y, x) voxels (default 64³ capped by the
+    shape). ``layer_type`` is ``image`` or ``segmentation`` (precomputed). An existing output
+    is a UserError unless ``overwrite`` (delete and recreate) or ``exist_ok`` (reopen it when
+    shape and dtype match, to resume an interrupted run). ``compress``: ``auto`` gzips integer
+    precomputed layers and leaves float ones raw; ``gzip`` or None force it.
+    """
+    loc = parse_uri(uri)
+    shape = tuple(int(s) for s in shape)
+    check_ndim(shape, uri)
+    if any(s <= 0 for s in shape):
+        raise UserError(f"cannot create {uri} with shape {shape}", "every dimension must be positive")
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        dtype = np.dtype(np.uint8)
+    if layer_type not in ("image", "segmentation"):
+        raise UserError(f"unknown layer type '{layer_type}'", "use image or segmentation")
+    voxel = tuple(float(v) for v in voxel_size)
+    if len(voxel) != 3 or any(not np.isfinite(v) or v <= 0 for v in voxel):
+        raise UserError(f"bad voxel size {tuple(voxel_size)}", "give 3 positive numbers in nm (z, y, x)")
+    off = tuple(int(v) for v in offset)
+    chunks = tuple(int(c) for c in (chunk_size or _default_chunk(shape)))
+    if len(chunks) != 3 or any(c <= 0 for c in chunks):
+        raise UserError(f"bad chunk size {chunk_size}", "give 3 positive voxel counts (z, y, x)")
+    if volume_exists(uri):
+        if overwrite:
+            _delete(loc)
+        elif exist_ok:
+            vol = open_volume(uri)
+            if vol.shape != shape or vol.dtype != dtype:
+                raise UserError(f"{uri} exists with shape {vol.shape} {vol.dtype}, not {shape} {dtype}",
+                                "pass --overwrite to replace it, or choose another output")
+            return vol
+        else:
+            raise UserError(f"output {uri} already exists", "pass --overwrite to replace it, or choose another output")
+    meta = {"axes": "czyx" if len(shape) == 4 else "zyx", "voxel_size": list(voxel), "offset": list(off)}
+    if loc.format == "precomputed":
+        from pytc_core.volume.precomputed import create_precomputed
+
+        if compress == "auto":
+            compress = "gzip" if np.issubdtype(dtype, np.integer) else None
+        return create_precomputed(uri, shape, dtype, voxel, off, chunks, layer_type, compress)
+    if loc.format == "hdf5":
+        if not loc.inner:
+            raise UserError(f"{uri} names an HDF5 file but no dataset", f"write it as {loc.path}:DATASET")
+        from pytc_core.volume.hdf5 import create_hdf5
+
+        return create_hdf5(uri, loc.path, loc.inner, shape, dtype, meta, chunks)
+    if loc.format == "zarr":
+        from pytc_core.volume.zarr_array import create_zarr
+
+        return create_zarr(uri, loc.path, loc.inner, shape, dtype, meta, chunks, zarr_format)
+    if loc.format == "tiff":
+        from pytc_core.volume.tiff import create_tiff
+
+        return create_tiff(uri, loc.path, shape, dtype, meta)
+    from pytc_core.volume.npy import create_npy
+
+    return create_npy(uri, loc.path, shape, dtype, meta)
+
+
+def sidecar_path(uri: str, name: str) -> Path | None:
+    """Where a file called ``name`` describing the output at ``uri`` lives (local outputs).
+
+    Inside directory outputs (precomputed layers, zarr arrays): ``<dir>/<name>``; beside file
+    outputs: ``<file>[.<dataset>].<name>``. None for remote outputs.
+    """
+    loc = parse_uri(uri)
+    if loc.format == "precomputed":
+        from pytc_core.volume.precomputed import local_layer_path
+
+        layer = local_layer_path(uri)
+        return None if layer is None else layer / name
+    if loc.format == "zarr":
+        return (loc.path / loc.inner if loc.inner else loc.path) / name
+    if loc.format == "hdf5":
+        dataset = loc.inner.replace("/", "_")
+        return loc.path.with_name(f"{loc.path.name}.{dataset}.{name}")
+    return loc.path.with_name(f"{loc.path.name}.{name}")
+
+
+def progress_dir(uri: str) -> Path | None:
+    """The directory of block-completion markers for a run writing ``uri`` (local outputs)."""
+    return sidecar_path(uri, "pytc_progress")

@@ -1,0 +1,144 @@
+"""The one volume interface every format implements.
+
+Axis order is stated once: spatial axes are (z, y, x); a channel axis, when present, comes
+first, so arrays are ``(Z, Y, X)`` or ``(C, Z, Y, X)``. Voxel size is in nm, (z, y, x).
+Offsets and bounding boxes are global voxel coordinates (z, y, x); a channel axis is never
+offset.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pytc_core.bbox import BBox, Vec3
+from pytc_core.errors import UserError
+
+__all__ = ["Volume", "require_finite", "require_integer_labels", "require_channels"]
+
+
+class Volume(ABC):
+    """A lazily read 3D (Z, Y, X) or channels-first 4D (C, Z, Y, X) volume behind a URI."""
+
+    #: the URI as given by the user (normalised)
+    uri: str
+    #: full array shape, (Z, Y, X) or (C, Z, Y, X)
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    #: voxel size in nm, (z, y, x)
+    voxel_size: tuple[float, float, float]
+    #: global voxel coordinate of the first voxel, (z, y, x)
+    offset: Vec3
+    #: storage chunk size in voxels, (z, y, x)
+    chunk_size: Vec3
+    #: short format name: precomputed, hdf5, zarr, tiff, npy
+    format: str = ""
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def spatial_shape(self) -> Vec3:
+        return tuple(self.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def num_channels(self) -> int | None:
+        """Number of channels for a 4D volume, None for a 3D one."""
+        return self.shape[0] if len(self.shape) == 4 else None
+
+    @property
+    def bbox(self) -> BBox:
+        """The volume's extent in global voxel coordinates."""
+        return BBox.from_shape(self.spatial_shape, self.offset)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.uri!r}, shape={self.shape}, dtype={self.dtype}, "
+                f"voxel_size={self.voxel_size}, offset={self.offset})")
+
+    def read(self, bbox: BBox | None = None) -> np.ndarray:
+        """Read ``bbox`` (global voxel coordinates; default: everything) as a numpy array.
+
+        Returns ``(Z, Y, X)`` or ``(C, Z, Y, X)`` data of the volume's dtype.
+        """
+        box = self.bbox if bbox is None else bbox
+        if not self.bbox.contains(box):
+            raise UserError(f"requested box {box} lies outside {self.uri} (extent {self.bbox})",
+                            "request a box inside the volume")
+        out = self._read(box)
+        expected = ((self.shape[0],) if self.ndim == 4 else ()) + box.shape
+        assert out.shape == expected, (out.shape, expected)
+        return out
+
+    def write(self, array: np.ndarray, offset: Sequence[int] | None = None) -> None:
+        """Write ``array`` with its first voxel at global ``offset`` (z, y, x; default: volume start).
+
+        ``array`` is ``(Z, Y, X)`` or ``(C, Z, Y, X)`` matching the volume; values are cast to
+        the volume's dtype when that is lossless for them, else ValueError. Formats with chunked
+        storage require chunk-aligned boxes (see :func:`pytc_core.plan_blocks`).
+        """
+        array = np.asarray(array)
+        if array.ndim != self.ndim:
+            raise ValueError(f"array has {array.ndim} dims, volume {self.uri} has {self.ndim}")
+        if self.ndim == 4 and array.shape[0] != self.shape[0]:
+            raise ValueError(f"array has {array.shape[0]} channels, volume has {self.shape[0]}")
+        start = self.offset if offset is None else tuple(int(v) for v in offset)
+        box = BBox.from_shape(array.shape[-3:], start)
+        if not self.bbox.contains(box):
+            raise ValueError(f"write box {box} lies outside {self.uri} (extent {self.bbox})")
+        if array.dtype != self.dtype:
+            if not np.can_cast(array.dtype, self.dtype, casting="same_kind"):
+                raise ValueError(f"cannot store {array.dtype} data in {self.dtype} volume {self.uri}")
+            array = array.astype(self.dtype)
+        if box.empty:
+            return
+        self._write(np.ascontiguousarray(array), box)
+
+    def metadata(self) -> dict[str, Any]:
+        """The metadata every format stores: axes, voxel size (nm), offset (voxels)."""
+        return {"axes": "czyx" if self.ndim == 4 else "zyx",
+                "voxel_size": [float(v) for v in self.voxel_size],
+                "offset": [int(v) for v in self.offset]}
+
+    @abstractmethod
+    def _read(self, bbox: BBox) -> np.ndarray: ...
+
+    @abstractmethod
+    def _write(self, array: np.ndarray, bbox: BBox) -> None: ...
+
+
+def require_finite(array: np.ndarray, uri: str) -> None:
+    """UserError if a float array holds NaN or inf."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise UserError(f"{uri} contains {bad} NaN/inf values",
+                        "fix the producing step (e.g. a diverged model) or clean the volume")
+
+
+def require_integer_labels(volume: Volume) -> None:
+    """UserError unless ``volume`` is a 3D integer label volume."""
+    if volume.ndim != 3:
+        raise UserError(f"{volume.uri} has shape {volume.shape}, a label volume must be 3D (Z, Y, X)",
+                        "pass a segmentation, not an affinity or image volume")
+    if not (np.issubdtype(volume.dtype, np.integer) or volume.dtype == np.bool_):
+        raise UserError(f"{volume.uri} has dtype {volume.dtype}, labels must be integers",
+                        "pass a segmentation with an integer dtype (uint32/uint64)")
+
+
+def require_channels(volume: Volume, min_channels: int, what: str = "affinity") -> None:
+    """UserError unless ``volume`` is channels-first 4D with at least ``min_channels`` channels."""
+    if volume.ndim != 4:
+        raise UserError(f"{volume.uri} has shape {volume.shape} with no channel axis; an {what} "
+                        f"volume must be (C, Z, Y, X) with C >= {min_channels}",
+                        "pass the channels-first output of pytc-infer")
+    if volume.shape[0] < min_channels:
+        raise UserError(f"{volume.uri} has {volume.shape[0]} channels; an {what} volume needs "
+                        f"at least {min_channels} (z, y, x nearest-neighbour affinities first)",
+                        "pass a volume with the nearest-neighbour affinity channels")

@@ -1,0 +1,226 @@
+"""Neuroglancer precomputed layers through CloudVolume (local ``file://``, ``gs://``, ``s3://``).
+
+CloudVolume stores (x, y, z, c); this module converts to pytc's (c, z, y, x) at the edge.
+Local chunk writes are atomic (encode, write to a temporary file, ``os.replace``), so a
+killed writer never leaves a partially written chunk visible.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pytc_core.bbox import BBox
+from pytc_core.errors import UserError
+from pytc_core.volume.base import Volume
+
+__all__ = ["PrecomputedVolume", "create_precomputed", "local_layer_path", "to_cloudpath"]
+
+REMOTE_PROTOCOLS = ("gs://", "s3://", "http://", "https://", "matrix://", "tigerdata://")
+SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+                    "float32", "float64")
+
+
+def to_cloudpath(uri: str) -> str:
+    """A CloudVolume path for ``uri``: plain paths become absolute ``file://`` paths."""
+    if uri.startswith("precomputed://"):
+        uri = uri[len("precomputed://"):]
+    if uri.startswith(REMOTE_PROTOCOLS):
+        return uri.rstrip("/")
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    return "file://" + os.path.abspath(os.path.expanduser(uri))
+
+
+def local_layer_path(uri: str) -> Path | None:
+    """The directory of a local layer, or None for a remote one."""
+    path = to_cloudpath(uri)
+    return Path(path[len("file://"):]) if path.startswith("file://") else None
+
+
+def _read_info(uri: str) -> dict:
+    from cloudfiles import CloudFiles
+
+    cloudpath = to_cloudpath(uri)
+    local = local_layer_path(uri)
+    if local is not None and not local.exists():
+        raise UserError(f"no such volume: {uri}", "check the path (a precomputed layer is a directory with an 'info' file)")
+    try:
+        raw = CloudFiles(cloudpath).get("info")
+    except Exception as exc:  # network or permission problems
+        raise UserError(f"cannot reach {uri}: {' '.join(str(exc).split())[:200]}",
+                        "check the URI and your credentials") from None
+    if raw is None:
+        raise UserError(f"{uri} is not a precomputed layer: its 'info' file is missing",
+                        "point at a layer directory, or at a .h5/.zarr/.tif/.npy file")
+    try:
+        info = json.loads(raw)
+        scale = info["scales"][0]
+        _ = (info["num_channels"], info["data_type"], scale["size"], scale["resolution"])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise UserError(f"{uri}: the precomputed 'info' file is corrupt ({type(exc).__name__}: {exc})",
+                        "recreate the layer, or restore its info file") from None
+    return info
+
+
+class PrecomputedVolume(Volume):
+    """A precomputed layer at mip 0."""
+
+    format = "precomputed"
+
+    def __init__(self, uri: str, info: dict | None = None) -> None:
+        self.uri = uri
+        self.cloudpath = to_cloudpath(uri)
+        self.info = info if info is not None else _read_info(uri)
+        scale = self.info["scales"][0]
+        self.key = scale["key"]
+        self.encoding = scale.get("encoding", "raw")
+        x, y, z = (int(v) for v in scale["size"])
+        c = int(self.info["num_channels"])
+        axes = self.info.get("pytc_axes", "czyx" if c > 1 else "zyx")
+        self.shape = (c, z, y, x) if axes == "czyx" else (z, y, x)
+        if axes == "zyx" and c != 1:
+            raise UserError(f"{uri}: info says {c} channels but pytc_axes 'zyx'", "fix the info file")
+        self.dtype = np.dtype(self.info["data_type"])
+        rx, ry, rz = (float(v) for v in scale["resolution"])
+        self.voxel_size = (rz, ry, rx)
+        ox, oy, oz = (int(v) for v in scale.get("voxel_offset", (0, 0, 0)))
+        self.offset = (oz, oy, ox)
+        cx, cy, cz = (int(v) for v in scale["chunk_sizes"][0])
+        self.chunk_size = (cz, cy, cx)
+        self.compress = self.info.get("pytc_compress", "gzip")
+        self._cv = None
+
+    @property
+    def layer_type(self) -> str:
+        return self.info.get("type", "image")
+
+    @property
+    def cv(self):
+        if self._cv is None:
+            from cloudvolume import CloudVolume
+
+            self._cv = CloudVolume(self.cloudpath, mip=0, fill_missing=True, bounded=True,
+                                   progress=False, info=self.info, parallel=1,
+                                   non_aligned_writes=False, cache=False)
+        return self._cv
+
+    def _read(self, bbox: BBox) -> np.ndarray:
+        (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
+        data = np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
+        data = np.transpose(data, (3, 2, 1, 0))  # (c, z, y, x)
+        if self.ndim == 3:
+            data = data[0]
+        return np.ascontiguousarray(data)
+
+    def _check_aligned(self, bbox: BBox) -> None:
+        vol = self.bbox
+        for a, b, o, s, e in zip(bbox.start, bbox.stop, vol.start, self.chunk_size, vol.stop, strict=True):
+            if (a - o) % s or ((b - o) % s and b != e):
+                raise ValueError(f"write box {bbox} of {self.uri} is not aligned to chunks "
+                                 f"{self.chunk_size} from {vol.start}; plan blocks with plan_blocks()")
+
+    def chunk_boxes(self, bbox: BBox) -> list[BBox]:
+        from pytc_core.blocks import plan_blocks
+
+        return plan_blocks(bbox, self.chunk_size, grid_origin=self.offset)
+
+    def _chunk_name(self, box: BBox) -> str:
+        (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
+        return f"{x0}-{x1}_{y0}-{y1}_{z0}-{z1}"
+
+    def _write(self, array: np.ndarray, bbox: BBox) -> None:
+        self._check_aligned(bbox)
+        local = local_layer_path(self.uri)
+        if local is None:
+            (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
+            data = array if self.ndim == 4 else array[None]
+            self.cv[x0:x1, y0:y1, z0:z1] = np.transpose(data, (3, 2, 1, 0))
+            return
+        if self.encoding != "raw":
+            raise ValueError(f"{self.uri}: pytc writes only raw-encoded layers, not {self.encoding}")
+        key_dir = local / self.key
+        key_dir.mkdir(parents=True, exist_ok=True)
+        for box in self.chunk_boxes(bbox):
+            sl = box.relative_to(bbox.start)
+            chunk = array[(slice(None), *sl)] if self.ndim == 4 else array[sl][None]
+            payload = np.asfortranarray(np.transpose(chunk, (3, 2, 1, 0))).tobytes("F")
+            name = self._chunk_name(box)
+            final = key_dir / (name + (".gz" if self.compress == "gzip" else ""))
+            if self.compress == "gzip":
+                payload = gzip.compress(payload, compresslevel=1, mtime=0)
+            tmp = key_dir / f".{name}.tmp{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(payload)
+            os.replace(tmp, final)
+            stale = key_dir / (name if self.compress == "gzip" else name + ".gz")
+            if stale.exists():
+                stale.unlink()
+
+    def chunk_exists(self, box: BBox) -> bool:
+        """Whether the chunk starting at ``box.start`` has been written (local layers)."""
+        local = local_layer_path(self.uri)
+        if local is None:
+            raise NotImplementedError("chunk_exists is for local layers")
+        name = self._chunk_name(box)
+        return (local / self.key / name).exists() or (local / self.key / (name + ".gz")).exists()
+
+
+def precomputed_exists(uri: str) -> bool:
+    """True when ``uri`` holds anything: a local non-empty directory, or a remote info file."""
+    local = local_layer_path(uri)
+    if local is not None:
+        return local.exists() and (not local.is_dir() or any(local.iterdir()))
+    from cloudfiles import CloudFiles
+
+    return CloudFiles(to_cloudpath(uri)).exists("info")
+
+
+def delete_precomputed(uri: str) -> None:
+    local = local_layer_path(uri)
+    if local is not None:
+        if local.is_dir():
+            shutil.rmtree(local)
+        elif local.exists():
+            local.unlink()
+        return
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(to_cloudpath(uri))
+    cf.delete(cf.list())
+
+
+def create_precomputed(uri: str, shape: Sequence[int], dtype: np.dtype, voxel_size, offset,
+                       chunk_size, layer_type: str, compress: str | None) -> PrecomputedVolume:
+    from cloudvolume import CloudVolume
+
+    if dtype.name not in SUPPORTED_DTYPES:
+        raise UserError(f"precomputed layers cannot store {dtype}",
+                        f"use one of {', '.join(SUPPORTED_DTYPES)}")
+    c = shape[0] if len(shape) == 4 else 1
+    z, y, x = shape[-3:]
+    cz, cy, cx = chunk_size
+    info = CloudVolume.create_new_info(
+        num_channels=c, layer_type=layer_type, data_type=dtype.name, encoding="raw",
+        resolution=[voxel_size[2], voxel_size[1], voxel_size[0]],
+        voxel_offset=[offset[2], offset[1], offset[0]], volume_size=[x, y, z],
+        chunk_size=[cx, cy, cz])
+    info["pytc_axes"] = "czyx" if len(shape) == 4 else "zyx"
+    info["pytc_compress"] = compress or "none"
+    local = local_layer_path(uri)
+    if local is not None:
+        local.mkdir(parents=True, exist_ok=True)
+        tmp = local / ".info.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, local / "info")
+    else:
+        from cloudfiles import CloudFiles
+
+        CloudFiles(to_cloudpath(uri)).put_json("info", info)
+    return PrecomputedVolume(uri, info)
