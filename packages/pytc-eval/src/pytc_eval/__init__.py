@@ -1,5 +1,27 @@
 """pytc-eval: VOI, Rand and skeleton (ERL, NERL) metrics with funlib.evaluate's definitions."""
 
+from pytc_eval.erl import edge_lengths, expected_run_length
+from pytc_eval.skeletons import (
+    KimimaroParams,
+    Skeletons,
+    load_skeletons,
+    node_segments,
+    save_skeletons,
+    skeletons_from_labels,
+)
 from pytc_eval.voi import ContingencyTable, adapted_rand_error, rand_voi, rand_voi_from_table
 
-__all__ = ["ContingencyTable", "adapted_rand_error", "rand_voi", "rand_voi_from_table"]
+__all__ = [
+    "ContingencyTable",
+    "KimimaroParams",
+    "Skeletons",
+    "adapted_rand_error",
+    "edge_lengths",
+    "expected_run_length",
+    "load_skeletons",
+    "node_segments",
+    "rand_voi",
+    "rand_voi_from_table",
+    "save_skeletons",
+    "skeletons_from_labels",
+]
