@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pytc_core.bbox import BBox
 from pytc_core.blocks import BlockProgress, parse_share, plan_blocks, select_share
+from pytc_core.config import save_config_next_to
 from pytc_core.errors import UserError
 from pytc_core.volume import (
     Volume,
@@ -25,13 +26,6 @@ try:
     __version__ = version("pytc-core")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
-
-
-def save_config_next_to(output_uri: str, config, command: str = "pytc") -> None:
-    """Write the resolved ``config`` (dataclass or dict) as TOML beside ``output_uri``."""
-    from pytc_core.config import save_config_next_to as _save
-
-    _save(output_uri, config, command)
 
 
 __all__ = [

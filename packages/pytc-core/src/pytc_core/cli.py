@@ -88,8 +88,14 @@ def progress(items: Iterable[T], description: str, total: int | None = None,
     if not enabled:
         yield from items
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
@@ -114,7 +120,8 @@ def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | No
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = app(argv, exit_on_error=False, print_error=False, help_on_error=False)
+        result = app(argv, exit_on_error=False, print_error=False, help_on_error=False,
+                     result_action="return_value")
     except UserError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return 2

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+from pytc_core import BBox, BlockProgress, UserError, plan_blocks, select_share
+
+
+def test_bbox_geometry():
+    box = BBox((0, 2, 4), (10, 12, 14))
+    assert box.shape == (10, 10, 10) and box.size == 1000
+    assert box.intersect(BBox((5, 5, 5), (20, 20, 20))) == BBox((5, 5, 5), (10, 12, 14))
+    assert box.intersect(BBox((50, 50, 50), (60, 60, 60))).empty
+    assert box.grow(1) == BBox((-1, 1, 3), (11, 13, 15))
+    assert box.relative_to((0, 2, 4)) == (slice(0, 10), slice(0, 10), slice(0, 10))
+    with pytest.raises(ValueError):
+        BBox((0, 0, 0), (-1, 0, 0))
+
+
+def test_plan_blocks_cover_exactly_once_on_the_grid():
+    box = BBox((3, 0, 0), (20, 10, 7))
+    blocks = plan_blocks(box, (8, 4, 7), grid_origin=(0, 0, 0))
+    # z grid cuts at 8 and 16 (origin 0), so the first block starts at 3 and is clipped
+    assert [b.start[0] for b in blocks[::3]] == [3, 8, 16]
+    assert blocks[0] == BBox((3, 0, 0), (8, 4, 7))
+    assert sum(b.size for b in blocks) == box.size
+    covered = set()
+    for b in blocks:
+        for z in range(b.start[0], b.stop[0]):
+            for y in range(b.start[1], b.stop[1]):
+                for x in range(b.start[2], b.stop[2]):
+                    assert (z, y, x) not in covered
+                    covered.add((z, y, x))
+    assert len(covered) == box.size
+
+
+def test_select_share_splits_round_robin():
+    blocks = plan_blocks(BBox((0, 0, 0), (4, 4, 4)), 2)  # 8 blocks
+    shares = [select_share(blocks, f"{i}/3") for i in range(3)]
+    assert [len(s) for s in shares] == [3, 3, 2]
+    assert sorted(b.start for s in shares for b in s) == sorted(b.start for b in blocks)
+    for bad in ["3/3", "a/b", "1/0", "-1/2"]:
+        with pytest.raises(UserError):
+            select_share(blocks, bad)
+
+
+def test_block_progress_resumes(tmp_path):
+    blocks = plan_blocks(BBox((0, 0, 0), (4, 4, 4)), 2)
+    progress = BlockProgress(tmp_path / "progress")
+    for b in blocks[:3]:
+        progress.mark_done(b)
+    assert progress.pending(blocks) == blocks[3:]
+    assert BlockProgress(tmp_path / "progress").is_done(blocks[0])  # survives a restart
+    assert BlockProgress(tmp_path / "progress", run_key="other").pending(blocks) == blocks

@@ -1,0 +1,78 @@
+"""The error/stdout conventions every command shares, on a small real cyclopts app."""
+
+from __future__ import annotations
+
+import io
+
+import cyclopts
+import numpy as np
+import pytest
+from pytc_core import UserError, create_volume, open_volume, require_finite
+from pytc_core.cli import emit, read_uri_from_stdin, run_entry_point
+
+
+def make_app(tmp_path):
+    app = cyclopts.App(name="pytc-demo")
+
+    @app.default
+    def copy(src: str, dst: str, *, overwrite: bool = False):
+        """Copy a volume."""
+        vol = open_volume(src)
+        data = vol.read()
+        require_finite(data, src)
+        out = create_volume(dst, vol.shape, vol.dtype, overwrite=overwrite)
+        out.write(data)
+        emit(dst)
+
+    return app
+
+
+def run(app, argv, capsys):
+    code = run_entry_point("pytc-demo", app, argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_success_prints_only_the_uri(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", np.ones((2, 2, 2), np.float32))
+    code, out, err = run(make_app(tmp_path), [str(tmp_path / "a.npy"), str(tmp_path / "b_layer")], capsys)
+    assert code == 0 and out == f"{tmp_path / 'b_layer'}\n"
+    assert open_volume(str(tmp_path / "b_layer")).read().sum() == 8
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_non_finite_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, bad):
+    data = np.ones((2, 2, 2), np.float32)
+    data[1, 1, 1] = float(bad)
+    np.save(tmp_path / "a.npy", data)
+    code, out, err = run(make_app(tmp_path), [str(tmp_path / "a.npy"), str(tmp_path / "out.npy")], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("pytc-demo: error: ") and "NaN/inf" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_existing_output_without_overwrite(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", np.ones((2, 2, 2), np.uint8))
+    np.save(tmp_path / "b.npy", np.zeros((2, 2, 2), np.uint8))
+    code, _, err = run(make_app(tmp_path), [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")], capsys)
+    assert code == 2 and "already exists (pass --overwrite" in err
+    assert np.load(tmp_path / "b.npy").sum() == 0
+    code, _, _ = run(make_app(tmp_path), [str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--overwrite"], capsys)
+    assert code == 0 and np.load(tmp_path / "b.npy").sum() == 8
+
+
+def test_unknown_flag_is_a_one_line_usage_error(tmp_path, capsys):
+    code, out, err = run(make_app(tmp_path), ["a", "b", "--frobnicate"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--frobnicate" in err
+
+
+def test_missing_input(tmp_path, capsys):
+    code, _, err = run(make_app(tmp_path), [str(tmp_path / "none.h5:raw"), str(tmp_path / "o.npy")], capsys)
+    assert code == 2 and "no such file" in err
+
+
+def test_uri_from_stdin():
+    assert read_uri_from_stdin(io.StringIO("\n  /data/aff_layer \n")) == "/data/aff_layer"
+    with pytest.raises(UserError, match="stdin was empty"):
+        read_uri_from_stdin(io.StringIO(""))

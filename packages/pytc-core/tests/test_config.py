@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+from pytc_core import UserError, save_config_next_to
+from pytc_core.config import config_to_toml, resolve_config
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    architecture: str = "mednext"
+    size: Literal["S", "B", "M", "L"] = "S"
+    block_counts: tuple[int, ...] = (2, 2)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    threshold: float = 0.5
+    min_size: int = 0
+    block_size: tuple[int, int, int] | None = None
+    verbose: bool = False
+    model: ModelSection = field(default_factory=ModelSection)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_then_file_then_command_line(tmp_path):
+    path = write(tmp_path, 'threshold = 0.3\nmin_size = 10\n[model]\nsize = "M"\n')
+    cfg = resolve_config(RunConfig, path, {"min_size": 20, "model.architecture": "unet", "threshold": None})
+    assert cfg == RunConfig(threshold=0.3, min_size=20, model=ModelSection("unet", "M"))
+
+
+def test_section_of_a_shared_file(tmp_path):
+    path = write(tmp_path, "[decode]\nthreshold = 0.9\n[eval]\nother = 1\n")
+    assert resolve_config(RunConfig, path, section="decode").threshold == 0.9
+
+
+def test_int_promotes_to_float_and_lists_to_tuples(tmp_path):
+    path = write(tmp_path, "threshold = 1\nblock_size = [64, 64, 32]\n")
+    cfg = resolve_config(RunConfig, path)
+    assert cfg.threshold == 1.0 and isinstance(cfg.threshold, float)
+    assert cfg.block_size == (64, 64, 32)
+
+
+def test_text_overrides_parse_as_toml_literals():
+    cfg = resolve_config(RunConfig, None, text_overrides={"block_size": "[8, 8, 8]", "verbose": "true",
+                                                          "model.architecture": "segresnet"})
+    assert cfg.block_size == (8, 8, 8) and cfg.verbose is True and cfg.model.architecture == "segresnet"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("treshold = 0.4\n", r"unknown config key 'treshold' \(did you mean 'threshold'\? valid keys: threshold, min_size"),
+        ("[model]\narchitecure = 'x'\n", r"unknown config key 'model.architecure' \(did you mean 'model.architecture'"),
+        ("min_size = 1.5\n", r"'min_size' must be int, got 1.5"),
+        ("threshold = 'high'\n", r"'threshold' must be float"),
+        ("verbose = 1\n", r"'verbose' must be bool"),
+        ("block_size = [1, 2]\n", r"'block_size' must be"),
+        ("[model]\nsize = 'XL'\n", r"'model.size' must be one of S, B, M, L"),
+        ("model = 3\n", r"'model' must be a table"),
+        ("threshold = 0.5\nmin_size = \n", r"TOML syntax error.*line 2"),
+    ],
+)
+def test_bad_config_is_one_clear_user_error(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config(RunConfig, write(tmp_path, text))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        resolve_config(RunConfig, tmp_path / "nope.toml")
+
+
+def test_resolved_config_round_trips_through_toml(tmp_path):
+    cfg = RunConfig(threshold=0.25, block_size=(4, 5, 6), model=ModelSection(size="L"))
+    text = config_to_toml(cfg)
+    assert resolve_config(RunConfig, write(tmp_path, text)) == cfg
+    written = save_config_next_to(str(tmp_path / "out_layer"), cfg, command="pytc-test")
+    assert written == tmp_path / "out_layer" / "pytc_config.toml"
+    assert tomllib.loads(written.read_text())["model"]["size"] == "L"
