@@ -1,0 +1,48 @@
+"""pytc's model zoo (imports torch; ``import pytc_core`` alone stays light).
+
+``build_model(config)`` turns the ``[model]`` table (dict or :class:`ModelConfig`) into a
+``torch.nn.Module``: input ``(N, C_in, Z, Y, X)``; eval output ``(N, C_out, Z, Y, X)``; train
+output with ``deep_supervision`` a dict ``{"output", "ds_1" (1/2), ..., "ds_4" (1/16)}``.
+Architectures: ``mednext``, ``mednext_custom``, ``monai_basic_unet3d``, ``monai_unet``,
+``monai_unetr``, ``monai_swin_unetr``, ``monai_segresnet`` (see README.md beside this file).
+"""
+
+from pytc_core.models import mednext as _mednext  # noqa: F401  (registers architectures)
+from pytc_core.models import monai_nets as _monai_nets  # noqa: F401
+from pytc_core.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint_config,
+    load_model_from_checkpoint,
+    save_checkpoint,
+)
+from pytc_core.models.config import ModelConfig, model_config_from_dict, model_config_to_dict
+from pytc_core.models.dkfz_weights import dkfz_to_pytc_name, load_nnunet_mednext_weights
+from pytc_core.models.mednext import MEDNEXT_SIZES, MedNeXt
+from pytc_core.models.registry import (
+    build_model,
+    count_parameters,
+    get_architecture_builder,
+    list_architectures,
+    register_architecture,
+)
+from pytc_core.models.upkern import upkern_load_weights
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "MEDNEXT_SIZES",
+    "MedNeXt",
+    "ModelConfig",
+    "build_model",
+    "count_parameters",
+    "dkfz_to_pytc_name",
+    "get_architecture_builder",
+    "list_architectures",
+    "load_checkpoint_config",
+    "load_model_from_checkpoint",
+    "load_nnunet_mednext_weights",
+    "model_config_from_dict",
+    "model_config_to_dict",
+    "register_architecture",
+    "save_checkpoint",
+    "upkern_load_weights",
+]
