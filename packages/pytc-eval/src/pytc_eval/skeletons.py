@@ -177,6 +177,17 @@ def _is_precomputed(path: str) -> bool:
     return (local / "info").is_file()
 
 
+def _skeleton_labels(cv) -> list[int]:
+    """The segment ids that have a skeleton in the layer."""
+    if cv.skeleton.meta.is_sharded():
+        return [int(x) for x in cv.skeleton.list()]
+    from cloudfiles import CloudFiles
+
+    path = cv.cloudpath.rstrip("/") + "/" + cv.skeleton.meta.skeleton_path
+    names = (n.split(".")[0] for n in CloudFiles(path).list() if "/" not in n)
+    return sorted(int(n) for n in names if n.isdigit())
+
+
 def _load_precomputed(uri: str, voxel_size: np.ndarray | None) -> Skeletons:
     """Every skeleton of a precomputed layer (a skeleton layer or a segmentation's skeletons)."""
     from cloudvolume import CloudVolume
@@ -185,8 +196,7 @@ def _load_precomputed(uri: str, voxel_size: np.ndarray | None) -> Skeletons:
         uri = "file://" + str(Path(uri).resolve())
     try:
         cv = CloudVolume(uri, progress=False)
-        labels = np.asarray(cv.skeleton.list())
-        skels = cv.skeleton.get([int(x) for x in labels]) if labels.size else []
+        skels = cv.skeleton.get(_skeleton_labels(cv))
     except Exception as exc:  # cloud-volume raises many types for a missing/odd layer
         raise UserError(f"cannot read skeletons from precomputed layer {uri}: "
                         f"{type(exc).__name__}: {exc}",
@@ -194,7 +204,8 @@ def _load_precomputed(uri: str, voxel_size: np.ndarray | None) -> Skeletons:
             from None
     res = np.asarray(voxel_size if voxel_size is not None else cv.resolution[::-1], np.float64)
     parts = []
-    for sk in skels if isinstance(skels, list) else [skels]:
+    skels = skels if isinstance(skels, list) else [skels]
+    for sk in sorted(skels, key=lambda sk: int(sk.id)):
         verts = np.asarray(sk.vertices, np.float64)[:, ::-1] / res  # x,y,z nm → z,y,x voxels
         n = verts.shape[0]
         parts.append(_make(np.arange(n), np.full(n, int(sk.id), np.uint64), verts,
