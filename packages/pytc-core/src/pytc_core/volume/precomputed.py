@@ -7,8 +7,11 @@ killed writer never leaves a partially written chunk visible.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -20,11 +23,27 @@ from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.volume.base import Volume
 
+log = logging.getLogger("pytc.volume")
+
 __all__ = ["PrecomputedVolume", "create_precomputed", "local_layer_path", "to_cloudpath"]
 
 REMOTE_PROTOCOLS = ("gs://", "s3://", "http://", "https://", "matrix://", "tigerdata://")
 SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
                     "float32", "float64")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """CloudFiles prints credential warnings on stdout, where pytc prints only results: they
+    are captured and logged at debug level (``--verbose``) instead."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        text = buffer.getvalue().strip()
+        if text:
+            log.debug("%s", text)
 
 
 def to_cloudpath(uri: str) -> str:
@@ -52,7 +71,8 @@ def _read_info(uri: str) -> dict:
     if local is not None and not local.exists():
         raise UserError(f"no such volume: {uri}", "check the path (a precomputed layer is a directory with an 'info' file)")
     try:
-        raw = CloudFiles(cloudpath).get("info")
+        with _stdout_to_stderr():
+            raw = CloudFiles(cloudpath).get("info")
     except Exception as exc:  # network or permission problems
         raise UserError(f"cannot reach {uri}: {' '.join(str(exc).split())[:200]}",
                         "check the URI and your credentials") from None
@@ -113,7 +133,8 @@ class PrecomputedVolume(Volume):
 
     def _read(self, bbox: BBox) -> np.ndarray:
         (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
-        data = np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
+        with _stdout_to_stderr():
+            data = np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
         data = np.transpose(data, (3, 2, 1, 0))  # (c, z, y, x)
         if self.ndim == 3:
             data = data[0]
@@ -141,7 +162,8 @@ class PrecomputedVolume(Volume):
         if local is None:
             (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
             data = array if self.ndim == 4 else array[None]
-            self.cv[x0:x1, y0:y1, z0:z1] = np.transpose(data, (3, 2, 1, 0))
+            with _stdout_to_stderr():
+                self.cv[x0:x1, y0:y1, z0:z1] = np.transpose(data, (3, 2, 1, 0))
             return
         if self.encoding != "raw":
             raise ValueError(f"{self.uri}: pytc writes only raw-encoded layers, not {self.encoding}")
@@ -179,7 +201,12 @@ def precomputed_exists(uri: str) -> bool:
         return local.exists() and (not local.is_dir() or any(local.iterdir()))
     from cloudfiles import CloudFiles
 
-    return CloudFiles(to_cloudpath(uri)).exists("info")
+    try:
+        with _stdout_to_stderr():
+            return CloudFiles(to_cloudpath(uri)).exists("info")
+    except Exception as exc:
+        raise UserError(f"cannot reach {uri}: {' '.join(str(exc).split())[:200]}",
+                        "check the URI and your credentials") from None
 
 
 def delete_precomputed(uri: str) -> None:
@@ -192,8 +219,9 @@ def delete_precomputed(uri: str) -> None:
         return
     from cloudfiles import CloudFiles
 
-    cf = CloudFiles(to_cloudpath(uri))
-    cf.delete(cf.list())
+    with _stdout_to_stderr():
+        cf = CloudFiles(to_cloudpath(uri))
+        cf.delete(cf.list())
 
 
 def create_precomputed(uri: str, shape: Sequence[int], dtype: np.dtype, voxel_size, offset,
@@ -222,5 +250,6 @@ def create_precomputed(uri: str, shape: Sequence[int], dtype: np.dtype, voxel_si
     else:
         from cloudfiles import CloudFiles
 
-        CloudFiles(to_cloudpath(uri)).put_json("info", info)
+        with _stdout_to_stderr():
+            CloudFiles(to_cloudpath(uri)).put_json("info", info)
     return PrecomputedVolume(uri, info)
