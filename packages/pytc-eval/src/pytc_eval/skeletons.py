@@ -21,6 +21,7 @@ __all__ = [
     "Skeletons",
     "load_skeletons",
     "node_segments",
+    "node_voxels",
     "save_skeletons",
     "skeletons_from_labels",
 ]
@@ -188,7 +189,7 @@ def _skeleton_labels(cv) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit())
 
 
-def _load_precomputed(uri: str, voxel_size: np.ndarray | None) -> Skeletons:
+def _load_precomputed(uri: str) -> Skeletons:
     """Every skeleton of a precomputed layer (a skeleton layer or a segmentation's skeletons)."""
     from cloudvolume import CloudVolume
 
@@ -202,7 +203,7 @@ def _load_precomputed(uri: str, voxel_size: np.ndarray | None) -> Skeletons:
                         f"{type(exc).__name__}: {exc}",
                         "point --skeletons at a layer with a 'skeletons' entry in its info") \
             from None
-    res = np.asarray(voxel_size if voxel_size is not None else cv.resolution[::-1], np.float64)
+    res = np.asarray(cv.resolution[::-1], np.float64)
     parts = []
     skels = skels if isinstance(skels, list) else [skels]
     for sk in sorted(skels, key=lambda sk: int(sk.id)):
@@ -218,14 +219,14 @@ def load_skeletons(path: str | os.PathLike[str],
     """Load skeletons from a JSON node/edge list, an SWC file or a folder of them, or a
     precomputed skeleton layer (``precomputed://…``, ``gs://…``, or a folder with an ``info``).
 
-    ``voxel_size`` (z, y, x nm) converts the physical positions of SWC and precomputed
-    skeletons to voxels (default 1 for SWC, the layer's resolution for precomputed). JSON
-    positions are already voxels. Bad files raise :class:`UserError`.
+    ``voxel_size`` (z, y, x nm, default 1) converts SWC positions (nm) to voxels; precomputed
+    vertices (nm) are divided by the layer's own resolution; JSON positions are already
+    voxels. Bad files raise :class:`UserError`.
     """
     text = str(path)
     vs = None if voxel_size is None else np.asarray(voxel_size, np.float64)
     if _is_precomputed(text):
-        return _load_precomputed(text, vs)
+        return _load_precomputed(text)
     p = Path(text)
     if not p.exists():
         raise UserError(f"skeleton file not found: {p}", "check the --skeletons path")
@@ -298,6 +299,27 @@ def skeletons_from_labels(labels: np.ndarray, voxel_size: Sequence[float] = (1, 
 
 # ---------------------------------------------------------------------------- lookup
 
+def node_voxels(skeletons: Skeletons, shape: Sequence[int],
+                offset: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """Each node's nearest voxel (``numpy.rint``, clipped to the volume) as global (z, y, x).
+
+    The volume has ``shape`` voxels starting at global ``offset``. Nodes outside it (more than
+    half a voxel beyond a face) raise :class:`UserError`.
+    """
+    off = np.asarray(offset, np.int64)
+    pos = skeletons.positions - off
+    size = np.asarray(shape[-3:], np.int64)
+    outside = np.any((pos < -0.5) | (pos > size - 0.5), axis=1)
+    if np.any(outside):
+        first = skeletons.positions[np.argmax(outside)]
+        raise UserError(f"{int(outside.sum())} of {skeletons.num_nodes} skeleton nodes lie "
+                        f"outside the volume (e.g. node at z,y,x={first.round(2).tolist()}, "
+                        f"volume {tuple(int(s) for s in size)} at offset "
+                        f"{tuple(int(o) for o in off)})",
+                        "check that the skeletons and the volume share voxel size and offset")
+    return np.clip(np.rint(pos).astype(np.int64), 0, size - 1) + off
+
+
 def node_segments(skeletons: Skeletons, segmentation: np.ndarray,
                   offset: Sequence[int] = (0, 0, 0)) -> np.ndarray:
     """The label of ``segmentation`` (z, y, x, first voxel at global ``offset``) at each node.
@@ -305,14 +327,5 @@ def node_segments(skeletons: Skeletons, segmentation: np.ndarray,
     A node takes the voxel nearest to its position (``numpy.rint``, clipped to the volume).
     Nodes outside the volume (more than half a voxel beyond a face) raise :class:`UserError`.
     """
-    pos = skeletons.positions - np.asarray(offset, np.float64)
-    shape = np.asarray(segmentation.shape[-3:])
-    outside = np.any((pos < -0.5) | (pos > shape - 0.5), axis=1)
-    if np.any(outside):
-        first = skeletons.positions[np.argmax(outside)]
-        raise UserError(f"{int(outside.sum())} of {skeletons.num_nodes} skeleton nodes lie "
-                        f"outside the volume (e.g. node at z,y,x={first.round(2).tolist()}, "
-                        f"volume {tuple(int(s) for s in shape)} at offset {tuple(offset)})",
-                        "check that the skeletons and the volume share voxel size and offset")
-    idx = np.clip(np.rint(pos).astype(np.int64), 0, shape - 1)
+    idx = node_voxels(skeletons, segmentation.shape, offset) - np.asarray(offset, np.int64)
     return segmentation[idx[:, 0], idx[:, 1], idx[:, 2]]
