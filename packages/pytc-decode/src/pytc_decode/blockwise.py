@@ -1,0 +1,264 @@
+"""Blockwise affinity connected components, identical to decoding the whole volume at once.
+
+Three steps, each over the same block plan (:func:`pytc_core.plan_blocks`), so a local loop
+and Slurm array tasks run the same per-block functions:
+
+1. **label** (:func:`label_block`): each block is labelled on its own with
+   :func:`pytc_decode.cc` kernels; it records a :class:`BlockSummary`: sizes and first voxel
+   (global C-order index) of its local segments, its labels on all six faces and which of its
+   low-face edges (its own channels at local index 0, linking to the previous block) are on.
+   A voxel whose only edges may cross a face becomes a one-voxel "candidate" segment.
+2. **reduce** (:func:`reduce_blocks`): a global union-find joins the local segments across
+   every face, drops candidates that nothing joined and segments under ``min_size``, and
+   numbers the rest by first voxel in C order, as the whole-volume decode does.
+3. **relabel** (:func:`relabel_block`): each block's local ids are mapped to the final ids.
+
+Coordinates are global voxels (z, y, x); affinities are channels first.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+from pytc_core.bbox import BBox
+from pytc_core.blocks import plan_blocks
+
+from pytc_decode.cc import _label_array, label_dtype, prepare_affinities
+
+__all__ = [
+    "BlockSummary",
+    "BlockTables",
+    "affinity_cc_blockwise",
+    "label_block",
+    "reduce_blocks",
+    "relabel_block",
+]
+
+
+@dataclass
+class BlockSummary:
+    """What the reduce step needs from one labelled block (all planes in local ids)."""
+
+    bbox: BBox
+    #: voxels per local id (index 0 = background), int64
+    sizes: np.ndarray
+    #: global C-order index of each local segment's first voxel (index 0 unused), int64
+    first: np.ndarray
+    #: labels on the low faces: z (Y, X), y (Z, X), x (Z, Y)
+    low_labels: tuple[np.ndarray, np.ndarray, np.ndarray]
+    #: labels on the high faces, same shapes
+    high_labels: tuple[np.ndarray, np.ndarray, np.ndarray]
+    #: low-face edges above the threshold (the edges to the previous block), same shapes
+    low_edges: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def num_labels(self) -> int:
+        return self.sizes.size - 1
+
+    def to_bytes(self) -> bytes:
+        """Serialise as .npz bytes (for Slurm tasks that hand their summary to the reduce step)."""
+        buf = io.BytesIO()
+        arrays = {"start": np.array(self.bbox.start), "stop": np.array(self.bbox.stop),
+                  "sizes": self.sizes, "first": self.first}
+        for name in ("low_labels", "high_labels", "low_edges"):
+            for axis, plane in zip("zyx", getattr(self, name), strict=True):
+                arrays[f"{name}_{axis}"] = plane
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BlockSummary:
+        with np.load(io.BytesIO(data)) as f:
+            planes = {name: tuple(f[f"{name}_{axis}"] for axis in "zyx")
+                      for name in ("low_labels", "high_labels", "low_edges")}
+            return cls(BBox(tuple(f["start"]), tuple(f["stop"])), f["sizes"], f["first"], **planes)
+
+
+@njit(cache=True)
+def _sizes_and_first(lab, num, origin, vol_shape):
+    """Voxel count and global C-order first voxel per local id (ids are in first-voxel order)."""
+    sizes = np.zeros(num + 1, dtype=np.int64)
+    first = np.full(num + 1, -1, dtype=np.int64)
+    Z, Y, X = lab.shape
+    nxt = 1
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                v = np.int64(lab[z, y, x])
+                sizes[v] += 1
+                if v == nxt:
+                    first[v] = ((origin[0] + z) * vol_shape[1] + origin[1] + y) * vol_shape[2] \
+                        + origin[2] + x
+                    nxt += 1
+    return sizes, first
+
+
+def label_block(affinities: np.ndarray, threshold: float, bbox: BBox, volume_box: BBox,
+                mask: np.ndarray | None = None) -> tuple[np.ndarray, BlockSummary]:
+    """Label one block's (C, Z, Y, X) affinities with local ids; return (labels, summary).
+
+    ``bbox`` is the block and ``volume_box`` the whole decoded box, global voxels (z, y, x);
+    faces inside ``volume_box`` may carry edges to neighbouring blocks.
+    """
+    aff, t = prepare_affinities(affinities, threshold)
+    if aff.shape[1:] != bbox.shape:
+        raise ValueError(f"block data {aff.shape[1:]} does not match block {bbox}")
+    lo_ext = np.array([a > b for a, b in zip(bbox.start, volume_box.start, strict=True)])
+    hi_ext = np.array([a < b for a, b in zip(bbox.stop, volume_box.stop, strict=True)])
+    lab, num = _label_array(aff, t, mask, lo_ext, hi_ext)
+    origin = np.array([a - b for a, b in zip(bbox.start, volume_box.start, strict=True)])
+    sizes, first = _sizes_and_first(lab, num, origin, np.array(volume_box.shape))
+    low_edges = (aff[0, 0] > t, aff[1, :, 0] > t, aff[2, :, :, 0] > t)
+    summary = BlockSummary(
+        bbox, sizes, first,
+        low_labels=(lab[0].copy(), lab[:, 0].copy(), lab[:, :, 0].copy()),
+        high_labels=(lab[-1].copy(), lab[:, -1].copy(), lab[:, :, -1].copy()),
+        low_edges=low_edges,
+    )
+    return lab, summary
+
+
+@dataclass
+class BlockTables:
+    """The reduce step's result: per block, local id → final id (index 0 → 0)."""
+
+    #: one table per block start (z, y, x)
+    tables: dict[tuple[int, int, int], np.ndarray]
+    num_segments: int
+    #: voxels per final id (index 0 = background)
+    sizes: np.ndarray
+
+    def table(self, bbox: BBox) -> np.ndarray:
+        return self.tables[tuple(bbox.start)]
+
+
+@njit(cache=True)
+def _union_pairs(parent, a, b):
+    for i in range(a.size):
+        x = a[i]
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        y = b[i]
+        while parent[y] != y:
+            parent[y] = parent[parent[y]]
+            y = parent[y]
+        if x < y:
+            parent[y] = x
+        elif y < x:
+            parent[x] = y
+    for i in range(parent.size):  # flatten: every entry points at its root
+        parent[i] = parent[parent[i]]
+
+
+def reduce_blocks(summaries: Sequence[BlockSummary], volume_box: BBox, min_size: int = 0,
+                  dtype: np.dtype | None = None) -> BlockTables:
+    """Resolve the equivalences across block faces and number the segments globally.
+
+    Segments are joined across a face where the higher block's low-face edge is on and both
+    voxels are labelled; one-voxel candidates that nothing joined become background, as do
+    segments under ``min_size`` voxels. Final ids are 1..N by first voxel in C order of the
+    whole ``volume_box``, so the result equals the whole-volume decode.
+    """
+    summaries = sorted(summaries, key=lambda s: s.bbox.start)
+    offsets, total = {}, 0  # global provisional id = offset of the block + local id
+    for s in summaries:
+        offsets[s.bbox.start] = total
+        total += s.num_labels
+    # a block's neighbour below on an axis: the block whose stop there is our start
+    by_face = {(axis, s.bbox.stop[axis], *(s.bbox.start[i] for i in range(3) if i != axis)): s
+               for s in summaries for axis in range(3)}
+    pairs_a, pairs_b = [], []
+    for s in summaries:
+        for axis in range(3):
+            if s.bbox.start[axis] <= volume_box.start[axis]:
+                continue
+            key = (axis, s.bbox.start[axis], *(s.bbox.start[i] for i in range(3) if i != axis))
+            below = by_face.get(key)
+            if below is None:
+                raise ValueError(f"block {s.bbox} has no neighbour below on axis {axis}: "
+                                 "the summaries of every block are needed")
+            mine, theirs = s.low_labels[axis], below.high_labels[axis]
+            on = s.low_edges[axis] & (mine != 0) & (theirs != 0)
+            pairs_a.append(mine[on].astype(np.int64) + offsets[s.bbox.start])
+            pairs_b.append(theirs[on].astype(np.int64) + offsets[below.bbox.start])
+    sizes = np.zeros(total + 1, dtype=np.int64)
+    first = np.zeros(total + 1, dtype=np.int64)
+    for s in summaries:
+        o = offsets[s.bbox.start]
+        sizes[o + 1:o + 1 + s.num_labels] = s.sizes[1:]
+        first[o + 1:o + 1 + s.num_labels] = s.first[1:]
+    a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
+    b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
+    parent = np.arange(total + 1, dtype=np.int64)
+    _union_pairs(parent, a, b)
+    linked = np.zeros(total + 1, dtype=bool)
+    linked[a] = True
+    linked[b] = True
+    comp_size = np.bincount(parent, weights=sizes, minlength=total + 1).astype(np.int64)
+    comp_first = np.full(total + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(comp_first, parent, first)
+    is_root = parent == np.arange(total + 1)
+    keep = is_root & (comp_size >= max(min_size, 1))
+    keep &= ~((comp_size == 1) & ~linked)  # unjoined candidates are background
+    keep[0] = False
+    kept = np.flatnonzero(keep)
+    order = kept[np.argsort(comp_first[kept], kind="stable")]
+    final = np.zeros(total + 1, dtype=np.int64)
+    final[order] = np.arange(1, order.size + 1)
+    out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
+    global_table = final[parent].astype(out_dtype)
+    tables = {}
+    for s in summaries:
+        o = offsets[s.bbox.start]
+        t = np.zeros(s.num_labels + 1, dtype=out_dtype)
+        t[1:] = global_table[o + 1:o + 1 + s.num_labels]
+        tables[s.bbox.start] = t
+    final_sizes = np.zeros(order.size + 1, dtype=np.int64)
+    final_sizes[1:] = comp_size[order]
+    return BlockTables(tables, int(order.size), final_sizes)
+
+
+@njit(cache=True)
+def _map3d(labels, table, out):
+    Z, Y, X = labels.shape
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                out[z, y, x] = table[labels[z, y, x]]
+
+
+def relabel_block(labels: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """A block's (Z, Y, X) local ids mapped to final ids through ``table`` (a new array)."""
+    out = np.empty(labels.shape, dtype=table.dtype)
+    _map3d(labels, table, out)
+    return out
+
+
+def affinity_cc_blockwise(affinities: np.ndarray, threshold: float = 0.5, min_size: int = 0,
+                          block_size: Sequence[int] | int = 64, *,
+                          mask: np.ndarray | None = None) -> np.ndarray:
+    """In-memory twin of the blockwise decode: same result as :func:`affinity_cc`.
+
+    ``block_size`` in voxels (z, y, x). Used by tests and benchmarks; the CLI runs the same
+    three steps on volumes block by block.
+    """
+    aff, _ = prepare_affinities(affinities, threshold)
+    volume_box = BBox.from_shape(aff.shape[1:])
+    blocks = plan_blocks(volume_box, block_size)
+    labels = np.zeros(aff.shape[1:], dtype=label_dtype(volume_box.size))
+    summaries = []
+    for block in blocks:
+        m = None if mask is None else mask[block.slices]
+        lab, summary = label_block(affinities[(slice(None), *block.slices)], threshold, block,
+                                   volume_box, m)
+        labels[block.slices] = lab
+        summaries.append(summary)
+    tables = reduce_blocks(summaries, volume_box, min_size, labels.dtype)
+    for block in blocks:
+        labels[block.slices] = relabel_block(labels[block.slices], tables.table(block))
+    return labels
