@@ -68,7 +68,11 @@ def build_model(config: Mapping[str, Any] | ModelConfig) -> nn.Module:
 
 
 def count_parameters(config: Mapping[str, Any] | ModelConfig) -> int:
-    """Number of parameters of the network for ``config``, built on the meta device (no memory)."""
-    with torch.device("meta"):
+    """Number of parameters of the network for ``config``, built on the meta device (no memory;
+    networks whose constructor reads tensor values, such as SwinUNETR, are built on the CPU)."""
+    try:
+        with torch.device("meta"):
+            model = build_model(config)
+    except (RuntimeError, NotImplementedError):
         model = build_model(config)
     return sum(p.numel() for p in model.parameters())
