@@ -10,7 +10,7 @@ from typing import Annotated
 
 import cyclopts
 from cyclopts import Parameter
-from pytc_core.cli import emit, resolve_input_uri, run_entry_point, setup_logging, stderr_console
+from pytc_core.cli import emit, resolve_input_uri, run_entry_point, setup_logging
 from pytc_core.errors import UserError
 
 from pytc_eval import __version__
@@ -38,7 +38,8 @@ class EvalConfig:
 
 @app.default
 def evaluate(
-    segmentations: Annotated[list[str], Parameter(name="SEG_URI", consume_multiple=True)],
+    segmentations: Annotated[list[str], Parameter(name="SEG_URI", consume_multiple=True,
+                                                     allow_leading_hyphen=True)],
     /,
     *,
     gt: Annotated[str, Parameter(name="--gt")],
@@ -111,11 +112,12 @@ def evaluate(
         check_pair,
         error_rows,
         evaluate_volumes,
+        format_table,
         ranked_table,
         report_json,
         write_errors_csv,
     )
-    from pytc_eval.skeletons import load_skeletons, skeletons_from_labels
+    from pytc_eval.skeletons import load_skeletons, node_voxels, skeletons_from_labels
     from pytc_eval.skeletons import save_skeletons as save_skeletons_json
 
     cfg = resolve_config(EvalConfig, config, {"skeletons": skeletons,
@@ -138,6 +140,7 @@ def evaluate(
     elif cfg.skeletons is not None:
         skel = load_skeletons(cfg.skeletons, voxel_size=voxel_size)
     if skel is not None:
+        node_voxels(skel, gt_vol.spatial_shape, gt_vol.offset)  # nodes outside: UserError
         log.info("%d skeletons, %d nodes, %d edges", skel.num_skeletons, skel.num_nodes,
                  skel.num_edges)
         if save_skeletons:
@@ -159,13 +162,7 @@ def evaluate(
         write_errors_csv(errors, rows)
         log.info("wrote %d errors to %s", sum(len(r) for r in rows.values()), errors)
     if not json_only and not quiet:
-        from rich.table import Table
-
-        header, body = ranked_table(reports)
-        table = Table(*header, title="pytc-eval")
-        for row in body:
-            table.add_row(*row)
-        stderr_console().print(table)
+        sys.stderr.write(format_table(*ranked_table(reports)) + "\n")
     return 0
 
 

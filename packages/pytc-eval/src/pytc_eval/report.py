@@ -24,8 +24,8 @@ from pytc_eval.erl import SPLIT, expected_run_length
 from pytc_eval.skeletons import Skeletons, node_voxels
 from pytc_eval.voi import ContingencyTable, rand_voi_from_table
 
-__all__ = ["Evaluation", "error_rows", "evaluate_volumes", "ranked_table", "report_json",
-           "write_errors_csv"]
+__all__ = ["Evaluation", "error_rows", "evaluate_volumes", "format_table", "ranked_table",
+           "report_json", "write_errors_csv"]
 
 VOXEL_KEYS = ("voi_split", "voi_merge", "nvi_split", "nvi_merge", "nid", "rand_split",
               "rand_merge", "adapted_rand_error")
@@ -218,7 +218,7 @@ def _fmt(value) -> str:
 
 
 def ranked_table(reports: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows ranking several reports: by NERL (higher first) when skeletons were
+    """Header and rows (segmentations by the last part of their URI) ranking several reports: by NERL (higher first) when skeletons were
     evaluated, else by total VOI (lower first); NaN ranks last."""
     with_skel = all("nerl" in r for r in reports)
 
@@ -229,11 +229,26 @@ def ranked_table(reports: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
         v = r["voi_split"] + r["voi_merge"]
         return v if not math.isnan(v) else math.inf
 
-    cols = ["voi_split", "voi_merge", "adapted_rand_error", "n_segments"]
+    cols = {"voi_split": "VOI split", "voi_merge": "VOI merge",
+            "adapted_rand_error": "ARAND", "n_segments": "segments"}
     if with_skel:
-        cols += ["erl", "nerl", "adapted_nerl", "n_edges_split", "n_edges_merged"]
-    header = ["rank", "segmentation", *cols]
+        cols.update({"erl": "ERL nm", "nerl": "NERL", "adapted_nerl": "NERL adapt",
+                     "n_edges_split": "split edges", "n_edges_merged": "merged edges"})
+    header = ["rank", "segmentation", *cols.values()]
     ordered = sorted(reports, key=key)
-    rows = [[str(i + 1), r["segmentation"], *(_fmt(r.get(c)) for c in cols)]
+    rows = [[str(i + 1), r["segmentation"].rstrip("/").rsplit("/", 1)[-1],
+             *(_fmt(r.get(c)) for c in cols)]
             for i, r in enumerate(ordered)]
     return header, rows
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain aligned text table (any terminal width; numbers right-aligned)."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) if i == 1 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])

@@ -1,0 +1,204 @@
+"""pytc-eval in-process (run_entry_point) and as a real subprocess, on volumes in tmp_path."""
+
+import csv
+import json
+import logging
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pytc_core import create_volume
+from pytc_core.cli import run_entry_point
+from pytc_eval import rand_voi
+from pytc_eval.cli import app
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_handler():
+    """setup_logging keeps its first handler's stream; capsys swaps stderr per test."""
+    logger = logging.getLogger("pytc")
+    for handler in [h for h in logger.handlers if getattr(h, "_pytc", False)]:
+        logger.removeHandler(handler)
+    yield
+
+
+def run(capsys, *argv):
+    code = run_entry_point("pytc-eval", app, [str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write(uri, array, voxel_size=(1, 1, 1), layer_type="segmentation"):
+    vol = create_volume(str(uri), array.shape, array.dtype, voxel_size=voxel_size,
+                        layer_type=layer_type)
+    vol.write(array)
+    return str(uri)
+
+
+def labels():
+    """Two straight neurites along x in an 8 x 8 x 16 volume: ids 1 (rows y<4) and 2."""
+    gt = np.zeros((8, 8, 16), np.uint32)
+    gt[:, :4] = 1
+    gt[:, 4:] = 2
+    return gt
+
+
+def skeleton_json(path):
+    """Skeleton 1 along y=1 (x = 0..15), skeleton 2 along y=6; positions in voxels."""
+    nodes, edges = [], []
+    for sid, y in ((1, 1), (2, 6)):
+        for x in range(16):
+            nodes.append({"id": sid * 100 + x, "skeleton_id": sid, "z": 4, "y": y, "x": x})
+            if x:
+                edges.append([sid * 100 + x - 1, sid * 100 + x])
+    path.write_text(json.dumps({"nodes": nodes, "edges": edges}))
+    return str(path)
+
+
+def test_report_with_skeletons(tmp_path, capsys):
+    gt = labels()
+    seg = gt.astype(np.uint64) * 10
+    seg[:, :4, 8:] = 11  # skeleton 1 split once at x = 7|8
+    gt_uri = write(tmp_path / "gt.npy", gt, voxel_size=(40, 4, 4))
+    seg_uri = write(tmp_path / "seg.h5:seg", seg, voxel_size=(40, 4, 4))
+    code, out, err = run(capsys, seg_uri, "--gt", gt_uri, "--skeletons",
+                         skeleton_json(tmp_path / "skel.json"), "--block-size", 5)
+    assert code == 0
+    report = json.loads(out)
+    expected = rand_voi(gt, seg)
+    for key in ("voi_split", "voi_merge", "nvi_split", "nvi_merge", "nid", "rand_split",
+                "rand_merge", "adapted_rand_error"):
+        assert report[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), key
+    assert report["voi_split"] == pytest.approx(0.5)  # half of the voxels, one even split
+    # edges 4 nm long: skeleton 1 = 7 + 7 correct edges around the split, skeleton 2 = 15
+    assert report["erl"] == pytest.approx((28**2 + 28**2 + 60**2) / 120)
+    assert report["gt_erl"] == pytest.approx(60.0)
+    assert report["nerl"] == pytest.approx(report["erl"] / 60)
+    assert report["split_stats"] == {"1": [[10, 11]]} and report["merge_stats"] == {}
+    assert (report["n_edges_split"], report["n_edges_correct"], report["n_edges_merged"]) \
+        == (1, 29, 0)
+    assert (report["n_segments"], report["n_gt_segments"]) == (3, 2)
+    assert report["segmentation"] == seg_uri and report["ground_truth"] == gt_uri
+    assert report["voxel_size"] == [40, 4, 4]
+    assert "rank  segmentation" in err and "NERL" in err
+
+
+def test_several_segmentations_are_ranked_and_errors_csv(tmp_path, capsys):
+    gt = labels()
+    gt_uri = write(tmp_path / "gt", gt)  # precomputed layers → Neuroglancer links
+    merged = write(tmp_path / "merged", np.ones_like(gt))
+    perfect = write(tmp_path / "perfect", gt * 3)
+    split = gt.copy()
+    split[:, 4:, 10:] = 5
+    split_uri = write(tmp_path / "split", split)
+    errors = tmp_path / "errors.csv"
+    code, out, err = run(capsys, merged, perfect, split_uri, "--gt", gt_uri, "--skeletons",
+                         skeleton_json(tmp_path / "s.json"), "--errors", errors)
+    assert code == 0
+    reports = [json.loads(line) for line in out.splitlines()]
+    assert [r["segmentation"] for r in reports] == [merged, perfect, split_uri]
+    # split: skeleton 2 keeps 9 + 5 unit edges around its split, skeleton 1 all 15
+    assert [r["nerl"] for r in reports] == pytest.approx([0.0, 1.0, (15**2 + 9**2 + 5**2)
+                                                         / 30 / 15])
+    table = err[err.index("rank"):].splitlines()[2:]
+    assert [row.split()[:2] for row in table] == [["1", "perfect"], ["2", "split"],
+                                                  ["3", "merged"]]
+    rows = list(csv.DictReader(errors.read_text().splitlines()))
+    merge_rows = [r for r in rows if r["kind"] == "merge"]
+    assert [(r["segmentation"], r["segments"], r["skeletons"]) for r in merge_rows] == \
+        [(merged, "1", "1;2")]
+    assert (merge_rows[0]["z"], merge_rows[0]["y"], merge_rows[0]["x"]) == ("4", "1", "0")
+    split_rows = [r for r in rows if r["kind"] == "split"]
+    assert [(r["segments"], r["skeletons"], r["x"]) for r in split_rows] == [("2;5", "2", "9")]
+    assert split_rows[0]["neuroglancer"].startswith("https://neuroglancer-demo.appspot.com/#!")
+    assert "precomputed%3A//file" in split_rows[0]["neuroglancer"]
+    code, _, err = run(capsys, merged, "--gt", gt_uri, "--errors", errors)
+    assert code == 2 and "already exists" in err
+    assert run(capsys, merged, "--gt", gt_uri, "--errors", errors, "--overwrite")[0] == 0
+
+
+def test_kimimaro_skeletons_and_config(tmp_path, capsys):
+    gt = np.zeros((10, 12, 48), np.uint16)
+    gt[3:7, 2:6, 1:47] = 1
+    gt[3:7, 7:11, 1:47] = 2
+    gt_uri = write(tmp_path / "gt.npy", gt)
+    config = tmp_path / "eval.toml"
+    config.write_text("[eval]\nmerge_threshold = 1\n[eval.kimimaro]\ndust_threshold = 10\n"
+                      "const = 10.0\n")
+    saved = tmp_path / "kimimaro.json"
+    code, out, err = run(capsys, gt_uri, "--gt", gt_uri, "--skeletons", "kimimaro",
+                         "--config", config, "--save-skeletons", saved, "--json")
+    assert code == 0 and "rank" not in err
+    report = json.loads(out)
+    assert report["nerl"] == pytest.approx(1.0) and report["n_skeletons"] == 2
+    assert report["gt_erl"] > 40 and report["skeletons"] == "kimimaro"
+    nodes = json.loads(saved.read_text())["nodes"]
+    assert {n["skeleton_id"] for n in nodes} == {1, 2}
+    config.write_text("[eval]\nmerge_treshold = 2\n")
+    code, _, err = run(capsys, gt_uri, "--gt", gt_uri, "--config", config)
+    assert code == 2 and "did you mean 'merge_threshold'" in err
+
+
+def test_all_zero_ground_truth_reports_nan_as_null(tmp_path, capsys):
+    zeros = write(tmp_path / "gt.npy", np.zeros((4, 4, 4), np.uint8))
+    seg = write(tmp_path / "seg.npy", np.ones((4, 4, 4), np.uint8))
+    code, out, err = run(capsys, seg, "--gt", zeros)
+    assert code == 0
+    report = json.loads(out)
+    assert report["rand_split"] is None and report["nid"] is None
+    assert report["voi_split"] == 0 and report["n_voxels"] == 0
+    assert "ground truth is all zero" in err and "ground truth is all zero" in \
+        report["warnings"][0]
+
+
+@pytest.mark.parametrize("case", ["shape", "float", "outside", "swc", "missing-gt", "json"])
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
+    gt_uri = write(tmp_path / "gt.npy", labels())
+    seg_uri = write(tmp_path / "seg.npy", labels())
+    args = [seg_uri, "--gt", gt_uri]
+    if case == "shape":
+        args[0] = write(tmp_path / "small.npy", np.ones((8, 8, 8), np.uint32))
+        match = "shape (8, 8, 8) but ground truth"
+    elif case == "float":
+        args[0] = write(tmp_path / "f.npy", np.ones((8, 8, 16), np.float32), layer_type="image")
+        match = "labels must be integers"
+    elif case == "outside":
+        path = tmp_path / "far.json"
+        path.write_text(json.dumps({"nodes": [{"id": 1, "skeleton_id": 1, "z": 40, "y": 0,
+                                               "x": 0}], "edges": []}))
+        args += ["--skeletons", path]
+        match = "1 of 1 skeleton nodes lie outside the volume"
+    elif case == "swc":
+        path = tmp_path / "3.swc"
+        path.write_text("1 0 0 0 0 1 -1\n2 0 1 0 0 1 9\n")
+        args += ["--skeletons", path]
+        match = "node 2 has parent 9"
+    elif case == "missing-gt":
+        args = [seg_uri, "--gt", tmp_path / "nothing.npy"]
+        match = "nothing.npy"
+    else:
+        path = tmp_path / "s.json"
+        path.write_text("[1, 2]")
+        args += ["--skeletons", path]
+        match = "not a skeleton JSON file"
+    code, out, err = run(capsys, *args)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pytc-eval: error: ") and match in lines[0]
+
+
+def test_subprocess_reads_uri_from_stdin(tmp_path):
+    gt_uri = write(tmp_path / "gt.npy", labels())
+    exe = Path(sys.executable).parent / "pytc-eval"
+    done = subprocess.run([str(exe), "-", "--gt", gt_uri, "--quiet"], input=gt_uri + "\n",
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["voi_split"] == 0 and report["adapted_rand_error"] == 0
+    bad = subprocess.run([str(exe), gt_uri, "--gt", gt_uri, "--block-size", "0"],
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "Traceback" not in bad.stderr and not math.isnan(0.0)
