@@ -17,7 +17,6 @@ log = logging.getLogger("pytc.decode")
 
 app = cyclopts.App(
     name="pytc-decode",
-    help="Turn an affinity volume into a segmentation (Numba connected components, blockwise).",
     version=__version__,
 )
 
@@ -72,12 +71,12 @@ def decode(
     Examples::
 
         pytc-decode aff_layer --output seg_layer --threshold 0.5
-        pytc-decode aff.h5:affinities -o seg.h5:seg --min-size 100 --small merge --dust
+        pytc-decode aff.h5:aff -o seg.h5:seg --min-size 100 --small merge --dust
         pytc-infer ... | pytc-decode - --block-size 128        # larger than memory
-        # Slurm: label shares, one reduce, relabel shares
-        pytc-decode aff -o seg --block-size 128 --step label --blocks $SLURM_ARRAY_TASK_ID/16
+        # Slurm array task I of 16: label shares, one reduce, relabel shares
+        pytc-decode aff -o seg --block-size 128 --step label --blocks $I/16
         pytc-decode aff -o seg --block-size 128 --step reduce
-        pytc-decode aff -o seg --block-size 128 --step relabel --blocks $SLURM_ARRAY_TASK_ID/16
+        pytc-decode aff -o seg --block-size 128 --step relabel --blocks $I/16
 
     Parameters
     ----------

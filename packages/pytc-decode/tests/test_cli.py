@@ -1,0 +1,177 @@
+"""pytc-decode end to end on real volumes in tmp_path: results, blockwise shares, bad input."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pytc_core.cli import run_entry_point
+from pytc_core.synthetic import synthetic_labels
+from pytc_core.targets import affinities_from_labels
+from pytc_core.volume import create_volume, open_volume, volume_exists
+from pytc_decode import affinity_cc
+from pytc_decode.cli import app
+from pytc_decode.decode import default_output_uri
+
+
+def run(args, capsys):
+    code = run_entry_point("pytc-decode", app, [str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def affinities() -> np.ndarray:
+    labels = synthetic_labels((24, 32, 32), seed=4)
+    aff = affinities_from_labels(labels)[0]
+    rng = np.random.default_rng(0)
+    return np.clip(aff + rng.uniform(-0.5, 0.5, aff.shape), 0, 1).astype(np.float32)
+
+
+def write(uri: str, array: np.ndarray, chunk=(8, 16, 16)) -> str:
+    vol = create_volume(uri, array.shape, array.dtype, chunk_size=chunk, voxel_size=(8, 4, 4))
+    vol.write(array)
+    return uri
+
+
+def test_whole_volume_decode_writes_the_labels_and_prints_the_uri(tmp_path, affinities, capsys):
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    seg_uri = str(tmp_path / "seg")
+    code, out, err = run([aff_uri, "--output", seg_uri, "--threshold", "0.5", "--min-size", "3"],
+                         capsys)
+    assert code == 0, err
+    assert out == seg_uri + "\n"
+    seg = open_volume(seg_uri)
+    expected = affinity_cc(affinities, 0.5, 3)
+    assert seg.dtype == np.uint32 and seg.voxel_size == (8.0, 4.0, 4.0)
+    np.testing.assert_array_equal(seg.read(), expected)
+    sizes = np.bincount(expected.reshape(-1))[1:]
+    assert f"{expected.max()} segments (sizes min {sizes.min()} / median" in err
+    assert f"max {sizes.max()} voxels), {sizes.sum()} of {expected.size} voxels labelled" in err
+    assert (tmp_path / "seg" / "pytc_config.toml").exists()
+    # the same output again needs --overwrite
+    code, out, err = run([aff_uri, "--output", seg_uri], capsys)
+    assert code == 2 and out == ""
+    assert err == (f"pytc-decode: error: output {seg_uri} already exists (pass --overwrite to "
+                   "replace it, or choose another output)\n")
+    code, _, err = run([aff_uri, "--output", seg_uri, "--overwrite", "--threshold", "0.9"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(open_volume(seg_uri).read(), affinity_cc(affinities, 0.9))
+
+
+def test_blockwise_cli_equals_whole_volume_and_slurm_shares(tmp_path, affinities, capsys):
+    aff_uri = write(str(tmp_path / "aff.zarr"), affinities)
+    expected = affinity_cc(affinities, 0.5, 5)
+    seg_uri = str(tmp_path / "seg")
+    code, out, err = run([aff_uri, "-o", seg_uri, "--block-size", "8,16,16", "--min-size", "5",
+                          "-q"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(open_volume(seg_uri).read(), expected)
+    # the Slurm way: label shares, one reduce, relabel shares (in a scrambled order)
+    shares_uri = str(tmp_path / "shares.h5:seg")
+    base = [aff_uri, "-o", shares_uri, "--block-size", "8,16,16", "--min-size", "5", "-q"]
+    for share in ("2/3", "0/3", "1/3"):
+        code, out, err = run([*base, "--step", "label", "--blocks", share], capsys)
+        assert code == 0 and out == shares_uri + "\n", err
+    code, out, err = run([*base, "--step", "relabel", "--blocks", "0/2"], capsys)
+    assert code == 2 and "run --step reduce before --step relabel" in err
+    code, out, err = run([*base[:-1], "--step", "reduce"], capsys)
+    assert code == 0 and f"{expected.max()} segments" in err
+    for share in ("1/2", "0/2", "0/2"):  # a repeated share does not relabel twice
+        code, out, err = run([*base, "--step", "relabel", "--blocks", share], capsys)
+        assert code == 0, err
+    np.testing.assert_array_equal(open_volume(shares_uri).read(), expected)
+
+
+def test_reduce_before_all_labels_is_an_error(tmp_path, affinities, capsys):
+    aff_uri = write(str(tmp_path / "aff.npy"), affinities)
+    base = [aff_uri, "-o", str(tmp_path / "seg.npy"), "--block-size", "12,16,16"]
+    assert run([*base, "--step", "label", "--blocks", "0/2"], capsys)[0] == 0
+    code, _, err = run([*base, "--step", "reduce"], capsys)
+    assert code == 2 and "4 of 8 blocks are not labelled yet" in err
+
+
+def test_mask_foreground_channel_merge_and_stdin(tmp_path, affinities, capsys, monkeypatch):
+    fg = np.zeros((1, *affinities.shape[1:]), np.float32)
+    fg[0, :, :, :20] = 0.8
+    aff_uri = write(str(tmp_path / "aff4.h5:aff"), np.concatenate([affinities, fg]))
+    mask = np.ones(affinities.shape[1:], np.uint8)
+    mask[:, :10] = 0
+    mask_uri = write(str(tmp_path / "mask.npy"), mask)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(aff_uri + "\n"))
+    code, out, err = run(["-", "--mask", mask_uri, "--foreground-channel", "3",
+                          "--foreground-threshold", "0.5", "--min-size", "20", "--small", "merge",
+                          "--dust"], capsys)
+    assert code == 0, err
+    seg_uri = out.strip()
+    assert seg_uri == default_output_uri(aff_uri) == f"{tmp_path / 'aff4.h5'}:aff_seg"
+    region = mask.astype(bool) & (fg[0] > 0.5)
+    expected = affinity_cc(affinities, 0.5, 20, mask=region, small="merge")
+    np.testing.assert_array_equal(open_volume(seg_uri).read(), expected)
+    assert expected[~region].max() == 0 and expected.max() > 3
+    assert "dust: 1 voxels: 0, 2-9 voxels: 0, 10-99 voxels:" in err
+
+
+def test_config_file_and_unknown_keys(tmp_path, affinities, capsys):
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[decode]\nthreshold = 0.7\nmin_size = 4\n")
+    code, out, err = run([aff_uri, "-o", str(tmp_path / "seg"), "--config", cfg], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(open_volume(out.strip()).read(), affinity_cc(affinities, 0.7, 4))
+    cfg.write_text("[decode]\nthreshhold = 0.7\n")
+    code, out, err = run([aff_uri, "-o", str(tmp_path / "seg2"), "--config", cfg], capsys)
+    assert code == 2 and "threshold" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("make, extra, message", [
+    (lambda a: a[:2], [], "has 2 channels; an affinity volume needs at least 3"),
+    (lambda a: a[0], [], "with no channel axis"),
+    (lambda a: a, ["--threshold", "1.5"], "threshold 1.5 is outside [0, 1]"),
+    (lambda a: a, ["--threshold", "-0.1"], "threshold -0.1 is outside [0, 1]"),
+    (lambda a: np.where(np.arange(a.shape[-1]) == 5, np.nan, a).astype(np.float32), [],
+     "voxel(s) with NaN"),
+    (lambda a: a, ["--method", "mw"], "unknown method 'mw'"),
+    (lambda a: a, ["--small", "merg"], "small"),
+    (lambda a: a, ["--block-size", "0"], "bad block size '0'"),
+    (lambda a: a, ["--blocks", "0/2"], "--blocks and --step need --block-size"),
+    (lambda a: a, ["--block-size", "8", "--blocks", "3/2", "--step", "label"], "bad block share"),
+    (lambda a: a, ["--foreground-threshold", "0.5"], "go together"),
+    (lambda a: a, ["--foreground-channel", "3", "--foreground-threshold", "0.5"],
+     "foreground channel 3 does not exist"),
+    (lambda a: a, ["--mask", "MISSING"], ""),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, affinities, capsys, make,
+                                                          extra, message):
+    aff_uri = write(str(tmp_path / "in.npy"), np.ascontiguousarray(make(affinities)),
+                    chunk=(8, 8, 8))
+    extra = [str(tmp_path / "nope") if e == "MISSING" else e for e in extra]
+    seg_uri = str(tmp_path / "seg")
+    code, out, err = run([aff_uri, "-o", seg_uri, *extra], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("pytc-decode: error: ") and err.count("\n") == 1
+    assert message in err
+    assert not volume_exists(seg_uri) and not Path(seg_uri).exists()
+
+
+def test_help_and_real_subprocess(tmp_path, affinities):
+    script = Path(sys.executable).with_name("pytc-decode")
+    assert script.exists()
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    proc = subprocess.run([script, aff_uri, "--min-size", "2"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{aff_uri}_seg\n"
+    np.testing.assert_array_equal(open_volume(f"{aff_uri}_seg").read(),
+                                  affinity_cc(affinities, 0.5, 2))
+    proc = subprocess.run([script, str(tmp_path / "missing")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("pytc-decode: error:")
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0
+    assert "--block-size" in proc.stdout and "pytc-decode aff_layer --output seg_layer" in proc.stdout
