@@ -101,7 +101,7 @@ def _read(path: str | os.PathLike[str], map_location: Any, trusted: bool) -> dic
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc):
             raise UserError(f"{p} holds Python objects besides tensors and plain data",
                             "if you trust its origin, load it with trusted=True") from None
         raise UserError(f"{p} is not a PyTorch checkpoint ({str(exc).splitlines()[0]})",
