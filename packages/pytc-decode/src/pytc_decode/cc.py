@@ -121,17 +121,15 @@ def _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent, pba
     return n, nan
 
 
-@njit(cache=True, parallel=True)
-def _label_volume(aff, t, mask, use_mask, lo_ext, hi_ext, nslabs, lab, parent):
-    """Label the whole array in ``nslabs`` z-slabs; ``lab`` ends with consecutive final ids.
+def _slab_bounds(Z: int, nslabs: int) -> np.ndarray:
+    return np.array([(s * Z) // nslabs for s in range(nslabs + 1)], dtype=np.int64)
 
-    Returns (number of segments, NaN count in the first three channels).
-    """
+
+@njit(cache=True, parallel=True)
+def _label_slabs(aff, t, mask, use_mask, lo_ext, hi_ext, bounds, lab, parent):
+    """Phase 1 (parallel): label each z-slab on its own. Returns (labels per slab, NaN count)."""
     _, Z, Y, X = aff.shape
-    plane = Y * X
-    bounds = np.empty(nslabs + 1, dtype=np.int64)
-    for s in range(nslabs + 1):
-        bounds[s] = (s * Z) // nslabs
+    nslabs = bounds.size - 1
     counts = np.zeros(nslabs, dtype=np.int64)
     nans = np.zeros(nslabs, dtype=np.int64)
     for s in prange(nslabs):
@@ -139,10 +137,23 @@ def _label_volume(aff, t, mask, use_mask, lo_ext, hi_ext, nslabs, lab, parent):
         z1 = bounds[s + 1]
         if z1 > z0:
             c, k = _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent,
-                               z0 * plane)
+                               z0 * Y * X)
             counts[s] = c
             nans[s] = k
-    # compact the slabs' label tables into one global table: global label = offset[s] + local
+    return counts, nans.sum()
+
+
+@njit(cache=True)
+def _merge_slabs(aff, t, bounds, counts, lab, parent):
+    """Phase 2 (serial): one global label table, unions across slab planes, final ids.
+
+    Returns (per-slab label offsets, number of segments); ``parent[offset + local]`` then
+    holds each provisional label's final id.
+    """
+    _, Z, Y, X = aff.shape
+    plane = Y * X
+    nslabs = bounds.size - 1
+    # compact the slabs' label tables into one: global label = offset[s] + local label
     offsets = np.zeros(nslabs + 1, dtype=np.int64)
     for s in range(nslabs):
         offsets[s + 1] = offsets[s] + counts[s]
@@ -152,33 +163,38 @@ def _label_volume(aff, t, mask, use_mask, lo_ext, hi_ext, nslabs, lab, parent):
         for i in range(1, counts[s] + 1):
             parent[dst + i] = parent[src + i] + dst
     parent[0] = 0
-    # merge across slab boundary planes (union by minimum keeps the first-voxel order)
+    # union across slab boundary planes (union by minimum keeps the first-voxel order)
     for s in range(1, nslabs):
         z = bounds[s]
         if z == bounds[s + 1] or z == 0:
             continue
-        zp = z - 1
         sp = s - 1
-        while bounds[sp] > zp:  # the slab holding plane z - 1 (empty slabs are skipped)
+        while bounds[sp] == z:  # the slab holding plane z - 1 (skip empty slabs)
             sp -= 1
         for y in range(Y):
             for x in range(X):
                 if aff[0, z, y, x] > t:
                     a = lab[z, y, x]
-                    b = lab[zp, y, x]
+                    b = lab[z - 1, y, x]
                     if a != 0 and b != 0:
                         _union(parent, 0, a + offsets[s], b + offsets[sp])
     # final consecutive ids in place: parent[l] < l for every non-root, so one forward pass
-    total = offsets[nslabs]
     nseg = 0
-    for i in range(1, total + 1):
+    for i in range(1, offsets[nslabs] + 1):
         p = parent[i]
         if p == i:
             nseg += 1
             parent[i] = nseg
         else:
             parent[i] = parent[p]
-    for s in prange(nslabs):
+    return offsets, nseg
+
+
+@njit(cache=True, parallel=True)
+def _write_final(bounds, offsets, lab, parent):
+    """Phase 3 (parallel): replace provisional labels by final ids."""
+    _, Y, X = lab.shape
+    for s in prange(bounds.size - 1):
         off = offsets[s]
         for z in range(bounds[s], bounds[s + 1]):
             for y in range(Y):
@@ -186,7 +202,6 @@ def _label_volume(aff, t, mask, use_mask, lo_ext, hi_ext, nslabs, lab, parent):
                     v = lab[z, y, x]
                     if v != 0:
                         lab[z, y, x] = parent[v + off]
-    return nseg, nans.sum()
 
 
 @njit(cache=True)
@@ -328,11 +343,14 @@ def _label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.
         if m.shape != shape:
             raise UserError(f"mask has shape {m.shape}, affinities have spatial shape {shape}",
                             "pass a mask covering the same (Z, Y, X) box")
-    nseg, nan = _label_volume(aff, t, m, use_mask, lo_ext, hi_ext, nslabs, lab, parent)
-    del parent
+    bounds = _slab_bounds(shape[0], nslabs)
+    counts, nan = _label_slabs(aff, t, m, use_mask, lo_ext, hi_ext, bounds, lab, parent)
     if nan:
         raise UserError(f"affinities contain {nan} voxel(s) with NaN in the first three channels",
                         "fix the producing step (e.g. a diverged model) or clean the volume")
+    offsets, nseg = _merge_slabs(aff, t, bounds, counts, lab, parent)
+    _write_final(bounds, offsets, lab, parent)
+    del parent
     if kernel_dtype == np.int64:
         lab = lab.view(np.uint64)
     return lab, int(nseg)
