@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pytc_core import BBox, BlockProgress, UserError, plan_blocks, select_share
 
 

@@ -7,6 +7,7 @@ import io
 import cyclopts
 import numpy as np
 import pytest
+
 from pytc_core import UserError, create_volume, open_volume, require_finite
 from pytc_core.cli import emit, read_uri_from_stdin, run_entry_point
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+
 from pytc_core import UserError, save_config_next_to
 from pytc_core.config import config_to_toml, resolve_config
 

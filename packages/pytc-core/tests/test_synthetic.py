@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from pytc_core.synthetic import synthetic_em_volume, synthetic_labels
 from pytc_core.targets import affinities_from_labels
 
@@ -15,6 +16,11 @@ def test_deterministic_and_neuron_like():
     ids = np.unique(labels)
     np.testing.assert_array_equal(ids, np.arange(len(ids)))  # consecutive, 0 = background
     assert len(ids) > 10
+    # every id is one 6-connected object of >= 20 voxels
+    import cc3d
+
+    assert cc3d.connected_components(labels, connectivity=6).max() == len(ids) - 1
+    assert np.bincount(labels.ravel().astype(np.intp))[1:].min() >= 20
     assert 0.4 < (labels > 0).mean() < 0.9
     # some neurites touch: neighbouring voxels with two different non-zero labels
     a, b = labels[:, :, 1:], labels[:, :, :-1]

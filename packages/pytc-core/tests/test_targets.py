@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from pytc_core.targets import (
     NEAREST_OFFSETS,
     affinities_from_labels,

@@ -7,6 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+
 from pytc_core import BBox, UserError, create_volume, open_volume, plan_blocks, volume_exists
 from pytc_core.volume import parse_uri, sidecar_path
 

@@ -52,11 +52,13 @@ def synthetic_labels(
     branch_probability: float = 0.008,
     fill_fraction: float = 0.6,
     anisotropy: Sequence[float] = (1.0, 1.0, 1.0),
+    min_piece: int = 20,
 ) -> np.ndarray:
     """Neuron-like instance labels, uint64 (Z, Y, X), ids 1..N consecutive, 0 = background.
 
     ``n_neurons`` defaults to adding neurites until ``fill_fraction`` of the volume is filled. ``radius_range``
-    is in voxels (x/y); ``anisotropy`` (z, y, x) shrinks steps along anisotropic axes.
+    is in voxels (x/y); ``anisotropy`` (z, y, x) shrinks steps along anisotropic axes. Every id
+    is one 6-connected object of at least ``min_piece`` voxels.
     """
     shape = tuple(int(s) for s in shape)
     rng = np.random.default_rng(seed)
@@ -101,12 +103,18 @@ def synthetic_labels(
                     branch_dir = _unit(np.cross(dirs[j], rng.normal(size=3)) + dirs[j] * 0.3)
                     stack.append((path[j].copy(), branch_dir,
                                   max(radius_range[0], radii[j] * 0.7), depth + 1))
-    # consecutive ids (later neurites may have hidden earlier ones completely)
-    present = np.flatnonzero(np.bincount(labels.ravel().astype(np.intp)))
-    remap = np.zeros(value + 1, dtype=np.uint64)
-    ids = present[present > 0]
-    remap[ids] = np.arange(1, len(ids) + 1, dtype=np.uint64)
-    return remap[labels.astype(np.intp)]
+    # later neurites may cut earlier ones into pieces: every 6-connected piece becomes its own
+    # neuron and pieces under min_piece voxels become background, so each id is one connected
+    # object with no isolated voxels (its affinities decode back to it exactly)
+    import cc3d
+
+    pieces = cc3d.connected_components(labels, connectivity=6, out_dtype=np.uint64)
+    sizes = np.bincount(pieces.ravel().astype(np.intp))
+    keep = sizes >= min_piece
+    keep[0] = False
+    remap = np.zeros(len(sizes), dtype=np.uint64)
+    remap[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint64)
+    return remap[pieces.astype(np.intp)]
 
 
 def _box_blur(image: np.ndarray, passes: int = 2) -> np.ndarray:

@@ -1,0 +1,59 @@
+"""The stages compose through URIs on stdout: decode | eval, as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytc_core import create_volume
+from pytc_core.synthetic import synthetic_labels
+from pytc_core.targets import affinities_from_labels
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_decode_pipes_into_eval(tmp_path):
+    labels = synthetic_labels((24, 40, 40), seed=3).astype(np.uint32)
+    aff, _ = affinities_from_labels(labels)
+    create_volume(str(tmp_path / "gt"), labels.shape, labels.dtype, voxel_size=(8, 4, 4),
+                  layer_type="segmentation").write(labels)
+    create_volume(str(tmp_path / "aff"), aff.shape, aff.dtype, voxel_size=(8, 4, 4)).write(aff)
+
+    decode = subprocess.run([str(BIN / "pytc-decode"), str(tmp_path / "aff"), "--output",
+                             str(tmp_path / "seg")], capture_output=True, text=True, timeout=300)
+    assert decode.returncode == 0, decode.stderr
+    assert decode.stdout == f"{tmp_path / 'seg'}\n"  # only the URI on stdout
+    evaluate = subprocess.run([str(BIN / "pytc-eval"), "-", "--gt", str(tmp_path / "gt"), "--json"],
+                              input=decode.stdout, capture_output=True, text=True, timeout=300)
+    assert evaluate.returncode == 0, evaluate.stderr
+    lines = evaluate.stdout.splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    # affinities of connected labels decode back to exactly those labels
+    assert report["n_gt_segments"] == report["n_segments"] == len(np.unique(labels)) - 1
+    assert report["rand_split"] == report["rand_merge"] == 1.0
+    assert report["voi_split"] == report["voi_merge"] == 0.0
+    # the resolved config is stored beside the output
+    config = tomllib.loads((tmp_path / "seg" / "pytc_config.toml").read_text())
+    assert config["threshold"] == 0.5
+
+
+@pytest.mark.slow
+def test_quickstart_runs_on_the_bundled_volume(tmp_path):
+    result = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh"), str(tmp_path / "qs")],
+                            capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "qs" / "report.json").read_text())
+    # 75 x 250 x 250 evaluation region, 164 ground-truth bodies there
+    assert report["n_voxels"] > 4_600_000 and report["n_gt_segments"] == 164
+    # the noisy stand-in affinities cause merges but hardly any splits
+    assert report["rand_split"] > 0.95 and 0.3 < report["rand_merge"] < 0.99
+    assert 0 < report["nerl"] < 1 and report["n_skeletons"] > 50
+    assert (tmp_path / "qs" / "errors.csv").read_text().count("\n") >= 2
