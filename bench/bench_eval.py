@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from pytc_eval import (
     KimimaroParams,
     Skeletons,

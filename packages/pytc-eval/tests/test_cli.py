@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pytc_core import create_volume
 from pytc_core.cli import run_entry_point
 from pytc_eval import rand_voi

@@ -5,6 +5,7 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+
 from pytc_core.errors import UserError
 from pytc_eval import Skeletons, expected_run_length
 from pytc_eval.erl import CORRECT, MERGED, OMITTED, SPLIT
@@ -189,3 +190,17 @@ def test_matches_funlib_on_random_skeletons(seed):
     assert r["erl"] == pytest.approx(ref, rel=1e-12)
     assert {k: sorted(v) for k, v in r["split_stats"].items()} == \
         {k: sorted(v) for k, v in splits.items()}
+
+
+def test_sparse_node_ids_take_the_hash_path():
+    rng = np.random.default_rng(7)
+    segments = rng.integers(0, 4, SKEL.num_nodes)
+    dense = expected_run_length(SKEL, segments)
+    big = 10**15
+    sparse = Skeletons(SKEL.node_ids * big + 3, SKEL.skeleton_ids, SKEL.positions,
+                       SKEL.edges * big + 3)
+    assert expected_run_length(sparse, segments)["erl"] == dense["erl"]
+    broken = Skeletons(sparse.node_ids, sparse.skeleton_ids, sparse.positions,
+                       np.array([[3, 5]]))
+    with pytest.raises(UserError, match=r"edge \[3, 5\] names a node id that does not exist"):
+        broken.edge_index()

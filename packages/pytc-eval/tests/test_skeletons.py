@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from pytc_core.errors import UserError
 from pytc_eval import (
     KimimaroParams,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pytc_core.errors import UserError
 from pytc_eval import ContingencyTable, rand_voi, rand_voi_from_table
 

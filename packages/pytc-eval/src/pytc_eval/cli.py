@@ -10,9 +10,9 @@ from typing import Annotated
 
 import cyclopts
 from cyclopts import Parameter
+
 from pytc_core.cli import emit, resolve_input_uri, run_entry_point, setup_logging
 from pytc_core.errors import UserError
-
 from pytc_eval import __version__
 from pytc_eval.skeletons import KimimaroParams
 
@@ -107,7 +107,6 @@ def evaluate(
     setup_logging(quiet, verbose)
     from pytc_core.config import resolve_config
     from pytc_core.volume import open_volume
-
     from pytc_eval.report import (
         check_pair,
         error_rows,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numba
 import numpy as np
-from pytc_core.errors import UserError
 
+from pytc_core.errors import UserError
 from pytc_eval.skeletons import Skeletons
 
 __all__ = ["OMITTED", "SPLIT", "MERGED", "CORRECT", "expected_run_length", "edge_lengths"]
@@ -20,12 +21,134 @@ __all__ = ["OMITTED", "SPLIT", "MERGED", "CORRECT", "expected_run_length", "edge
 OMITTED, SPLIT, MERGED, CORRECT = 0, 1, 2, 3
 
 
-def edge_lengths(skeletons: Skeletons, voxel_size: Sequence[float] = (1, 1, 1)) -> np.ndarray:
+def edge_lengths(skeletons: Skeletons, voxel_size: Sequence[float] = (1, 1, 1),
+                 index: np.ndarray | None = None) -> np.ndarray:
     """Euclidean length of every edge in nm (float64): voxel positions × ``voxel_size`` (z, y, x)."""
-    idx = skeletons.edge_index()
+    idx = skeletons.edge_index() if index is None else index
     d = (skeletons.positions[idx[:, 0]] - skeletons.positions[idx[:, 1]]) \
         * np.asarray(voxel_size, np.float64)
     return np.sqrt(np.einsum("ij,ij->i", d, d))
+
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_S = np.uint64(29)
+
+
+@numba.njit(cache=True, nogil=True)
+def _table_size(n):  # pragma: no cover - numba
+    cap = 16
+    while cap < 2 * n:
+        cap *= 2
+    return cap
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_pairs(sk, seg):  # pragma: no cover - numba
+    """Hash-group nodes by (skeleton index, segment): pair id per node, and per pair its
+    skeleton index, segment and node count (pairs numbered in order of first appearance)."""
+    n = sk.shape[0]
+    cap = _table_size(n)
+    mask = np.uint64(cap - 1)
+    slot = np.full(cap, -1, np.int64)
+    pair_of_node = np.empty(n, np.int64)
+    pair_sk = np.empty(n, np.int64)
+    pair_seg = np.empty(n, np.uint64)
+    pair_count = np.zeros(n, np.int64)
+    m = 0
+    for i in range(n):
+        a = np.uint64(sk[i])
+        b = seg[i]
+        h = (a * _M1) ^ (b * _M2)
+        h = (h ^ (h >> _S)) & mask
+        while True:
+            p = slot[h]
+            if p == -1:
+                slot[h] = m
+                pair_sk[m] = sk[i]
+                pair_seg[m] = b
+                p = m
+                m += 1
+                break
+            if pair_sk[p] == sk[i] and pair_seg[p] == b:
+                break
+            h = (h + np.uint64(1)) & mask
+        pair_of_node[i] = p
+        pair_count[p] += 1
+    return pair_of_node, pair_sk[:m], pair_seg[:m], pair_count[:m]
+
+
+@numba.njit(cache=True, nogil=True)
+def _skeletons_per_segment(pair_seg, counted):  # pragma: no cover - numba
+    """For each pair, how many ``counted`` pairs (distinct skeletons) share its segment."""
+    m = pair_seg.shape[0]
+    cap = _table_size(m)
+    mask = np.uint64(cap - 1)
+    keys = np.zeros(cap, np.uint64)
+    used = np.zeros(cap, np.bool_)
+    counts = np.zeros(cap, np.int64)
+    where = np.empty(m, np.int64)
+    for i in range(m):
+        b = pair_seg[i]
+        h = b * _M2
+        h = (h ^ (h >> _S)) & mask
+        while used[h] and keys[h] != b:
+            h = (h + np.uint64(1)) & mask
+        used[h] = True
+        keys[h] = b
+        where[i] = h
+        if counted[i]:
+            counts[h] += 1
+    out = np.empty(m, np.int64)
+    for i in range(m):
+        out[i] = counts[where[i]]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _classify_edges(u, v, seg, pair_of_node, merging_pair, sk_node, pos, vs, n_sk,
+                    n_pairs):  # pragma: no cover - numba
+    """One pass over the edges: length (nm), outcome, skeleton lengths, correct length per
+    (skeleton, segment) pair, in funlib's rule order (omitted, split, merged, correct)."""
+    n_edges = u.shape[0]
+    outcome = np.empty(n_edges, np.int8)
+    length = np.empty(n_edges, np.float64)
+    skel_len = np.zeros(n_sk, np.float64)
+    has_edges = np.zeros(n_sk, np.bool_)
+    run_len = np.zeros(n_pairs, np.float64)
+    for e in range(n_edges):
+        a = u[e]
+        b = v[e]
+        dz = (pos[a, 0] - pos[b, 0]) * vs[0]
+        dy = (pos[a, 1] - pos[b, 1]) * vs[1]
+        dx = (pos[a, 2] - pos[b, 2]) * vs[2]
+        d = np.sqrt(dz * dz + dy * dy + dx * dx)
+        length[e] = d
+        s = sk_node[a]
+        skel_len[s] += d
+        has_edges[s] = True
+        su = seg[a]
+        sv = seg[b]
+        if su == 0 or sv == 0:
+            outcome[e] = 0
+        elif su != sv:
+            outcome[e] = 1
+        elif merging_pair[pair_of_node[a]]:
+            outcome[e] = 2
+        else:
+            outcome[e] = 3
+            run_len[pair_of_node[a]] += d
+    return outcome, length, skel_len, has_edges, run_len
+
+
+def _dense_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique sorted ids, index of each element): O(N) when ``ids`` is already sorted."""
+    if ids.size and np.all(ids[1:] >= ids[:-1]):
+        first = np.empty(ids.shape[0], bool)
+        first[0] = True
+        np.not_equal(ids[1:], ids[:-1], out=first[1:])
+        return ids[first], np.cumsum(first) - 1
+    return np.unique(ids, return_inverse=True)
 
 
 def _segments_array(skeletons: Skeletons, node_segment) -> np.ndarray:
@@ -72,49 +195,40 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
                         "use 1 (funlib) or a small node count such as 5")
     seg = _segments_array(skeletons, node_segment)
     idx = skeletons.edge_index()
-    length = edge_lengths(skeletons, voxel_size)
-    sk_ids, sk_node = np.unique(skeletons.skeleton_ids, return_inverse=True)
-    seg_ids, seg_node = np.unique(seg, return_inverse=True)
-    n_sk, n_seg = sk_ids.shape[0], seg_ids.shape[0]
+    sk_ids, sk_node = _dense_ids(skeletons.skeleton_ids)
+    n_sk = sk_ids.shape[0]
 
-    # merging segments: segments holding >= merge_threshold nodes of two or more skeletons
-    pair_key, pair_count = np.unique(sk_node.astype(np.int64) * n_seg + seg_node,
-                                     return_counts=True)
-    big = pair_key[pair_count >= merge_threshold]
-    big_seg = big % n_seg
-    merging = np.bincount(big_seg, minlength=n_seg) > 1
+    # (skeleton, segment) pairs; a segment merges when >= 2 skeletons hold >= k nodes in it
+    pair_of_node, pair_sk, pair_seg, pair_count = _group_pairs(sk_node, seg)
+    big = pair_count >= merge_threshold
+    merging_pair = _skeletons_per_segment(pair_seg, big) > 1
 
-    u, v = idx[:, 0], idx[:, 1]
-    edge_sk = sk_node[u]
-    su, sv = seg[u], seg[v]
-    outcome = np.full(idx.shape[0], CORRECT, np.int8)
-    omitted = (su == 0) | (sv == 0)
-    split = ~omitted & (su != sv)
-    merged = ~omitted & ~split & merging[seg_node[u]]
-    outcome[merged] = MERGED
-    outcome[split] = SPLIT
-    outcome[omitted] = OMITTED
-    correct = outcome == CORRECT
-
-    skel_len = np.bincount(edge_sk, weights=length, minlength=n_sk)
-    has_edges = np.bincount(edge_sk, minlength=n_sk) > 0
+    # an edge belongs to its first node's skeleton, so its pair is (skeleton, seg[u]);
+    # run_len[p] is C_sg, the correct length of skeleton s in segment g pooled over s
+    u, v = np.ascontiguousarray(idx[:, 0]), np.ascontiguousarray(idx[:, 1])
+    outcome, length, skel_len, has_edges, run_len = _classify_edges(
+        u, v, seg, pair_of_node, merging_pair, sk_node,
+        np.ascontiguousarray(skeletons.positions, np.float64),
+        np.asarray(voxel_size, np.float64), n_sk, pair_sk.shape[0])
+    split = outcome == SPLIT
     total = float(skel_len[has_edges].sum())
-    key = edge_sk[correct].astype(np.int64) * n_seg + seg_node[u[correct]]
-    run_key, run_inv = np.unique(key, return_inverse=True)
-    run_len = np.bincount(run_inv, weights=length[correct], minlength=run_key.shape[0])
-    c2 = np.bincount(run_key // n_seg, weights=run_len * run_len, minlength=n_sk)
+    c2 = np.bincount(pair_sk, weights=run_len * run_len, minlength=n_sk)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_skel = np.where(skel_len > 0, c2 / skel_len, 0.0)
         erl = float(np.sum((skel_len / total) * per_skel)) if total > 0 else 0.0
     gt_erl = float(np.dot(skel_len, skel_len) / total) if total > 0 else 0.0
     nerl = erl / gt_erl if gt_erl > 0 else float("nan")
 
-    merge_stats = {}
-    for s in np.flatnonzero(merging):
-        merge_stats[int(seg_ids[s])] = [int(sk_ids[k]) for k in big[big_seg == s] // n_seg]
+    sel = np.flatnonzero(merging_pair & big)
+    order = sel[np.lexsort((pair_sk[sel], pair_seg[sel]))]
+    merge_stats: dict[int, list[int]] = {}
+    for p in order:
+        merge_stats.setdefault(int(pair_seg[p]), []).append(int(sk_ids[pair_sk[p]]))
     split_stats: dict[int, list[tuple[int, int]]] = {}
-    for e in np.flatnonzero(split):
-        split_stats.setdefault(int(sk_ids[edge_sk[e]]), []).append((int(su[e]), int(sv[e])))
+    split_edges = np.flatnonzero(split)
+    for s, a, b in zip(sk_ids[sk_node[u[split_edges]]].tolist(), seg[u[split_edges]].tolist(),
+                       seg[v[split_edges]].tolist(), strict=True):
+        split_stats.setdefault(s, []).append((a, b))
 
     out = {
         "erl": erl,
@@ -128,9 +242,9 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
         "n_edges": int(idx.shape[0]),
         "n_edges_omitted": int(np.count_nonzero(outcome == OMITTED)),
         "n_edges_split": int(np.count_nonzero(split)),
-        "n_edges_merged": int(np.count_nonzero(merged)),
-        "n_edges_correct": int(np.count_nonzero(correct)),
-        "n_merging_segments": int(np.count_nonzero(merging)),
+        "n_edges_merged": int(np.count_nonzero(outcome == MERGED)),
+        "n_edges_correct": int(np.count_nonzero(outcome == CORRECT)),
+        "n_merging_segments": len(merge_stats),
         "total_length_nm": total,
     }
     if return_details:

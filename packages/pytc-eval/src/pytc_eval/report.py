@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from pytc_core.bbox import BBox
 from pytc_core.blocks import plan_blocks
 from pytc_core.cli import progress
 from pytc_core.errors import UserError
 from pytc_core.volume import Volume, require_integer_labels
-
 from pytc_eval.erl import SPLIT, expected_run_length
 from pytc_eval.skeletons import Skeletons, node_voxels
 from pytc_eval.voi import ContingencyTable, rand_voi_from_table
