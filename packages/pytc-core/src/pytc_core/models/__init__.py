@@ -21,6 +21,7 @@ from pytc_core.models.mednext import MEDNEXT_SIZES, MedNeXt
 from pytc_core.models.registry import (
     build_model,
     count_parameters,
+    describe_architectures,
     get_architecture_builder,
     list_architectures,
     register_architecture,
@@ -34,6 +35,7 @@ __all__ = [
     "ModelConfig",
     "build_model",
     "count_parameters",
+    "describe_architectures",
     "dkfz_to_pytc_name",
     "get_architecture_builder",
     "list_architectures",

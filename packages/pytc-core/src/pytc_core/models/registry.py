@@ -21,6 +21,7 @@ __all__ = [
     "Builder",
     "build_model",
     "count_parameters",
+    "describe_architectures",
     "get_architecture_builder",
     "list_architectures",
     "register_architecture",
@@ -68,11 +69,31 @@ def build_model(config: Mapping[str, Any] | ModelConfig) -> nn.Module:
 
 
 def count_parameters(config: Mapping[str, Any] | ModelConfig) -> int:
-    """Number of parameters of the network for ``config``, built on the meta device (no memory;
-    networks whose constructor reads tensor values, such as SwinUNETR, are built on the CPU)."""
-    try:
-        with torch.device("meta"):
-            model = build_model(config)
-    except (RuntimeError, NotImplementedError):
+    """Number of parameters of the network for ``config`` (built on the CPU and dropped;
+    the meta device would save memory but costs seconds of one-time setup for MONAI's
+    truncated-normal init)."""
+    with torch.no_grad():
         model = build_model(config)
     return sum(p.numel() for p in model.parameters())
+
+
+def describe_architectures(in_channels: int = 1, out_channels: int = 3
+                           ) -> list[tuple[str, int, str]]:
+    """``(name, parameters, summary)`` for every architecture with its default config (and
+    each MedNeXt size as ``mednext/<size>``), for ``in_channels`` → ``out_channels``."""
+    from pytc_core.models.mednext import MEDNEXT_SIZES
+
+    rows = []
+    for name in list_architectures():
+        table = {"architecture": name, "in_channels": in_channels, "out_channels": out_channels}
+        doc = (get_architecture_builder(name).__doc__ or "").strip().splitlines()
+        summary = doc[0].replace("``", "") if doc else ""
+        rows.append((name, count_parameters(table), summary))
+        if name == "mednext":
+            for size in MEDNEXT_SIZES:
+                for kernel in (3, 5):
+                    n = count_parameters({**table, "mednext_size": size,
+                                          "mednext_kernel_size": kernel})
+                    rows.append((f"mednext/{size}/k{kernel}", n,
+                                 f"mednext_size = \"{size}\", mednext_kernel_size = {kernel}"))
+    return rows
