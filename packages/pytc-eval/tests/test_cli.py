@@ -203,3 +203,28 @@ def test_subprocess_reads_uri_from_stdin(tmp_path):
                          capture_output=True, text=True, check=False, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "Traceback" not in bad.stderr and not math.isnan(0.0)
+
+
+def test_evaluate_volumes_aligns_offsets_blockwise(tmp_path):
+    from pytc_core import open_volume
+    from pytc_eval import Skeletons
+    from pytc_eval.report import evaluate_volumes
+
+    gt = labels()
+    seg = gt.astype(np.uint16) * 2
+    seg[:, 4:, 12:] = 9
+    gt_vol = create_volume(str(tmp_path / "gt.npy"), gt.shape, gt.dtype, offset=(10, 0, 0),
+                           voxel_size=(2, 2, 2))
+    gt_vol.write(gt, offset=(10, 0, 0))
+    seg_vol = create_volume(str(tmp_path / "seg.npy"), seg.shape, seg.dtype, offset=(0, 5, 0))
+    seg_vol.write(seg, offset=(0, 5, 0))
+    # skeleton positions are global ground-truth voxels: z = 10 + 4
+    skel = Skeletons(np.arange(16), np.full(16, 2), np.array([[14.0, 6.0, x] for x in range(16)]),
+                     np.array([[i, i + 1] for i in range(15)]))
+    result = evaluate_volumes(open_volume(str(tmp_path / "seg.npy")),
+                              open_volume(str(tmp_path / "gt.npy")), skel, block_size=3)
+    expected = rand_voi(gt, seg)
+    assert result.report["voi_split"] == pytest.approx(expected["voi_split"])
+    assert result.report["split_stats"] == {"2": [[4, 9]]}
+    assert result.report["erl"] == pytest.approx((22**2 + 6**2) / 30)  # 2 nm edges
+    assert result.report["voxel_size"] == [2, 2, 2]
