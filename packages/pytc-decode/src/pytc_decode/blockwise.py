@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numba import njit
+
 from pytc_core.bbox import BBox
 from pytc_core.blocks import plan_blocks
-
 from pytc_decode.cc import _label_array, label_dtype, prepare_affinities
 
 __all__ = [
@@ -78,7 +80,7 @@ class BlockSummary:
             return cls(BBox(tuple(f["start"]), tuple(f["stop"])), f["sizes"], f["first"], **planes)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sizes_and_first(lab, num, origin, vol_shape):
     """Voxel count and global C-order first voxel per local id (ids are in first-voxel order)."""
     sizes = np.zeros(num + 1, dtype=np.int64)
@@ -98,18 +100,21 @@ def _sizes_and_first(lab, num, origin, vol_shape):
 
 
 def label_block(affinities: np.ndarray, threshold: float, bbox: BBox, volume_box: BBox,
-                mask: np.ndarray | None = None) -> tuple[np.ndarray, BlockSummary]:
+                mask: np.ndarray | None = None, *,
+                threads: int | None = None) -> tuple[np.ndarray, BlockSummary]:
     """Label one block's (C, Z, Y, X) affinities with local ids; return (labels, summary).
 
     ``bbox`` is the block and ``volume_box`` the whole decoded box, global voxels (z, y, x);
-    faces inside ``volume_box`` may carry edges to neighbouring blocks.
+    faces inside ``volume_box`` may carry edges to neighbouring blocks. ``threads=1`` labels
+    on the calling thread only (for blocks labelled concurrently in a thread pool).
     """
     aff, t = prepare_affinities(affinities, threshold)
+    aff = np.ascontiguousarray(aff[:3])  # views of a bigger array are slow to index
     if aff.shape[1:] != bbox.shape:
         raise ValueError(f"block data {aff.shape[1:]} does not match block {bbox}")
     lo_ext = np.array([a > b for a, b in zip(bbox.start, volume_box.start, strict=True)])
     hi_ext = np.array([a < b for a, b in zip(bbox.stop, volume_box.stop, strict=True)])
-    lab, num = _label_array(aff, t, mask, lo_ext, hi_ext)
+    lab, num = _label_array(aff, t, mask, lo_ext, hi_ext, slabs=1 if threads == 1 else None)
     origin = np.array([a - b for a, b in zip(bbox.start, volume_box.start, strict=True)])
     sizes, first = _sizes_and_first(lab, num, origin, np.array(volume_box.shape))
     low_edges = (aff[0, 0] > t, aff[1, :, 0] > t, aff[2, :, :, 0] > t)
@@ -223,7 +228,7 @@ def reduce_blocks(summaries: Sequence[BlockSummary], volume_box: BBox, min_size:
     return BlockTables(tables, int(order.size), final_sizes)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _map3d(labels, table, out):
     Z, Y, X = labels.shape
     for z in range(Z):
@@ -251,14 +256,21 @@ def affinity_cc_blockwise(affinities: np.ndarray, threshold: float = 0.5, min_si
     volume_box = BBox.from_shape(aff.shape[1:])
     blocks = plan_blocks(volume_box, block_size)
     labels = np.zeros(aff.shape[1:], dtype=label_dtype(volume_box.size))
-    summaries = []
-    for block in blocks:
+    workers = max(1, min(numba.get_num_threads(), len(blocks)))
+
+    def label_one(block: BBox) -> BlockSummary:
         m = None if mask is None else mask[block.slices]
-        lab, summary = label_block(affinities[(slice(None), *block.slices)], threshold, block,
-                                   volume_box, m)
+        lab, summary = label_block(aff[(slice(None), *block.slices)], threshold, block,
+                                   volume_box, m, threads=1 if workers > 1 else None)
         labels[block.slices] = lab
-        summaries.append(summary)
-    tables = reduce_blocks(summaries, volume_box, min_size, labels.dtype)
-    for block in blocks:
-        labels[block.slices] = relabel_block(labels[block.slices], tables.table(block))
+        return summary
+
+    def relabel_one(block: BBox) -> None:
+        view = labels[block.slices]
+        _map3d(view, tables.table(block), view)
+
+    with ThreadPoolExecutor(workers) as pool:  # the kernels release the GIL
+        summaries = list(pool.map(label_one, blocks))
+        tables = reduce_blocks(summaries, volume_box, min_size, labels.dtype)
+        list(pool.map(relabel_one, blocks))
     return labels

@@ -10,8 +10,9 @@ so the same input always gives the same ids.
 
 The kernel is a raster scan (each voxel's own three channels are exactly its backward edges)
 with provisional labels and a union-find over them (union by minimum, path halving). The
-volume is cut into z-slabs labelled in parallel (``numba.prange``); a serial step merges the
-slabs across their boundary planes, and a parallel pass writes the final ids. Because the
+volume is cut into z-slabs labelled in parallel (nogil Numba kernels in a thread pool); a
+serial step merges the slabs across their boundary planes, and a parallel pass writes the
+final ids. Because the
 root of every set is its smallest provisional label, which is created at the segment's first
 voxel in C order, the final ids come out in first-voxel order with no sort.
 
@@ -21,9 +22,12 @@ label table that never exceeds the label array and only touches pages it uses.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
 from pytc_core.errors import UserError
 
 __all__ = ["affinity_cc", "label_dtype", "merge_small", "prepare_affinities", "relabel_consecutive"]
@@ -125,25 +129,26 @@ def _slab_bounds(Z: int, nslabs: int) -> np.ndarray:
     return np.array([(s * Z) // nslabs for s in range(nslabs + 1)], dtype=np.int64)
 
 
-@njit(cache=True, parallel=True)
 def _label_slabs(aff, t, mask, use_mask, lo_ext, hi_ext, bounds, lab, parent):
-    """Phase 1 (parallel): label each z-slab on its own. Returns (labels per slab, NaN count)."""
-    _, Z, Y, X = aff.shape
-    nslabs = bounds.size - 1
-    counts = np.zeros(nslabs, dtype=np.int64)
-    nans = np.zeros(nslabs, dtype=np.int64)
-    for s in prange(nslabs):
-        z0 = bounds[s]
-        z1 = bounds[s + 1]
-        if z1 > z0:
-            c, k = _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent,
-                               z0 * Y * X)
-            counts[s] = c
-            nans[s] = k
-    return counts, nans.sum()
+    """Phase 1 (one thread per slab): label each z-slab on its own.
+
+    Returns (labels per slab, NaN count). The kernels release the GIL, so a thread pool runs
+    them in parallel without OpenMP's busy waiting (which stalls on shared, busy machines).
+    """
+    plane = lab.shape[1] * lab.shape[2]
+
+    def one(s: int):
+        z0, z1 = int(bounds[s]), int(bounds[s + 1])
+        return _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent,
+                           z0 * plane)
+
+    with ThreadPoolExecutor(min(bounds.size - 1, numba.get_num_threads())) as pool:
+        results = list(pool.map(one, range(bounds.size - 1)))
+    counts = np.array([int(c) for c, _ in results], dtype=np.int64)
+    return counts, sum(int(k) for _, k in results)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge_slabs(aff, t, bounds, counts, lab, parent):
     """Phase 2 (serial): one global label table, unions across slab planes, final ids.
 
@@ -190,21 +195,42 @@ def _merge_slabs(aff, t, bounds, counts, lab, parent):
     return offsets, nseg
 
 
-@njit(cache=True, parallel=True)
-def _write_final(bounds, offsets, lab, parent):
-    """Phase 3 (parallel): replace provisional labels by final ids."""
+@njit(cache=True, nogil=True)
+def _write_final_slab(z0, z1, off, lab, parent):
     _, Y, X = lab.shape
-    for s in prange(bounds.size - 1):
-        off = offsets[s]
-        for z in range(bounds[s], bounds[s + 1]):
-            for y in range(Y):
-                for x in range(X):
-                    v = lab[z, y, x]
-                    if v != 0:
-                        lab[z, y, x] = parent[v + off]
+    for z in range(z0, z1):
+        for y in range(Y):
+            for x in range(X):
+                v = lab[z, y, x]
+                if v != 0:
+                    lab[z, y, x] = parent[v + off]
 
 
-@njit(cache=True)
+def _write_final(bounds, offsets, lab, parent):
+    """Phase 3 (one thread per slab): replace provisional labels by final ids."""
+    def one(s: int) -> None:
+        _write_final_slab(int(bounds[s]), int(bounds[s + 1]), int(offsets[s]), lab, parent)
+
+    with ThreadPoolExecutor(min(bounds.size - 1, numba.get_num_threads())) as pool:
+        list(pool.map(one, range(bounds.size - 1)))
+
+
+@njit(cache=True, nogil=True)
+def _label_serial(aff, t, mask, use_mask, lo_ext, hi_ext, lab, parent):
+    """All three phases on one thread, without releasing into a thread pool (for blocks that
+    are labelled concurrently). Returns (number of segments, NaN count)."""
+    Z = aff.shape[1]
+    n, nan = _label_slab(aff, t, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent, 0)
+    if nan:
+        return 0, nan
+    bounds = np.array([0, Z], dtype=np.int64)
+    counts = np.array([np.int64(n)])
+    offsets, nseg = _merge_slabs(aff, t, bounds, counts, lab, parent)
+    _write_final_slab(0, Z, 0, lab, parent)
+    return nseg, nan
+
+
+@njit(cache=True, nogil=True)
 def _remap_in_place(lab, table):
     flat = lab.reshape(-1)
     for i in range(flat.size):
@@ -343,13 +369,17 @@ def _label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.
         if m.shape != shape:
             raise UserError(f"mask has shape {m.shape}, affinities have spatial shape {shape}",
                             "pass a mask covering the same (Z, Y, X) box")
-    bounds = _slab_bounds(shape[0], nslabs)
-    counts, nan = _label_slabs(aff, t, m, use_mask, lo_ext, hi_ext, bounds, lab, parent)
+    if nslabs == 1:  # one thread: no parallel region (blocks may run in a thread pool)
+        nseg, nan = _label_serial(aff, t, m, use_mask, lo_ext, hi_ext, lab, parent)
+    else:
+        bounds = _slab_bounds(shape[0], nslabs)
+        counts, nan = _label_slabs(aff, t, m, use_mask, lo_ext, hi_ext, bounds, lab, parent)
     if nan:
         raise UserError(f"affinities contain {nan} voxel(s) with NaN in the first three channels",
                         "fix the producing step (e.g. a diverged model) or clean the volume")
-    offsets, nseg = _merge_slabs(aff, t, bounds, counts, lab, parent)
-    _write_final(bounds, offsets, lab, parent)
+    if nslabs > 1:
+        offsets, nseg = _merge_slabs(aff, t, bounds, counts, lab, parent)
+        _write_final(bounds, offsets, lab, parent)
     del parent
     if kernel_dtype == np.int64:
         lab = lab.view(np.uint64)
