@@ -28,7 +28,7 @@ def test_json_round_trip(tmp_path):
     assert skel.positions.tolist() == [[3, 4.5, 10], [3, 4.5, 11], [0, 0, 0]]
     assert skel.edges.tolist() == [[1, 2]] and skel.num_skeletons == 2
     save_skeletons(skel, tmp_path / "again.json")
-    again = load_skeletons(tmp_path / "again.json")
+    again = load_skeletons(f"file://{tmp_path}/again.json")
     for a, b in zip((skel.node_ids, skel.skeleton_ids, skel.positions, skel.edges),
                     (again.node_ids, again.skeleton_ids, again.positions, again.edges),
                     strict=True):

@@ -259,7 +259,7 @@ def load_skeletons(path: str | os.PathLike[str],
     vs = None if voxel_size is None else np.asarray(voxel_size, np.float64)
     if _is_precomputed(text):
         return _load_precomputed(text)
-    p = Path(text)
+    p = Path(text.removeprefix("file://"))
     if not p.exists():
         raise UserError(f"skeleton file not found: {p}", "check the --skeletons path")
     if p.is_dir():
