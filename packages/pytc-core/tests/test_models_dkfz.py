@@ -2,13 +2,17 @@
 MIC-DKFZ/MedNeXt nnunet_mednext/network_architecture/mednextv1/{MedNextV1,blocks}.py),
 its state dict loaded into pytc's MedNeXt must give the same outputs."""
 
+import sys
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from pytc_core.errors import UserError
 from pytc_core.models import build_model, dkfz_to_pytc_name, load_nnunet_mednext_weights
 from pytc_core.models.dkfz_weights import nnunet_mednext_state_dict
-from torch import nn
 
 
 class LayerNorm(nn.Module):  # blocks.LayerNorm, channels_first
@@ -102,10 +106,11 @@ class OutBlock(nn.Module):
 class DKFZMedNeXt(nn.Module):  # MedNextV1.MedNeXt without the checkpointing branch
     def __init__(self, in_channels, n_channels, n_classes, exp_r=4, kernel_size=7,
                  enc_kernel_size=None, dec_kernel_size=None, deep_supervision=False,
-                 do_res=False, do_res_up_down=False, block_counts=(2,) * 9, norm_type="group",
-                 dim="3d", grn=False):
+                 do_res=False, do_res_up_down=False, checkpoint_style=None,
+                 block_counts=(2,) * 9, norm_type="group", dim="3d", grn=False):
         super().__init__()
         self.do_ds = deep_supervision
+        self.outside_block_checkpointing = checkpoint_style == "outside_block"
         if kernel_size is not None:
             enc_kernel_size = dec_kernel_size = kernel_size
         exp_r = [exp_r] * 9 if isinstance(exp_r, int) else exp_r
@@ -249,3 +254,34 @@ def test_mismatches_are_clear_user_errors():
         load_nnunet_mednext_weights(build_model(k3), state)
     with pytest.raises(UserError, match="not a tensor name of nnunet_mednext"):
         load_nnunet_mednext_weights(build_model(PYTC_CUSTOM), {**state, "head.weight": state["stem.bias"]})
+
+
+def create_mednext_v1(num_input_channels, num_classes, model_id, kernel_size=3,
+                      deep_supervision=False):  # create_mednext_v1.py, sizes S and B
+    exp_r = {"S": 2, "B": [2, 3, 4, 4, 4, 4, 4, 3, 2]}[model_id]
+    return DKFZMedNeXt(num_input_channels, 32, num_classes, exp_r=exp_r, kernel_size=kernel_size,
+                       deep_supervision=deep_supervision, do_res=True, do_res_up_down=True,
+                       block_counts=[2] * 9)
+
+
+def test_nnunet_mednext_backend_uses_dkfz_networks(monkeypatch):
+    # nnunet_mednext is not on PyPI: this test's copy of it stands in for the package.
+    package = types.ModuleType("nnunet_mednext")
+    package.MedNeXt = DKFZMedNeXt
+    package.create_mednext_v1 = create_mednext_v1
+    monkeypatch.setitem(sys.modules, "nnunet_mednext", package)
+    sized = build_model({"architecture": "mednext", "mednext_size": "B", "backend": "nnunet_mednext",
+                         "deep_supervision": True, "mednext_checkpoint_style": "outside_block"})
+    assert isinstance(sized.net, DKFZMedNeXt) and sized.net.outside_block_checkpointing
+    assert sized.net.down_0.conv2.out_channels == 32 * 3  # B: down_0 uses exp_r[1]
+    custom = build_model({**PYTC_CUSTOM, "backend": "nnunet_mednext"})
+    load_nnunet_mednext_weights(custom, _randomise(DKFZMedNeXt(**CUSTOM)).state_dict())
+    ours = load_nnunet_mednext_weights(build_model(PYTC_CUSTOM),
+                                       _randomise(DKFZMedNeXt(**CUSTOM)).state_dict())
+    x = torch.rand(1, 2, 16, 16, 32)
+    with torch.no_grad():
+        got, ref = custom.train()(x), ours.train()(x)
+        assert list(got) == ["output", "ds_1", "ds_2", "ds_3", "ds_4"]
+        for name in ref:
+            torch.testing.assert_close(got[name], ref[name], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(custom.eval()(x), ours.eval()(x), atol=1e-5, rtol=1e-5)
