@@ -1,35 +1,80 @@
-"""pytc-eval: VOI, Rand and skeleton (ERL, NERL) metrics with funlib.evaluate's definitions."""
+"""pytc-eval: VOI, Rand and skeleton (ERL, NERL) metrics with funlib.evaluate's definitions.
 
+Names are imported on first use (PEP 562), so ``pytc-eval --help`` does not load numba.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-
-from pytc_eval.erl import edge_lengths, expected_run_length
-from pytc_eval.skeletons import (
-    KimimaroParams,
-    Skeletons,
-    load_skeletons,
-    node_segments,
-    save_skeletons,
-    skeletons_from_labels,
-)
-from pytc_eval.voi import ContingencyTable, adapted_rand_error, rand_voi, rand_voi_from_table
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("pytc-eval")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
+_EXPORTS = {
+    "ContingencyTable": "voi",
+    "adapted_rand_error": "voi",
+    "rand_voi": "voi",
+    "rand_voi_from_table": "voi",
+    "edge_lengths": "erl",
+    "expected_run_length": "erl",
+    "KimimaroParams": "skeletons",
+    "Skeletons": "skeletons",
+    "load_skeletons": "skeletons",
+    "node_segments": "skeletons",
+    "node_voxels": "skeletons",
+    "save_skeletons": "skeletons",
+    "skeletons_from_labels": "skeletons",
+    "Evaluation": "report",
+    "evaluate_volumes": "report",
+    "report_json": "report",
+}
+
 __all__ = [
     "__version__",
     "ContingencyTable",
+    "Evaluation",
     "KimimaroParams",
     "Skeletons",
     "adapted_rand_error",
     "edge_lengths",
+    "evaluate_volumes",
     "expected_run_length",
     "load_skeletons",
     "node_segments",
+    "node_voxels",
     "rand_voi",
     "rand_voi_from_table",
+    "report_json",
     "save_skeletons",
     "skeletons_from_labels",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pytc_eval.erl import edge_lengths, expected_run_length
+    from pytc_eval.report import Evaluation, evaluate_volumes, report_json
+    from pytc_eval.skeletons import (
+        KimimaroParams,
+        Skeletons,
+        load_skeletons,
+        node_segments,
+        node_voxels,
+        save_skeletons,
+        skeletons_from_labels,
+    )
+    from pytc_eval.voi import ContingencyTable, adapted_rand_error, rand_voi, rand_voi_from_table
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(f"pytc_eval.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pytc_eval' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
