@@ -8,12 +8,13 @@ import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy.sparse.csgraph import connected_components
+
 from pytc_core.errors import UserError
 from pytc_core.synthetic import synthetic_labels
 from pytc_core.targets import affinities_from_labels
 from pytc_decode import affinity_cc, merge_small
 from pytc_decode.cc import _NO_EXT, _label_array, prepare_affinities
-from scipy.sparse.csgraph import connected_components
 
 
 def first_voxel_order(labels: np.ndarray) -> np.ndarray:
@@ -251,3 +252,18 @@ def test_bad_threshold_nan_min_size_and_policy():
         affinity_cc(np.zeros((3, 2, 2, 2), np.float32), small="merg")
     with pytest.raises(UserError, match="mask has shape"):
         affinity_cc(np.zeros((3, 2, 2, 2), np.float32), mask=np.ones((2, 2, 3), bool))
+
+
+def test_the_int64_kernel_for_uint64_outputs_gives_the_same_labels():
+    """Volumes of 2**32 voxels or more use int64 label arrays (viewed as uint64)."""
+    from pytc_decode.cc import _label_serial
+
+    labels = synthetic_labels((16, 20, 24), seed=8)
+    aff = aff_of(labels)
+    expected = affinity_cc(aff)
+    lab = np.empty(labels.shape, np.int64)
+    parent = np.empty(labels.size + 1, np.int64)
+    nseg, nan = _label_serial(aff, 0.5, np.ones((1, 1, 1), np.uint8), False, _NO_EXT, _NO_EXT,
+                              lab, parent)
+    assert nan == 0 and nseg == expected.max()
+    np.testing.assert_array_equal(lab, expected)

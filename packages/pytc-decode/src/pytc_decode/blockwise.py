@@ -29,7 +29,15 @@ from numba import njit
 
 from pytc_core.bbox import BBox
 from pytc_core.blocks import plan_blocks
-from pytc_decode.cc import _label_array, label_dtype, prepare_affinities
+from pytc_decode.cc import (
+    _kernel_mask,
+    _label_array,
+    _label_slab,
+    _merge_slabs,
+    _nan_error,
+    label_dtype,
+    prepare_affinities,
+)
 
 __all__ = [
     "BlockSummary",
@@ -99,24 +107,67 @@ def _sizes_and_first(lab, num, origin, vol_shape):
     return sizes, first
 
 
+@njit(cache=True, nogil=True)
+def _label_block_serial(aff, t, mask, use_mask, lo_ext, hi_ext, lab, parent, origin, vol_shape):
+    """Label a block on one thread; the final-id pass also counts sizes and first voxels.
+
+    Returns (number of segments, NaN count, sizes, first) as :func:`_sizes_and_first`.
+    """
+    _, Z, Y, X = aff.shape
+    n, nan = _label_slab(aff, t, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent, 0)
+    bounds = np.array([0, Z], dtype=np.int64)
+    _, num = _merge_slabs(aff, t, bounds, np.array([np.int64(n)]), lab, parent)
+    sizes = np.zeros(num + 1, dtype=np.int64)
+    first = np.full(num + 1, -1, dtype=np.int64)
+    nxt = 1
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                v = lab[z, y, x]
+                if v != 0:
+                    f = parent[v]
+                    lab[z, y, x] = f
+                    sizes[f] += 1
+                    if f == nxt:
+                        first[f] = ((origin[0] + z) * vol_shape[1] + origin[1] + y) \
+                            * vol_shape[2] + origin[2] + x
+                        nxt += 1
+    sizes[0] = Z * Y * X - sizes[1:].sum()
+    return num, nan, sizes, first
+
+
 def label_block(affinities: np.ndarray, threshold: float, bbox: BBox, volume_box: BBox,
-                mask: np.ndarray | None = None, *,
-                threads: int | None = None) -> tuple[np.ndarray, BlockSummary]:
+                mask: np.ndarray | None = None, *, threads: int | None = None,
+                out: np.ndarray | None = None) -> tuple[np.ndarray, BlockSummary]:
     """Label one block's (C, Z, Y, X) affinities with local ids; return (labels, summary).
 
     ``bbox`` is the block and ``volume_box`` the whole decoded box, global voxels (z, y, x);
     faces inside ``volume_box`` may carry edges to neighbouring blocks. ``threads=1`` labels
-    on the calling thread only (for blocks labelled concurrently in a thread pool).
+    on the calling thread only (for blocks labelled concurrently in a thread pool); ``out``
+    (uint32, the block's shape) receives the labels instead of a new array.
     """
     aff, t = prepare_affinities(affinities, threshold)
-    aff = np.ascontiguousarray(aff[:3])  # views of a bigger array are slow to index
+    aff = aff[:3]
     if aff.shape[1:] != bbox.shape:
         raise ValueError(f"block data {aff.shape[1:]} does not match block {bbox}")
     lo_ext = np.array([a > b for a, b in zip(bbox.start, volume_box.start, strict=True)])
     hi_ext = np.array([a < b for a, b in zip(bbox.stop, volume_box.stop, strict=True)])
-    lab, num = _label_array(aff, t, mask, lo_ext, hi_ext, slabs=1 if threads == 1 else None)
     origin = np.array([a - b for a, b in zip(bbox.start, volume_box.start, strict=True)])
-    sizes, first = _sizes_and_first(lab, num, origin, np.array(volume_box.shape))
+    vol_shape = np.array(volume_box.shape)
+    if threads == 1 and label_dtype(bbox.size) == np.uint32:
+        lab = out if out is not None and out.dtype == np.uint32 else np.empty(bbox.shape, np.uint32)
+        parent = np.empty(bbox.size + 1, np.uint32)
+        m, use_mask = _kernel_mask(mask, bbox.shape)
+        num, nan, sizes, first = _label_block_serial(aff, t, m, use_mask, lo_ext, hi_ext, lab,
+                                                     parent, origin, vol_shape)
+        del parent
+        if nan:
+            raise _nan_error(nan)
+    else:
+        lab, num = _label_array(aff, t, mask, lo_ext, hi_ext)
+        sizes, first = _sizes_and_first(lab, num, origin, vol_shape)
+        if out is not None:
+            out[...] = lab
     low_edges = (aff[0, 0] > t, aff[1, :, 0] > t, aff[2, :, :, 0] > t)
     summary = BlockSummary(
         bbox, sizes, first,
@@ -260,10 +311,8 @@ def affinity_cc_blockwise(affinities: np.ndarray, threshold: float = 0.5, min_si
 
     def label_one(block: BBox) -> BlockSummary:
         m = None if mask is None else mask[block.slices]
-        lab, summary = label_block(aff[(slice(None), *block.slices)], threshold, block,
-                                   volume_box, m, threads=1 if workers > 1 else None)
-        labels[block.slices] = lab
-        return summary
+        return label_block(aff[(slice(None), *block.slices)], threshold, block, volume_box, m,
+                           threads=1 if workers > 1 else None, out=labels[block.slices])[1]
 
     def relabel_one(block: BBox) -> None:
         view = labels[block.slices]

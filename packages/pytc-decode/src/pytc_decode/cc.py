@@ -348,6 +348,23 @@ def prepare_affinities(affinities: np.ndarray, threshold: float) -> tuple[np.nda
     return aff, t
 
 
+def _kernel_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+    """The mask as a uint8 array for the kernels (a dummy when None), and whether to use it."""
+    if mask is None:
+        return np.ones((1, 1, 1), dtype=np.uint8), False
+    m = np.asarray(mask)
+    m = m.view(np.uint8) if m.dtype == np.bool_ else (m != 0).view(np.uint8)
+    if m.shape != tuple(shape):
+        raise UserError(f"mask has shape {m.shape}, affinities have spatial shape {tuple(shape)}",
+                        "pass a mask covering the same (Z, Y, X) box")
+    return m, True
+
+
+def _nan_error(count: int) -> UserError:
+    return UserError(f"affinities contain {count} voxel(s) with NaN in the first three channels",
+                     "fix the producing step (e.g. a diverged model) or clean the volume")
+
+
 def _label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.ndarray,
                  hi_ext: np.ndarray, slabs: int | None = None) -> tuple[np.ndarray, int]:
     """Run the kernel in ``slabs`` z-slabs (default 2 per thread); returns (labels, segments).
@@ -361,22 +378,14 @@ def _label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.
     lab = np.empty(shape, dtype=kernel_dtype)
     parent = np.empty(nvox + 1, dtype=kernel_dtype)  # pages are touched only as labels are made
     nslabs = max(1, min(slabs or numba.get_num_threads() * 2, shape[0]))
-    if mask is None:
-        use_mask, m = False, np.ones((1, 1, 1), dtype=np.uint8)
-    else:
-        use_mask, m = True, np.ascontiguousarray(mask).view(np.uint8) if mask.dtype == np.bool_ \
-            else np.ascontiguousarray(mask != 0).view(np.uint8)
-        if m.shape != shape:
-            raise UserError(f"mask has shape {m.shape}, affinities have spatial shape {shape}",
-                            "pass a mask covering the same (Z, Y, X) box")
+    m, use_mask = _kernel_mask(mask, shape)
     if nslabs == 1:  # one thread: no parallel region (blocks may run in a thread pool)
         nseg, nan = _label_serial(aff, t, m, use_mask, lo_ext, hi_ext, lab, parent)
     else:
         bounds = _slab_bounds(shape[0], nslabs)
         counts, nan = _label_slabs(aff, t, m, use_mask, lo_ext, hi_ext, bounds, lab, parent)
     if nan:
-        raise UserError(f"affinities contain {nan} voxel(s) with NaN in the first three channels",
-                        "fix the producing step (e.g. a diverged model) or clean the volume")
+        raise _nan_error(nan)
     if nslabs > 1:
         offsets, nseg = _merge_slabs(aff, t, bounds, counts, lab, parent)
         _write_final(bounds, offsets, lab, parent)

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import cyclopts
 from cyclopts import Parameter
+
 from pytc_core.cli import emit, resolve_input_uri, run_entry_point, setup_logging
 from pytc_core.errors import UserError
-
 from pytc_decode import __version__
 
 log = logging.getLogger("pytc.decode")
@@ -124,7 +124,6 @@ def decode(
     setup_logging(quiet, verbose)
     from pytc_core.config import resolve_config
     from pytc_core.volume import open_volume
-
     from pytc_decode.decode import (
         DecodeConfig,
         decode_blockwise,

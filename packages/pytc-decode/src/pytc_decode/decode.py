@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from pytc_core.bbox import BBox
 from pytc_core.blocks import BlockProgress, parse_share, plan_blocks, select_share
 from pytc_core.cli import progress
 from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.volume import Volume, create_volume, parse_uri, sidecar_path
-
 from pytc_decode.blockwise import BlockSummary, label_block, reduce_blocks, relabel_block
 from pytc_decode.cc import affinity_cc, label_dtype, prepare_affinities
 
