@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
 from pytc_core.bbox import BBox
 from pytc_core.synthetic import synthetic_labels
 from pytc_core.targets import affinities_from_labels

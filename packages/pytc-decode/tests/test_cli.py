@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pytc_core.cli import run_entry_point
 from pytc_core.synthetic import synthetic_labels
 from pytc_core.targets import affinities_from_labels
