@@ -77,3 +77,17 @@ def test_uri_from_stdin():
     assert read_uri_from_stdin(io.StringIO("\n  /data/aff_layer \n")) == "/data/aff_layer"
     with pytest.raises(UserError, match="stdin was empty"):
         read_uri_from_stdin(io.StringIO(""))
+
+
+def test_logging_follows_the_current_stderr(capsys):
+    import logging
+
+    from pytc_core.cli import setup_logging
+
+    setup_logging()
+    logging.getLogger("pytc.test").info("first")
+    assert capsys.readouterr().err == "first\n"
+    setup_logging(quiet=True)
+    logging.getLogger("pytc.test").info("hidden")
+    logging.getLogger("pytc.test").warning("second")
+    assert capsys.readouterr().err == "second\n"

@@ -37,15 +37,29 @@ def stderr_console():
     return Console(stderr=True, highlight=False)
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (tests and notebooks swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; always use sys.stderr
+        pass
+
+
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Send the ``pytc`` loggers to stderr: WARNING with --quiet, DEBUG with --verbose, else INFO."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger("pytc")
     root.setLevel(level)
-    if not any(getattr(h, "_pytc", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _CurrentStderrHandler) for h in root.handlers):
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._pytc = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     for handler in root.handlers:
         handler.setLevel(level)
