@@ -1,35 +1,80 @@
 """pytc-decode: affinities to a segmentation (Numba connected components, blockwise decoding).
 
-Arrays are channels first, spatial axes (z, y, x); sizes in voxels.
+Arrays are channels first, spatial axes (z, y, x); sizes in voxels. Names are imported on
+first use (PEP 562), so ``pytc-decode --help`` does not load numba.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from pytc_decode.blockwise import (
-    BlockSummary,
-    BlockTables,
-    affinity_cc_blockwise,
-    label_block,
-    reduce_blocks,
-    relabel_block,
-)
-from pytc_decode.cc import affinity_cc, label_dtype, merge_small, relabel_consecutive
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("pytc-decode")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
+_EXPORTS = {
+    "affinity_cc": "cc",
+    "label_dtype": "cc",
+    "merge_small": "cc",
+    "relabel_consecutive": "cc",
+    "BlockSummary": "blockwise",
+    "BlockTables": "blockwise",
+    "affinity_cc_blockwise": "blockwise",
+    "label_block": "blockwise",
+    "reduce_blocks": "blockwise",
+    "relabel_block": "blockwise",
+    "DecodeConfig": "decode",
+    "DecodeStats": "decode",
+    "decode_blockwise": "decode",
+    "decode_volume": "decode",
+    "mutex_watershed": "mws",
+}
+
 __all__ = [
+    "__version__",
     "BlockSummary",
     "BlockTables",
-    "__version__",
+    "DecodeConfig",
+    "DecodeStats",
     "affinity_cc",
     "affinity_cc_blockwise",
+    "decode_blockwise",
+    "decode_volume",
     "label_block",
     "label_dtype",
     "merge_small",
+    "mutex_watershed",
     "reduce_blocks",
     "relabel_block",
     "relabel_consecutive",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytc_decode' has no attribute {name!r}")
+    value = getattr(import_module(f"pytc_decode.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from pytc_decode.blockwise import (
+        BlockSummary,
+        BlockTables,
+        affinity_cc_blockwise,
+        label_block,
+        reduce_blocks,
+        relabel_block,
+    )
+    from pytc_decode.cc import affinity_cc, label_dtype, merge_small, relabel_consecutive
+    from pytc_decode.decode import DecodeConfig, DecodeStats, decode_blockwise, decode_volume
+    from pytc_decode.mws import mutex_watershed
