@@ -176,3 +176,9 @@ def test_help_and_real_subprocess(tmp_path, affinities):
     proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0
     assert "--block-size" in proc.stdout and "pytc-decode aff_layer --output seg_layer" in proc.stdout
+
+
+def test_importing_the_cli_does_not_load_numba():
+    code = "import sys, pytc_decode.cli; print('numba' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr
