@@ -12,6 +12,10 @@ in this process. Also prints the median step time (the recomputation's cost); th
 (warm-up) step of every run is timed separately.
 
     uv run python bench/bench_grad_checkpointing.py [--reps 3] [--size 64] [--batch 2]
+
+Measured 2026-11-23 (2 shared CPU cores, torch 2.15, no GPU), medians of 3:
+plain 3893 MiB, 52.7 s/step; outside_block 1742 MiB, 82.4 s/step; memory ratio 0.45,
+time ratio 1.56 (step times noisy: the machine was shared; peaks identical in every run).
 """
 
 from __future__ import annotations

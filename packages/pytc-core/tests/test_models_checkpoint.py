@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from pytc_core import __version__
 from pytc_core.errors import UserError
 from pytc_core.models import (

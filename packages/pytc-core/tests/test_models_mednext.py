@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from monai.networks.nets.mednext import create_mednext
+
 from pytc_core.errors import UserError
 from pytc_core.models import build_model, count_parameters
 from pytc_core.models.mednext import ChannelsFirstLayerNorm

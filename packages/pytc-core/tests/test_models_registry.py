@@ -5,6 +5,8 @@ import sys
 
 import pytest
 import torch
+from torch import nn
+
 from pytc_core.errors import UserError
 from pytc_core.models import (
     ModelConfig,
@@ -17,7 +19,6 @@ from pytc_core.models import (
     register_architecture,
 )
 from pytc_core.models import registry as registry_module
-from torch import nn
 
 BUILTIN = ["mednext", "mednext_custom", "monai_basic_unet3d", "monai_segresnet",
            "monai_swin_unetr", "monai_unet", "monai_unetr"]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from pytc_core.errors import UserError
 from pytc_core.models import build_model, upkern_load_weights
 
