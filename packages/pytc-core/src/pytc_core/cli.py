@@ -142,6 +142,11 @@ def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | No
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
+    except SystemExit as exc:  # cyclopts turns Ctrl-C into exit code 130
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 130:
+            sys.stderr.write(f"{prog}: interrupted\n")
+        return code
     except Exception as exc:
         if _is_cyclopts_error(exc):
             msg = " ".join(str(exc).split())

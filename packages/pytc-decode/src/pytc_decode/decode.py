@@ -200,8 +200,19 @@ def decode_volume(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
     return segment_stats(np.bincount(labels.reshape(-1)), labels.size, cfg.dust)
 
 
-def _block_file(workdir: Path, block: BBox) -> Path:
-    return workdir / ("block_" + "_".join(map(str, block.start)) + ".npz")
+def _block_file(workdir: Path, block: BBox, kind: str = "block", suffix: str = ".npz") -> Path:
+    return workdir / (kind + "_" + "_".join(map(str, block.start)) + suffix)
+
+
+def _write_atomic(path: Path, data: bytes | np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        if isinstance(data, np.ndarray):
+            np.save(fh, data, allow_pickle=False)
+        else:
+            fh.write(data)
+    tmp.replace(path)
 
 
 def decode_blockwise(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
@@ -211,9 +222,14 @@ def decode_blockwise(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
     """Decode block by block (``cfg.block_size`` voxels, z, y, x): label, reduce, relabel.
 
     ``step`` runs one step only (``label`` and ``relabel`` take a ``share`` ``"i/n"`` of the
-    blocks, for Slurm array tasks); ``all`` runs the three in turn. Intermediate files live in
-    the ``pytc_decode`` folder beside (or inside) the output. Returns the stats after the
-    reduce step (None after ``label``/``relabel`` shares).
+    blocks, for Slurm array tasks); ``all`` runs the three in turn. The label step keeps each
+    block's local labels and face summary in the ``pytc_decode`` folder beside (or inside) the
+    output; the relabel step maps them to final ids and writes the output once, so re-running
+    any block is harmless. Finished blocks are recorded: an interrupted run (``all`` or a
+    share) started again with the same options resumes where it stopped; ``--overwrite``
+    starts afresh. The folder is removed at the end of ``all`` (after relabel shares, only the
+    local labels are). Returns the stats
+    after the reduce step (None after ``label``/``relabel`` shares).
     """
     check_config(cfg, aff_vol)
     _check_mask(mask_vol, aff_vol)
@@ -239,24 +255,24 @@ def decode_blockwise(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
     tables_file = workdir / "tables.npz"
 
     if step in ("all", "label"):
-        resume = share is not None or step == "label"
-        if step == "all" or not resume:
-            out = _create_output(out_uri, aff_vol, dtype, chunk, overwrite)
-            shutil.rmtree(workdir, ignore_errors=True)  # stale files of an earlier run
+        from pytc_core.volume import volume_exists
+
+        # shares of one run, or a run that was interrupted (its folder is still there), go on
+        # with the existing output; anything else needs --overwrite to replace it
+        resume = not overwrite and (share is not None or
+                                    (workdir.exists() and volume_exists(out_uri)))
+        if resume:
+            _create_output(out_uri, aff_vol, dtype, chunk, False, exist_ok=True)
         else:
-            out = _create_output(out_uri, aff_vol, dtype, chunk, False, exist_ok=True)
+            _create_output(out_uri, aff_vol, dtype, chunk, overwrite)
+            shutil.rmtree(workdir, ignore_errors=True)  # stale files of an earlier run
         mine = select_share(blocks, share) if share else blocks
-        todo = label_done.pending(mine)
-        for block in progress(todo, "label blocks", enabled=show_progress):
+        for block in progress(label_done.pending(mine), "label blocks", enabled=show_progress):
             aff = aff_vol.read(block)
             mask = _mask_for(aff, None if mask_vol is None else mask_vol.read(block), cfg)
             lab, summary = label_block(aff, cfg.threshold, block, box, mask)
-            out.write(lab.astype(dtype, copy=False), offset=block.start)
-            path = _block_file(workdir, block)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(summary.to_bytes())
-            tmp.replace(path)
+            _write_atomic(_block_file(workdir, block, "labels", ".npy"), lab.astype(dtype, copy=False))
+            _write_atomic(_block_file(workdir, block), summary.to_bytes())
             label_done.mark_done(block)
         if step == "label":
             return None
@@ -288,8 +304,14 @@ def decode_blockwise(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
     out = open_volume(out_uri)
     mine = select_share(blocks, share) if share else blocks
     for block in progress(relabel_done.pending(mine), "relabel blocks", enabled=show_progress):
-        out.write(relabel_block(out.read(block), table_of[block.start]), offset=block.start)
+        local = np.load(_block_file(workdir, block, "labels", ".npy"))
+        out.write(relabel_block(local, table_of[block.start]), offset=block.start)
         relabel_done.mark_done(block)
     if step == "all":
         shutil.rmtree(workdir, ignore_errors=True)
+    elif not relabel_done.pending(blocks):
+        # every block is final: drop the bulky local labels, keep the (small) tables and
+        # markers so a repeated relabel share still finds its blocks done
+        for path in workdir.glob("labels_*.npy"):
+            path.unlink(missing_ok=True)
     return stats if share is None else None
