@@ -24,6 +24,7 @@ import tomli_w
 from pytc_core.errors import UserError, closest_match
 
 __all__ = [
+    "parse_set_options",
     "config_to_dict",
     "config_to_toml",
     "load_toml",
@@ -199,6 +200,20 @@ def resolve_config(schema: type[T], config_file: str | os.PathLike[str] | None =
         _set_dotted(tree, key, value)
         text_keys.add(key)
     return _build(schema, tree, "", from_text=bool(text_keys))
+
+
+def parse_set_options(items: list[str] | tuple[str, ...] | None) -> dict[str, str]:
+    """``--set key=value`` options (any config key, dotted for tables) as ``{key: "value"}``.
+
+    The values are parsed as TOML literals by :func:`resolve_config` (``text_overrides``).
+    """
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad --set '{item}'", "write it as --set key=value, e.g. --set threshold=0.4")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _deep_copy(data: Any) -> Any:

@@ -54,6 +54,7 @@ def decode(
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
     step: Annotated[str, Parameter(name="--step")] = "all",
     config: Annotated[str | None, Parameter(name="--config")] = None,
+    set_: Annotated[list[str] | None, Parameter(name="--set")] = None,
     overwrite: Annotated[bool, Parameter(name="--overwrite", negative="")] = False,
     quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"], negative="")] = False,
@@ -113,6 +114,9 @@ def decode(
         Blockwise step: ``all`` (default), ``label``, ``reduce`` or ``relabel``.
     config
         TOML file with these options (table ``[decode]`` or the whole file).
+    set_
+        Override any config key: ``--set key=value`` (repeatable; values are TOML literals,
+        e.g. ``--set offsets=[[-3,0,0]]``). Flags win over the file, ``--set`` over flags.
     overwrite
         Replace an existing output.
     quiet
@@ -122,7 +126,7 @@ def decode(
 
     """
     setup_logging(quiet, verbose)
-    from pytc_core.config import resolve_config
+    from pytc_core.config import parse_set_options, resolve_config
     from pytc_core.volume import open_volume
     from pytc_decode.decode import (
         DecodeConfig,
@@ -135,7 +139,7 @@ def decode(
         "threshold": threshold, "min_size": min_size, "small": small, "mask": mask,
         "foreground_channel": foreground_channel, "foreground_threshold": foreground_threshold,
         "method": method, "block_size": _parse_block_size(block_size),
-        "dust": dust or None}, section="decode")
+        "dust": dust or None}, section="decode", text_overrides=parse_set_options(set_))
     uri = resolve_input_uri(aff_uri)
     aff_vol = open_volume(uri)
     out_uri = output or default_output_uri(uri)

@@ -50,6 +50,7 @@ def evaluate(
     merge_threshold: Annotated[int | None, Parameter(name="--merge-threshold")] = None,
     block_size: Annotated[int | None, Parameter(name="--block-size")] = None,
     config: Annotated[str | None, Parameter(name="--config")] = None,
+    set_: Annotated[list[str] | None, Parameter(name="--set")] = None,
     overwrite: Annotated[bool, Parameter(name="--overwrite", negative="")] = False,
     quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"], negative="")] = False,
@@ -96,6 +97,9 @@ def evaluate(
         Edge of the cubic blocks read at a time, in voxels (default 256).
     config
         TOML file with these options (table ``[eval]`` or the whole file).
+    set_
+        Override any config key: ``--set key=value`` (repeatable; dotted keys for tables,
+        values are TOML literals, e.g. ``--set kimimaro.dust_threshold=500``).
     overwrite
         Replace existing ``--errors`` / ``--save-skeletons`` files.
     quiet
@@ -105,7 +109,7 @@ def evaluate(
 
     """
     setup_logging(quiet, verbose)
-    from pytc_core.config import resolve_config
+    from pytc_core.config import parse_set_options, resolve_config
     from pytc_core.volume import open_volume
     from pytc_eval.report import (
         check_pair,
@@ -121,7 +125,8 @@ def evaluate(
 
     cfg = resolve_config(EvalConfig, config, {"skeletons": skeletons,
                                               "merge_threshold": merge_threshold,
-                                              "block_size": block_size}, section="eval")
+                                              "block_size": block_size}, section="eval",
+                         text_overrides=parse_set_options(set_))
     for path in (errors, save_skeletons):
         if path is not None and Path(path).exists() and not overwrite:
             raise UserError(f"{path} already exists", "pass --overwrite to replace it")

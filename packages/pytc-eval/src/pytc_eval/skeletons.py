@@ -179,46 +179,15 @@ def _swc_id(path: Path, index: int) -> int:
 
 # ---------------------------------------------------------------------------- precomputed
 
-def _is_precomputed(path: str) -> bool:
-    if path.startswith(("precomputed://", "gs://", "s3://", "http://", "https://")):
-        return True
-    local = Path(path.removeprefix("file://"))
-    return (local / "info").is_file()
-
-
-def _skeleton_labels(cv) -> list[int]:
-    """The segment ids that have a skeleton in the layer."""
-    if cv.skeleton.meta.is_sharded():
-        return [int(x) for x in cv.skeleton.list()]
-    from cloudfiles import CloudFiles
-
-    path = cv.cloudpath.rstrip("/") + "/" + cv.skeleton.meta.skeleton_path
-    names = (n.split(".")[0] for n in CloudFiles(path).list() if "/" not in n)
-    return sorted(int(n) for n in names if n.isdigit())
-
-
 def _load_precomputed(uri: str) -> Skeletons:
     """Every skeleton of a precomputed layer (a skeleton layer or a segmentation's skeletons)."""
-    from cloudvolume import CloudVolume
+    from pytc_core.volume.skeleton_layer import read_skeleton_layer
 
-    if "://" not in uri:
-        uri = "file://" + str(Path(uri).resolve())
-    try:
-        cv = CloudVolume(uri, progress=False)
-        skels = cv.skeleton.get(_skeleton_labels(cv))
-    except Exception as exc:  # cloud-volume raises many types for a missing/odd layer
-        raise UserError(f"cannot read skeletons from precomputed layer {uri}: "
-                        f"{type(exc).__name__}: {exc}",
-                        "point --skeletons at a layer with a 'skeletons' entry in its info") \
-            from None
-    res = np.asarray(cv.resolution[::-1], np.float64)
     parts = []
-    skels = skels if isinstance(skels, list) else [skels]
-    for sk in sorted(skels, key=lambda sk: int(sk.id)):
-        verts = np.asarray(sk.vertices, np.float64)[:, ::-1] / res  # x,y,z nm → z,y,x voxels
-        n = verts.shape[0]
-        parts.append(_make(np.arange(n), np.full(n, int(sk.id), np.uint64), verts,
-                           np.asarray(sk.edges, np.int64)))
+    for sk in read_skeleton_layer(uri):
+        n = sk.vertices.shape[0]
+        parts.append(_make(np.arange(n), np.full(n, sk.segment_id, np.uint64), sk.vertices,
+                           sk.edges))
     return _concat(parts)
 
 
@@ -233,7 +202,9 @@ def load_skeletons(path: str | os.PathLike[str],
     """
     text = str(path)
     vs = None if voxel_size is None else np.asarray(voxel_size, np.float64)
-    if _is_precomputed(text):
+    from pytc_core.volume.skeleton_layer import is_precomputed_layer
+
+    if is_precomputed_layer(text):
         return _load_precomputed(text)
     p = Path(text.removeprefix("file://"))
     if not p.exists():

@@ -1,0 +1,75 @@
+"""`--config FILE` < flags < `--set key=value` behaves the same in every stage."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+from pytc_core import create_volume, open_volume
+from pytc_core.cli import run_entry_point
+from pytc_core.config import parse_set_options
+from pytc_core.errors import UserError
+from pytc_decode.cli import app as decode_app
+from pytc_eval.cli import app as eval_app
+
+
+@pytest.fixture
+def volumes(tmp_path):
+    labels = np.zeros((4, 8, 8), np.uint32)
+    labels[:, :, :4], labels[:, :, 4:] = 1, 2
+    aff = np.full((3, 4, 8, 8), 0.6, np.float32)
+    aff[2, :, :, 4] = 0.3  # the x edges between the halves
+    create_volume(str(tmp_path / "gt"), labels.shape, labels.dtype).write(labels)
+    create_volume(str(tmp_path / "aff"), aff.shape, aff.dtype).write(aff)
+    return tmp_path
+
+
+def test_file_then_flags_then_set(volumes, capsys):
+    config = volumes / "run.toml"
+    config.write_text("[decode]\nthreshold = 0.7\nmin_size = 0\n")
+    seg = str(volumes / "seg")
+    # the file alone: threshold 0.7 cuts every edge → all background
+    assert run_entry_point("pytc-decode", decode_app, [str(volumes / "aff"), "-o", seg,
+                                                       "--config", str(config)]) == 0
+    assert open_volume(seg).read().max() == 0
+    # a flag overrides the file: 0.5 keeps the 0.6 edges → two halves
+    assert run_entry_point("pytc-decode", decode_app, [str(volumes / "aff"), "-o", seg, "--config",
+                                                       str(config), "--threshold", "0.5",
+                                                       "--overwrite"]) == 0
+    assert open_volume(seg).read().max() == 2
+    # --set overrides both: 0.2 joins the halves
+    assert run_entry_point("pytc-decode", decode_app, [str(volumes / "aff"), "-o", seg, "--config",
+                                                       str(config), "--threshold", "0.5", "--set",
+                                                       "threshold=0.2", "--overwrite"]) == 0
+    assert open_volume(seg).read().max() == 1
+    resolved = tomllib.loads((volumes / "seg" / "pytc_config.toml").read_text())
+    assert resolved["threshold"] == 0.2
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("prog", "app", "extra", "key"), [
+    ("pytc-decode", decode_app, [], "threshhold=0.5"),
+    ("pytc-eval", eval_app, ["--gt", "GT"], "merge_treshold=2"),
+])
+def test_unknown_set_key_is_one_line_exit_2(volumes, capsys, prog, app, extra, key):
+    target = str(volumes / ("aff" if prog == "pytc-decode" else "gt"))
+    argv = [target, *[str(volumes / "gt") if a == "GT" else a for a in extra], "--set", key]
+    assert run_entry_point(prog, app, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: unknown config key")
+    assert "did you mean" in err
+
+
+def test_eval_set_reaches_nested_tables(volumes, capsys):
+    argv = [str(volumes / "gt"), "--gt", str(volumes / "gt"), "--skeletons", "kimimaro",
+            "--set", "kimimaro.dust_threshold='many'", "--json"]
+    assert run_entry_point("pytc-eval", eval_app, argv) == 2
+    assert "'kimimaro.dust_threshold' must be" in capsys.readouterr().err
+
+
+def test_parse_set_options():
+    assert parse_set_options(["a.b=1", " c = [1, 2] "]) == {"a.b": "1", "c": "[1, 2]"}
+    with pytest.raises(UserError, match="--set key=value"):
+        parse_set_options(["novalue"])
