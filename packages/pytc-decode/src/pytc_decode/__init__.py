@@ -6,9 +6,10 @@ first use (PEP 562), so ``pytc-decode --help`` does not load numba.
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pytc_core.lazy import lazy_exports
 
 try:
     __version__ = version("pytc-decode")
@@ -53,19 +54,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pytc_decode' has no attribute {name!r}")
-    value = getattr(import_module(f"pytc_decode.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
 if TYPE_CHECKING:
     from pytc_decode.blockwise import (
         BlockSummary,
@@ -78,3 +66,5 @@ if TYPE_CHECKING:
     from pytc_decode.cc import affinity_cc, label_dtype, merge_small, relabel_consecutive
     from pytc_decode.decode import DecodeConfig, DecodeStats, decode_blockwise, decode_volume
     from pytc_decode.mws import mutex_watershed
+
+__getattr__, __dir__ = lazy_exports("pytc_decode", _EXPORTS)

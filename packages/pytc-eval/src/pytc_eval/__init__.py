@@ -5,9 +5,10 @@ Names are imported on first use (PEP 562), so ``pytc-eval --help`` does not load
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pytc_core.lazy import lazy_exports
 
 try:
     __version__ = version("pytc-eval")
@@ -67,14 +68,4 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from pytc_eval.voi import ContingencyTable, adapted_rand_error, rand_voi, rand_voi_from_table
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(import_module(f"pytc_eval.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'pytc_eval' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("pytc_eval", _EXPORTS)
