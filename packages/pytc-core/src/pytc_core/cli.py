@@ -98,8 +98,12 @@ def _nothing() -> Iterator[None]:
 
 def progress(items: Iterable[T], description: str, total: int | None = None,
              enabled: bool = True) -> Iterator[T]:
-    """Iterate ``items`` with a rich progress bar on stderr (hidden when ``enabled`` is False)."""
-    if not enabled:
+    """Iterate ``items`` with a rich progress bar on stderr.
+
+    The bar is shown only when ``enabled`` and stderr is a terminal (logs and pipes stay clean;
+    a bar that ends in an error is cleared, so the error stays the one line).
+    """
+    if not enabled or not getattr(sys.stderr, "isatty", lambda: False)():
         yield from items
         return
     from rich.progress import (
@@ -115,7 +119,7 @@ def progress(items: Iterable[T], description: str, total: int | None = None,
         total = len(items)  # type: ignore[arg-type]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=stderr_console(),
-                  transient=False) as bar:
+                  transient=True) as bar:
         task = bar.add_task(description, total=total)
         for item in items:
             yield item

@@ -81,7 +81,8 @@ def _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent, pba
                 a0 = aff[0, z, y, x]
                 a1 = aff[1, z, y, x]
                 a2 = aff[2, z, y, x]
-                if a0 != a0 or a1 != a1 or a2 != a2:
+                # x - x is 0 for finite x and NaN for NaN and ±inf: one check for both
+                if a0 - a0 != 0 or a1 - a1 != 0 or a2 - a2 != 0:
                     nan += 1
                 if use_mask and mask[z, y, x] == 0:
                     lab[z, y, x] = zero
@@ -361,7 +362,8 @@ def _kernel_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.nd
 
 
 def _nan_error(count: int) -> UserError:
-    return UserError(f"affinities contain {count} voxel(s) with NaN in the first three channels",
+    return UserError(f"affinities contain {count} voxel(s) with NaN/inf in the first three "
+                     "channels",
                      "fix the producing step (e.g. a diverged model) or clean the volume")
 
 

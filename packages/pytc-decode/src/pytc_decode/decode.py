@@ -267,13 +267,22 @@ def decode_blockwise(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
             _create_output(out_uri, aff_vol, dtype, chunk, overwrite)
             shutil.rmtree(workdir, ignore_errors=True)  # stale files of an earlier run
         mine = select_share(blocks, share) if share else blocks
-        for block in progress(label_done.pending(mine), "label blocks", enabled=show_progress):
-            aff = aff_vol.read(block)
-            mask = _mask_for(aff, None if mask_vol is None else mask_vol.read(block), cfg)
-            lab, summary = label_block(aff, cfg.threshold, block, box, mask)
-            _write_atomic(_block_file(workdir, block, "labels", ".npy"), lab.astype(dtype, copy=False))
-            _write_atomic(_block_file(workdir, block), summary.to_bytes())
-            label_done.mark_done(block)
+        try:
+            for block in progress(label_done.pending(mine), "label blocks", enabled=show_progress):
+                aff = aff_vol.read(block)
+                mask = _mask_for(aff, None if mask_vol is None else mask_vol.read(block), cfg)
+                lab, summary = label_block(aff, cfg.threshold, block, box, mask)
+                _write_atomic(_block_file(workdir, block, "labels", ".npy"),
+                              lab.astype(dtype, copy=False))
+                _write_atomic(_block_file(workdir, block), summary.to_bytes())
+                label_done.mark_done(block)
+        except UserError:
+            if not resume:  # bad input found partway (e.g. NaN): leave nothing behind
+                from pytc_core.volume import delete_volume
+
+                shutil.rmtree(workdir, ignore_errors=True)
+                delete_volume(out_uri)
+            raise
         if step == "label":
             return None
     stats = None

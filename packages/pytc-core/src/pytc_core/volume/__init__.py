@@ -29,6 +29,7 @@ __all__ = [
     "Volume",
     "VolumeLocation",
     "create_volume",
+    "delete_volume",
     "open_volume",
     "parse_uri",
     "require_channels",
@@ -145,6 +146,12 @@ def _delete(loc: VolumeLocation) -> None:
     progress = progress_dir(loc.uri)
     if progress is not None and progress.exists():
         shutil.rmtree(progress)
+
+
+def delete_volume(uri: str) -> None:
+    """Delete the volume at ``uri`` with its resume markers (nothing happens if it is absent)."""
+    if volume_exists(uri):
+        _delete(parse_uri(uri))
 
 
 def _default_chunk(shape: Sequence[int]) -> tuple[int, int, int]:
