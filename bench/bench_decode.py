@@ -13,7 +13,8 @@ clipped), threshold 0.5. Peers, each timed on the same array, interleaved, media
   voxel; we read 12), foreground computed outside the timing;
 - (c) a plain single-threaded Numba union-find over voxel indices.
 
-Also: blockwise decode (in memory, 128³ blocks) against the whole-volume decode, peak memory
+Also: blockwise decode (in memory, 128³ blocks) against the whole-volume decode, the same two
+through ``pytc-decode``'s volume paths on precomputed layers on disk (I/O included), peak memory
 of a whole-volume decode in a fresh process, and JIT compile time (a fresh Numba cache in a
 subprocess) reported apart from the timings.
 """
@@ -226,6 +227,35 @@ def compile_times() -> tuple[str, str]:
     return out["cold"], out["cached"]
 
 
+def on_disk(aff: np.ndarray, repeats: int) -> tuple[float, float, bool]:
+    """Median seconds of ``pytc-decode``'s whole-volume and blockwise (128³) paths on a
+    precomputed layer in a temporary folder (reads, decoding and writes included), and whether
+    the two segmentations are identical."""
+    import shutil
+
+    from pytc_core import create_volume, open_volume
+    from pytc_decode.decode import DecodeConfig, decode_blockwise, decode_volume
+
+    root = tempfile.mkdtemp(prefix="bench_decode_")
+    try:
+        create_volume(f"{root}/aff", aff.shape, aff.dtype, chunk_size=(128, 128, 128)).write(aff)
+        vol = open_volume(f"{root}/aff")
+        whole, blocks = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            decode_volume(vol, f"{root}/whole", DecodeConfig(), overwrite=True)
+            whole.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            decode_blockwise(vol, f"{root}/blocks", DecodeConfig(block_size=(128, 128, 128)),
+                             overwrite=True, show_progress=False)
+            blocks.append(time.perf_counter() - t)
+        same = bool(np.array_equal(open_volume(f"{root}/whole").read(),
+                                   open_volume(f"{root}/blocks").read()))
+        return statistics.median(whole), statistics.median(blocks), same
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
@@ -273,6 +303,10 @@ def main() -> None:
               f"≥ 0.5x cc3d binary: {med['cc3d_binary'] / med['ours']:.2f}x; "
               f"blockwise 128³ ≤ 1.5x whole: {med['blockwise'] / med['ours']:.2f}x")
         per_voxel[size] = med["ours"] / n
+        whole, blocks, same = on_disk(aff, 2 if size > 256 else 3)
+        print(f"  on disk (precomputed layers, I/O included): pytc-decode whole volume "
+              f"{whole:.1f} s, blockwise 128³ {blocks:.1f} s, ratio {blocks / whole:.2f} "
+              f"(target ≤ 1.5); identical: {same}")
         mem = peak_memory(aff)
         limit = mem["input"] + 2 * mem["output"]
         print(f"  peak memory of a whole-volume decode (fresh process, RSS high-water mark above "
