@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pytc_core.bbox import BBox, _vec
 from pytc_core.errors import UserError
+from pytc_core.files import write_atomic
 
 __all__ = ["BlockProgress", "parse_share", "plan_blocks", "select_share"]
 
@@ -85,11 +86,7 @@ class BlockProgress:
         return self._path(block).exists()
 
     def mark_done(self, block: BBox) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(block)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.touch()
-        os.replace(tmp, path)
+        write_atomic(self._path(block), b"")
 
     def pending(self, blocks: Sequence[BBox]) -> list[BBox]:
         """The blocks not yet marked done."""

@@ -272,9 +272,7 @@ def save_config_next_to(output_uri: str, config: Any, command: str = "pytc") -> 
             CloudFiles(to_cloudpath(output_uri)).put("pytc_config.toml", text.encode(),
                                                      content_type="text/plain")
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    from pytc_core.files import write_atomic
+
+    return write_atomic(path, text.encode())
 

@@ -20,6 +20,7 @@ from pytc_core.bbox import BBox
 from pytc_core.blocks import BlockProgress, parse_share, plan_blocks, select_share
 from pytc_core.cli import progress
 from pytc_core.errors import UserError, unknown_name_error
+from pytc_core.files import write_atomic
 from pytc_core.volume import Volume, create_volume, parse_uri, sidecar_path
 from pytc_decode.blockwise import BlockSummary, label_block, reduce_blocks, relabel_block
 from pytc_decode.cc import affinity_cc, label_dtype, prepare_affinities
@@ -204,17 +205,6 @@ def _block_file(workdir: Path, block: BBox, kind: str = "block", suffix: str = "
     return workdir / (kind + "_" + "_".join(map(str, block.start)) + suffix)
 
 
-def _write_atomic(path: Path, data: bytes | np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        if isinstance(data, np.ndarray):
-            np.save(fh, data, allow_pickle=False)
-        else:
-            fh.write(data)
-    tmp.replace(path)
-
-
 def decode_blockwise(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
                      mask_vol: Volume | None = None, overwrite: bool = False,
                      share: str | None = None, step: str = "all",
@@ -272,9 +262,10 @@ def decode_blockwise(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
                 aff = aff_vol.read(block)
                 mask = _mask_for(aff, None if mask_vol is None else mask_vol.read(block), cfg)
                 lab, summary = label_block(aff, cfg.threshold, block, box, mask)
-                _write_atomic(_block_file(workdir, block, "labels", ".npy"),
-                              lab.astype(dtype, copy=False))
-                _write_atomic(_block_file(workdir, block), summary.to_bytes())
+                local = lab.astype(dtype, copy=False)
+                write_atomic(_block_file(workdir, block, "labels", ".npy"),
+                             lambda fh, a=local: np.save(fh, a, allow_pickle=False))
+                write_atomic(_block_file(workdir, block), summary.to_bytes())
                 label_done.mark_done(block)
         except UserError:
             if not resume:  # bad input found partway (e.g. NaN): leave nothing behind

@@ -87,11 +87,9 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, config: Mapp
             "pytc_checkpoint_format": CHECKPOINT_FORMAT,
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
-    return path
+    from pytc_core.files import write_atomic
+
+    return write_atomic(path, lambda fh: torch.save(ckpt, fh))
 
 
 def _read(path: str | os.PathLike[str], map_location: Any, trusted: bool) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
+from pytc_core.files import write_atomic
 from pytc_core.volume.base import Volume
 
 log = logging.getLogger("pytc.volume")
@@ -177,10 +178,7 @@ class PrecomputedVolume(Volume):
             final = key_dir / (name + (".gz" if self.compress == "gzip" else ""))
             if self.compress == "gzip":
                 payload = gzip.compress(payload, compresslevel=1, mtime=0)
-            tmp = key_dir / f".{name}.tmp{os.getpid()}"
-            with open(tmp, "wb") as fh:
-                fh.write(payload)
-            os.replace(tmp, final)
+            write_atomic(final, payload)
             stale = key_dir / (name if self.compress == "gzip" else name + ".gz")
             if stale.exists():
                 stale.unlink()
@@ -243,10 +241,7 @@ def create_precomputed(uri: str, shape: Sequence[int], dtype: np.dtype, voxel_si
     info["pytc_compress"] = compress or "none"
     local = local_layer_path(uri)
     if local is not None:
-        local.mkdir(parents=True, exist_ok=True)
-        tmp = local / ".info.tmp"
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, local / "info")
+        write_atomic(local / "info", json.dumps(info, indent=2).encode())
     else:
         from cloudfiles import CloudFiles
 
