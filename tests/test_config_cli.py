@@ -73,3 +73,17 @@ def test_parse_set_options():
     assert parse_set_options(["a.b=1", " c = [1, 2] "]) == {"a.b": "1", "c": "[1, 2]"}
     with pytest.raises(UserError, match="--set key=value"):
         parse_set_options(["novalue"])
+
+
+def test_the_example_pipeline_config_is_valid_for_both_stages():
+    from pathlib import Path
+
+    from pytc_core.config import resolve_config
+    from pytc_decode.decode import DecodeConfig
+    from pytc_eval.cli import EvalConfig
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "pipeline.toml"
+    decode = resolve_config(DecodeConfig, path, section="decode")
+    assert decode.threshold == 0.7 and decode.block_size == (64, 128, 128)
+    evaluation = resolve_config(EvalConfig, path, section="eval")
+    assert evaluation.skeletons == "kimimaro" and evaluation.kimimaro.dust_threshold == 1000
