@@ -107,6 +107,11 @@ class Volume(ABC):
                 "voxel_size": [float(v) for v in self.voxel_size],
                 "offset": [int(v) for v in self.offset]}
 
+    def array_index(self, bbox: BBox) -> tuple[slice, ...]:
+        """Index of ``bbox`` (global voxels) into the stored array, channels kept whole."""
+        spatial = bbox.relative_to(self.offset)
+        return (slice(None), *spatial) if self.ndim == 4 else spatial
+
     @abstractmethod
     def _read(self, bbox: BBox) -> np.ndarray: ...
 

@@ -61,17 +61,13 @@ class Hdf5Volume(Volume):
         self.voxel_size, self.offset = meta["voxel_size"], meta["offset"]
         self.chunk_size = tuple(chunks[-3:]) if chunks else self.spatial_shape
 
-    def _index(self, bbox: BBox):
-        sl = bbox.relative_to(self.offset)
-        return (slice(None), *sl) if self.ndim == 4 else sl
-
     def _read(self, bbox: BBox) -> np.ndarray:
         with _open_file(self.path) as fh:
-            return np.asarray(fh[self.dataset][self._index(bbox)])
+            return np.asarray(fh[self.dataset][self.array_index(bbox)])
 
     def _write(self, array: np.ndarray, bbox: BBox) -> None:
         with _open_file(self.path, "r+") as fh:
-            fh[self.dataset][self._index(bbox)] = array
+            fh[self.dataset][self.array_index(bbox)] = array
 
 
 def dataset_exists(path: Path, dataset: str) -> bool:

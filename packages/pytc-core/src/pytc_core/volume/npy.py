@@ -42,16 +42,12 @@ class NpyVolume(Volume):
         self.voxel_size, self.offset = meta["voxel_size"], meta["offset"]
         self.chunk_size = self.spatial_shape
 
-    def _index(self, bbox: BBox):
-        sl = bbox.relative_to(self.offset)
-        return (slice(None), *sl) if self.ndim == 4 else sl
-
     def _read(self, bbox: BBox) -> np.ndarray:
-        return np.array(np.load(self.path, mmap_mode="r")[self._index(bbox)])
+        return np.array(np.load(self.path, mmap_mode="r")[self.array_index(bbox)])
 
     def _write(self, array: np.ndarray, bbox: BBox) -> None:
         mm = np.load(self.path, mmap_mode="r+")
-        mm[self._index(bbox)] = array
+        mm[self.array_index(bbox)] = array
         mm.flush()
         del mm
 

@@ -60,16 +60,12 @@ class TiffVolume(Volume):
             self._data = self._data.reshape(self.shape)
         return self._data
 
-    def _index(self, bbox: BBox):
-        sl = bbox.relative_to(self.offset)
-        return (slice(None), *sl) if self.ndim == 4 else sl
-
     def _read(self, bbox: BBox) -> np.ndarray:
-        return np.array(self._array()[self._index(bbox)])
+        return np.array(self._array()[self.array_index(bbox)])
 
     def _write(self, array: np.ndarray, bbox: BBox) -> None:
         mm = self._array(writable=True).reshape(self.shape)
-        mm[self._index(bbox)] = array
+        mm[self.array_index(bbox)] = array
         mm.flush()
         del mm
         self._data = None

@@ -59,15 +59,11 @@ class ZarrVolume(Volume):
         self.voxel_size, self.offset = meta["voxel_size"], meta["offset"]
         self.chunk_size = tuple(int(c) for c in self.array.chunks[-3:])
 
-    def _index(self, bbox: BBox):
-        sl = bbox.relative_to(self.offset)
-        return (slice(None), *sl) if self.ndim == 4 else sl
-
     def _read(self, bbox: BBox) -> np.ndarray:
-        return np.asarray(self.array[self._index(bbox)])
+        return np.asarray(self.array[self.array_index(bbox)])
 
     def _write(self, array: np.ndarray, bbox: BBox) -> None:
-        self.array[self._index(bbox)] = array
+        self.array[self.array_index(bbox)] = array
 
 
 def create_zarr(uri: str, root: Path, inner: str, shape, dtype, meta: dict, chunk_size,
