@@ -51,3 +51,29 @@ def test_block_progress_resumes(tmp_path):
     assert progress.pending(blocks) == blocks[3:]
     assert BlockProgress(tmp_path / "progress").is_done(blocks[0])  # survives a restart
     assert BlockProgress(tmp_path / "progress", run_key="other").pending(blocks) == blocks
+
+
+def test_run_blocks_shares_resume_and_read_ahead(tmp_path):
+    from pytc_core.blocks import BlockProgress, run_blocks
+
+    blocks = plan_blocks(BBox.from_shape((4, 4, 4)), 2)
+    done = BlockProgress(tmp_path / "done")
+    got: list = []
+    first = run_blocks(blocks, lambda b, data: got.append((b, data)), done=done, share=(1, 2),
+                       read=lambda b: b.start, show_progress=False)
+    assert (first.planned, first.skipped, first.processed) == (4, 0, 4)
+    assert [b for b, _ in got] == blocks[1::2]
+    assert all(data == b.start for b, data in got)  # each block gets its own read
+
+    def fail_on_third(block, calls=[]):  # noqa: B006 - counts calls across the run
+        calls.append(block)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        run_blocks(blocks, fail_on_third, done=done, show_progress=False)
+    # share 1 and the two blocks before the failure are done; the failed block is not
+    assert len(done.pending(blocks)) == 8 - 4 - 2
+    rest = run_blocks(blocks, lambda b: None, done=done, show_progress=False)
+    assert (rest.planned, rest.skipped, rest.processed) == (8, 6, 2)
+    assert done.pending(blocks) == []

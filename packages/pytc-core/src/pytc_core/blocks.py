@@ -11,14 +11,18 @@ import hashlib
 import itertools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytc_core.bbox import BBox, _vec
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
 
-__all__ = ["BlockProgress", "parse_share", "plan_blocks", "select_share"]
+__all__ = ["BlockProgress", "BlockRunResult", "parse_share", "plan_blocks", "run_blocks",
+           "select_share"]
 
 
 def plan_blocks(bbox: BBox, block_size: Sequence[int] | int,
@@ -91,3 +95,52 @@ class BlockProgress:
     def pending(self, blocks: Sequence[BBox]) -> list[BBox]:
         """The blocks not yet marked done."""
         return [b for b in blocks if not self.is_done(b)]
+
+
+@dataclass(frozen=True)
+class BlockRunResult:
+    """What :func:`run_blocks` did: blocks in this task's share, already done, processed now."""
+
+    planned: int
+    skipped: int
+    processed: int
+
+
+def run_blocks(blocks: Sequence[BBox], process: Callable[..., object], *,
+               done: BlockProgress | None = None, share: tuple[int, int] | None = None,
+               read: Callable[[BBox], Any] | None = None, description: str = "blocks",
+               show_progress: bool = True) -> BlockRunResult:
+    """Run ``process`` on this task's share of the pending blocks; mark each done after it.
+
+    The one blockwise loop of every stage (daisy's process/check split): ``share=(i, n)``
+    takes task i of n (:func:`select_share`), ``done`` skips blocks already marked finished
+    and marks a block only after ``process`` returned (so a killed run never marks a block
+    whose output is incomplete), and a progress bar shows on stderr (on a terminal).
+
+    With ``read``, the next block's input is read in a background thread while the current
+    one is processed, and ``process(block, data)`` gets it; without, ``process(block)``.
+    The blocks are processed in plan order, one at a time, on the calling thread.
+    """
+    from pytc_core.cli import progress
+
+    mine = select_share(blocks, share) if share is not None else list(blocks)
+    pending = done.pending(mine) if done is not None else mine
+    skipped = len(mine) - len(pending)
+    bar = progress(pending, description, total=len(pending), enabled=show_progress)
+    if read is None:
+        for block in bar:
+            process(block)
+            if done is not None:
+                done.mark_done(block)
+        return BlockRunResult(len(mine), skipped, len(pending))
+    with ThreadPoolExecutor(1, thread_name_prefix="pytc-read") as pool:
+        ahead = pool.submit(read, pending[0]) if pending else None
+        for k, block in enumerate(bar):
+            assert ahead is not None
+            data = ahead.result()
+            # read the next block while this one is processed
+            ahead = pool.submit(read, pending[k + 1]) if k + 1 < len(pending) else None
+            process(block, data)
+            if done is not None:
+                done.mark_done(block)
+    return BlockRunResult(len(mine), skipped, len(pending))

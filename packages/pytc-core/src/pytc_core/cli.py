@@ -12,11 +12,15 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from cyclopts import Parameter
 
 from pytc_core.errors import UserError
 
 __all__ = [
+    "CommonFlags",
     "emit",
     "progress",
     "read_uri_from_stdin",
@@ -64,6 +68,38 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     for handler in root.handlers:
         handler.setLevel(level)
     root.propagate = False
+
+
+@Parameter(name="*")
+@dataclass(frozen=True)
+class CommonFlags:
+    """The flags every pytc command shares, defined once (a stage takes them as
+    ``common: CommonFlags = CommonFlags()``; cyclopts flattens them into its flags)."""
+
+    config: Annotated[str | None, Parameter(name="--config")] = None
+    """TOML file with the options (the stage's own table, e.g. ``[decode]``, or the whole file)."""
+    set_: Annotated[list[str] | None,
+                    Parameter(name="--set", consume_multiple=True, negative_iterable=())] = None
+    """Override any config key: ``--set key=value [key=value ...]`` (repeatable; dotted keys
+    for tables; values are TOML literals). Flags win over the file, ``--set`` over flags."""
+    overwrite: Annotated[bool, Parameter(name="--overwrite", negative="")] = False
+    """Replace an existing output (only a volume pytc recognises)."""
+    quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False
+    """Warnings and errors only on stderr."""
+    verbose: Annotated[bool, Parameter(name=["--verbose", "-v"], negative="")] = False
+    """Debug logging on stderr: resolved config, block plan, timings."""
+
+    def setup_logging(self) -> None:
+        """Configure the ``pytc`` loggers; ``-q`` with ``-v`` is a usage error."""
+        if self.quiet and self.verbose:
+            raise UserError("--quiet and --verbose contradict each other", "pass one of them")
+        setup_logging(self.quiet, self.verbose)
+
+    def text_overrides(self) -> dict[str, str]:
+        """The ``--set`` options as ``{dotted key: text value}`` for ``resolve_config``."""
+        from pytc_core.config import parse_set_options
+
+        return parse_set_options(self.set_)
 
 
 def read_uri_from_stdin(stream=None) -> str:
