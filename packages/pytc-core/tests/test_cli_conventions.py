@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from pytc_core import UserError, create_volume, open_volume, require_finite
-from pytc_core.cli import emit, read_uri_from_stdin, run_entry_point
+from pytc_core.cli import (
+    emit,
+    parse_block_size,
+    read_uri_from_stdin,
+    read_uris_from_stdin,
+    run_entry_point,
+)
 
 
 def make_app(tmp_path):
@@ -77,6 +83,31 @@ def test_uri_from_stdin():
     assert read_uri_from_stdin(io.StringIO("\n  /data/aff_layer \n")) == "/data/aff_layer"
     with pytest.raises(UserError, match="stdin was empty"):
         read_uri_from_stdin(io.StringIO(""))
+
+
+def test_several_uris_on_stdin():
+    text = "/data/seg_a\n\n /data/seg_b \n/data/seg_c\n"
+    assert read_uris_from_stdin(io.StringIO(text)) == ["/data/seg_a", "/data/seg_b", "/data/seg_c"]
+    # a command that takes one URI says so instead of silently taking the first
+    with pytest.raises(UserError, match="stdin has 3 lines"):
+        read_uri_from_stdin(io.StringIO(text))
+    with pytest.raises(UserError, match="stdin was empty"):
+        read_uris_from_stdin(io.StringIO("\n \n"))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("128", (128, 128, 128)), ("64,128,128", (64, 128, 128)), ("64x128x128", (64, 128, 128)),
+    (" 8, 16 ,16", (8, 16, 16)), (32, (32, 32, 32)), ([8, 16, 16], (8, 16, 16)), (None, None),
+])
+def test_parse_block_size(text, expected):
+    assert parse_block_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-8", "8,16", "a", "8,16,16,16", "", "8,,16"])
+def test_parse_block_size_rejects(text):
+    with pytest.raises(UserError, match="bad block size") as exc:
+        parse_block_size(text, "--chunk")
+    assert "--chunk 64,128,128" in str(exc.value)
 
 
 def test_logging_follows_the_current_stderr(capsys):

@@ -22,8 +22,10 @@ from pytc_core.errors import UserError
 __all__ = [
     "CommonFlags",
     "emit",
+    "parse_block_size",
     "progress",
     "read_uri_from_stdin",
+    "read_uris_from_stdin",
     "resolve_input_uri",
     "run_entry_point",
     "setup_logging",
@@ -102,23 +104,61 @@ class CommonFlags:
         return parse_set_options(self.set_)
 
 
-def read_uri_from_stdin(stream=None) -> str:
-    """The first non-empty line of stdin, stripped (a previous stage's printed URI)."""
+def read_uris_from_stdin(stream=None) -> list[str]:
+    """Every non-empty line of stdin, stripped (URIs printed by previous stages), in order."""
     stream = stream if stream is not None else sys.stdin
     if stream is None or (hasattr(stream, "isatty") and stream.isatty()):
         raise UserError("input '-' means read the URI from stdin, but stdin is a terminal",
                         "pipe a URI in, e.g. `pytc-infer ... | pytc-decode -`")
-    for line in stream:
-        line = line.strip()
-        if line:
-            return line
-    raise UserError("input '-' means read the URI from stdin, but stdin was empty",
-                    "check that the previous stage succeeded")
+    uris = [line.strip() for line in stream if line.strip()]
+    if not uris:
+        raise UserError("input '-' means read the URI from stdin, but stdin was empty",
+                        "check that the previous stage succeeded")
+    return uris
+
+
+def read_uri_from_stdin(stream=None) -> str:
+    """The one URI on stdin (a previous stage's printed line); several lines are an error."""
+    uris = read_uris_from_stdin(stream)
+    if len(uris) > 1:
+        shown = ", ".join(uris[:3]) + (", ..." if len(uris) > 3 else "")
+        raise UserError(f"input '-' reads one URI from stdin, but stdin has {len(uris)} lines "
+                        f"({shown})", "pipe exactly one URI in, or run the command once per URI")
+    return uris[0]
 
 
 def resolve_input_uri(uri: str) -> str:
     """``-`` → the URI read from stdin; anything else unchanged."""
     return read_uri_from_stdin() if uri == "-" else uri
+
+
+def parse_block_size(text: str | int | Sequence[int] | None,
+                     flag: str = "--block-size") -> tuple[int, int, int] | None:
+    """A block size in voxels: ``128`` (a cube) or ``64,128,128`` (z, y, x) → ``(z, y, x)``.
+
+    The one parser behind every ``--block-size`` flag (decode, eval, infer). ``None`` stays
+    ``None``; ints and 3-sequences are accepted too (config values). Bad sizes raise UserError.
+    """
+    if text is None:
+        return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        parts: list[int] = [text]
+    elif isinstance(text, str):
+        try:
+            parts = [int(p) for p in text.replace("x", ",").split(",")]
+        except ValueError:
+            parts = []
+    else:
+        try:
+            parts = [int(p) for p in text]
+        except (TypeError, ValueError):
+            parts = []
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or any(p <= 0 for p in parts):
+        raise UserError(f"bad block size '{text}'", f"give one or three positive voxel counts, "
+                        f"e.g. {flag} 128 or {flag} 64,128,128 (z, y, x)")
+    return (parts[0], parts[1], parts[2])
 
 
 def emit(text: str) -> None:

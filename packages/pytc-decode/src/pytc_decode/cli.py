@@ -9,7 +9,13 @@ from typing import Annotated
 import cyclopts
 from cyclopts import Parameter
 
-from pytc_core.cli import emit, resolve_input_uri, run_entry_point, setup_logging
+from pytc_core.cli import (
+    emit,
+    parse_block_size,
+    resolve_input_uri,
+    run_entry_point,
+    setup_logging,
+)
 from pytc_core.errors import UserError
 from pytc_decode import __version__
 
@@ -19,21 +25,6 @@ app = cyclopts.App(
     name="pytc-decode",
     version=__version__,
 )
-
-
-def _parse_block_size(text: str | None) -> tuple[int, int, int] | None:
-    if text is None:
-        return None
-    try:
-        parts = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 3
-    if len(parts) != 3 or any(p <= 0 for p in parts):
-        raise UserError(f"bad block size '{text}'", "give one or three positive voxel counts, "
-                        "e.g. --block-size 128 or --block-size 64,128,128 (z, y, x)")
-    return tuple(parts)  # type: ignore[return-value]
 
 
 @app.default
@@ -138,7 +129,7 @@ def decode(
     cfg = resolve_config(DecodeConfig, config, {
         "threshold": threshold, "min_size": min_size, "small": small, "mask": mask,
         "foreground_channel": foreground_channel, "foreground_threshold": foreground_threshold,
-        "method": method, "block_size": _parse_block_size(block_size),
+        "method": method, "block_size": parse_block_size(block_size),
         "dust": dust or None}, section="decode", text_overrides=parse_set_options(set_))
     uri = resolve_input_uri(aff_uri)
     aff_vol = open_volume(uri)
