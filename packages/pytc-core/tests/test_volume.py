@@ -88,8 +88,12 @@ def test_precomputed_chunk_writes_are_atomic_and_aligned(tmp_path):
     assert len(files) == 4 and not [f for f in files if "tmp" in f]
     assert vol.chunk_exists(BBox((8, 0, 0), (16, 8, 8)))
     assert not vol.chunk_exists(BBox((0, 0, 0), (8, 8, 8)))
-    out = open_volume(uri).read()
+    with pytest.raises(UserError, match=r"layer is missing chunk 1.0_1.0_1.0/0-8_0-8_0-8 .*--fill-missing"):
+        open_volume(uri).read()  # a missing chunk of an input is an error, naming the first
+    assert open_volume(uri).read(BBox((8, 0, 0), (16, 16, 16))).min() == 1
+    out = open_volume(uri, fill_missing=True).read()  # a layer sparse on purpose
     assert out[:8].sum() == 0 and out[8:].min() == 1  # unwritten chunks read as 0
+    assert vol.read()[:8].sum() == 0  # the writer's own new volume reads as zeros
 
 
 @pytest.mark.parametrize("fmt", ["precomputed", "hdf5", "zarr3", "tiff", "npy"])

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ __all__ = [
 
 T = TypeVar("T")
 log = logging.getLogger("pytc")
+_current_command: str | None = None  # set by run_entry_point (see pytc_core.output_run)
 
 
 def stderr_console():
@@ -213,6 +215,8 @@ def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | No
     130 on Ctrl-C. Internal bugs propagate (a traceback, exit 1).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    global _current_command
+    _current_command = shlex.join([prog, *argv])  # what run records name as the command to resume
     try:
         result = app(argv, exit_on_error=False, print_error=False, help_on_error=False,
                      result_action="return_value")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,17 +76,24 @@ def parse_uri(uri: str) -> VolumeLocation:
     return VolumeLocation("precomputed", uri, Path(plain))
 
 
-def open_volume(uri: str) -> Volume:
+def open_volume(uri: str, *, fill_missing: bool = False, allow_incomplete: bool = False) -> Volume:
     """Open the volume at ``uri`` lazily (metadata only; data is read by ``.read(bbox)``).
 
-    Raises UserError for a missing file, a missing dataset, a corrupt layer, or data that is
-    not 3D (Z, Y, X) / 4D (C, Z, Y, X).
+    Raises UserError for a missing file, a missing dataset, a corrupt layer, data that is
+    not 3D (Z, Y, X) / 4D (C, Z, Y, X), and the output of a pytc run that did not finish
+    (its run record is not complete; ``allow_incomplete`` is for the run writing it).
+    A missing chunk of a precomputed layer is a UserError when read, unless ``fill_missing``
+    (layers sparse on purpose: missing chunks read as zeros).
     """
     loc = parse_uri(uri)
+    if not allow_incomplete:
+        from pytc_core.output_run import require_complete
+
+        require_complete(uri)
     if loc.format == "precomputed":
         from pytc_core.volume.precomputed import PrecomputedVolume
 
-        vol: Volume = PrecomputedVolume(uri)
+        vol: Volume = PrecomputedVolume(uri, fill_missing=fill_missing)
     elif loc.format == "hdf5":
         from pytc_core.volume.hdf5 import Hdf5Volume
 
@@ -109,49 +115,19 @@ def open_volume(uri: str) -> Volume:
 
 
 def volume_exists(uri: str) -> bool:
-    """Whether anything already exists at ``uri`` (a layer, a dataset, a file)."""
-    loc = parse_uri(uri)
-    if loc.format == "precomputed":
-        from pytc_core.volume.precomputed import precomputed_exists
+    """Whether a volume (or anything else) is at ``uri``; pytc's own lease, run record or
+    scratch files alone do not count (see :func:`pytc_core.output.inspect_output`)."""
+    from pytc_core.output import inspect_output
 
-        return precomputed_exists(uri)
-    if loc.format == "hdf5":
-        from pytc_core.volume.hdf5 import dataset_exists
-
-        return dataset_exists(loc.path, loc.inner) if loc.inner else loc.path.exists()
-    if loc.format == "zarr":
-        target = loc.path / loc.inner if loc.inner else loc.path
-        return target.exists() and (not target.is_dir() or any(target.iterdir()))
-    return loc.path.exists()
-
-
-def _delete(loc: VolumeLocation) -> None:
-    if loc.format == "precomputed":
-        from pytc_core.volume.precomputed import delete_precomputed
-
-        delete_precomputed(loc.uri)
-    elif loc.format == "hdf5":
-        from pytc_core.volume.hdf5 import delete_dataset
-
-        delete_dataset(loc.path, loc.inner)
-    elif loc.format == "zarr":
-        target = loc.path / loc.inner if loc.inner else loc.path
-        shutil.rmtree(target)
-    else:
-        loc.path.unlink()
-        if loc.format == "npy":
-            from pytc_core.volume.npy import npy_sidecar
-
-            npy_sidecar(loc.path).unlink(missing_ok=True)
-    progress = progress_dir(loc.uri)
-    if progress is not None and progress.exists():
-        shutil.rmtree(progress)
+    return inspect_output(uri).kind != "absent"
 
 
 def delete_volume(uri: str) -> None:
-    """Delete the volume at ``uri`` with its resume markers (nothing happens if it is absent)."""
-    if volume_exists(uri):
-        _delete(parse_uri(uri))
+    """Delete the volume at ``uri`` with pytc's files about it (nothing happens if it is
+    absent); only a volume pytc recognises, else UserError (:func:`pytc_core.output.remove_output`)."""
+    from pytc_core.output import remove_output
+
+    remove_output(uri)
 
 
 def _default_chunk(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -198,11 +174,18 @@ def create_volume(
     chunks = tuple(int(c) for c in (chunk_size or _default_chunk(shape)))
     if len(chunks) != 3 or any(c <= 0 for c in chunks):
         raise UserError(f"bad chunk size {chunk_size}", "give 3 positive voxel counts (z, y, x)")
-    if volume_exists(uri):
+    from pytc_core.output import check_creatable, inspect_output, remove_output
+
+    check_creatable(uri)
+    state = inspect_output(uri)
+    if state.kind == "foreign":
+        raise UserError(f"output {uri} is not a volume pytc can replace: {state.what}",
+                        "choose another output; pytc never deletes files it did not write")
+    if state.kind == "volume":
         if overwrite:
-            _delete(loc)
+            remove_output(uri)
         elif exist_ok:
-            vol = open_volume(uri)
+            vol = open_volume(uri, allow_incomplete=True, fill_missing=True)  # its writer's view
             if vol.shape != shape or vol.dtype != dtype:
                 raise UserError(f"{uri} exists with shape {vol.shape} {vol.dtype}, not {shape} {dtype}",
                                 "pass --overwrite to replace it, or choose another output")

@@ -95,8 +95,10 @@ class PrecomputedVolume(Volume):
 
     format = "precomputed"
 
-    def __init__(self, uri: str, info: dict | None = None) -> None:
+    def __init__(self, uri: str, info: dict | None = None, *, fill_missing: bool = False) -> None:
         self.uri = uri
+        #: read missing chunks as zeros (layers sparse on purpose) instead of a UserError
+        self.fill_missing = fill_missing
         self.cloudpath = to_cloudpath(uri)
         self.info = info if info is not None else _read_info(uri)
         scale = self.info["scales"][0]
@@ -127,15 +129,29 @@ class PrecomputedVolume(Volume):
         if self._cv is None:
             from cloudvolume import CloudVolume
 
-            self._cv = CloudVolume(self.cloudpath, mip=0, fill_missing=True, bounded=True,
+            self._cv = CloudVolume(self.cloudpath, mip=0, fill_missing=self.fill_missing, bounded=True,
                                    progress=False, info=self.info, parallel=1,
                                    non_aligned_writes=False, cache=False)
         return self._cv
 
+    def _missing_chunk_error(self, name: str) -> UserError:
+        return UserError(f"{self.uri} is missing chunk {self.key}/{name}",
+                         "restore it, or pass --fill-missing if the layer is sparse on purpose "
+                         "(missing chunks then read as zeros)")
+
     def _read(self, bbox: BBox) -> np.ndarray:
         (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
-        with _stdout_to_stderr():
-            data = np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
+        if not self.fill_missing and local_layer_path(self.uri) is not None:
+            for box in self._covering_chunks(bbox):
+                if not self.chunk_exists(box):
+                    raise self._missing_chunk_error(self._chunk_name(box))
+        from cloudvolume.exceptions import EmptyVolumeException
+
+        try:
+            with _stdout_to_stderr():
+                data = np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
+        except EmptyVolumeException as exc:
+            raise self._missing_chunk_error(str(exc)) from None
         data = np.transpose(data, (3, 2, 1, 0))  # (c, z, y, x)
         if self.ndim == 3:
             data = data[0]
@@ -152,6 +168,14 @@ class PrecomputedVolume(Volume):
         from pytc_core.blocks import plan_blocks
 
         return plan_blocks(bbox, self.chunk_size, grid_origin=self.offset)
+
+    def _covering_chunks(self, bbox: BBox) -> list[BBox]:
+        """The whole storage chunks (clipped to the volume) that ``bbox`` touches."""
+        vol = self.bbox
+        start = tuple(o + ((a - o) // s) * s for a, o, s in zip(bbox.start, vol.start, self.chunk_size, strict=True))
+        stop = tuple(min(e, o + -(-(b - o) // s) * s)
+                     for b, o, s, e in zip(bbox.stop, vol.start, self.chunk_size, vol.stop, strict=True))
+        return self.chunk_boxes(BBox(start, stop))
 
     def _chunk_name(self, box: BBox) -> str:
         (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
@@ -247,4 +271,4 @@ def create_precomputed(uri: str, shape: Sequence[int], dtype: np.dtype, voxel_si
 
         with _stdout_to_stderr():
             CloudFiles(to_cloudpath(uri)).put_json("info", info)
-    return PrecomputedVolume(uri, info)
+    return PrecomputedVolume(uri, info, fill_missing=True)  # a new layer reads as zeros

@@ -1,0 +1,403 @@
+"""A run's claim on its output: checks before compute, one writer, completion, clean aborts.
+
+Every stage that writes a volume does it inside :func:`claim_output`::
+
+    with claim_output(out_uri, stage="decode", key=key, inputs=[aff_uri],
+                      overwrite=overwrite) as run:      # checks + lease, before reading input
+        out = run.create(shape, dtype, ...)              # or reopened when resuming
+        ... write blocks (call run.made_progress() after the first finished one) ...
+        run.complete()                                   # after the last chunk
+
+The run record ``pytc_run.json`` (inside a directory output, beside a file output, named like
+``pytc_config.toml``) says which command writes the output and whether it finished: ``state``
+is ``running`` until :meth:`OutputRun.complete`, then ``complete``. :func:`open_volume`
+refuses a volume whose record is not complete, naming the command that resumes it.
+
+Rules (the README's conventions section states them for users):
+
+- nothing there → a fresh run; something pytc does not recognise → refused, always;
+- an unfinished output of the **same key** (same command and config) → resumed (a stage that
+  cannot resume calls ``create(..., restart=True)`` and starts it again);
+- a complete output, one of another key, or a volume pytc did not record → refused unless
+  ``overwrite``, which replaces only the recognised volume;
+- the lease (:mod:`pytc_core.lease`) keeps other runs out; ``join=True`` lets runs of the
+  same key work side by side (the shares of a blockwise run);
+- an abort of a fresh run (bad input such as NaN, Ctrl-C, SIGTERM) removes everything it
+  created, unless the run is interrupted after :meth:`OutputRun.made_progress`: then the
+  partial output stays, marked unfinished, for the same command to resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pytc_core.errors import UserError
+from pytc_core.lease import Lease, acquire_lease, read_lease
+from pytc_core.output import (
+    LEASE_NAME,
+    RECORD_NAME,
+    check_creatable,
+    check_not_an_input,
+    inspect_output,
+    remove_output,
+)
+from pytc_core.volume import Volume, parse_uri, sidecar_path
+
+__all__ = [
+    "OutputRun",
+    "RunRecord",
+    "Terminated",
+    "claim_output",
+    "current_command",
+    "read_run_record",
+    "require_complete",
+    "run_key",
+]
+
+log = logging.getLogger("pytc")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``scancel``, a Slurm time limit) inside a claimed run: handled like Ctrl-C."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The run that writes (or wrote) an output: ``state`` is ``running`` or ``complete``."""
+
+    state: str
+    key: str
+    stage: str
+    command: str
+    host: str
+    pid: int
+    started: str
+    finished: str | None = None
+    pytc_version: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def current_command() -> str:
+    """The command line of this process, as a user would type it (``pytc-decode aff -o seg``)."""
+    from pytc_core import cli
+
+    command = getattr(cli, "_current_command", None)
+    if command:
+        return command
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def _normalised(uri: str) -> str:
+    loc = parse_uri(uri)
+    if loc.format == "precomputed":
+        from pytc_core.volume.precomputed import local_layer_path
+
+        path = local_layer_path(uri)
+        return uri.rstrip("/") if path is None else os.path.realpath(path)
+    return os.path.realpath(loc.path) + (":" + loc.inner.strip("/") if loc.inner else "")
+
+
+def run_key(stage: str, inputs: Sequence[str | None], config: Any,
+            exclude: Sequence[str] = ()) -> str:
+    """A short hash of what determines an output: stage, input volumes, config values.
+
+    ``config`` is a dataclass or mapping; ``exclude`` names top-level keys that do not change
+    the output (e.g. a summary option). Two runs with the same key write the same output.
+    """
+    from pytc_core.config import config_to_dict
+
+    values = config_to_dict(config) if config is not None else {}
+    values = {k: v for k, v in values.items() if k not in set(exclude)}
+    text = json.dumps({"stage": stage, "inputs": [_normalised(u) if u else None for u in inputs],
+                       "config": values}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _remote_files(uri: str):
+    from cloudfiles import CloudFiles
+
+    from pytc_core.volume.precomputed import to_cloudpath
+
+    return CloudFiles(to_cloudpath(uri))
+
+
+def read_run_record(uri: str) -> RunRecord | None:
+    """The run record of the output at ``uri``, or None (not written by a pytc run)."""
+    path = sidecar_path(uri, RECORD_NAME)
+    try:
+        if path is None:
+            if parse_uri(uri).format != "precomputed":
+                return None
+            raw = _remote_files(uri).get(RECORD_NAME)
+            if raw is None:
+                return None
+            data = json.loads(raw)
+        else:
+            data = json.loads(path.read_text())
+        return RunRecord(**{k: data.get(k) for k in RunRecord.__dataclass_fields__
+                            if k in data})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"the run record {path or RECORD_NAME} of {uri} is unreadable ({exc})",
+                        "delete it if the output is known to be complete") from None
+
+
+def _write_record(uri: str, record: RunRecord) -> None:
+    from pytc_core.files import write_atomic
+
+    data = json.dumps(asdict(record), indent=1).encode()
+    path = sidecar_path(uri, RECORD_NAME)
+    if path is None:
+        _remote_files(uri).put(RECORD_NAME, data, content_type="application/json")
+    else:
+        write_atomic(path, data)
+
+
+def require_complete(uri: str) -> None:
+    """UserError when ``uri`` is the output of a pytc run that has not finished."""
+    record = read_run_record(uri)
+    if record is None or record.complete:
+        return
+    lease_path = sidecar_path(uri, LEASE_NAME)
+    holder = read_lease(lease_path) if lease_path is not None else None
+    if holder is not None and holder.alive() is not False:
+        raise UserError(f"{uri} is not complete: `{holder.command or record.command}` is still "
+                        f"writing it ({holder.describe()})", "wait for that run to finish")
+    raise UserError(f"{uri} is not complete: the run `{record.command}` (started "
+                    f"{record.started} on {record.host}) did not finish",
+                    f"rerun `{record.command}` to resume it")
+
+
+def _is_interrupt(exc: BaseException | None) -> bool:
+    return isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and exc.code == 130)
+
+
+class OutputRun:
+    """One run's claim on ``uri``; use :func:`claim_output`. See the module docstring."""
+
+    def __init__(self, uri: str, *, stage: str, key: str, inputs: Sequence[str | None] = (),
+                 overwrite: bool = False, join: bool = False, command: str | None = None) -> None:
+        self.uri, self.stage, self.key = uri, stage, key
+        self.inputs, self.overwrite, self.join = list(inputs), overwrite, join
+        self.command = command or current_command()
+        #: ``fresh`` (this run creates the output) or ``resume`` (it goes on with one)
+        self.mode = "fresh"
+        self.lease: Lease | None = None
+        self._progress = False
+        self._created_dirs: list[Path] = []
+        self._file_existed = True
+        self._old_sigterm: Any = None
+
+    # -- the claim ------------------------------------------------------------------------
+    def _begin(self) -> None:
+        uri = self.uri
+        check_not_an_input(uri, self.inputs)
+        check_creatable(uri)
+        state = inspect_output(uri)
+        if state.kind == "foreign":
+            raise UserError(f"output {uri} is not a volume pytc can replace: {state.what}",
+                            "choose another output; pytc never deletes files it did not write")
+        loc = parse_uri(uri)
+        lease_path = sidecar_path(uri, LEASE_NAME)
+        if lease_path is not None:  # local outputs (a remote layer has no lease)
+            self._file_existed = loc.format != "hdf5" or loc.path.exists()
+            self._note_created_dirs(lease_path.parent)
+            self.lease = acquire_lease(lease_path, self.key, what=uri, command=self.command)
+            if not self.lease.owner and not self.join:
+                holder = self.lease.holder
+                self.lease = None
+                raise UserError(f"output {uri} is being written by another run of the same "
+                                f"command, {holder.describe()}", "wait for that run to finish")
+            state = inspect_output(uri)  # again: another run may have changed it meanwhile
+            if state.kind == "foreign":
+                raise UserError(f"output {uri} is not a volume pytc can replace: {state.what}",
+                                "choose another output")
+        record = read_run_record(uri)
+        owner = self.lease is None or self.lease.owner
+        if state.kind == "absent":
+            self.mode = "fresh"
+            if record is not None and record.key == self.key and not record.complete:
+                self.mode = "resume"  # created by a share of this run, volume not yet there
+            elif (state.pytc_only or record is not None) and owner:
+                remove_output(uri)  # leftovers (scratch, an old record) of an earlier run
+        elif record is None:
+            self._replace_or_refuse(state.what, None)
+        elif record.complete:
+            self._replace_or_refuse(state.what, record)
+        elif record.key == self.key and (self.join or not self.overwrite):
+            self.mode = "resume"
+            log.info("resuming the unfinished run of `%s` on %s", record.command, uri)
+        elif self.overwrite:
+            self._replace(record)
+        else:
+            raise UserError(f"output {uri} holds the unfinished run `{record.command}` (started "
+                            f"{record.started}), made with other options",
+                            f"rerun `{record.command}` to finish it, or pass --overwrite to "
+                            "replace it")
+        if owner:
+            if self.mode == "fresh" or record is None:
+                self._write_running()
+            else:
+                self._write_running(started=record.started)
+
+    def _replace_or_refuse(self, what: str, record: RunRecord | None) -> None:
+        if not self.overwrite:
+            by = f", written by `{record.command}`" if record is not None else ""
+            raise UserError(f"output {self.uri} already exists ({what}{by})",
+                            "pass --overwrite to replace it, or choose another output")
+        self._replace(record)
+
+    def _replace(self, record: RunRecord | None) -> None:
+        if self.lease is not None and not self.lease.owner:
+            raise UserError(f"cannot replace {self.uri} while another run writes it",
+                            "wait for that run to finish")
+        log.info("replacing %s (--overwrite)", self.uri)
+        remove_output(self.uri)
+        self.mode = "fresh"
+
+    def _note_created_dirs(self, directory: Path) -> None:
+        """Remember the directories this run creates (removed again by a fresh abort)."""
+        directory = Path(os.path.abspath(directory))
+        missing = []
+        while not directory.exists() and directory.parent != directory:
+            missing.append(directory)
+            directory = directory.parent
+        self._created_dirs = missing  # deepest first
+
+    def _write_running(self, started: str | None = None) -> None:
+        from pytc_core import __version__
+
+        _write_record(self.uri, RunRecord(
+            state="running", key=self.key, stage=self.stage, command=self.command,
+            host=socket.gethostname(), pid=os.getpid(), started=started or _now(),
+            pytc_version=__version__))
+
+    # -- what the stage calls -------------------------------------------------------------
+    @property
+    def resuming(self) -> bool:
+        return self.mode == "resume"
+
+    def create(self, shape: Sequence[int], dtype: Any, *, restart: bool = False,
+               **kwargs: Any) -> Volume:
+        """Create the output volume (``create_volume`` arguments), or reopen it to resume.
+
+        ``restart``: a stage that cannot resume starts an unfinished output of its own run
+        again (the old volume is replaced).
+        """
+        from pytc_core.volume import create_volume
+
+        if self.mode == "resume" and restart and (self.lease is None or self.lease.owner):
+            state = inspect_output(self.uri)
+            if state.kind == "volume":
+                remove_output(self.uri)
+                self._write_running()
+            self.mode = "fresh"
+        if self.mode == "resume" or (self.lease is not None and not self.lease.owner):
+            return create_volume(self.uri, shape, dtype, exist_ok=True, **kwargs)
+        return create_volume(self.uri, shape, dtype, **kwargs)
+
+    def open(self) -> Volume:
+        """The output volume, open for writing (it is not complete yet)."""
+        from pytc_core.volume import open_volume
+
+        return open_volume(self.uri, allow_incomplete=True, fill_missing=True)
+
+    def made_progress(self) -> None:
+        """Finished work worth resuming exists: an interrupt keeps the partial output."""
+        self._progress = True
+
+    def complete(self) -> None:
+        """Record that the output is complete (call after its last chunk is written)."""
+        record = read_run_record(self.uri)
+        if record is None or record.key != self.key:
+            record = RunRecord(state="running", key=self.key, stage=self.stage,
+                               command=self.command, host=socket.gethostname(),
+                               pid=os.getpid(), started=_now())
+        _write_record(self.uri, replace(record, state="complete", finished=_now()))
+
+    # -- context manager ------------------------------------------------------------------
+    def __enter__(self) -> OutputRun:
+        if threading.current_thread() is threading.main_thread():
+            def on_sigterm(signum, frame):
+                raise Terminated()
+
+            self._old_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            self._begin()
+        except BaseException:
+            self._finish(cleanup=False)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        owner = self.lease is None or self.lease.owner
+        cleanup = (exc is not None and self.mode == "fresh" and owner
+                   and (isinstance(exc, UserError) or not self._progress))
+        if exc is not None and not cleanup and self.mode == "fresh" and owner:
+            log.info("%s is left unfinished; rerun `%s` to resume it", self.uri, self.command)
+        self._finish(cleanup)
+
+    def _finish(self, cleanup: bool) -> None:
+        try:
+            if cleanup:
+                try:
+                    remove_output(self.uri, keep_lease=True,
+                                  remove_empty_file=not self._file_existed)
+                except UserError as err:  # something else appeared there: leave it
+                    log.warning("left %s as it is: %s", self.uri, err)
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+            if cleanup:
+                self._remove_created_dirs()
+            if self._old_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+                self._old_sigterm = None
+
+    def _remove_created_dirs(self) -> None:
+        for d in self._created_dirs:
+            names = {e.name for e in os.scandir(d)} if d.is_dir() else set()
+            if names and names <= {"zarr.json", ".zgroup", ".zattrs"}:  # groups made for a zarr output
+                for name in names:
+                    (d / name).unlink()
+            try:
+                d.rmdir()  # only when empty
+            except OSError:
+                pass
+
+
+def claim_output(uri: str, *, stage: str, key: str, inputs: Sequence[str | None] = (),
+                 overwrite: bool = False, join: bool = False,
+                 command: str | None = None) -> OutputRun:
+    """Claim ``uri`` for one run (a context manager; see the module docstring).
+
+    Runs the checks of :func:`pytc_core.output.check_output_target` (before any input data is
+    read), takes the output's lease and decides whether this run starts afresh or resumes.
+    ``stage`` names the stage (``decode``), ``key`` is the run's :func:`run_key`, ``inputs``
+    the input URIs (an output that is an input is refused), ``join`` lets runs with the same
+    key (shares of a blockwise run) work side by side, ``command`` (default: this process's
+    command line) is what the record and the error messages name as the command to resume.
+    """
+    return OutputRun(uri, stage=stage, key=key, inputs=inputs, overwrite=overwrite, join=join,
+                     command=command)
