@@ -195,5 +195,5 @@ def test_nnunet_mednext_backend_without_the_package_is_a_user_error():
 
 def test_input_not_divisible_by_16_is_a_user_error():
     model = build_model({**SMALL}).eval()
-    with pytest.raises(UserError, match="divisible by 16"):
+    with pytest.raises(UserError, match="multiples of 16 voxels on every axis"):
         model(torch.zeros(1, 1, 24, 32, 32))

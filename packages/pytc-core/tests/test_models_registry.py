@@ -133,3 +133,108 @@ def test_import_pytc_core_does_not_import_torch():
     code = "import sys, pytc_core; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# (architecture, extra config, a spatial size it cannot take, the nearest valid sizes named)
+BAD_SIZES = [
+    ("monai_basic_unet3d", {"filters": [8, 8, 16, 32, 64]}, (24, 32, 32), "16x32x32 or 32x32x32"),
+    ("monai_unet", {"filters": [8, 16, 32], "num_res_units": 1}, (30, 32, 32),
+     "28x32x32 or 32x32x32"),
+    ("monai_unetr", {"hidden_size": 96, "mlp_dim": 192, "num_heads": 4, "feature_size": 8},
+     (32, 32, 32), "128x128x128"),
+    ("monai_swin_unetr", {"feature_size": 12}, (48, 32, 32), "32x32x32 or 64x32x32"),
+    ("monai_segresnet", {"filters": [8], "norm": "group"}, (20, 20, 20), "16x16x16 or 24x24x24"),
+    ("mednext_custom", {"mednext_base_channels": 8, "mednext_block_counts": [1] * 9},
+     (40, 32, 32), "32x32x32 or 48x32x32"),
+]
+
+
+@pytest.mark.parametrize(("architecture", "extra", "spatial", "nearest"), BAD_SIZES,
+                         ids=[c[0] for c in BAD_SIZES])
+def test_every_architecture_refuses_a_size_it_cannot_take(architecture, extra, spatial, nearest):
+    from pytc_core.models import get_architecture, validate_input_size
+
+    table = {"architecture": architecture, "in_channels": 1, "out_channels": 3, **extra}
+    with pytest.raises(UserError) as exc:
+        validate_input_size(table, spatial)
+    assert f"{architecture} cannot take a patch of {'x'.join(map(str, spatial))}" in exc.value.what
+    assert exc.value.fix == f"use {nearest}"
+    model = build_model(table).eval()
+    with torch.no_grad(), pytest.raises(UserError, match="cannot take an? input"):
+        model(torch.rand(1, 1, *spatial))
+    if architecture == "monai_basic_unet3d":
+        return  # BasicUNet pads odd levels itself; the rule keeps its levels aligned (tiling)
+    # the check is needed: the bare network fails (or returns the wrong shape) at that size
+    bare = get_architecture(architecture).build(model_config_from_dict(table)).eval()
+    with torch.no_grad():
+        try:
+            out = bare(torch.rand(1, 1, *spatial))
+        except (RuntimeError, ValueError, AssertionError, UserError):
+            pass
+        else:
+            assert out.shape[2:] != spatial
+
+
+@pytest.mark.parametrize(("architecture", "extra", "spatial", "nearest"), BAD_SIZES,
+                         ids=[c[0] for c in BAD_SIZES])
+def test_the_nearest_sizes_named_are_valid(architecture, extra, spatial, nearest):
+    from pytc_core.models import validate_input_size
+
+    for option in nearest.split(" or "):
+        validate_input_size({"architecture": architecture, **extra},
+                            tuple(int(s) for s in option.split("x")))
+
+
+def test_input_size_rules_and_2d_mednext():
+    from pytc_core.models import InputSizeRule, validate_input_size
+
+    rule = InputSizeRule(multiple=16)
+    assert rule.nearest((20, 33, 16)) == [(16, 32, 16), (32, 48, 16)]
+    assert rule.nearest((8, 8, 8)) == [(16, 16, 16)]
+    assert rule.is_valid((16, 32, 48)) and not rule.is_valid((16, 32))
+    validate_input_size({"architecture": "mednext", "mednext_dim": "2d"}, (64, 64))
+    with pytest.raises(UserError, match="takes 2D inputs, the patch is 3D"):
+        validate_input_size({"architecture": "mednext", "mednext_dim": "2d"}, (16, 64, 64))
+
+
+def test_registry_has_no_import_cycle_and_lookups_do_not_reimport():
+    import ast
+    from pathlib import Path
+
+    import pytc_core.models as models_pkg
+
+    folder = Path(models_pkg.__file__).parent
+    for path in folder.glob("*.py"):
+        imported = set()
+        for node in ast.parse(path.read_text()).body:  # module-level imports only
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+                imported.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+        if path.name == "registry.py":  # the built-in table names modules, never imports them
+            family = {m.split(".")[2] for m in imported if m.startswith("pytc_core.models.")}
+            assert family <= {"config", "input_size"}
+        elif path.name in ("mednext.py", "monai_nets.py"):  # the families the table names
+            assert "pytc_core.models.registry" not in imported, path.name
+    from pytc_core.models import get_architecture
+
+    assert get_architecture("mednext") is get_architecture("mednext")
+
+
+def test_a_registered_architecture_states_its_input_sizes():
+    from pytc_core.models import InputSizeRule, validate_input_size
+
+    @register_architecture("test_pool2", input_rule=lambda c: InputSizeRule(multiple=2))
+    def build(config: ModelConfig) -> nn.Module:
+        return nn.Sequential(nn.MaxPool3d(2), nn.Upsample(scale_factor=2),
+                             nn.Conv3d(config.in_channels, config.out_channels, 1))
+
+    try:
+        validate_input_size({"architecture": "test_pool2"}, (4, 6, 8))
+        with pytest.raises(UserError, match="use 4x6x8 or 6x6x8"):
+            validate_input_size({"architecture": "test_pool2"}, (5, 6, 8))
+        with pytest.raises(ValueError, match="built in"):
+            register_architecture("mednext")
+    finally:
+        registry_module._REGISTRY.pop("test_pool2")

@@ -7,8 +7,6 @@ Architectures: ``mednext``, ``mednext_custom``, ``monai_basic_unet3d``, ``monai_
 ``monai_unetr``, ``monai_swin_unetr``, ``monai_segresnet`` (see README.md beside this file).
 """
 
-from pytc_core.models import mednext as _mednext  # noqa: F401  (registers architectures)
-from pytc_core.models import monai_nets as _monai_nets  # noqa: F401
 from pytc_core.models.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint_config,
@@ -17,19 +15,25 @@ from pytc_core.models.checkpoint import (
 )
 from pytc_core.models.config import ModelConfig, model_config_from_dict, model_config_to_dict
 from pytc_core.models.dkfz_weights import dkfz_to_pytc_name, load_nnunet_mednext_weights
+from pytc_core.models.input_size import InputSizeRule
 from pytc_core.models.mednext import MEDNEXT_SIZES, MedNeXt
 from pytc_core.models.registry import (
+    Architecture,
     build_model,
     count_parameters,
     describe_architectures,
+    get_architecture,
     get_architecture_builder,
     list_architectures,
     register_architecture,
+    validate_input_size,
 )
 from pytc_core.models.upkern import upkern_load_weights
 
 __all__ = [
+    "Architecture",
     "CHECKPOINT_FORMAT",
+    "InputSizeRule",
     "MEDNEXT_SIZES",
     "MedNeXt",
     "ModelConfig",
@@ -37,6 +41,7 @@ __all__ = [
     "count_parameters",
     "describe_architectures",
     "dkfz_to_pytc_name",
+    "get_architecture",
     "get_architecture_builder",
     "list_architectures",
     "load_checkpoint_config",
@@ -47,4 +52,5 @@ __all__ = [
     "register_architecture",
     "save_checkpoint",
     "upkern_load_weights",
+    "validate_input_size",
 ]

@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.models.config import ModelConfig
-from pytc_core.models.registry import register_architecture
+from pytc_core.models.input_size import InputSizeRule
 
 __all__ = [
     "MEDNEXT_SIZES",
@@ -43,6 +43,7 @@ __all__ = [
     "build_mednext",
     "build_mednext_custom",
     "deep_supervision_dict",
+    "mednext_input_rule",
     "mednext_kwargs",
 ]
 
@@ -274,13 +275,16 @@ def _build_nnunet(config: ModelConfig, kw: dict, custom: bool) -> nn.Module:
     return NnunetMedNeXtAdapter(net)
 
 
-@register_architecture("mednext")
+def mednext_input_rule(config: ModelConfig) -> InputSizeRule:
+    """MedNeXt has four stride-2 levels: every spatial size a multiple of 16."""
+    return InputSizeRule(multiple=16, spatial_dims=2 if config.mednext_dim == "2d" else 3)
+
+
 def build_mednext(config: ModelConfig) -> nn.Module:
     """MedNeXt of the paper: ``mednext_size`` S/B/M/L, ``mednext_kernel_size`` 3 or 5."""
     return _build(config, custom=False)
 
 
-@register_architecture("mednext_custom")
 def build_mednext_custom(config: ModelConfig) -> nn.Module:
     """MedNeXt with every ``mednext_*`` field under the user's control."""
     return _build(config, custom=True)

@@ -14,14 +14,19 @@ from torch import nn
 
 from pytc_core.errors import UserError
 from pytc_core.models.config import ModelConfig
-from pytc_core.models.registry import register_architecture
+from pytc_core.models.input_size import InputSizeRule
 
 __all__ = [
+    "basic_unet_input_rule",
     "build_monai_basic_unet3d",
     "build_monai_segresnet",
     "build_monai_swin_unetr",
     "build_monai_unet",
     "build_monai_unetr",
+    "segresnet_input_rule",
+    "swin_unetr_input_rule",
+    "unet_input_rule",
+    "unetr_input_rule",
 ]
 
 
@@ -36,7 +41,6 @@ def _norm(config: ModelConfig) -> Any:
     return ("group", {"num_groups": 8}) if config.norm == "group" else config.norm
 
 
-@register_architecture("monai_basic_unet3d")
 def build_monai_basic_unet3d(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.BasicUNet``; ``filters`` gives its 5 encoder widths (+ last = first)."""
     from monai.networks.nets import BasicUNet
@@ -53,7 +57,6 @@ def build_monai_basic_unet3d(config: ModelConfig) -> nn.Module:
                      act=config.activation, norm=_norm(config), dropout=config.dropout)
 
 
-@register_architecture("monai_unet")
 def build_monai_unet(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.UNet`` with channels ``filters`` and stride 2 between levels."""
     from monai.networks.nets import UNet
@@ -68,7 +71,6 @@ def build_monai_unet(config: ModelConfig) -> nn.Module:
                 dropout=config.dropout)
 
 
-@register_architecture("monai_unetr")
 def build_monai_unetr(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.UNETR`` for patches of exactly ``input_size`` (multiples of 16)."""
     from monai.networks.nets import UNETR
@@ -87,7 +89,6 @@ def build_monai_unetr(config: ModelConfig) -> nn.Module:
                  dropout_rate=config.dropout, spatial_dims=3)
 
 
-@register_architecture("monai_swin_unetr")
 def build_monai_swin_unetr(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.SwinUNETR`` (inputs multiples of 32; feature_size multiple of 12)."""
     from monai.networks.nets import SwinUNETR
@@ -102,7 +103,6 @@ def build_monai_swin_unetr(config: ModelConfig) -> nn.Module:
                      drop_rate=config.dropout, spatial_dims=3)
 
 
-@register_architecture("monai_segresnet")
 def build_monai_segresnet(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.SegResNet`` with ``init_filters = filters[0]`` (inputs multiples of 8)."""
     from monai.networks.nets import SegResNet
@@ -112,3 +112,29 @@ def build_monai_segresnet(config: ModelConfig) -> nn.Module:
                      in_channels=config.in_channels, out_channels=config.out_channels,
                      dropout_prob=config.dropout or None, act=config.activation,
                      norm=_norm(config))
+
+
+def basic_unet_input_rule(config: ModelConfig) -> InputSizeRule:
+    """BasicUNet: four stride-2 poolings, multiples of 16 (MONAI pads other sizes level by
+    level, which shifts features between tiles)."""
+    return InputSizeRule(multiple=16)
+
+
+def unet_input_rule(config: ModelConfig) -> InputSizeRule:
+    """UNet: one stride-2 level per filter after the first, multiples of 2 ** (levels - 1)."""
+    return InputSizeRule(multiple=2 ** max(len(config.filters) - 1, 0))
+
+
+def unetr_input_rule(config: ModelConfig) -> InputSizeRule:
+    """UNETR: exactly ``input_size`` (its position embedding is fixed)."""
+    return InputSizeRule(exact=tuple(config.input_size))
+
+
+def swin_unetr_input_rule(config: ModelConfig) -> InputSizeRule:
+    """SwinUNETR: patch embedding 2 and four merges, multiples of 32."""
+    return InputSizeRule(multiple=32)
+
+
+def segresnet_input_rule(config: ModelConfig) -> InputSizeRule:
+    """SegResNet with its default four levels (three stride-2 convolutions): multiples of 8."""
+    return InputSizeRule(multiple=8)

@@ -8,7 +8,9 @@ Every registered builder returns a ``torch.nn.Module`` with one contract: input
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,56 +18,134 @@ from torch import nn
 
 from pytc_core.errors import unknown_name_error
 from pytc_core.models.config import ModelConfig, model_config_from_dict
+from pytc_core.models.input_size import InputSizeRule
 
 __all__ = [
+    "Architecture",
     "Builder",
     "build_model",
     "count_parameters",
     "describe_architectures",
+    "get_architecture",
     "get_architecture_builder",
     "list_architectures",
     "register_architecture",
+    "validate_input_size",
 ]
 
 Builder = Callable[[ModelConfig], nn.Module]
-_REGISTRY: dict[str, Builder] = {}
+InputRule = Callable[[ModelConfig], InputSizeRule]
 
 
-def register_architecture(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder(config: ModelConfig) -> nn.Module`` under ``name``."""
+@dataclass(frozen=True)
+class Architecture:
+    """A registered network: its builder and the input sizes it takes for a config."""
+
+    name: str
+    build: Builder
+    input_rule: InputRule
+
+
+#: The built-in architectures: name -> (module, builder, input-size rule). The family modules
+#: do not import this registry, so there is no import cycle; a module is imported on first use.
+_BUILTIN: dict[str, tuple[str, str, str]] = {
+    "mednext": ("pytc_core.models.mednext", "build_mednext", "mednext_input_rule"),
+    "mednext_custom": ("pytc_core.models.mednext", "build_mednext_custom", "mednext_input_rule"),
+    "monai_basic_unet3d": ("pytc_core.models.monai_nets", "build_monai_basic_unet3d",
+                           "basic_unet_input_rule"),
+    "monai_unet": ("pytc_core.models.monai_nets", "build_monai_unet", "unet_input_rule"),
+    "monai_unetr": ("pytc_core.models.monai_nets", "build_monai_unetr", "unetr_input_rule"),
+    "monai_swin_unetr": ("pytc_core.models.monai_nets", "build_monai_swin_unetr",
+                         "swin_unetr_input_rule"),
+    "monai_segresnet": ("pytc_core.models.monai_nets", "build_monai_segresnet",
+                        "segresnet_input_rule"),
+}
+#: architectures registered by a lab's own code (``register_architecture``) and built-ins
+#: already imported
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def _any_size(config: ModelConfig) -> InputSizeRule:
+    return InputSizeRule()
+
+
+def register_architecture(name: str, input_rule: InputRule | None = None
+                          ) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(config: ModelConfig) -> nn.Module`` under ``name``.
+
+    The hook for a lab's own network. ``input_rule(config)`` states the spatial sizes it
+    takes (:class:`InputSizeRule`; default: any size).
+    """
+    if name in _BUILTIN:
+        raise ValueError(f"architecture '{name}' is built in; choose another name")
+
     def decorate(builder: Builder) -> Builder:
-        if name in _REGISTRY and _REGISTRY[name] is not builder:
+        known = _REGISTRY.get(name)
+        if known is not None and known.build is not builder:
             raise ValueError(f"architecture '{name}' is already registered")
-        _REGISTRY[name] = builder
+        _REGISTRY[name] = Architecture(name, builder, input_rule or _any_size)
         return builder
 
     return decorate
 
 
-def _load_builtin() -> None:
-    # Importing the families registers them (kept here so the registry module has no cycle).
-    from pytc_core.models import mednext, monai_nets  # noqa: F401
-
-
 def list_architectures() -> list[str]:
-    """Names of every registered architecture, sorted."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    """Names of every architecture (built in and registered), sorted."""
+    return sorted({*_BUILTIN, *_REGISTRY})
+
+
+def get_architecture(name: str) -> Architecture:
+    """The architecture registered as ``name``; UserError naming the closest match otherwise."""
+    arch = _REGISTRY.get(name)
+    if arch is not None:
+        return arch
+    if name not in _BUILTIN:
+        raise unknown_name_error("architecture", name, list_architectures())
+    module_name, builder, rule = _BUILTIN[name]
+    module = importlib.import_module(module_name)
+    arch = Architecture(name, getattr(module, builder), getattr(module, rule))
+    _REGISTRY[name] = arch
+    return arch
 
 
 def get_architecture_builder(name: str) -> Builder:
     """The builder registered as ``name``; UserError listing the known names otherwise."""
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise unknown_name_error("architecture", name, _REGISTRY) from None
+    return get_architecture(name).build
+
+
+def validate_input_size(config: Mapping[str, Any] | ModelConfig, size: Any,
+                        what: str = "patch") -> None:
+    """UserError naming the nearest valid sizes unless the network of ``config`` takes
+    spatial ``size`` (voxels, (z, y, x))."""
+    config = model_config_from_dict(config)
+    get_architecture(config.architecture).input_rule(config).check(size, config.architecture,
+                                                                   what)
 
 
 def build_model(config: Mapping[str, Any] | ModelConfig) -> nn.Module:
-    """Build the network described by a ``[model]`` table (dict) or a :class:`ModelConfig`."""
+    """Build the network described by a ``[model]`` table (dict) or a :class:`ModelConfig`.
+
+    The module checks each input's spatial size before running (a forward pre-hook), so a
+    size the network cannot take is a UserError naming the valid sizes.
+    """
     config = model_config_from_dict(config)
-    return get_architecture_builder(config.architecture)(config)
+    arch = get_architecture(config.architecture)
+    model = arch.build(config)
+    rule = arch.input_rule(config)
+
+    def check_input(module: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            x = args[0]
+            if x.ndim != rule.spatial_dims + 2:
+                from pytc_core.errors import UserError
+
+                raise UserError(f"{arch.name} takes (N, C, {rule.spatial_dims} spatial axes) "
+                                f"tensors, got shape {tuple(x.shape)}",
+                                "add the batch and channel axes")
+            rule.check(x.shape[2:], arch.name, "input")
+
+    model.register_forward_pre_hook(check_input)
+    return model
 
 
 def count_parameters(config: Mapping[str, Any] | ModelConfig) -> int:
