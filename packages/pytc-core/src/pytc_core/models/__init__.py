@@ -7,6 +7,14 @@ Architectures: ``mednext``, ``mednext_custom``, ``monai_basic_unet3d``, ``monai_
 ``monai_unetr``, ``monai_swin_unetr``, ``monai_segresnet`` (see README.md beside this file).
 """
 
+try:
+    import monai  # noqa: F401
+    import torch  # noqa: F401
+except ImportError as exc:  # a light install (decode/eval only)
+    raise ImportError(f"pytc_core.models needs torch and MONAI ({exc}): install the extra, "
+                      "pip install 'pytc-core[models]' (pytc-train and pytc-infer bring it)"
+                      ) from exc
+
 from pytc_core.models.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint_config,
