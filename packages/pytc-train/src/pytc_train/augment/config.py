@@ -280,8 +280,8 @@ _BASE: dict[str, dict[str, Any]] = {
     "defocus": {"max_sections": 2, "max_sigma": 3.0},
     "cut_blur": {"max_factor": 4, "whole_prob": 0.0},
     "cut_noise": {"max_std": 0.2},
-    "contrast": {"max_delta": 0.2, "per_section": True},
-    "brightness": {"max_delta": 0.1, "per_section": True},
+    "contrast": {"max_delta": 0.2, "per_section": False},
+    "brightness": {"max_delta": 0.05, "per_section": True},
     "gamma": {"max_log_gamma": 0.3},
     "noise": {"max_std": 0.05},
 }
@@ -293,7 +293,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "flip": {"prob": 0.5},
         "rot90": {"prob": 0.5},
         "contrast": {"prob": 0.3, "max_delta": 0.1},
-        "brightness": {"prob": 0.3, "max_delta": 0.05},
+        "brightness": {"prob": 0.3, "max_delta": 0.03},
         "noise": {"prob": 0.1, "max_std": 0.02},
     },
     # the default for training: geometric symmetries, intensity jitter, and the common EM
@@ -326,7 +326,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cut_blur": {"prob": 0.2},
         "cut_noise": {"prob": 0.2},
         "contrast": {"prob": 0.7, "max_delta": 0.3},
-        "brightness": {"prob": 0.7, "max_delta": 0.15},
+        "brightness": {"prob": 0.7, "max_delta": 0.1},
         "gamma": {"prob": 0.5, "max_log_gamma": 0.5},
         "noise": {"prob": 0.3, "max_std": 0.08},
     },
