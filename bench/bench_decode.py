@@ -169,7 +169,8 @@ def phase_times(aff: np.ndarray) -> tuple[float, float, float]:
     bounds = _slab_bounds(shape[0], numba.get_num_threads() * 2)
     m = np.ones((1, 1, 1), np.uint8)
     t0 = time.perf_counter()
-    counts, _ = _label_slabs(aff, THRESHOLD, m, False, _NO_EXT, _NO_EXT, bounds, lab, parent)
+    counts, _, _ = _label_slabs(aff, THRESHOLD, 1.0, m, False, _NO_EXT, _NO_EXT, bounds, lab,
+                                parent)
     t1 = time.perf_counter()
     offsets, _ = _merge_slabs(aff, THRESHOLD, bounds, counts, lab, parent)
     t2 = time.perf_counter()
@@ -228,26 +229,33 @@ def compile_times() -> tuple[str, str]:
 
 
 def on_disk(aff: np.ndarray, repeats: int) -> tuple[float, float, bool]:
-    """Median seconds of ``pytc-decode``'s whole-volume and blockwise (128³) paths on a
-    precomputed layer in a temporary folder (reads, decoding and writes included), and whether
-    the two segmentations are identical."""
+    """Median seconds of the ``pytc-decode`` command (in process, through its CLI) whole-volume
+    and blockwise (``--block-size 128``) on a precomputed layer in a temporary folder (reads,
+    decoding, writes, config and stats included), and whether the two segmentations are
+    identical."""
+    import contextlib
+    import io
     import shutil
 
     from pytc_core import create_volume, open_volume
-    from pytc_decode.decode import DecodeConfig, decode_blockwise, decode_volume
+    from pytc_core.cli import run_entry_point
+    from pytc_decode.cli import app
+
+    def cli(*args: str) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = run_entry_point("pytc-decode", app, [*args, "--overwrite", "-q"])
+        assert code == 0, args
 
     root = tempfile.mkdtemp(prefix="bench_decode_")
     try:
         create_volume(f"{root}/aff", aff.shape, aff.dtype, chunk_size=(128, 128, 128)).write(aff)
-        vol = open_volume(f"{root}/aff")
         whole, blocks = [], []
         for _ in range(repeats):
             t = time.perf_counter()
-            decode_volume(vol, f"{root}/whole", DecodeConfig(), overwrite=True)
+            cli(f"{root}/aff", "-o", f"{root}/whole")
             whole.append(time.perf_counter() - t)
             t = time.perf_counter()
-            decode_blockwise(vol, f"{root}/blocks", DecodeConfig(block_size=(128, 128, 128)),
-                             overwrite=True, show_progress=False)
+            cli(f"{root}/aff", "-o", f"{root}/blocks", "--block-size", "128")
             blocks.append(time.perf_counter() - t)
         same = bool(np.array_equal(open_volume(f"{root}/whole").read(),
                                    open_volume(f"{root}/blocks").read()))
@@ -304,7 +312,7 @@ def main() -> None:
               f"blockwise 128³ ≤ 1.5x whole: {med['blockwise'] / med['ours']:.2f}x")
         per_voxel[size] = med["ours"] / n
         whole, blocks, same = on_disk(aff, 2 if size > 256 else 3)
-        print(f"  on disk (precomputed layers, I/O included): pytc-decode whole volume "
+        print(f"  through the CLI on disk (precomputed layers, I/O included): pytc-decode whole volume "
               f"{whole:.1f} s, blockwise 128³ {blocks:.1f} s, ratio {blocks / whole:.2f} "
               f"(target ≤ 1.5); identical: {same}")
         mem = peak_memory(aff)

@@ -263,7 +263,7 @@ def test_the_int64_kernel_for_uint64_outputs_gives_the_same_labels():
     expected = affinity_cc(aff)
     lab = np.empty(labels.shape, np.int64)
     parent = np.empty(labels.size + 1, np.int64)
-    nseg, nan = _label_serial(aff, 0.5, np.ones((1, 1, 1), np.uint8), False, _NO_EXT, _NO_EXT,
-                              lab, parent)
-    assert nan == 0 and nseg == expected.max()
+    nseg, nan, outside = _label_serial(aff, 0.5, 1.0, np.ones((1, 1, 1), np.uint8), False,
+                                       _NO_EXT, _NO_EXT, lab, parent)
+    assert nan == 0 and outside == 0 and nseg == expected.max()
     np.testing.assert_array_equal(lab, expected)

@@ -82,9 +82,14 @@ def test_blockwise_cli_equals_whole_volume_and_slurm_shares(tmp_path, affinities
     assert code == 2 and "run --step reduce before --step relabel" in err
     code, out, err = run([*base[:-1], "--step", "reduce"], capsys)
     assert code == 0 and f"{expected.max()} segments" in err
+    # every step writes the resolved config beside the output, as a local run does
+    config_file = tmp_path / "shares.h5.seg.pytc_config.toml"
+    assert "min_size = 5" in config_file.read_text()
+    config_file.unlink()
     for share in ("1/2", "0/2", "0/2"):  # a repeated share does not relabel twice
         code, out, err = run([*base, "--step", "relabel", "--blocks", share], capsys)
         assert code == 0, err
+        assert "min_size = 5" in config_file.read_text()
     np.testing.assert_array_equal(open_volume(shares_uri).read(), expected)
 
 
@@ -114,7 +119,17 @@ def test_mask_foreground_channel_merge_and_stdin(tmp_path, affinities, capsys, m
     expected = affinity_cc(affinities, 0.5, 20, mask=region, small="merge")
     np.testing.assert_array_equal(open_volume(seg_uri).read(), expected)
     assert expected[~region].max() == 0 and expected.max() > 3
-    assert "dust: 1 voxels: 0, 2-9 voxels: 0, 10-99 voxels:" in err
+    # --dust: segments and share of labelled voxels per decade of size, up to the largest
+    sizes = np.bincount(expected.reshape(-1))[1:]
+    lines = err.splitlines()
+    start = lines.index("segment sizes (voxels)   segments   % of labelled voxels")
+    rows = [line.split()[:3] for line in lines[start + 1:]]
+    decades = [(1, 1), (2, 9), (10, 99), (100, 999), (1000, 9999)]
+    assert sizes.max() >= 1000 and sizes.max() < 10000
+    assert rows == [[str(lo) if lo == hi else f"{lo}-{hi}",
+                     str(int(((sizes >= lo) & (sizes <= hi)).sum())),
+                     f"{100 * sizes[(sizes >= lo) & (sizes <= hi)].sum() / sizes.sum():.1f}%"]
+                    for lo, hi in decades]
 
 
 def test_config_file_and_unknown_keys(tmp_path, affinities, capsys):
@@ -182,3 +197,60 @@ def test_importing_the_cli_does_not_load_numba():
     code = "import sys, pytc_decode.cli; print('numba' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_several_uris_on_stdin_are_refused(tmp_path, affinities, capsys, monkeypatch):
+    aff_uri = write(str(tmp_path / "aff.npy"), affinities)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{aff_uri}\n{aff_uri}\n"))
+    code, out, err = run(["-", "-o", str(tmp_path / "seg.npy")], capsys)
+    assert code == 2 and out == ""
+    assert "stdin has 2 lines" in err and err.count("\n") == 1
+    assert not (tmp_path / "seg.npy").exists()
+
+
+@pytest.mark.parametrize("blockwise", [False, True])
+def test_logits_are_refused_unless_logits_is_passed(tmp_path, affinities, capsys, blockwise):
+    """Affinities outside [0, 1] are an error naming --logits, which applies the sigmoid."""
+    logits = np.log(np.clip(affinities, 1e-3, 1 - 1e-3) / (1 - np.clip(affinities, 1e-3,
+                                                                         1 - 1e-3)))
+    logits = logits.astype(np.float32)
+    aff_uri = write(str(tmp_path / "logits.zarr"), logits)
+    extra = ["--block-size", "8,16,16"] if blockwise else []
+    seg_uri = str(tmp_path / "seg")
+    code, out, err = run([aff_uri, "-o", seg_uri, *extra], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "outside [0, 1]" in err and "apply a sigmoid first, or pass --logits" in err
+    assert not Path(seg_uri).exists()
+    code, out, err = run([aff_uri, "-o", seg_uri, "--logits", "--min-size", "3", *extra], capsys)
+    assert code == 0, err
+    probabilities = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    np.testing.assert_array_equal(open_volume(seg_uri).read(), affinity_cc(probabilities, 0.5, 3))
+
+
+def test_uint8_affinities_are_read_as_value_over_255(tmp_path, capsys):
+    """uint8 affinities (as pytc-infer may write them) mean value / 255."""
+    labels = synthetic_labels((16, 24, 24), seed=5)
+    aff = affinities_from_labels(labels)[0]
+    noisy = np.clip(aff * 0.8 + 0.1 + np.random.default_rng(3).normal(0, 0.15, aff.shape), 0, 1)
+    as_uint8 = np.round(noisy * 255).astype(np.uint8)
+    aff_uri = write(str(tmp_path / "aff8"), as_uint8)
+    code, out, err = run([aff_uri, "-o", str(tmp_path / "seg"), "--threshold", "0.6"], capsys)
+    assert code == 0, err
+    expected = affinity_cc(as_uint8.astype(np.float64) / 255, 0.6)
+    assert expected.max() > 3
+    np.testing.assert_array_equal(open_volume(str(tmp_path / "seg")).read(), expected)
+
+
+def test_verbose_shows_config_block_plan_and_timings(tmp_path, affinities, capsys):
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    code, _, err = run([aff_uri, "-o", str(tmp_path / "seg"), "--block-size", "8,16,16",
+                        "--min-size", "3", "-v"], capsys)
+    assert code == 0, err
+    assert "resolved config:" in err and "min_size = 3" in err
+    assert "block plan: 12 blocks of 8x16x16 voxels" in err
+    assert "timings: label " in err and " reduce " in err and " relabel " in err
+    code, _, err = run([aff_uri, "-o", str(tmp_path / "seg2"), "-v"], capsys)
+    assert code == 0, err
+    assert "timings: read " in err and " segment " in err and " write " in err
+    code, _, err = run([aff_uri, "-o", str(tmp_path / "seg3"), "-v", "-q"], capsys)
+    assert code == 2 and "--quiet and --verbose" in err

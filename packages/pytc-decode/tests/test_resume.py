@@ -73,3 +73,63 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, affinities, capsys, 
     # a finished output is not touched again without --overwrite
     assert run_entry_point("pytc-decode", app, argv) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_run_with_other_options_never_reuses_blocks(tmp_path, affinities, capsys):
+    """The scratch folder belongs to one run: whole config + inputs' identity (run.json)."""
+    aff_uri = str(tmp_path / "aff")
+    create_volume(aff_uri, affinities.shape, np.float32, chunk_size=(8, 16, 16)).write(affinities)
+    fg = np.zeros((4, *affinities.shape[1:]), np.float32)
+    fg[:3] = affinities
+    fg[3, :, :, :20] = 0.9
+    fg[3, :, :, 20:] = 0.3
+    aff4_uri = str(tmp_path / "aff4")
+    create_volume(aff4_uri, fg.shape, np.float32, chunk_size=(8, 16, 16)).write(fg)
+    seg_uri = str(tmp_path / "seg")
+    base = [aff4_uri, "-o", seg_uri, "--block-size", "8,16,16", "-q",
+            "--foreground-channel", "3"]
+    # label step with one option, full run with another
+    assert run_entry_point("pytc-decode", app, [*base, "--foreground-threshold", "0.5",
+                                                "--step", "label"]) == 0
+    assert (tmp_path / "seg" / "pytc_decode" / "run.json").exists()
+    capsys.readouterr()
+    assert run_entry_point("pytc-decode", app, [*base, "--foreground-threshold", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "differs in: config.foreground_threshold" in err
+    assert "pass --overwrite to start afresh, or rerun with the same options" in err
+    # --min-size only changes the reduce step: still refused there and at relabel
+    for step in ("reduce", "relabel"):
+        argv = [*base, "--foreground-threshold", "0.5", "--min-size", "9", "--step", step]
+        assert run_entry_point("pytc-decode", app, argv) == 2
+        assert "config.min_size" in capsys.readouterr().err
+    # --overwrite starts afresh and gives the right labels
+    assert run_entry_point("pytc-decode", app, [*base, "--foreground-threshold", "0.2",
+                                                "--overwrite"]) == 0
+    capsys.readouterr()
+    np.testing.assert_array_equal(open_volume(seg_uri).read(),
+                                  affinity_cc(affinities, 0.5, mask=fg[3] > 0.2))
+
+    # a mask rewritten at the same URI is another input (its contents, not only its URI)
+    mask_uri = str(tmp_path / "mask.npy")
+    mask = np.ones(affinities.shape[1:], np.uint8)
+    create_volume(mask_uri, mask.shape, np.uint8).write(mask)
+    seg2 = str(tmp_path / "seg2")
+    base = [aff_uri, "-o", seg2, "--block-size", "8,16,16", "-q", "--mask", mask_uri]
+    assert run_entry_point("pytc-decode", app, [*base, "--step", "label", "--blocks", "0/2"]) == 0
+    mask[:, :, :16] = 0
+    create_volume(mask_uri, mask.shape, np.uint8, overwrite=True).write(mask)
+    capsys.readouterr()
+    assert run_entry_point("pytc-decode", app, [*base, "--step", "label", "--blocks", "1/2"]) == 2
+    assert "differs in: mask.storage" in capsys.readouterr().err
+    assert run_entry_point("pytc-decode", app, [*base, "--overwrite"]) == 0
+    np.testing.assert_array_equal(open_volume(seg2).read(), affinity_cc(affinities, mask=mask))
+
+    # so is an affinity volume rewritten at the same URI
+    seg3 = str(tmp_path / "seg3")
+    base = [aff_uri, "-o", seg3, "--block-size", "8,16,16", "-q"]
+    assert run_entry_point("pytc-decode", app, [*base, "--step", "label"]) == 0
+    create_volume(aff_uri, affinities.shape, np.float32, chunk_size=(8, 16, 16),
+                  overwrite=True).write(affinities[:, ::-1].copy())
+    capsys.readouterr()
+    assert run_entry_point("pytc-decode", app, [*base, "--step", "reduce"]) == 2
+    assert "differs in: affinities.storage" in capsys.readouterr().err

@@ -29,8 +29,8 @@ _EXPORTS = {
     "relabel_block": "blockwise",
     "DecodeConfig": "decode",
     "DecodeStats": "decode",
-    "decode_blockwise": "decode",
-    "decode_volume": "decode",
+    "DecodeResult": "decode",
+    "run_decode": "decode",
     "mutex_watershed": "mws",
 }
 
@@ -39,11 +39,10 @@ __all__ = [
     "BlockSummary",
     "BlockTables",
     "DecodeConfig",
+    "DecodeResult",
     "DecodeStats",
     "affinity_cc",
     "affinity_cc_blockwise",
-    "decode_blockwise",
-    "decode_volume",
     "label_block",
     "label_dtype",
     "merge_small",
@@ -51,6 +50,7 @@ __all__ = [
     "reduce_blocks",
     "relabel_block",
     "relabel_consecutive",
+    "run_decode",
 ]
 
 
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
         relabel_block,
     )
     from pytc_decode.cc import affinity_cc, label_dtype, merge_small, relabel_consecutive
-    from pytc_decode.decode import DecodeConfig, DecodeStats, decode_blockwise, decode_volume
+    from pytc_decode.decode import DecodeConfig, DecodeResult, DecodeStats, run_decode
     from pytc_decode.mws import mutex_watershed
 
 __getattr__, __dir__ = lazy_exports("pytc_decode", _EXPORTS)

@@ -30,14 +30,16 @@ from numba import njit
 from pytc_core.bbox import BBox
 from pytc_core.blocks import plan_blocks
 from pytc_decode.cc import (
+    _check_counts,
     _kernel_mask,
     _label_array,
     _label_slab,
     _merge_slabs,
-    _nan_error,
     label_dtype,
     prepare_affinities,
+    value_scale,
 )
+from pytc_decode.kernels import remap, union_pairs
 
 __all__ = [
     "BlockSummary",
@@ -108,13 +110,16 @@ def _sizes_and_first(lab, num, origin, vol_shape):
 
 
 @njit(cache=True, nogil=True)
-def _label_block_serial(aff, t, mask, use_mask, lo_ext, hi_ext, lab, parent, origin, vol_shape):
+def _label_block_serial(aff, t, hi, mask, use_mask, lo_ext, hi_ext, lab, parent, origin,
+                        vol_shape):
     """Label a block on one thread; the final-id pass also counts sizes and first voxels.
 
-    Returns (number of segments, NaN count, sizes, first) as :func:`_sizes_and_first`.
+    Returns (number of segments, NaN count, out-of-range count, sizes, first) as
+    :func:`_sizes_and_first`.
     """
     _, Z, Y, X = aff.shape
-    n, nan = _label_slab(aff, t, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent, 0)
+    n, nan, outside = _label_slab(aff, t, hi, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent,
+                                  0)
     bounds = np.array([0, Z], dtype=np.int64)
     _, num = _merge_slabs(aff, t, bounds, np.array([np.int64(n)]), lab, parent)
     sizes = np.zeros(num + 1, dtype=np.int64)
@@ -133,7 +138,7 @@ def _label_block_serial(aff, t, mask, use_mask, lo_ext, hi_ext, lab, parent, ori
                             * vol_shape[2] + origin[2] + x
                         nxt += 1
     sizes[0] = Z * Y * X - sizes[1:].sum()
-    return num, nan, sizes, first
+    return num, nan, outside, sizes, first
 
 
 def label_block(affinities: np.ndarray, threshold: float, bbox: BBox, volume_box: BBox,
@@ -146,8 +151,7 @@ def label_block(affinities: np.ndarray, threshold: float, bbox: BBox, volume_box
     on the calling thread only (for blocks labelled concurrently in a thread pool); ``out``
     (uint32, the block's shape) receives the labels instead of a new array.
     """
-    aff, t = prepare_affinities(affinities, threshold)
-    aff = aff[:3]
+    aff, t = prepare_affinities(np.asarray(affinities)[:3], threshold)
     if aff.shape[1:] != bbox.shape:
         raise ValueError(f"block data {aff.shape[1:]} does not match block {bbox}")
     lo_ext = np.array([a > b for a, b in zip(bbox.start, volume_box.start, strict=True)])
@@ -158,11 +162,11 @@ def label_block(affinities: np.ndarray, threshold: float, bbox: BBox, volume_box
         lab = out if out is not None and out.dtype == np.uint32 else np.empty(bbox.shape, np.uint32)
         parent = np.empty(bbox.size + 1, np.uint32)
         m, use_mask = _kernel_mask(mask, bbox.shape)
-        num, nan, sizes, first = _label_block_serial(aff, t, m, use_mask, lo_ext, hi_ext, lab,
-                                                     parent, origin, vol_shape)
+        num, nan, outside, sizes, first = _label_block_serial(
+            aff, t, value_scale(aff.dtype), m, use_mask, lo_ext, hi_ext, lab, parent, origin,
+            vol_shape)
         del parent
-        if nan:
-            raise _nan_error(nan)
+        _check_counts(nan, outside)
     else:
         lab, num = _label_array(aff, t, mask, lo_ext, hi_ext)
         sizes, first = _sizes_and_first(lab, num, origin, vol_shape)
@@ -190,25 +194,6 @@ class BlockTables:
 
     def table(self, bbox: BBox) -> np.ndarray:
         return self.tables[tuple(bbox.start)]
-
-
-@njit(cache=True)
-def _union_pairs(parent, a, b):
-    for i in range(a.size):
-        x = a[i]
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        y = b[i]
-        while parent[y] != y:
-            parent[y] = parent[parent[y]]
-            y = parent[y]
-        if x < y:
-            parent[y] = x
-        elif y < x:
-            parent[x] = y
-    for i in range(parent.size):  # flatten: every entry points at its root
-        parent[i] = parent[parent[i]]
 
 
 def reduce_blocks(summaries: Sequence[BlockSummary], volume_box: BBox, min_size: int = 0,
@@ -251,7 +236,7 @@ def reduce_blocks(summaries: Sequence[BlockSummary], volume_box: BBox, min_size:
     a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
     b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
     parent = np.arange(total + 1, dtype=np.int64)
-    _union_pairs(parent, a, b)
+    union_pairs(parent, a, b)
     linked = np.zeros(total + 1, dtype=bool)
     linked[a] = True
     linked[b] = True
@@ -279,20 +264,9 @@ def reduce_blocks(summaries: Sequence[BlockSummary], volume_box: BBox, min_size:
     return BlockTables(tables, int(order.size), final_sizes)
 
 
-@njit(cache=True, nogil=True)
-def _map3d(labels, table, out):
-    Z, Y, X = labels.shape
-    for z in range(Z):
-        for y in range(Y):
-            for x in range(X):
-                out[z, y, x] = table[labels[z, y, x]]
-
-
 def relabel_block(labels: np.ndarray, table: np.ndarray) -> np.ndarray:
     """A block's (Z, Y, X) local ids mapped to final ids through ``table`` (a new array)."""
-    out = np.empty(labels.shape, dtype=table.dtype)
-    _map3d(labels, table, out)
-    return out
+    return remap(labels, table)
 
 
 def affinity_cc_blockwise(affinities: np.ndarray, threshold: float = 0.5, min_size: int = 0,
@@ -303,7 +277,7 @@ def affinity_cc_blockwise(affinities: np.ndarray, threshold: float = 0.5, min_si
     ``block_size`` in voxels (z, y, x). Used by tests and benchmarks; the CLI runs the same
     three steps on volumes block by block.
     """
-    aff, _ = prepare_affinities(affinities, threshold)
+    aff, _ = prepare_affinities(np.asarray(affinities)[:3], threshold)
     volume_box = BBox.from_shape(aff.shape[1:])
     blocks = plan_blocks(volume_box, block_size)
     labels = np.zeros(aff.shape[1:], dtype=label_dtype(volume_box.size))
@@ -316,7 +290,7 @@ def affinity_cc_blockwise(affinities: np.ndarray, threshold: float = 0.5, min_si
 
     def relabel_one(block: BBox) -> None:
         view = labels[block.slices]
-        _map3d(view, tables.table(block), view)
+        remap(view, tables.table(block), out=view)
 
     with ThreadPoolExecutor(workers) as pool:  # the kernels release the GIL
         summaries = list(pool.map(label_one, blocks))

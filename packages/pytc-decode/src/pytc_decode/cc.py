@@ -29,52 +29,32 @@ import numpy as np
 from numba import njit
 
 from pytc_core.errors import UserError
+from pytc_decode.kernels import remap, union, union_pairs
 
-__all__ = ["affinity_cc", "label_dtype", "merge_small", "prepare_affinities", "relabel_consecutive"]
+__all__ = ["affinity_cc", "apply_sigmoid", "check_value_range", "label_dtype", "merge_small",
+           "prepare_affinities", "relabel_consecutive", "value_scale"]
 
 _NO_EXT = np.zeros(3, dtype=np.bool_)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _find(parent, base, a):
-    while True:
-        p = parent[base + a]
-        if p == a:
-            return a
-        g = parent[base + p]
-        parent[base + a] = g
-        a = g
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _union(parent, base, a, b):
-    """Join the sets of a and b; the root is the smaller label. Returns the root."""
-    a = _find(parent, base, a)
-    b = _find(parent, base, b)
-    if a < b:
-        parent[base + b] = a
-        return a
-    if b < a:
-        parent[base + a] = b
-        return b
-    return a
-
-
 @njit(cache=True, nogil=True)
-def _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent, pbase):
+def _label_slab(aff, t, hi, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent, pbase):
     """Label voxels z in [z0, z1) with provisional labels 1..n stored in ``lab``.
 
     ``parent[pbase + l]`` is label l's union-find parent. Edges to z0 - 1 are left to the slab
     merge, but still make a voxel foreground. ``lo_ext``/``hi_ext`` (z, y, x) say that a
     neighbouring block lies beyond the array's low/high face (blockwise decoding): a voxel with
     no edge inside the array then becomes a candidate singleton when an edge may leave the
-    array there (kept or dropped in the blockwise reduce step). Returns (n, NaN count).
+    array there (kept or dropped in the blockwise reduce step). Every affinity is checked
+    on the way: NaN/inf, and values outside [0, ``hi``] (logits), are counted.
+    Returns (n, NaN count, out-of-range count).
     """
     _, Z, Y, X = aff.shape
     one = lab.dtype.type(1)
     zero = lab.dtype.type(0)
     n = zero
     nan = 0
+    outside = 0
     for z in range(z0, z1):
         for y in range(Y):
             for x in range(X):
@@ -84,6 +64,8 @@ def _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent, pba
                 # x - x is 0 for finite x and NaN for NaN and ±inf: one check for both
                 if a0 - a0 != 0 or a1 - a1 != 0 or a2 - a2 != 0:
                     nan += 1
+                elif a0 < 0 or a1 < 0 or a2 < 0 or a0 > hi or a1 > hi or a2 > hi:
+                    outside += 1
                 if use_mask and mask[z, y, x] == 0:
                     lab[z, y, x] = zero
                     continue
@@ -96,14 +78,14 @@ def _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent, pba
                         if lbl == zero:
                             lbl = m
                         elif m != lbl:
-                            lbl = _union(parent, pbase, lbl, m)
+                            lbl = union(parent, pbase, lbl, m)
                 if z > z0 and a0 > t:
                     m = lab[z - 1, y, x]
                     if m != zero:
                         if lbl == zero:
                             lbl = m
                         elif m != lbl:
-                            lbl = _union(parent, pbase, lbl, m)
+                            lbl = union(parent, pbase, lbl, m)
                 if lbl == zero:
                     fg = False
                     if x + 1 < X and aff[2, z, y, x + 1] > t and (not use_mask or mask[z, y, x + 1] != 0):
@@ -123,30 +105,30 @@ def _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent, pba
                         parent[pbase + n] = n
                         lbl = n
                 lab[z, y, x] = lbl
-    return n, nan
+    return n, nan, outside
 
 
 def _slab_bounds(Z: int, nslabs: int) -> np.ndarray:
     return np.array([(s * Z) // nslabs for s in range(nslabs + 1)], dtype=np.int64)
 
 
-def _label_slabs(aff, t, mask, use_mask, lo_ext, hi_ext, bounds, lab, parent):
+def _label_slabs(aff, t, hi, mask, use_mask, lo_ext, hi_ext, bounds, lab, parent):
     """Phase 1 (one thread per slab): label each z-slab on its own.
 
-    Returns (labels per slab, NaN count). The kernels release the GIL, so a thread pool runs
+    Returns (labels per slab, NaN count, out-of-range count). The kernels release the GIL, so a thread pool runs
     them in parallel without OpenMP's busy waiting (which stalls on shared, busy machines).
     """
     plane = lab.shape[1] * lab.shape[2]
 
     def one(s: int):
         z0, z1 = int(bounds[s]), int(bounds[s + 1])
-        return _label_slab(aff, t, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent,
+        return _label_slab(aff, t, hi, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent,
                            z0 * plane)
 
     with ThreadPoolExecutor(min(bounds.size - 1, numba.get_num_threads())) as pool:
         results = list(pool.map(one, range(bounds.size - 1)))
-    counts = np.array([int(c) for c, _ in results], dtype=np.int64)
-    return counts, sum(int(k) for _, k in results)
+    counts = np.array([int(r[0]) for r in results], dtype=np.int64)
+    return counts, sum(int(r[1]) for r in results), sum(int(r[2]) for r in results)
 
 
 @njit(cache=True, nogil=True)
@@ -183,7 +165,7 @@ def _merge_slabs(aff, t, bounds, counts, lab, parent):
                     a = lab[z, y, x]
                     b = lab[z - 1, y, x]
                     if a != 0 and b != 0:
-                        _union(parent, 0, a + offsets[s], b + offsets[sp])
+                        union(parent, 0, a + offsets[s], b + offsets[sp])
     # final consecutive ids in place: parent[l] < l for every non-root, so one forward pass
     nseg = 0
     for i in range(1, offsets[nslabs] + 1):
@@ -217,25 +199,19 @@ def _write_final(bounds, offsets, lab, parent):
 
 
 @njit(cache=True, nogil=True)
-def _label_serial(aff, t, mask, use_mask, lo_ext, hi_ext, lab, parent):
+def _label_serial(aff, t, hi, mask, use_mask, lo_ext, hi_ext, lab, parent):
     """All three phases on one thread, without releasing into a thread pool (for blocks that
-    are labelled concurrently). Returns (number of segments, NaN count)."""
+    are labelled concurrently). Returns (number of segments, NaN count, out-of-range count)."""
     Z = aff.shape[1]
-    n, nan = _label_slab(aff, t, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent, 0)
-    if nan:
-        return 0, nan
+    n, nan, outside = _label_slab(aff, t, hi, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent,
+                                  0)
+    if nan or outside:
+        return 0, nan, outside
     bounds = np.array([0, Z], dtype=np.int64)
     counts = np.array([np.int64(n)])
     offsets, nseg = _merge_slabs(aff, t, bounds, counts, lab, parent)
     _write_final_slab(0, Z, 0, lab, parent)
-    return nseg, nan
-
-
-@njit(cache=True, nogil=True)
-def _remap_in_place(lab, table):
-    flat = lab.reshape(-1)
-    for i in range(flat.size):
-        flat[i] = table[flat[i]]
+    return nseg, nan, outside
 
 
 @njit(cache=True)
@@ -277,8 +253,7 @@ def relabel_consecutive(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
     keep = np.asarray(keep, dtype=bool).copy()
     keep[0] = False
     table = (np.cumsum(keep) * keep).astype(labels.dtype)
-    _remap_in_place(labels, table)
-    return labels
+    return remap(labels, table, out=labels)
 
 
 def merge_small(labels: np.ndarray, affinities: np.ndarray, min_size: int) -> np.ndarray:
@@ -300,33 +275,32 @@ def merge_small(labels: np.ndarray, affinities: np.ndarray, min_size: int) -> np
         cur = best.get(a)
         if cur is None or w > cur[0] or (w == cur[0] and b < cur[1]):
             best[a] = (w, b)
-    parent = np.arange(n + 1)
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, (_, b) in sorted(best.items()):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n + 1)])
+    parent = np.arange(n + 1, dtype=np.int64)
+    small_ids = np.array(sorted(best), dtype=np.int64)
+    targets = np.array([best[a][1] for a in small_ids], dtype=np.int64)
+    union_pairs(parent, small_ids, targets)
+    roots = parent
     group_size = np.bincount(roots, weights=sizes, minlength=n + 1)
     keep_root = (roots == np.arange(n + 1)) & (group_size >= min_size)
     keep_root[0] = False
     new_id = np.cumsum(keep_root) * keep_root
     table = new_id[roots].astype(labels.dtype)
-    _remap_in_place(labels, table)
-    return labels
+    return remap(labels, table, out=labels)
+
+
+def value_scale(dtype: np.dtype) -> float:
+    """The stored value that means affinity 1.0: 1 for floats, the maximum of unsigned ints
+    (uint8 affinities are read as value / 255)."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
 
 
 def prepare_affinities(affinities: np.ndarray, threshold: float) -> tuple[np.ndarray, float]:
     """Check a (C, Z, Y, X) affinity array and the threshold; return (array, kernel threshold).
 
-    Float arrays are used as they are (float16 is widened to float32); integer arrays are read as
-    fractions of their dtype's maximum (uint8 255 = 1.0), so the threshold is scaled instead.
+    Float arrays are used as they are (float16 is widened to float32, every channel); unsigned
+    integer arrays are read as fractions of their dtype's maximum (uint8 255 = 1.0), so the
+    threshold is scaled instead.
     """
     aff = np.asarray(affinities)
     if aff.ndim != 4:
@@ -340,13 +314,44 @@ def prepare_affinities(affinities: np.ndarray, threshold: float) -> tuple[np.nda
     if not 0.0 <= t <= 1.0:
         raise UserError(f"threshold {threshold} is outside [0, 1]", "use e.g. --threshold 0.5")
     if aff.dtype == np.float16:
-        aff = aff[:3].astype(np.float32)
-    elif np.issubdtype(aff.dtype, np.integer) and aff.dtype.kind == "u":
-        t = t * float(np.iinfo(aff.dtype).max)
+        aff = aff.astype(np.float32)
+    elif aff.dtype.kind == "u":
+        t = t * value_scale(aff.dtype)
     elif aff.dtype not in (np.float32, np.float64):
         raise UserError(f"affinities have dtype {aff.dtype}",
                         "use float32/float64 in [0, 1] or unsigned integers scaled to their maximum")
     return aff, t
+
+
+def apply_sigmoid(logits: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` as float32 (for ``--logits``: a model output without its sigmoid)."""
+    x = np.asarray(logits)
+    if x.dtype.kind != "f":
+        raise UserError(f"--logits needs float affinities, got {x.dtype}",
+                        "integer affinities are already probabilities: drop --logits")
+    out = np.negative(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # exp(large) = inf gives 0, as it should
+        np.exp(out, out=out)
+    out += 1.0
+    np.reciprocal(out, out=out)
+    return out
+
+
+def _range_error(count: int, where: str = "the first three channels") -> UserError:
+    return UserError(f"affinities have {count} value(s) outside [0, 1] in {where} (logits, or "
+                     "a model output without its sigmoid)",
+                     "apply a sigmoid first, or pass --logits to have pytc-decode apply it")
+
+
+def check_value_range(values: np.ndarray, where: str) -> None:
+    """UserError when float ``values`` leave [0, 1] (unsigned ints are in range by definition)."""
+    v = np.asarray(values)
+    if v.dtype.kind != "f" or v.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        outside = int(np.count_nonzero((v < 0) | (v > 1)))
+    if outside:
+        raise _range_error(outside, where)
 
 
 def _kernel_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
@@ -367,11 +372,20 @@ def _nan_error(count: int) -> UserError:
                      "fix the producing step (e.g. a diverged model) or clean the volume")
 
 
+def _check_counts(nan: int, outside: int) -> None:
+    """The kernels' NaN and out-of-range counts as the one-line error they call for."""
+    if nan:
+        raise _nan_error(nan)
+    if outside:
+        raise _range_error(outside)
+
+
 def _label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.ndarray,
                  hi_ext: np.ndarray, slabs: int | None = None) -> tuple[np.ndarray, int]:
-    """Run the kernel in ``slabs`` z-slabs (default 2 per thread); returns (labels, segments).
+    """Run the kernel on channels 0-2 in ``slabs`` z-slabs (default 2 per thread); returns
+    (labels, segments).
 
-    Raises UserError on NaN affinities.
+    Raises UserError on NaN/inf affinities and on values outside [0, 1].
     """
     shape = aff.shape[1:]
     nvox = int(np.prod(shape, dtype=np.int64))
@@ -381,13 +395,14 @@ def _label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.
     parent = np.empty(nvox + 1, dtype=kernel_dtype)  # pages are touched only as labels are made
     nslabs = max(1, min(slabs or numba.get_num_threads() * 2, shape[0]))
     m, use_mask = _kernel_mask(mask, shape)
+    hi = value_scale(aff.dtype)
     if nslabs == 1:  # one thread: no parallel region (blocks may run in a thread pool)
-        nseg, nan = _label_serial(aff, t, m, use_mask, lo_ext, hi_ext, lab, parent)
+        nseg, nan, outside = _label_serial(aff, t, hi, m, use_mask, lo_ext, hi_ext, lab, parent)
     else:
         bounds = _slab_bounds(shape[0], nslabs)
-        counts, nan = _label_slabs(aff, t, m, use_mask, lo_ext, hi_ext, bounds, lab, parent)
-    if nan:
-        raise _nan_error(nan)
+        counts, nan, outside = _label_slabs(aff, t, hi, m, use_mask, lo_ext, hi_ext, bounds, lab,
+                                            parent)
+    _check_counts(nan, outside)
     if nslabs > 1:
         offsets, nseg = _merge_slabs(aff, t, bounds, counts, lab, parent)
         _write_final(bounds, offsets, lab, parent)
@@ -420,7 +435,7 @@ def affinity_cc(
         raise unknown_name_error("small-segment policy", small, ["remove", "merge"])
     if min_size < 0:
         raise UserError(f"min_size {min_size} is negative", "use 0 to keep every segment")
-    aff, t = prepare_affinities(affinities, threshold)
+    aff, t = prepare_affinities(np.asarray(affinities)[:3], threshold)
     lab, _ = _label_array(aff, t, mask, _NO_EXT, _NO_EXT)
     if min_size > 1:
         if small == "merge":

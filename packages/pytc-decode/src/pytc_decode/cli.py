@@ -1,4 +1,8 @@
-"""The ``pytc-decode`` command: affinities → segmentation layer, prints the output URI."""
+"""The ``pytc-decode`` command: affinities → segmentation layer, prints the output URI.
+
+Only parsing: flags → :class:`~pytc_decode.decode.DecodeConfig`, one call of
+:func:`~pytc_decode.decode.run_decode`, the summary on stderr and the URI on stdout.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,12 @@ import cyclopts
 from cyclopts import Parameter
 
 from pytc_core.cli import (
+    CommonFlags,
     emit,
     parse_block_size,
     resolve_input_uri,
     run_entry_point,
-    setup_logging,
 )
-from pytc_core.errors import UserError
 from pytc_decode import __version__
 
 log = logging.getLogger("pytc.decode")
@@ -40,15 +43,12 @@ def decode(
     foreground_channel: Annotated[int | None, Parameter(name="--foreground-channel")] = None,
     foreground_threshold: Annotated[float | None, Parameter(name="--foreground-threshold")] = None,
     dust: Annotated[bool, Parameter(name="--dust", negative="")] = False,
+    logits: Annotated[bool, Parameter(name="--logits", negative="")] = False,
     method: Annotated[str | None, Parameter(name="--method")] = None,
     block_size: Annotated[str | None, Parameter(name="--block-size")] = None,
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
     step: Annotated[str, Parameter(name="--step")] = "all",
-    config: Annotated[str | None, Parameter(name="--config")] = None,
-    set_: Annotated[list[str] | None, Parameter(name="--set")] = None,
-    overwrite: Annotated[bool, Parameter(name="--overwrite", negative="")] = False,
-    quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False,
-    verbose: Annotated[bool, Parameter(name=["--verbose", "-v"], negative="")] = False,
+    common: CommonFlags = CommonFlags(),
 ) -> int:
     """Segment an affinity volume by connected components of its above-threshold edges.
 
@@ -74,8 +74,9 @@ def decode(
     ----------
     aff_uri
         Affinity volume URI (precomputed layer, ``x.h5:dataset``, ``.zarr``, ``.tif``,
-        ``.npy``); ``-`` reads it from stdin. Float values in [0, 1] (integer dtypes are read
-        as fractions of their maximum).
+        ``.npy``); ``-`` reads it from stdin (one line). Float values in [0, 1], checked while
+        reading (pass ``--logits`` for a model output without its sigmoid); unsigned integer
+        dtypes are read as fractions of their maximum (uint8: value / 255).
     output
         Segmentation URI (default: beside the input, ``<name>_seg``).
     threshold
@@ -84,7 +85,8 @@ def decode(
         Segments under this many voxels are removed (default 0: keep all).
     small
         What happens to segments under ``--min-size``: ``remove`` (background, default) or
-        ``merge`` into the neighbour they touch most strongly (whole-volume only).
+        ``merge`` into the neighbour they touch most strongly (whole-volume only; ``cc`` and
+        ``mws``).
     mask
         3D volume over the same box; only its non-zero voxels are segmented.
     foreground_channel
@@ -92,7 +94,11 @@ def decode(
     foreground_threshold
         Voxels whose foreground channel is not above this are background.
     dust
-        Add a count of small segments (1, 2-9, 10-99, 100-999 voxels) to the summary.
+        Print a histogram of segment sizes (1, 2-9, 10-99, ... voxels: segments and share of
+        the labelled voxels per bin) after the summary.
+    logits
+        The affinities are logits (a model output without its sigmoid): apply the sigmoid
+        while reading. Without it, float values outside [0, 1] are an error.
     method
         ``cc`` (default) or ``mws``: mutex watershed on all channels (needs the optional
         ``mwatershed`` package and ``offsets`` of the long-range channels in the config).
@@ -103,54 +109,25 @@ def decode(
         ``i/n``: only task i's share of the blocks (0-based), with ``--step label|relabel``.
     step
         Blockwise step: ``all`` (default), ``label``, ``reduce`` or ``relabel``.
-    config
-        TOML file with these options (table ``[decode]`` or the whole file).
-    set_
-        Override any config key: ``--set key=value`` (repeatable; values are TOML literals,
-        e.g. ``--set offsets=[[-3,0,0]]``). Flags win over the file, ``--set`` over flags.
-    overwrite
-        Replace an existing output.
-    quiet
-        Warnings only on stderr.
-    verbose
-        Debug logging on stderr.
-
     """
-    setup_logging(quiet, verbose)
-    from pytc_core.config import parse_set_options, resolve_config
-    from pytc_core.volume import open_volume
-    from pytc_decode.decode import (
-        DecodeConfig,
-        decode_blockwise,
-        decode_volume,
-        default_output_uri,
-    )
+    common.setup_logging()
+    from pytc_core.blocks import parse_share
+    from pytc_core.config import resolve_config
+    from pytc_decode.decode import DecodeConfig, run_decode
 
-    cfg = resolve_config(DecodeConfig, config, {
+    cfg = resolve_config(DecodeConfig, common.config, {
         "threshold": threshold, "min_size": min_size, "small": small, "mask": mask,
         "foreground_channel": foreground_channel, "foreground_threshold": foreground_threshold,
-        "method": method, "block_size": parse_block_size(block_size),
-        "dust": dust or None}, section="decode", text_overrides=parse_set_options(set_))
-    uri = resolve_input_uri(aff_uri)
-    aff_vol = open_volume(uri)
-    out_uri = output or default_output_uri(uri)
-    mask_vol = open_volume(cfg.mask) if cfg.mask else None
-    if cfg.block_size is None:
-        if blocks is not None or step != "all":
-            raise UserError("--blocks and --step need --block-size", "add e.g. --block-size 128")
-        stats = decode_volume(aff_vol, out_uri, cfg, mask_vol=mask_vol, overwrite=overwrite)
-    else:
-        stats = decode_blockwise(aff_vol, out_uri, cfg, mask_vol=mask_vol, overwrite=overwrite,
-                                 share=blocks, step=step, show_progress=not quiet)
-    if stats is not None:
-        log.info("%s: %s", out_uri, stats.line())
-        if step in ("all", "relabel"):
-            from pytc_core import save_config_next_to
-
-            save_config_next_to(out_uri, cfg, command="pytc-decode")
-    else:
-        log.info("%s: step %s done for blocks %s", out_uri, step, blocks or "all")
-    emit(out_uri)
+        "method": method, "block_size": parse_block_size(block_size), "logits": logits or None,
+        "dust": dust or None}, section="decode", text_overrides=common.text_overrides())
+    result = run_decode(resolve_input_uri(aff_uri), cfg, output=output,
+                        overwrite=common.overwrite, step=step,
+                        share=None if blocks is None else parse_share(blocks),
+                        show_progress=not common.quiet)
+    log.info("%s", result.summary())
+    if result.stats is not None and result.stats.histogram is not None:
+        log.info("%s", result.stats.histogram_text())
+    emit(result.output)
     return 0
 
 

@@ -1,47 +1,67 @@
-"""Decoding affinity volumes into segmentation volumes, whole or block by block.
+"""The decode stage: an affinity volume (URI) → a segmentation volume (URI), whole or blockwise.
 
-The volume-level layer the CLI calls: checks the options, reads affinities (channels first,
-spatial axes (z, y, x), sizes in voxels), runs :func:`pytc_decode.affinity_cc` or the
-blockwise steps of :mod:`pytc_decode.blockwise`, writes the labels and returns
-:class:`DecodeStats` for the summary.
+:class:`DecodeConfig` holds every option (TOML table ``[decode]``); :func:`run_decode` opens
+the volumes, checks the options, runs the method (whole volume) or the three blockwise steps
+:func:`label_step`, :func:`reduce_step` and :func:`relabel_step` through the core block runner
+(:func:`pytc_core.blocks.run_blocks`), writes the labels and the resolved config beside them,
+and returns a :class:`DecodeResult`. Affinities are channels first, spatial axes (z, y, x),
+sizes in voxels.
+
+Methods are whole-volume segmenters in :data:`SEGMENTERS` (``name -> fn(aff, mask, cfg)``);
+a new method is one function and one entry there (plus :data:`BLOCKWISE_METHODS` when it has
+blockwise steps).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from pytc_core.bbox import BBox
-from pytc_core.blocks import BlockProgress, parse_share, plan_blocks, select_share
-from pytc_core.cli import progress
+from pytc_core.blocks import BlockProgress, BlockRunResult, plan_blocks, run_blocks
 from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.files import write_atomic
-from pytc_core.volume import Volume, create_volume, parse_uri, sidecar_path
+from pytc_core.volume import Volume, create_volume, open_volume, parse_uri, sidecar_path
 from pytc_decode.blockwise import BlockSummary, label_block, reduce_blocks, relabel_block
-from pytc_decode.cc import affinity_cc, label_dtype, prepare_affinities
+from pytc_decode.cc import (
+    affinity_cc,
+    apply_sigmoid,
+    check_value_range,
+    label_dtype,
+    merge_small,
+    prepare_affinities,
+)
 
 __all__ = [
+    "BLOCKWISE_METHODS",
+    "SEGMENTERS",
+    "STEPS",
     "DecodeConfig",
+    "DecodeResult",
     "DecodeStats",
     "check_config",
-    "decode_blockwise",
-    "decode_volume",
     "default_output_uri",
+    "label_step",
+    "reduce_step",
+    "relabel_step",
+    "run_decode",
     "segment_stats",
 ]
 
 log = logging.getLogger("pytc.decode")
 
-METHODS = ("cc", "mws")
 STEPS = ("all", "label", "reduce", "relabel")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodeConfig:
     """Options of ``pytc-decode`` (TOML table ``[decode]`` or a whole file)."""
 
@@ -51,14 +71,24 @@ class DecodeConfig:
     mask: str | None = None
     foreground_channel: int | None = None
     foreground_threshold: float | None = None
-    block_size: tuple[int, int, int] | None = None
+    #: blockwise decoding with blocks of this many voxels: ``128`` or ``[64, 128, 128]`` (z, y, x)
+    block_size: tuple[int, int, int] | int | None = None
     method: str = "cc"
+    #: the affinities are logits: apply a sigmoid while reading
+    logits: bool = False
     dust: bool = False
     #: long-range offsets (z, y, x) of channels 3.. for ``method = "mws"``
-    offsets: list[list[int]] = field(default_factory=list)
+    offsets: tuple[tuple[int, int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.block_size is not None:
+            from pytc_core.cli import parse_block_size
+
+            object.__setattr__(self, "block_size", parse_block_size(self.block_size,
+                                                                    "--block-size"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodeStats:
     """Summary of a segmentation: segment count, sizes (voxels), labelled voxels."""
 
@@ -68,32 +98,107 @@ class DecodeStats:
     max_size: int
     voxels_labelled: int
     voxels_total: int
-    #: with ``dust``: number of segments of 1, 2-9, 10-99, 100-999 voxels
-    dust: dict[str, int] | None = None
+    #: with ``dust``: (smallest, largest, segments, voxels) per size bin 1, 2-9, 10-99, ...
+    histogram: tuple[tuple[int, int, int, int], ...] | None = None
 
     def line(self) -> str:
         pct = 100.0 * self.voxels_labelled / max(self.voxels_total, 1)
-        text = (f"{self.segments} segments (sizes min {self.min_size} / median "
-                f"{self.median_size:g} / max {self.max_size} voxels), {self.voxels_labelled} of "
-                f"{self.voxels_total} voxels labelled ({pct:.1f}%)")
-        if self.dust is not None:
-            text += "; dust: " + ", ".join(f"{k} voxels: {v}" for k, v in self.dust.items())
-        return text
+        return (f"{self.segments} segments (sizes min {self.min_size} / "
+                f"median {self.median_size:g} / max {self.max_size} voxels), "
+                f"{self.voxels_labelled} of {self.voxels_total} voxels labelled ({pct:.1f}%)")
+
+    def histogram_text(self, width: int = 30) -> str:
+        """The size histogram as aligned lines: bin, segments, share of labelled voxels, bar."""
+        if not self.histogram:
+            return "segment sizes: no segments"
+        most = max(n for _, _, n, _ in self.histogram) or 1
+        lines = ["segment sizes (voxels)   segments   % of labelled voxels"]
+        for lo, hi, n, vox in self.histogram:
+            name = str(lo) if lo == hi else f"{lo}-{hi}"
+            pct = 100.0 * vox / max(self.voxels_labelled, 1)
+            bar = "#" * (round(width * n / most) if n else 0)
+            lines.append(f"{name:>22}   {n:>8}   {pct:>6.1f}%  {bar}".rstrip())
+        return "\n".join(lines)
+
+
+def size_histogram(sizes: np.ndarray) -> tuple[tuple[int, int, int, int], ...]:
+    """(smallest, largest, segments, voxels) per decade of segment size (voxels): 1, 2-9,
+    10-99, 100-999, ... up to the bin of the largest segment (empty bins included)."""
+    s = np.asarray(sizes, dtype=np.int64)
+    if s.size == 0:
+        return ()
+    edges = [1, 2]
+    while edges[-1] <= s.max():
+        edges.append(10 if edges[-1] == 2 else edges[-1] * 10)
+    out = []
+    for lo, nxt in zip(edges[:-1], edges[1:], strict=True):
+        sel = (s >= lo) & (s < nxt)
+        out.append((lo, nxt - 1, int(sel.sum()), int(s[sel].sum())))
+    return tuple(out)
 
 
 def segment_stats(sizes: np.ndarray, voxels_total: int, dust: bool = False) -> DecodeStats:
-    """Stats from voxel counts per id (index 0 = background, ignored)."""
+    """Stats from voxel counts per id (index 0 = background, not counted)."""
     s = np.asarray(sizes, dtype=np.int64)[1:]
     s = s[s > 0]
-    dust_counts = None
-    if dust:
-        edges = {"1": (1, 2), "2-9": (2, 10), "10-99": (10, 100), "100-999": (100, 1000)}
-        dust_counts = {k: int(((s >= a) & (s < b)).sum()) for k, (a, b) in edges.items()}
+    hist = size_histogram(s) if dust else None
     if s.size == 0:
-        return DecodeStats(0, 0, 0.0, 0, 0, voxels_total, dust_counts)
+        return DecodeStats(0, 0, 0.0, 0, 0, voxels_total, hist)
     return DecodeStats(int(s.size), int(s.min()), float(np.median(s)), int(s.max()), int(s.sum()),
-                       voxels_total, dust_counts)
+                       voxels_total, hist)
 
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """What :func:`run_decode` did."""
+
+    #: the segmentation's URI
+    output: str
+    step: str
+    #: the segmentation's summary (None after a label step or a share of the relabel step)
+    stats: DecodeStats | None
+    #: blockwise: the blocks this call's steps planned, skipped (done before) and processed
+    blocks: dict[str, BlockRunResult] = field(default_factory=dict)
+    #: seconds per phase (read/segment/write, or label/reduce/relabel)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One human-readable line for stderr."""
+        if self.stats is not None:
+            return f"{self.output}: {self.stats.line()}"
+        done = ", ".join(f"{k} {r.processed} of {r.planned} blocks"
+                         + (f" ({r.skipped} done before)" if r.skipped else "")
+                         for k, r in self.blocks.items())
+        return f"{self.output}: step {self.step} done: {done}"
+
+
+# --- methods ----------------------------------------------------------------------------------
+
+Segmenter = Callable[[np.ndarray, "np.ndarray | None", DecodeConfig], np.ndarray]
+
+
+def _segment_cc(aff: np.ndarray, mask: np.ndarray | None, cfg: DecodeConfig) -> np.ndarray:
+    return affinity_cc(aff, cfg.threshold, cfg.min_size, mask=mask, small=cfg.small)
+
+
+def _segment_mws(aff: np.ndarray, mask: np.ndarray | None, cfg: DecodeConfig) -> np.ndarray:
+    from pytc_decode.mws import mutex_watershed
+
+    merge = cfg.small == "merge" and cfg.min_size > 1
+    labels = mutex_watershed(aff, cfg.offsets, cfg.threshold, 0 if merge else cfg.min_size,
+                             mask=mask)
+    if merge:
+        merge_small(labels, prepare_affinities(aff[:3], cfg.threshold)[0], cfg.min_size)
+    return labels
+
+
+#: whole-volume methods: ``name -> fn(affinities (C, Z, Y, X), mask (Z, Y, X) | None, cfg)``
+SEGMENTERS: dict[str, Segmenter] = {"cc": _segment_cc, "mws": _segment_mws}
+#: methods with blockwise steps (label / reduce / relabel)
+BLOCKWISE_METHODS = ("cc",)
+
+
+# --- checks and helpers -----------------------------------------------------------------------
 
 def default_output_uri(aff_uri: str) -> str:
     """Where the segmentation goes when no ``--output`` is given: beside the affinities.
@@ -123,8 +228,8 @@ def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
         raise UserError(f"threshold {cfg.threshold} is outside [0, 1]", "use e.g. --threshold 0.5")
     if cfg.min_size < 0:
         raise UserError(f"min size {cfg.min_size} is negative", "use 0 to keep every segment")
-    if cfg.method not in METHODS:
-        raise unknown_name_error("method", cfg.method, METHODS)
+    if cfg.method not in SEGMENTERS:
+        raise unknown_name_error("method", cfg.method, list(SEGMENTERS))
     if (cfg.foreground_channel is None) != (cfg.foreground_threshold is None):
         raise UserError("--foreground-threshold and --foreground-channel go together",
                         "give both, e.g. --foreground-channel 3 --foreground-threshold 0.5")
@@ -133,16 +238,19 @@ def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
         if not 0 <= cfg.foreground_channel < c:
             raise UserError(f"foreground channel {cfg.foreground_channel} does not exist in "
                             f"{aff_vol.uri} ({c} channels)", f"use a channel in 0..{c - 1}")
+        assert cfg.foreground_threshold is not None
         if not 0.0 <= cfg.foreground_threshold <= 1.0:
             raise UserError(f"foreground threshold {cfg.foreground_threshold} is outside [0, 1]",
                             "use e.g. --foreground-threshold 0.5")
-    if cfg.block_size is not None and any(b <= 0 for b in cfg.block_size):
-        raise UserError(f"block size {cfg.block_size} must be positive", "use e.g. --block-size 128")
+    if cfg.logits and np.dtype(aff_vol.dtype).kind != "f":
+        raise UserError(f"--logits needs float affinities, {aff_vol.uri} holds {aff_vol.dtype}",
+                        "integer affinities are read as value / max already: drop --logits")
     if cfg.block_size is not None and cfg.small == "merge" and cfg.min_size > 1:
         raise UserError("--small merge is not available blockwise",
                         "use --small remove with --block-size, or decode the whole volume")
-    if cfg.block_size is not None and cfg.method != "cc":
-        raise UserError(f"method {cfg.method} is not available blockwise", "use --method cc")
+    if cfg.block_size is not None and cfg.method not in BLOCKWISE_METHODS:
+        raise UserError(f"method {cfg.method} is not available blockwise",
+                        f"use --method {' or '.join(BLOCKWISE_METHODS)}, or drop --block-size")
     if cfg.method == "mws":
         n = aff_vol.num_channels or 0
         if len(cfg.offsets) != n - 3:
@@ -160,158 +268,298 @@ def _check_mask(mask_vol: Volume | None, aff_vol: Volume) -> None:
                         "pass a 3D mask over the same (z, y, x) box")
 
 
-def _mask_for(aff: np.ndarray, mask: np.ndarray | None, cfg: DecodeConfig) -> np.ndarray | None:
+def _read_inputs(aff_vol: Volume, mask_vol: Volume | None, cfg: DecodeConfig,
+                 box: BBox | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Affinities (sigmoid applied with ``logits``) and the voxels to segment (mask and
+    foreground channel combined; None = all) of ``box`` (default: the whole volume)."""
+    aff = aff_vol.read(box)
+    if cfg.logits:
+        aff = apply_sigmoid(aff)
+    mask = None if mask_vol is None else mask_vol.read(box)
     if cfg.foreground_channel is None:
-        return mask
-    fg_aff, fg_t = prepare_affinities(aff[[0, 1, cfg.foreground_channel]], cfg.foreground_threshold)
+        return aff, mask
+    assert cfg.foreground_threshold is not None
+    fg_channel = aff[cfg.foreground_channel]
+    check_value_range(fg_channel, f"the foreground channel {cfg.foreground_channel}")
+    fg_aff, fg_t = prepare_affinities(aff[[0, 1, cfg.foreground_channel]],
+                                      cfg.foreground_threshold)
     fg = fg_aff[2] > fg_t
-    return fg if mask is None else fg & (mask != 0)
+    return aff, (fg if mask is None else fg & (mask != 0))
 
 
-def _create_output(out_uri: str, aff_vol: Volume, dtype: np.dtype, chunk: tuple[int, int, int],
+def _create_output(out_uri: str, aff_vol: Volume, dtype: np.dtype, chunk: tuple[int, ...],
                    overwrite: bool, exist_ok: bool = False) -> Volume:
     return create_volume(out_uri, aff_vol.spatial_shape, dtype, voxel_size=aff_vol.voxel_size,
                          offset=aff_vol.offset, chunk_size=chunk, layer_type="segmentation",
                          overwrite=overwrite, exist_ok=exist_ok)
 
 
-def decode_volume(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
-                  mask_vol: Volume | None = None, overwrite: bool = False) -> DecodeStats:
-    """Decode the whole affinity volume in memory and write the labels to ``out_uri``."""
-    check_config(cfg, aff_vol)
-    _check_mask(mask_vol, aff_vol)
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t0
+        log.debug("phase %s: %.2f s", phase, timings[phase])
+
+
+# --- whole volume -----------------------------------------------------------------------------
+
+def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, out_uri: str, cfg: DecodeConfig,
+                  overwrite: bool, timings: dict[str, float]) -> DecodeStats:
     if not overwrite:
         from pytc_core.volume import volume_exists
 
         if volume_exists(out_uri):
             raise UserError(f"output {out_uri} already exists",
                             "pass --overwrite to replace it, or choose another output")
-    aff = aff_vol.read()
-    mask = _mask_for(aff, None if mask_vol is None else mask_vol.read(), cfg)
-    if cfg.method == "mws":
-        from pytc_decode.mws import mutex_watershed
-
-        labels = mutex_watershed(aff, cfg.offsets, cfg.threshold, cfg.min_size, mask=mask)
-    else:
-        labels = affinity_cc(aff, cfg.threshold, cfg.min_size, mask=mask, small=cfg.small)
+    with _timed(timings, "read"):
+        aff, mask = _read_inputs(aff_vol, mask_vol, cfg)
+    with _timed(timings, "segment"):
+        labels = SEGMENTERS[cfg.method](aff, mask, cfg)
     del aff
-    out = _create_output(out_uri, aff_vol, labels.dtype, tuple(min(64, s) for s in labels.shape),
-                         overwrite)
-    out.write(labels)
+    with _timed(timings, "write"):
+        out = _create_output(out_uri, aff_vol, labels.dtype,
+                             tuple(min(64, s) for s in labels.shape), overwrite)
+        out.write(labels)
     return segment_stats(np.bincount(labels.reshape(-1)), labels.size, cfg.dust)
 
 
-def _block_file(workdir: Path, block: BBox, kind: str = "block", suffix: str = ".npz") -> Path:
-    return workdir / (kind + "_" + "_".join(map(str, block.start)) + suffix)
+# --- blockwise --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BlockwiseRun:
+    """Everything the three blockwise steps share: inputs, output, plan, scratch folder."""
+
+    aff_vol: Volume
+    mask_vol: Volume | None
+    out_uri: str
+    cfg: DecodeConfig
+    blocks: tuple[BBox, ...]
+    workdir: Path
+    key: str
+
+    @property
+    def box(self) -> BBox:
+        return self.aff_vol.bbox
+
+    @property
+    def dtype(self) -> np.dtype:
+        return label_dtype(self.box.size)
+
+    @property
+    def chunk(self) -> tuple[int, ...]:
+        assert isinstance(self.cfg.block_size, tuple)
+        return tuple(b if b < 64 or b % 64 else 64 for b in self.cfg.block_size)
+
+    @property
+    def tables_file(self) -> Path:
+        return self.workdir / "tables.npz"
+
+    def progress(self, step: str) -> BlockProgress:
+        return BlockProgress(self.workdir / step, self.key)
+
+    def block_file(self, block: BBox, kind: str = "block", suffix: str = ".npz") -> Path:
+        return self.workdir / (kind + "_" + "_".join(map(str, block.start)) + suffix)
 
 
-def decode_blockwise(aff_vol: Volume, out_uri: str, cfg: DecodeConfig, *,
-                     mask_vol: Volume | None = None, overwrite: bool = False,
-                     share: str | None = None, step: str = "all",
-                     show_progress: bool = True) -> DecodeStats | None:
-    """Decode block by block (``cfg.block_size`` voxels, z, y, x): label, reduce, relabel.
+def plan_run(aff_vol: Volume, mask_vol: Volume | None, out_uri: str,
+             cfg: DecodeConfig) -> BlockwiseRun:
+    """The block plan, scratch folder and run key of a blockwise decode."""
+    from pytc_core.config import config_to_dict
+    from pytc_decode.resume import input_identity, run_key
 
-    ``step`` runs one step only (``label`` and ``relabel`` take a ``share`` ``"i/n"`` of the
-    blocks, for Slurm array tasks); ``all`` runs the three in turn. The label step keeps each
-    block's local labels and face summary in the ``pytc_decode`` folder beside (or inside) the
-    output; the relabel step maps them to final ids and writes the output once, so re-running
-    any block is harmless. Finished blocks are recorded: an interrupted run (``all`` or a
-    share) started again with the same options resumes where it stopped; ``--overwrite``
-    starts afresh. The folder is removed at the end of ``all`` (after relabel shares, only the
-    local labels are). Returns the stats
-    after the reduce step (None after ``label``/``relabel`` shares).
-    """
-    check_config(cfg, aff_vol)
-    _check_mask(mask_vol, aff_vol)
-    if step not in STEPS:
-        raise unknown_name_error("step", step, STEPS)
-    if share is not None:
-        parse_share(share)
-        if step not in ("label", "relabel"):
-            raise UserError("--blocks i/n selects the blocks of the label or relabel step",
-                            "add --step label (then --step reduce, then --step relabel)")
-    block_size = cfg.block_size
-    box = aff_vol.bbox
-    blocks = plan_blocks(box, block_size)
-    dtype = label_dtype(box.size)
-    chunk = tuple(b if b < 64 or b % 64 else 64 for b in block_size)
+    assert cfg.block_size is not None
     workdir = sidecar_path(out_uri, "pytc_decode")
     if workdir is None:
         raise UserError(f"blockwise decoding needs a local output, got {out_uri}",
                         "write to a local path, then upload")
-    key = f"{aff_vol.uri}|{box}|{block_size}|{cfg.threshold}|{cfg.mask}|{cfg.foreground_channel}"
-    label_done = BlockProgress(workdir / "label", key)
-    relabel_done = BlockProgress(workdir / "relabel", key)
-    tables_file = workdir / "tables.npz"
+    blocks = tuple(plan_blocks(aff_vol.bbox, cfg.block_size))
+    # the whole config except what only changes the printed summary
+    description = {
+        "config": config_to_dict(replace(cfg, dust=False)),
+        "affinities": input_identity(aff_vol, out_uri),
+        "mask": None if mask_vol is None else input_identity(mask_vol, out_uri),
+        "output": out_uri,
+    }
+    return BlockwiseRun(aff_vol, mask_vol, out_uri, cfg, blocks, workdir,
+                        run_key(description))
 
-    if step in ("all", "label"):
-        from pytc_core.volume import volume_exists
 
-        # shares of one run, or a run that was interrupted (its folder is still there), go on
-        # with the existing output; anything else needs --overwrite to replace it
-        resume = not overwrite and (share is not None or
-                                    (workdir.exists() and volume_exists(out_uri)))
-        if resume:
-            _create_output(out_uri, aff_vol, dtype, chunk, False, exist_ok=True)
-        else:
-            _create_output(out_uri, aff_vol, dtype, chunk, overwrite)
-            shutil.rmtree(workdir, ignore_errors=True)  # stale files of an earlier run
-        mine = select_share(blocks, share) if share else blocks
-        try:
-            for block in progress(label_done.pending(mine), "label blocks", enabled=show_progress):
-                aff = aff_vol.read(block)
-                mask = _mask_for(aff, None if mask_vol is None else mask_vol.read(block), cfg)
-                lab, summary = label_block(aff, cfg.threshold, block, box, mask)
-                local = lab.astype(dtype, copy=False)
-                write_atomic(_block_file(workdir, block, "labels", ".npy"),
-                             lambda fh, a=local: np.save(fh, a, allow_pickle=False))
-                write_atomic(_block_file(workdir, block), summary.to_bytes())
-                label_done.mark_done(block)
-        except UserError:
-            if not resume:  # bad input found partway (e.g. NaN): leave nothing behind
-                from pytc_core.volume import delete_volume
+def label_step(run: BlockwiseRun, *, share: tuple[int, int] | None = None,
+               overwrite: bool = False, show_progress: bool = True) -> BlockRunResult:
+    """Step 1: label each block of this share on its own; keep its local labels and summary.
 
-                shutil.rmtree(workdir, ignore_errors=True)
-                delete_volume(out_uri)
-            raise
-        if step == "label":
-            return None
-    stats = None
-    if step in ("all", "reduce"):
-        missing = [b for b in blocks if not _block_file(workdir, b).exists()]
-        if missing:
-            raise UserError(f"{len(missing)} of {len(blocks)} blocks are not labelled yet "
-                            f"(first: {missing[0]})", "run every --step label share first")
-        summaries = [BlockSummary.from_bytes(_block_file(workdir, b).read_bytes()) for b in blocks]
-        tables = reduce_blocks(summaries, box, cfg.min_size, dtype)
-        np.savez(tables_file, starts=np.array([b.bbox.start for b in summaries]),
-                 counts=np.array([t.size for t in tables.tables.values()]),
-                 table=np.concatenate(list(tables.tables.values())), sizes=tables.sizes)
-        stats = segment_stats(tables.sizes, box.size, cfg.dust)
-        if step == "reduce":
-            return stats
-    if not tables_file.exists():
-        raise UserError(f"{tables_file} is missing", "run --step reduce before --step relabel")
-    with np.load(tables_file) as f:
+    Creates the output (or, for a share or an interrupted run, reuses it) and the scratch
+    folder with the run's key; blocks already labelled by this run are skipped.
+    """
+    from pytc_core.volume import delete_volume, volume_exists
+    from pytc_decode.resume import check_run
+
+    # shares of one run, or a run that was interrupted (its folder is still there), go on
+    # with the existing output; anything else needs --overwrite to replace it
+    resume = not overwrite and (share is not None or
+                                (run.workdir.exists() and volume_exists(run.out_uri)))
+    if resume:
+        check_run(run.workdir, run.key, create=False)  # refuse before touching anything
+        _create_output(run.out_uri, run.aff_vol, run.dtype, run.chunk, False, exist_ok=True)
+        check_run(run.workdir, run.key, create=True)
+    else:
+        _create_output(run.out_uri, run.aff_vol, run.dtype, run.chunk, overwrite)
+        shutil.rmtree(run.workdir, ignore_errors=True)  # files of an earlier run
+        check_run(run.workdir, run.key, create=True)
+    box, cfg = run.box, run.cfg
+
+    def read(block: BBox) -> tuple[np.ndarray, np.ndarray | None]:
+        return _read_inputs(run.aff_vol, run.mask_vol, cfg, block)
+
+    def process(block: BBox, data: tuple[np.ndarray, np.ndarray | None]) -> None:
+        aff, mask = data
+        lab, summary = label_block(aff, cfg.threshold, block, box, mask)
+        local = lab.astype(run.dtype, copy=False)
+        write_atomic(run.block_file(block, "labels", ".npy"),
+                     lambda fh: np.save(fh, local, allow_pickle=False))
+        write_atomic(run.block_file(block), summary.to_bytes())
+
+    try:
+        return run_blocks(run.blocks, process, done=run.progress("label"), share=share,
+                          read=read, description="label blocks", show_progress=show_progress)
+    except UserError:
+        if not resume:  # bad input found partway (e.g. NaN): leave nothing behind
+            shutil.rmtree(run.workdir, ignore_errors=True)
+            delete_volume(run.out_uri)
+        raise
+
+
+def reduce_step(run: BlockwiseRun) -> DecodeStats:
+    """Step 2: join the blocks' segments across faces, number them globally, write the tables."""
+    from pytc_decode.resume import check_run
+
+    check_run(run.workdir, run.key, create=False)
+    missing = [b for b in run.blocks if not run.block_file(b).exists()]
+    if missing:
+        raise UserError(f"{len(missing)} of {len(run.blocks)} blocks are not labelled yet "
+                        f"(first: {missing[0]})", "run every --step label share first")
+    summaries = [BlockSummary.from_bytes(run.block_file(b).read_bytes()) for b in run.blocks]
+    tables = reduce_blocks(summaries, run.box, run.cfg.min_size, run.dtype)
+    starts = np.array([b.bbox.start for b in summaries])
+    counts = np.array([t.size for t in tables.tables.values()])
+    flat = np.concatenate(list(tables.tables.values()))
+    write_atomic(run.tables_file, lambda fh: np.savez(fh, starts=starts, counts=counts,
+                                                      table=flat, sizes=tables.sizes))
+    return segment_stats(tables.sizes, run.box.size, run.cfg.dust)
+
+
+def relabel_step(run: BlockwiseRun, *, share: tuple[int, int] | None = None,
+                 show_progress: bool = True) -> tuple[BlockRunResult, DecodeStats]:
+    """Step 3: map each block's local labels to the final ids and write them to the output.
+
+    Returns what was done and the segmentation's stats (from the reduce step's tables).
+    """
+    from pytc_decode.resume import check_run
+
+    check_run(run.workdir, run.key, create=False)
+    if not run.tables_file.exists():
+        raise UserError(f"{run.tables_file} is missing",
+                        "run --step reduce before --step relabel")
+    with np.load(run.tables_file) as f:
         starts, counts, flat = f["starts"], f["counts"], f["table"]
-        if stats is None:
-            stats = segment_stats(f["sizes"], box.size, cfg.dust)
+        stats = segment_stats(f["sizes"], run.box.size, run.cfg.dust)
     bounds = np.concatenate([[0], np.cumsum(counts)])
     table_of = {tuple(int(v) for v in s): flat[bounds[i]:bounds[i + 1]]
                 for i, s in enumerate(starts)}
-    from pytc_core.volume import open_volume
+    out = open_volume(run.out_uri)
 
-    out = open_volume(out_uri)
-    mine = select_share(blocks, share) if share else blocks
-    for block in progress(relabel_done.pending(mine), "relabel blocks", enabled=show_progress):
-        local = np.load(_block_file(workdir, block, "labels", ".npy"))
+    def read(block: BBox) -> np.ndarray:
+        return np.load(run.block_file(block, "labels", ".npy"))
+
+    def process(block: BBox, local: np.ndarray) -> None:
         out.write(relabel_block(local, table_of[block.start]), offset=block.start)
-        relabel_done.mark_done(block)
-    if step == "all":
-        shutil.rmtree(workdir, ignore_errors=True)
-    elif not relabel_done.pending(blocks):
+
+    done = run.progress("relabel")
+    result = run_blocks(run.blocks, process, done=done, share=share, read=read,
+                        description="relabel blocks", show_progress=show_progress)
+    if share is None:
+        shutil.rmtree(run.workdir, ignore_errors=True)
+    elif not done.pending(run.blocks):
         # every block is final: drop the bulky local labels, keep the (small) tables and
         # markers so a repeated relabel share still finds its blocks done
-        for path in workdir.glob("labels_*.npy"):
+        for path in run.workdir.glob("labels_*.npy"):
             path.unlink(missing_ok=True)
-    return stats if share is None else None
+    return result, stats
+
+
+def _decode_blockwise(run: BlockwiseRun, step: str, share: tuple[int, int] | None,
+                      overwrite: bool, show_progress: bool, timings: dict[str, float],
+                      blocks: dict[str, BlockRunResult]) -> DecodeStats | None:
+    stats = None
+    if step in ("all", "label"):
+        with _timed(timings, "label"):
+            blocks["label"] = label_step(run, share=share, overwrite=overwrite,
+                                         show_progress=show_progress)
+    if step in ("all", "reduce"):
+        with _timed(timings, "reduce"):
+            stats = reduce_step(run)
+    if step in ("all", "relabel"):
+        with _timed(timings, "relabel"):
+            blocks["relabel"], relabel_stats = relabel_step(run, share=share,
+                                                            show_progress=show_progress)
+        stats = stats or (relabel_stats if share is None else None)
+    return stats
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: str | None = None,
+               overwrite: bool = False, step: str = "all", share: tuple[int, int] | None = None,
+               show_progress: bool = True) -> DecodeResult:
+    """Decode the affinity volume at ``aff_uri`` into a segmentation volume.
+
+    Whole volume in memory, or block by block with ``config.block_size`` (identical result):
+    ``step`` runs one blockwise step only (``label`` and ``relabel`` take ``share=(i, n)``,
+    task i of n, for Slurm array tasks); ``all`` runs the three in turn. An interrupted run
+    started again with the same options resumes where it stopped; with other options or
+    changed inputs it is refused (``overwrite=True`` starts afresh). The resolved config is
+    written beside the output (``pytc_config.toml``) by every step.
+    """
+    cfg = config
+    log.debug("resolved config:\n%s", _config_text(cfg))
+    if step not in STEPS:
+        raise unknown_name_error("step", step, STEPS)
+    if cfg.block_size is None and (share is not None or step != "all"):
+        raise UserError("--blocks and --step need --block-size", "add e.g. --block-size 128")
+    if share is not None and step not in ("label", "relabel"):
+        raise UserError("--blocks i/n selects the blocks of the label or relabel step",
+                        "add --step label (then --step reduce, then --step relabel)")
+    aff_vol = open_volume(aff_uri)
+    out_uri = output or default_output_uri(aff_uri)
+    mask_vol = open_volume(cfg.mask) if cfg.mask else None
+    check_config(cfg, aff_vol)
+    _check_mask(mask_vol, aff_vol)
+    timings: dict[str, float] = {}
+    blocks: dict[str, BlockRunResult] = {}
+    if cfg.block_size is None:
+        log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, cfg.method)
+        stats: DecodeStats | None = _decode_whole(aff_vol, mask_vol, out_uri, cfg, overwrite,
+                                                  timings)
+    else:
+        run = plan_run(aff_vol, mask_vol, out_uri, cfg)
+        mine = len(run.blocks) if share is None else len(run.blocks[share[0]::share[1]])
+        log.debug("block plan: %d blocks of %s voxels over %s; step %s, this task %d blocks%s; "
+                  "scratch %s", len(run.blocks), "x".join(map(str, cfg.block_size)),
+                  aff_vol.bbox, step, mine, "" if share is None else f" (share {share[0]}/"
+                  f"{share[1]})", run.workdir)
+        stats = _decode_blockwise(run, step, share, overwrite, show_progress, timings, blocks)
+    from pytc_core.config import save_config_next_to
+
+    save_config_next_to(out_uri, cfg, command="pytc-decode")
+    if timings:
+        log.debug("timings: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+    return DecodeResult(out_uri, step, stats, blocks, timings)
+
+
+def _config_text(cfg: DecodeConfig) -> str:
+    from pytc_core.config import config_to_toml
+
+    return config_to_toml(cfg).strip() or "(defaults)"

@@ -15,7 +15,13 @@ import numpy as np
 
 from pytc_core.errors import UserError
 from pytc_core.targets import NEAREST_OFFSETS
-from pytc_decode.cc import label_dtype, prepare_affinities, relabel_consecutive
+from pytc_decode.cc import (
+    check_value_range,
+    label_dtype,
+    prepare_affinities,
+    relabel_consecutive,
+    value_scale,
+)
 
 __all__ = ["mutex_watershed"]
 
@@ -40,7 +46,8 @@ def mutex_watershed(affinities: np.ndarray, offsets: Sequence[Sequence[int]] = (
                     mask: np.ndarray | None = None) -> np.ndarray:
     """Segment (C, Z, Y, X) affinities with the mutex watershed.
 
-    ``offsets`` (z, y, x voxels) of channels 3..C-1. One-voxel segments and segments under
+    ``offsets`` (z, y, x voxels) of channels 3..C-1. Values in [0, 1] (unsigned integers as
+    fractions of their maximum); others are a UserError. One-voxel segments and segments under
     ``min_size`` voxels become background, as do voxels outside ``mask``. Returns consecutive
     ids numbered by first voxel in C order (uint32, or uint64 for huge volumes).
     """
@@ -49,12 +56,16 @@ def mutex_watershed(affinities: np.ndarray, offsets: Sequence[Sequence[int]] = (
     except ImportError:
         raise UserError("--method mws needs the mwatershed package",
                         "install it: uv pip install 'pytc-decode[mws]'") from None
-    aff, t = prepare_affinities(affinities, threshold)
+    aff, t = prepare_affinities(affinities, threshold)  # every channel (float16 widened)
+    if not np.isfinite(aff).all():
+        raise UserError("affinities contain NaN/inf values",
+                        "fix the producing step (e.g. a diverged model) or clean the volume")
+    check_value_range(aff, "the affinity channels")
     all_offsets = [list(o) for o in NEAREST_OFFSETS] + [list(o) for o in offsets]
     if len(all_offsets) != aff.shape[0] or any(len(o) != 3 for o in all_offsets):
         raise UserError(f"{aff.shape[0]} channels but {len(all_offsets)} offsets (3 nearest + "
                         f"{len(offsets)} long-range)", "give one (z, y, x) offset per long-range channel")
-    scale = 1.0 if aff.dtype.kind == "f" else float(np.iinfo(aff.dtype).max)
+    scale = value_scale(aff.dtype)
     weights = aff.astype(np.float64) / scale - t / scale
     if mask is not None:
         inside = np.asarray(mask) != 0
