@@ -29,8 +29,6 @@ from pytc_core.volume import Volume, parse_uri
 __all__ = ["RUN_FILE", "check_run", "input_identity", "run_key"]
 
 RUN_FILE = "run.json"
-#: files pytc writes inside or beside volumes that are not their data
-_NOT_DATA = ("pytc_config.toml", "pytc_decode", "pytc_progress")
 
 
 def _local_storage(uri: str) -> Path | None:
@@ -44,6 +42,12 @@ def _local_storage(uri: str) -> Path | None:
     return loc.path
 
 
+def _bookkeeping(name: str) -> bool:
+    """pytc's own files in or beside a volume (config, scratch, markers, leases) and
+    write_atomic's temporaries: not the volume's data."""
+    return name.startswith("pytc_") or ".tmp" in name
+
+
 def _fingerprint(path: Path) -> dict[str, int]:
     """Size and modification time of a file, or of every file under a directory."""
     if path.is_file():
@@ -51,9 +55,9 @@ def _fingerprint(path: Path) -> dict[str, int]:
         return {"files": 1, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     files = size = latest = 0
     for root, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if d not in _NOT_DATA]
+        dirs[:] = [d for d in dirs if not _bookkeeping(d)]
         for name in names:
-            if name in _NOT_DATA or ".tmp" in name:  # ours, or write_atomic's temporaries
+            if _bookkeeping(name):
                 continue
             st = os.stat(os.path.join(root, name))
             files += 1
