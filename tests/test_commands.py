@@ -28,7 +28,7 @@ def test_help_and_version(command):
     assert version.returncode == 0 and version.stdout.strip() == "0.1.0"
 
 
-@pytest.mark.parametrize("command", ["pytc-infer", "pytc-launch"])
+@pytest.mark.parametrize("command", ["pytc-infer"])
 def test_unimplemented_commands_say_so(command):
     result = run(command, "anything")
     assert result.returncode == 2

@@ -1,0 +1,207 @@
+"""pytc-launch end to end on a real Slurm (localhost; tests/slurm/local-slurm.sh).
+
+Marked ``slurm``: CI runs them with `uv run pytest -m slurm` after starting the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _attempt_lines(run_dir: Path) -> list[str]:
+    return (run_dir / "launch" / "attempts.log").read_text().splitlines()
+
+
+def test_sweep_of_four_runs_completes_and_status_ranks_them(tmp_path, standin_env, lt):
+    sweep = _write(tmp_path / "sweep.toml", """
+[model]
+architecture = "mednext"
+[train]
+max_steps = 20
+[standin]
+step_seconds = 0.01
+[sweep]
+"model.mednext_kernel_size" = [3, 5]
+"optim.lr" = [1e-3, 2e-3]
+[launch]
+cpus_per_task = 1
+""")
+    out = lt.launch("sweep", str(sweep), "--dir", str(tmp_path / "sw"), env=standin_env)
+    array_id = out.stdout.strip()
+    assert array_id.isdigit() and out.stdout.count("\n") == 1
+    rows = lt.wait(tmp_path / "sw", 600, standin_env)
+    assert [r["state"] for r in rows] == ["COMPLETED"] * 4
+    # each task trained its own run with its own config
+    expected_f1 = {"000": 0.65, "001": 0.64, "002": 0.75, "003": 0.74}  # stand-in's formula
+    for name, params in (("000", (3, 1e-3)), ("001", (3, 2e-3)), ("002", (5, 1e-3)),
+                         ("003", (5, 2e-3))):
+        run = tmp_path / "sw" / "runs" / name
+        text = (run / "launch" / "config.toml").read_text()
+        assert f"mednext_kernel_size = {params[0]}" in text and f"lr = {params[1]}" in text
+        assert (run / "checkpoints" / "best.ckpt").is_file()
+        assert _attempt_lines(run)[0].startswith("start job=")
+        assert f"array_job={array_id} task={int(name)} restart=0" in _attempt_lines(run)[0]
+    # status: a leaderboard by validation F1, naming the best checkpoint
+    status = lt.launch("status", str(tmp_path / "sw"), "--json", env=standin_env)
+    report = json.loads(status.stdout)
+    ranked = [r["name"] for r in report["runs"]]
+    assert ranked == sorted(expected_f1, key=lambda n: -expected_f1[n]) == ["002", "003", "000", "001"]
+    assert [r["metric"] for r in report["runs"]] == pytest.approx([0.75, 0.74, 0.65, 0.64])
+    assert all(r["step"] == 20 and r["restarts"] == 0 for r in report["runs"])
+    assert report["best"]["checkpoint"] == str(tmp_path / "sw" / "runs" / "002" / "checkpoints"
+                                               / "best.ckpt")
+    plain = lt.launch("status", str(tmp_path / "sw"), env=standin_env)
+    assert plain.stdout.strip() == report["best"]["checkpoint"]
+    assert "rank" in plain.stderr and "best: run 002 (val/f1=0.75)" in plain.stderr
+
+
+def test_time_limit_checkpoints_requeues_and_resumes(tmp_path, standin_env, lt):
+    # 2-minute limit, USR1 60 s before it: the run needs about 150 s of steps, so the first
+    # attempt is signalled, saves last.ckpt, is requeued and the next attempt resumes.
+    config = _write(tmp_path / "long.toml", """
+[train]
+max_steps = 1500
+[standin]
+step_seconds = 0.1
+[launch]
+time = "2"
+grace = 60
+max_restarts = 4
+""")
+    job = lt.launch("train", str(config), "--dir", str(tmp_path / "run"), env=standin_env)
+    assert job.stdout.strip().isdigit()
+    rows = lt.wait(tmp_path / "run", 720, standin_env)
+    assert rows[0]["state"] == "COMPLETED", rows
+    log = (tmp_path / "run" / "standin.log").read_text().splitlines()
+    starts = [int(m.group(1)) for line in log if (m := re.match(r"start step=(\d+)", line))]
+    signals = [int(m.group(1)) for line in log if (m := re.match(r"signal USR1 step=(\d+)", line))]
+    assert len(signals) >= 1 and starts[0] == 0
+    assert starts[1:] == signals  # each attempt resumed exactly where the previous one saved
+    assert log[-1] == "done step=1500"
+    attempts = _attempt_lines(tmp_path / "run")
+    restarts = [int(m.group(1)) for line in attempts
+                if (m := re.match(r"start .* restart=(\d+)", line))]
+    assert restarts == list(range(len(signals) + 1))
+    assert rows[0]["restarts"] == len(signals) and rows[0]["step"] == 1500
+    assert sum("requeue job=" in line for line in attempts) == len(signals)
+
+
+def test_failed_task_is_not_requeued_and_resubmit_reruns_only_it(tmp_path, standin_env, lt):
+    marker = tmp_path / "data-ready"
+    sweep = _write(tmp_path / "sweep.toml", f"""
+[train]
+max_steps = 10
+[sweep.zip]
+"standin.fail_unless_exists" = ["{tmp_path / 'sweep.toml'}", "{marker}"]
+"train.seed" = [1, 2]
+""")
+    lt.launch("sweep", str(sweep), "--dir", str(tmp_path / "sw"), env=standin_env)
+    rows = {r["name"]: r for r in lt.wait(tmp_path / "sw", 600, standin_env)}
+    assert rows["000"]["state"] == "COMPLETED"
+    assert rows["001"]["state"] == "FAILED" and rows["001"]["restarts"] == 0
+    failed_attempts = _attempt_lines(tmp_path / "sw" / "runs" / "001")
+    assert len(failed_attempts) == 2 and "rc=2 signalled=0" in failed_attempts[1]
+    assert not any("requeue" in line for line in failed_attempts)
+    status = lt.launch("status", str(tmp_path / "sw"), env=standin_env)
+    assert re.search(r"001\s+\d+_1\s+FAILED", status.stderr)
+
+    marker.write_text("")
+    again = lt.launch("resubmit", str(tmp_path / "sw"), "--failed", env=standin_env)
+    new_id = again.stdout.strip()
+    assert new_id.isdigit()
+    rows = {r["name"]: r for r in lt.wait(tmp_path / "sw", 600, standin_env)}
+    assert rows["001"]["state"] == "COMPLETED" and rows["001"]["job_id"] == f"{new_id}_1"
+    assert rows["000"]["job_id"] != f"{new_id}_0"
+    assert len([line for line in _attempt_lines(tmp_path / "sw" / "runs" / "000")
+                if line.startswith("start")]) == 1  # the finished run was not rerun
+    assert sum(line.startswith("start") for line in
+               _attempt_lines(tmp_path / "sw" / "runs" / "001")) == 2
+    nothing = lt.launch("resubmit", str(tmp_path / "sw"), "--failed", env=standin_env)
+    assert nothing.stdout == ""
+
+
+def _affinities(tmp_path: Path) -> str:
+    from pytc_core import create_volume
+
+    rng = np.random.default_rng(0)
+    aff = rng.random((3, 32, 32, 32), dtype=np.float32)
+    aff = np.clip(aff * 0.6 + 0.35, 0, 1)  # mostly connected, with random cuts
+    uri = str(tmp_path / "aff")
+    create_volume(uri, aff.shape, np.float32, chunk_size=(16, 16, 16)).write(aff)
+    return uri
+
+
+def test_blocks_decode_array_equals_one_local_decode(tmp_path, standin_env, lt):
+    from pytc_core import open_volume
+
+    aff = _affinities(tmp_path)
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    whole = subprocess.run([str(bin_dir / "pytc-decode"), aff, "-o", str(tmp_path / "seg_whole"),
+                            "--threshold", "0.5", "-q"], capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    args = [aff, "-o", str(tmp_path / "seg_slurm"), "--threshold", "0.5", "--block-size", "16"]
+    job = lt.launch("blocks", "decode", "--tasks", "3", "--dir", str(tmp_path / "bl"), "--",
+                 *args, env=standin_env)
+    assert job.stdout.strip().isdigit()
+    record = json.loads((tmp_path / "bl" / "launch.json").read_text())
+    assert [j["step"] for j in record["jobs"]] == ["label", "reduce", "relabel"]
+    assert "#SBATCH --array=0-2" in (tmp_path / "bl" / "label.sbatch").read_text()
+    rows = lt.wait(tmp_path / "bl", 600, standin_env)
+    assert [r["name"] for r in rows] == ["label/0", "label/1", "label/2", "reduce",
+                                         "relabel/0", "relabel/1", "relabel/2"]
+    assert all(r["state"] == "COMPLETED" for r in rows), rows
+    twin = lt.launch("blocks", "decode", "--tasks", "3", "--local", "-q", "--",
+                  aff, "-o", str(tmp_path / "seg_twin"), "--threshold", "0.5",
+                  "--block-size", "16", env=standin_env)
+    assert twin.stdout.strip() == str(tmp_path / "seg_twin")
+    expected = open_volume(str(tmp_path / "seg_whole")).read()
+    assert expected.max() > 1  # several segments, so equality means something
+    np.testing.assert_array_equal(open_volume(str(tmp_path / "seg_slurm")).read(), expected)
+    np.testing.assert_array_equal(open_volume(str(tmp_path / "seg_twin")).read(), expected)
+
+
+def test_blocks_infer_array_equals_one_local_infer(tmp_path, standin_env, lt):
+    from pytc_core import create_volume, open_volume
+
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, (32, 32, 48), dtype=np.uint8)
+    create_volume(str(tmp_path / "raw"), raw.shape, np.uint8, chunk_size=(16, 16, 16)).write(raw)
+    import subprocess
+
+    whole = subprocess.run(["pytc-infer", "--input", str(tmp_path / "raw"), "--output",
+                            str(tmp_path / "aff_whole")], env=standin_env,
+                           capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    job = lt.launch("blocks", "infer", "--tasks", "4", "--dir", str(tmp_path / "bl"), "--",
+                 "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "aff_slurm"),
+                 env=standin_env)
+    assert job.stdout.strip().isdigit()
+    rows = lt.wait(tmp_path / "bl", 600, standin_env)
+    assert len(rows) == 4 and all(r["state"] == "COMPLETED" for r in rows), rows
+    expected = open_volume(str(tmp_path / "aff_whole")).read()
+    np.testing.assert_array_equal(open_volume(str(tmp_path / "aff_slurm")).read(), expected)
+
+
+def test_rejected_submission_shows_slurms_message_and_leaves_nothing(tmp_path, standin_env, lt):
+    config = _write(tmp_path / "t.toml", "[train]\nmax_steps = 1\n[launch]\npartition = \"nope\"\n")
+    out = lt.launch("train", str(config), "--dir", str(tmp_path / "run"), env=standin_env,
+                 check=False)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("pytc-launch: error: Slurm rejected the job: sbatch: error: ")
+    assert "invalid partition" in out.stderr.lower() and out.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
