@@ -33,7 +33,14 @@ from pytc_launch.record import (
     write_record,
 )
 from pytc_launch.sbatch import SlurmOptions, render_script
-from pytc_launch.slurm import FAILED_STATES, FINAL_STATES, cancel_jobs, job_states, submit
+from pytc_launch.slurm import (
+    FAILED_STATES,
+    FINAL_STATES,
+    cancel_jobs,
+    job_states,
+    require_sbatch,
+    submit,
+)
 from pytc_launch.sweep import SweepPlan, expand_sweep, split_launch_tables, train_config_schema
 
 __all__ = ["LaunchResult", "blocks_commands", "cancel", "launch_blocks", "launch_sweep",
@@ -92,6 +99,8 @@ def _train_command(config_path: str, run_dir: str, slurm: SlurmOptions, dry_run:
            "--resume", "auto"]
     if slurm.gpus:
         cmd += ["--devices", str(slurm.gpus)]
+    if slurm.nodes > 1:
+        cmd += ["--set", f"train.num_nodes={slurm.nodes}"]
     return cmd
 
 
@@ -123,6 +132,8 @@ def launch_train(config_path: str | os.PathLike[str], *, directory: str | os.Pat
     ``--run-dir``; the job runs ``srun pytc-train --config DIR/launch/config.toml --run-dir
     DIR --resume auto`` under the requeue wrapper.
     """
+    if not dry_run:
+        require_sbatch()
     doc = load_toml(config_path)
     config, sweep, launch_table = split_launch_tables(doc)
     if sweep:
@@ -167,10 +178,10 @@ def plan_sweep(sweep_path: str | os.PathLike[str], *, max_runs: int | None = Non
         raise UserError(f"{sweep_path} has no [sweep] table",
                         'add one, e.g. [sweep] "model.mednext_kernel_size" = [3, 5]')
     schema = train_config_schema()
-    if schema is None:
+    plan = expand_sweep(config, sweep, schema, max_runs=max_runs, seed=seed)
+    if schema is None:  # after expanding: a bad sweep stays a one-line error
         log.warning("pytc-train is not installed here: sweep keys are not checked against its "
                     "config schema")
-    plan = expand_sweep(config, sweep, schema, max_runs=max_runs, seed=seed)
     return config, launch_table, plan
 
 
@@ -184,6 +195,8 @@ def launch_sweep(sweep_path: str | os.PathLike[str], *, directory: str | os.Path
     ``launch.json`` and ``runs/NNN/launch/config.toml``; task i runs pytc-train with
     ``--run-dir DIR/runs/NNN --resume auto``.
     """
+    if not dry_run:
+        require_sbatch()
     _, launch_table, plan = plan_sweep(sweep_path, max_runs=max_runs, seed=seed)
     slurm = _slurm_from_doc(launch_table, slurm, slurm_overrides)
     stem = Path(sweep_path).stem
@@ -302,6 +315,8 @@ def launch_blocks(stage: str, args: Sequence[str], tasks: int, *,
     """Submit ``pytc-infer|pytc-decode ... --blocks i/n`` as a job array of ``tasks``; for
     decode also ``--step reduce`` (``--dependency=afterok`` on the label array) and the
     relabel array (afterok on reduce). The last job id is the one to wait for."""
+    if not dry_run:
+        require_sbatch()
     steps = blocks_commands(stage, args, tasks, dry_run=dry_run)
     slurm = slurm or SlurmOptions()
     d = Path(directory or Path("runs") / f"blocks-{stage}-{_timestamp()}").absolute()

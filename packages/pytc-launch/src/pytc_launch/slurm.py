@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pytc_core.errors import UserError
 
-__all__ = ["JobState", "cancel_jobs", "job_states", "submit"]
+__all__ = ["JobState", "cancel_jobs", "job_states", "require_sbatch", "submit"]
 
 log = logging.getLogger("pytc.launch")
 
@@ -45,6 +45,11 @@ def _tool(name: str) -> str:
                         "run on a Slurm login node, or use --dry-run to write the scripts "
                         "without submitting")
     return path
+
+
+def require_sbatch() -> str:
+    """The path of ``sbatch``; a UserError saying how to use ``--dry-run`` when it is missing."""
+    return _tool("sbatch")
 
 
 def _run(argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
