@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,7 @@ def run_preview(config: PreviewConfig) -> PreviewResult:
         raise UserError(f"raw {raw_vol.spatial_shape} at {raw_vol.offset} and labels "
                         f"{lab_vol.spatial_shape} at {lab_vol.offset} differ",
                         "give raw and labels of the same volume")
-    region = raw_vol.bbox if config.bbox is None else BBox(tuple(config.bbox[:3]),
-                                                           tuple(config.bbox[3:]))
+    region = raw_vol.bbox if config.bbox is None else BBox(config.bbox[:3], config.bbox[3:])
     if not raw_vol.bbox.contains(region):
         raise UserError(f"--bbox {region} is not inside the volume {raw_vol.bbox}",
                         "give a box inside the volume")
@@ -155,7 +154,7 @@ def run_preview(config: PreviewConfig) -> PreviewResult:
     label_list = [labels[patch_box.relative_to(box.start)]]
     fired: list[list[str]] = []
     for i in range(config.count):
-        d = {"image": raw, "label": labels}
+        d: dict[Hashable, Any] = {"image": raw, "label": labels}
         if transform is not None:
             if transform.needs_partner:
                 pbox = _pick_box(lab_vol, region, read_shape, rng)

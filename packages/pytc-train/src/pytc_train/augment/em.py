@@ -143,15 +143,14 @@ class RandMissingPartsd(PatchTransform):
 
     def apply(self, d: Patch, params: dict[str, Any]) -> Patch:
         image = d[IMAGE_KEY].copy()
-        mask = d.get(LOSS_MASK_KEY)
-        if self.mask_loss:
-            mask = np.ones(image.shape[-3:], np.uint8) if mask is None else mask.copy()
         for z, region in zip(params["sections"], params["regions"], strict=True):
             image[:, z][:, region] = self.fill
-            if self.mask_loss:
-                mask[z][region] = 0
         d[IMAGE_KEY] = image
         if self.mask_loss:
+            old = d.get(LOSS_MASK_KEY)
+            mask = np.ones(image.shape[-3:], np.uint8) if old is None else old.copy()
+            for z, region in zip(params["sections"], params["regions"], strict=True):
+                mask[..., z, :, :][..., region] = 0
             d[LOSS_MASK_KEY] = mask
         return d
 

@@ -77,7 +77,8 @@ class EMAugment(Randomizable):
     @property
     def read_zyx(self) -> Zyx:
         """Shape of the (Z, Y, X) read the pipeline expects: patch + 2 · margin."""
-        return tuple(p + 2 * m for p, m in zip(self.patch_zyx, self.margin_zyx, strict=True))
+        z, y, x = (p + 2 * m for p, m in zip(self.patch_zyx, self.margin_zyx, strict=True))
+        return z, y, x
 
     @property
     def needs_partner(self) -> bool:
@@ -149,8 +150,9 @@ def _zyx(values: Sequence[int], what: str) -> Zyx:
     return out  # type: ignore[return-value]
 
 
-def check_patch(cfg: AugConfig, patch_zyx: Sequence[int]) -> None:
-    """UserError when the patch is too small for the configured transforms (resolved cfg)."""
+def check_patch(cfg: Any, patch_zyx: Sequence[int]) -> None:
+    """UserError when the patch is too small for the configured transforms (``cfg``: an
+    :class:`AugConfig` after :meth:`AugConfig.resolved`, every field set)."""
     z, y, x = patch_zyx
     yx = min(y, x)
 
@@ -206,7 +208,7 @@ def build_augmentation(cfg: AugConfig, patch_zyx: Sequence[int],
         raise UserError(f"augmentation config must be an AugConfig, got {type(cfg).__name__}",
                         "build it with AugConfig(...) or resolve_config")
     patch = _zyx(patch_zyx, "patch")
-    r = cfg.resolved()
+    r: Any = cfg.resolved()  # every field set
     check_patch(r, patch)
     if voxel_size_zyx is not None and len(tuple(voxel_size_zyx)) != 3:
         raise UserError(f"voxel size must be 3 numbers (z, y, x), got {voxel_size_zyx!r}",
@@ -232,7 +234,7 @@ def build_augmentation(cfg: AugConfig, patch_zyx: Sequence[int],
     return pipeline, pipeline.margin_zyx  # type: ignore[return-value]
 
 
-def _make(name: str, r: AugConfig, out_zyx: tuple[int, ...], patch: Zyx,
+def _make(name: str, r: Any, out_zyx: tuple[int, ...], patch: Zyx,
           voxel_size: Sequence[float] | None) -> PatchTransform:
     c = getattr(r, name)
     p = c.prob
