@@ -267,3 +267,19 @@ def test_the_int64_kernel_for_uint64_outputs_gives_the_same_labels():
                                        _NO_EXT, _NO_EXT, lab, parent)
     assert nan == 0 and outside == 0 and nseg == expected.max()
     np.testing.assert_array_equal(lab, expected)
+
+
+def test_values_outside_0_1_are_refused_while_labelling():
+    """The kernel checks every affinity it reads: [0, 1] passes, logits do not."""
+    aff = np.zeros((3, 4, 4, 4), np.float32)
+    aff[:, :, :2] = 1.0  # the bounds themselves are fine
+    assert affinity_cc(aff).max() == 1
+    for bad in (1.5, -0.01, np.float32(1.0000001)):
+        aff[2, 3, 3, 3] = bad
+        with pytest.raises(UserError, match=r"1 value\(s\) outside \[0, 1\].*--logits"):
+            affinity_cc(aff)
+    aff[2, 3, 3, 3] = np.inf
+    with pytest.raises(UserError, match="NaN/inf"):
+        affinity_cc(aff)
+    aff[2, 3, 3, 3] = 0.5
+    np.testing.assert_array_equal(affinity_cc((aff * 255).astype(np.uint8)), affinity_cc(aff))

@@ -133,3 +133,49 @@ def test_a_run_with_other_options_never_reuses_blocks(tmp_path, affinities, caps
     capsys.readouterr()
     assert run_entry_point("pytc-decode", app, [*base, "--step", "reduce"]) == 2
     assert "differs in: affinities.storage" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_process_resumes_and_refuses_other_options(tmp_path):
+    """A real pytc-decode process killed (SIGKILL) mid-label resumes with the same options,
+    and refuses to reuse its blocks with other options."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    labels = synthetic_labels((48, 96, 96), seed=3)
+    aff = affinities_from_labels(labels)[0]
+    aff = np.clip(aff * 0.8 + 0.1 + np.random.default_rng(2).normal(0, 0.1, aff.shape), 0, 1)
+    aff = aff.astype(np.float32)
+    aff_uri = str(tmp_path / "aff")
+    create_volume(aff_uri, aff.shape, np.float32, chunk_size=(8, 16, 16)).write(aff)
+    seg_uri = str(tmp_path / "seg")
+    script = Path(sys.executable).with_name("pytc-decode")
+    argv = [str(script), aff_uri, "-o", seg_uri, "--block-size", "8,16,16", "--min-size", "4",
+            "-v"]  # 216 blocks
+    markers = tmp_path / "seg" / "pytc_decode" / "label"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if markers.exists() and len(list(markers.iterdir())) >= 5:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(markers.iterdir()))
+    assert 5 <= done < 216
+
+    other = subprocess.run([*argv[:-1], "--threshold", "0.6"], capture_output=True, text=True,
+                           timeout=300)
+    assert other.returncode == 2 and "differs in: config.threshold" in other.stderr
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    m = re.search(r"label: (\d+) of 216 blocks processed, (\d+) done before", again.stderr)
+    assert m is not None, again.stderr
+    assert int(m.group(2)) >= done and int(m.group(1)) == 216 - int(m.group(2))
+    np.testing.assert_array_equal(open_volume(seg_uri).read(), affinity_cc(aff, 0.5, 4))

@@ -163,7 +163,7 @@ def label_block(affinities: np.ndarray, threshold: float, bbox: BBox, volume_box
         parent = np.empty(bbox.size + 1, np.uint32)
         m, use_mask = _kernel_mask(mask, bbox.shape)
         num, nan, outside, sizes, first = _label_block_serial(
-            aff, t, value_scale(aff.dtype), m, use_mask, lo_ext, hi_ext, lab, parent, origin,
+            aff, t, aff.dtype.type(value_scale(aff.dtype)), m, use_mask, lo_ext, hi_ext, lab, parent, origin,
             vol_shape)
         del parent
         _check_counts(nan, outside)

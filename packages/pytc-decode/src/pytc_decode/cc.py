@@ -55,17 +55,21 @@ def _label_slab(aff, t, hi, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent,
     n = zero
     nan = 0
     outside = 0
+    lo = hi - hi  # 0 in the affinities' own dtype (no widening in the range check)
     for z in range(z0, z1):
         for y in range(Y):
             for x in range(X):
                 a0 = aff[0, z, y, x]
                 a1 = aff[1, z, y, x]
                 a2 = aff[2, z, y, x]
-                # x - x is 0 for finite x and NaN for NaN and ±inf: one check for both
-                if a0 - a0 != 0 or a1 - a1 != 0 or a2 - a2 != 0:
-                    nan += 1
-                elif a0 < 0 or a1 < 0 or a2 < 0 or a0 > hi or a1 > hi or a2 > hi:
-                    outside += 1
+                # one range check catches NaN too (every comparison with NaN is false)
+                if not (a0 >= lo and a0 <= hi and a1 >= lo and a1 <= hi and a2 >= lo
+                        and a2 <= hi):
+                    # x - x is 0 for finite x and NaN for NaN and ±inf
+                    if a0 - a0 != 0 or a1 - a1 != 0 or a2 - a2 != 0:
+                        nan += 1
+                    else:
+                        outside += 1
                 if use_mask and mask[z, y, x] == 0:
                     lab[z, y, x] = zero
                     continue
@@ -395,7 +399,7 @@ def _label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.
     parent = np.empty(nvox + 1, dtype=kernel_dtype)  # pages are touched only as labels are made
     nslabs = max(1, min(slabs or numba.get_num_threads() * 2, shape[0]))
     m, use_mask = _kernel_mask(mask, shape)
-    hi = value_scale(aff.dtype)
+    hi = aff.dtype.type(value_scale(aff.dtype))
     if nslabs == 1:  # one thread: no parallel region (blocks may run in a thread pool)
         nseg, nan, outside = _label_serial(aff, t, hi, m, use_mask, lo_ext, hi_ext, lab, parent)
     else:

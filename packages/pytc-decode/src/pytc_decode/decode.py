@@ -551,6 +551,9 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
                   aff_vol.bbox, step, mine, "" if share is None else f" (share {share[0]}/"
                   f"{share[1]})", run.workdir)
         stats = _decode_blockwise(run, step, share, overwrite, show_progress, timings, blocks)
+        for name, r in blocks.items():
+            log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
+                      r.planned, r.skipped)
     from pytc_core.config import save_config_next_to
 
     save_config_next_to(out_uri, cfg, command="pytc-decode")
