@@ -135,6 +135,19 @@ def test_a_run_with_other_options_never_reuses_blocks(tmp_path, affinities, caps
     assert "differs in: affinities.storage" in capsys.readouterr().err
 
 
+def test_shares_into_the_hdf5_file_of_their_input(tmp_path, affinities, capsys):
+    """Writing the output into the input's own HDF5 file changes the file, not the input:
+    later shares of the same run still match its key."""
+    aff_uri = f"{tmp_path / 'run.h5'}:aff"
+    create_volume(aff_uri, affinities.shape, np.float32, chunk_size=(8, 16, 16)).write(affinities)
+    base = [aff_uri, "-o", f"{tmp_path / 'run.h5'}:seg", "--block-size", "8,16,16", "-q"]
+    for args in (["--step", "label", "--blocks", "0/2"], ["--step", "label", "--blocks", "1/2"],
+                 ["--step", "reduce"], ["--step", "relabel", "--blocks", "0/1"]):
+        assert run_entry_point("pytc-decode", app, [*base, *args]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(open_volume(f"{tmp_path / 'run.h5'}:seg").read(),
+                                  affinity_cc(affinities))
+
+
 @pytest.mark.slow
 def test_a_killed_process_resumes_and_refuses_other_options(tmp_path):
     """A real pytc-decode process killed (SIGKILL) mid-label resumes with the same options,

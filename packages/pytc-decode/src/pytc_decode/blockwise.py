@@ -22,6 +22,7 @@ import io
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -74,8 +75,8 @@ class BlockSummary:
     def to_bytes(self) -> bytes:
         """Serialise as .npz bytes (for Slurm tasks that hand their summary to the reduce step)."""
         buf = io.BytesIO()
-        arrays = {"start": np.array(self.bbox.start), "stop": np.array(self.bbox.stop),
-                  "sizes": self.sizes, "first": self.first}
+        arrays: dict[str, Any] = {"start": np.array(self.bbox.start), "stop": np.array(self.bbox.stop),
+                                  "sizes": self.sizes, "first": self.first}
         for name in ("low_labels", "high_labels", "low_edges"):
             for axis, plane in zip("zyx", getattr(self, name), strict=True):
                 arrays[f"{name}_{axis}"] = plane
@@ -187,7 +188,7 @@ class BlockTables:
     """The reduce step's result: per block, local id → final id (index 0 → 0)."""
 
     #: one table per block start (z, y, x)
-    tables: dict[tuple[int, int, int], np.ndarray]
+    tables: dict[tuple[int, ...], np.ndarray]
     num_segments: int
     #: voxels per final id (index 0 = background)
     sizes: np.ndarray
@@ -253,7 +254,7 @@ def reduce_blocks(summaries: Sequence[BlockSummary], volume_box: BBox, min_size:
     final[order] = np.arange(1, order.size + 1)
     out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
     global_table = final[parent].astype(out_dtype)
-    tables = {}
+    tables: dict[tuple[int, ...], np.ndarray] = {}
     for s in summaries:
         o = offsets[s.bbox.start]
         t = np.zeros(s.num_labels + 1, dtype=out_dtype)

@@ -64,6 +64,7 @@ def decode(
 
         pytc-decode aff_layer --output seg_layer --threshold 0.5
         pytc-decode aff.h5:aff -o seg.h5:seg --min-size 100 --small merge --dust
+        pytc-decode logits.zarr --logits          # a model output without its sigmoid
         pytc-infer ... | pytc-decode - --block-size 128        # larger than memory
         # Slurm array task I of 16: label shares, one reduce, relabel shares
         pytc-decode aff -o seg --block-size 128 --step label --blocks $I/16

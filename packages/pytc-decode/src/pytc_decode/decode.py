@@ -210,11 +210,11 @@ def default_output_uri(aff_uri: str) -> str:
     uri = aff_uri.rstrip("/")
     if loc.format == "hdf5":
         return f"{loc.path}:{(loc.inner or 'affinities')}_seg"
-    if loc.format == "zarr":
+    if loc.format == "zarr" and loc.path is not None:
         if loc.inner:
             return f"{loc.path}/{loc.inner}_seg"
         return str(loc.path.with_name(loc.path.stem + "_seg.zarr"))
-    if loc.format in ("tiff", "npy"):
+    if loc.format in ("tiff", "npy") and loc.path is not None:
         return str(loc.path.with_name(loc.path.stem + "_seg" + loc.path.suffix))
     return uri + "_seg"
 
@@ -381,7 +381,6 @@ def plan_run(aff_vol: Volume, mask_vol: Volume | None, out_uri: str,
         "config": config_to_dict(replace(cfg, dust=False)),
         "affinities": input_identity(aff_vol, out_uri),
         "mask": None if mask_vol is None else input_identity(mask_vol, out_uri),
-        "output": out_uri,
     }
     return BlockwiseRun(aff_vol, mask_vol, out_uri, cfg, blocks, workdir,
                         run_key(description))
@@ -545,6 +544,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
                                                   timings)
     else:
         run = plan_run(aff_vol, mask_vol, out_uri, cfg)
+        assert isinstance(cfg.block_size, tuple)
         mine = len(run.blocks) if share is None else len(run.blocks[share[0]::share[1]])
         log.debug("block plan: %d blocks of %s voxels over %s; step %s, this task %d blocks%s; "
                   "scratch %s", len(run.blocks), "x".join(map(str, cfg.block_size)),

@@ -77,7 +77,8 @@ def input_identity(vol: Volume, output_uri: str | None = None) -> dict[str, Any]
         return ident
     ident["uri"] = str(path.resolve()) + (f":{parse_uri(vol.uri).inner}"
                                           if parse_uri(vol.uri).format == "hdf5" else "")
-    shared = output_uri is not None and path.is_file() and _local_storage(output_uri) == path
+    out_path = None if output_uri is None else _local_storage(output_uri)
+    shared = out_path is not None and path.is_file() and out_path.resolve() == path.resolve()
     if shared and parse_uri(vol.uri).format == "hdf5":
         import h5py
 
