@@ -61,9 +61,9 @@ def test_round_trip_preserves_values_dtype_voxel_size_offset(tmp_path, fmt, kind
 def test_zarr2_is_really_format_2(tmp_path):
     uri = str(tmp_path / "a.zarr")
     create_volume(uri, (4, 4, 4), "uint8", zarr_format=2)
-    assert (tmp_path / "a.zarr" / ".zarray").exists()
+    assert (tmp_path / "a.zarr" / ".zgroup").exists() and (tmp_path / "a.zarr" / "0" / ".zarray").exists()
     create_volume(str(tmp_path / "b.zarr"), (4, 4, 4), "uint8")
-    assert json.loads((tmp_path / "b.zarr" / "zarr.json").read_text())["zarr_format"] == 3
+    assert json.loads((tmp_path / "b.zarr" / "0" / "zarr.json").read_text())["zarr_format"] == 3
 
 
 def test_precomputed_is_readable_by_cloudvolume_in_xyz(tmp_path):
@@ -179,3 +179,35 @@ def test_real_em_volume_reads_lazily():
     assert vol.shape == (250, 250, 250) and vol.voxel_size == (10.0, 10.0, 10.0)
     block = vol.read(BBox((175, 0, 0), (180, 16, 16)))
     assert block.shape == (5, 16, 16) and block.dtype == np.uint16 and block.max() > 0
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_integer_writes_that_would_wrap_are_refused(tmp_path, fmt):
+    uri = FORMATS[fmt](tmp_path, "narrow")
+    vol = create_volume(uri, (4, 4, 4), "uint32", zarr_format=2 if fmt == "zarr2" else 3)
+    ids = np.full((4, 4, 4), 7, np.uint64)
+    ids[1, 2, 3] = 2**32 + 5  # would be stored as 5 by a plain cast
+    with pytest.raises(ValueError, match=r"7\.\.4294967301 do not fit uint32"):
+        vol.write(ids)
+    assert open_volume(uri, fill_missing=True).read().max() == 0  # nothing written
+    negative = np.zeros((4, 4, 4), np.int64)
+    negative[0, 0, 0] = -1
+    with pytest.raises(ValueError, match="do not fit uint32"):
+        vol.write(negative)
+    ids[1, 2, 3] = 2**32 - 1  # fits: stored exactly
+    vol.write(ids)
+    back = open_volume(uri).read()
+    assert back.dtype == np.uint32 and back[1, 2, 3] == 2**32 - 1 and back[0, 0, 0] == 7
+
+
+def test_casts_into_floats_are_checked_too():
+    from pytc_core.volume.base import cast_losslessly
+
+    assert cast_losslessly(np.array([2**24], np.int64), np.dtype("float32")).item() == 2**24
+    with pytest.raises(ValueError, match="do not fit float32"):
+        cast_losslessly(np.array([2**24 + 1], np.int64), np.dtype("float32"))
+    with pytest.raises(ValueError, match="overflow float32"):
+        cast_losslessly(np.array([1e300]), np.dtype("float32"))
+    with pytest.raises(ValueError, match="cannot store float32"):
+        cast_losslessly(np.array([1.0], np.float32), np.dtype("uint8"))
+    assert cast_losslessly(np.array([True]), np.dtype("uint8")).item() == 1

@@ -69,7 +69,6 @@ class BBox:
         stop = tuple(max(s, e) for s, e in zip(start, stop, strict=True))
         return BBox(start, stop)  # type: ignore[arg-type]
 
-    clip = intersect
 
     def grow(self, margin: Sequence[int] | int) -> BBox:
         """The box enlarged by ``margin`` voxels on every side (shrunk for negative margins)."""

@@ -35,7 +35,7 @@ def plan_blocks(bbox: BBox, block_size: Sequence[int] | int,
     """
     size = _vec(block_size, "block_size")
     if any(s <= 0 for s in size):
-        raise UserError(f"block size {size} must be positive", "use e.g. --block-size 128")
+        raise UserError(f"block size {size} must be positive", "use positive voxel counts, e.g. 128")
     origin = _vec(grid_origin if grid_origin is not None else bbox.start, "grid_origin")
     ranges = []
     for a, b, o, s in zip(bbox.start, bbox.stop, origin, size, strict=True):
@@ -56,10 +56,10 @@ def parse_share(share: str) -> tuple[int, int]:
     """``"i/n"`` → ``(i, n)`` with 0 <= i < n (task i of n, 0-based as Slurm array ids)."""
     m = _SHARE.match(share)
     if not m:
-        raise UserError(f"bad block share '{share}'", "write it as i/n, e.g. --blocks 0/4")
+        raise UserError(f"bad block share '{share}'", "write it as i/n, e.g. 0/4 for the first of 4 tasks")
     i, n = int(m.group(1)), int(m.group(2))
     if n < 1 or not 0 <= i < n:
-        raise UserError(f"bad block share '{share}': need 0 <= i < n", "e.g. --blocks 3/8")
+        raise UserError(f"bad block share '{share}': need 0 <= i < n", "e.g. 3/8")
     return i, n
 
 

@@ -5,7 +5,8 @@ run's whole life: lease, run record, completion, cleanup):
 
 - :func:`inspect_output` recognises what is at a URI: nothing, a volume of the URI's own
   format that pytc can read (a precomputed layer: a directory whose ``info`` parses plus its
-  chunk and ``pytc_*`` files; a ``.npy`` file; one HDF5 dataset; one zarr array; a TIFF file),
+  chunk and ``pytc_*`` files; a ``.npy`` file; one HDF5 dataset; one zarr array or OME-Zarr
+  image group; a TIFF file),
   or anything else ("foreign": a text file, a directory of other files, an HDF5 group, a zarr
   group ...), which pytc never replaces, ``--overwrite`` or not.
 - :func:`check_output_target` runs before any input data is read: the output must not be (or
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from pytc_core.errors import UserError
-from pytc_core.volume import VolumeLocation, parse_uri, sidecar_path
+from pytc_core.volume import VolumeLocation, backend, parse_uri, sidecar_path
 
 __all__ = [
     "LEASE_NAME",
@@ -104,9 +105,8 @@ def _read_info(path: Path) -> dict | None:
 
 def _inspect_precomputed(uri: str, path: Path | None) -> OutputState:
     if path is None:  # remote: an info file marks a layer
-        from pytc_core.volume.precomputed import precomputed_exists
-
-        return OutputState(uri, "volume", "a precomputed layer") if precomputed_exists(uri) \
+        exists = backend("precomputed").exists(parse_uri(uri))
+        return OutputState(uri, "volume", "a precomputed layer") if exists \
             else OutputState(uri, "absent", "nothing")
     if not path.exists() and not path.is_symlink():
         return OutputState(uri, "absent", "nothing")
@@ -196,6 +196,24 @@ def _zarr_node(path: Path) -> str | None:
     return None
 
 
+_ZARR_META = ("zarr.json", ".zgroup", ".zattrs")
+
+
+def _ome_levels(group: Path) -> list[str]:
+    """The level paths of the OME-Zarr image group ``group`` (empty when it is none)."""
+    from pytc_core.volume.ngff import level_paths
+
+    for name, key in (("zarr.json", "attributes"), (".zattrs", None)):
+        try:
+            meta = json.loads((group / name).read_text())
+        except (OSError, ValueError):
+            continue
+        attrs = meta.get(key, {}) if key else meta
+        if isinstance(attrs, dict):
+            return [p.split("/")[0] for p in level_paths(attrs) if p]
+    return []
+
+
 def _inspect_zarr(uri: str, root: Path, inner: str) -> OutputState:
     parts = [p for p in inner.split("/") if p]
     node = root
@@ -214,6 +232,12 @@ def _inspect_zarr(uri: str, root: Path, inner: str) -> OutputState:
     if kind == "array":
         return OutputState(uri, "volume", "a zarr array")
     entries = {e.name for e in os.scandir(node)}
+    levels = _ome_levels(node) if kind == "group" else []
+    if levels:  # an OME-Zarr image (what pytc writes): its levels, metadata and pytc's files
+        others = {e for e in entries if not _is_pytc_entry(e)} - set(levels) - set(_ZARR_META)
+        if not others:
+            return OutputState(uri, "volume", "an OME-Zarr image")
+        return OutputState(uri, "foreign", f"{node} is an OME-Zarr image but also holds {_listing(others)}")
     if kind == "group":
         arrays = [e for e in entries if (node / e).is_dir() and _zarr_node(node / e)]
         return OutputState(uri, "foreign", f"{node} is a zarr group"
@@ -394,9 +418,7 @@ def remove_output(uri: str, *, keep_lease: bool = True, remove_empty_file: bool 
     base = _local_base(loc)
     if loc.format == "precomputed":
         if base is None:
-            from pytc_core.volume.precomputed import delete_precomputed
-
-            delete_precomputed(uri)
+            backend("precomputed").delete(loc)
             return
         if base.is_dir():
             _remove_entries(base, [e.name for e in os.scandir(base)], keep)
@@ -426,9 +448,7 @@ def remove_output(uri: str, *, keep_lease: bool = True, remove_empty_file: bool 
             p.unlink(missing_ok=True)
     if loc.format == "hdf5":
         if state.kind == "volume":
-            from pytc_core.volume.hdf5 import delete_dataset
-
-            delete_dataset(loc.path, loc.inner)
+            backend("hdf5").delete(loc)
         if remove_empty_file and loc.path.exists() and _hdf5_is_empty(loc.path):
             loc.path.unlink()
         return
@@ -457,7 +477,7 @@ def _remove_empty_zarr_parents(root: Path, inner: str) -> None:
         node = root.joinpath(*parts[:i])
         if not node.is_dir():
             continue
-        rest = [e.name for e in os.scandir(node) if e.name not in ("zarr.json", ".zgroup", ".zattrs")]
+        rest = [e.name for e in os.scandir(node) if e.name not in _ZARR_META]
         if rest:
             return
         _remove_entries(node, [e.name for e in os.scandir(node)], set())

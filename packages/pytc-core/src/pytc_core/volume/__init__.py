@@ -5,28 +5,42 @@ URI forms (axes always (z, y, x), channels first):
 - ``path/to/layer``, ``file:///abs/layer``, ``gs://bucket/layer``, ``s3://...`` — a Neuroglancer
   precomputed layer via CloudVolume (the default output format; chunked and resumable)
 - ``file.h5:dataset`` (also ``.hdf5``, ``.hdf``) — an HDF5 dataset
-- ``x.zarr`` or ``x.zarr/path/in/store`` — a zarr v2 or v3 array
+- ``x.zarr`` or ``x.zarr/path/in/store`` — a zarr v2 or v3 array, or an OME-Zarr image group
+  (its level 0; ``x.zarr/1`` for level 1)
 - ``x.tif`` / ``x.tiff`` — a TIFF stack
 - ``x.npy`` — a NumPy array (metadata in ``x.npy.json``)
+
+``file://`` URIs are percent-decoded. Each format is one backend module (open, create, exists,
+delete, sidecar placement) listed in ``BACKENDS``.
 """
 
 from __future__ import annotations
 
-import os
-import re
+import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pytc_core.errors import UserError
-from pytc_core.volume.base import Volume, require_channels, require_finite, require_integer_labels
+from pytc_core.volume.base import (
+    FormatBackend,
+    Volume,
+    VolumeSpec,
+    require_channels,
+    require_finite,
+    require_integer_labels,
+)
+from pytc_core.volume.location import VolumeLocation, parse_uri
 from pytc_core.volume.metadata import check_ndim
 
 __all__ = [
+    "BACKENDS",
+    "FormatBackend",
     "Volume",
     "VolumeLocation",
+    "VolumeSpec",
+    "backend",
     "create_volume",
     "delete_volume",
     "open_volume",
@@ -38,42 +52,20 @@ __all__ = [
     "volume_exists",
 ]
 
-_H5 = re.compile(r"^(?P<path>.*\.(?:h5|hdf5|hdf))(?::(?P<dataset>.*))?$", re.IGNORECASE)
+#: format name -> module defining its ``BACKEND`` (imported on first use, so opening an .npy
+#: does not import CloudVolume)
+BACKENDS: dict[str, str] = {
+    "precomputed": "pytc_core.volume.precomputed",
+    "hdf5": "pytc_core.volume.hdf5",
+    "zarr": "pytc_core.volume.zarr_array",
+    "tiff": "pytc_core.volume.tiff",
+    "npy": "pytc_core.volume.npy",
+}
 
 
-@dataclass(frozen=True)
-class VolumeLocation:
-    """A parsed URI: the format and where the data lives."""
-
-    format: str  # precomputed, hdf5, zarr, tiff, npy
-    uri: str
-    path: Path | None = None  # local file/dir (root of a zarr store)
-    inner: str = ""  # HDF5 dataset or zarr array path
-
-
-def parse_uri(uri: str) -> VolumeLocation:
-    """Work out a URI's format from its form (see the module docstring)."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise UserError("empty volume URI", "pass a path or URI")
-    uri = uri.strip()
-    if uri.startswith(("gs://", "s3://", "http://", "https://", "precomputed://")):
-        return VolumeLocation("precomputed", uri)
-    plain = uri[len("file://"):] if uri.startswith("file://") else uri
-    plain = os.path.expanduser(plain)
-    m = _H5.match(plain)
-    if m:
-        return VolumeLocation("hdf5", uri, Path(m.group("path")), (m.group("dataset") or "").strip("/"))
-    if ".zarr" in plain and any(p.endswith(".zarr") for p in Path(plain).parts):
-        from pytc_core.volume.zarr_array import split_zarr_path
-
-        root, inner = split_zarr_path(plain.replace(".zarr:", ".zarr/"))
-        return VolumeLocation("zarr", uri, root, inner)
-    lower = plain.lower()
-    if lower.endswith((".tif", ".tiff")):
-        return VolumeLocation("tiff", uri, Path(plain))
-    if lower.endswith(".npy"):
-        return VolumeLocation("npy", uri, Path(plain))
-    return VolumeLocation("precomputed", uri, Path(plain))
+def backend(fmt: str) -> FormatBackend:
+    """The backend of format ``fmt`` (a key of ``BACKENDS``)."""
+    return importlib.import_module(BACKENDS[fmt]).BACKEND
 
 
 def open_volume(uri: str, *, fill_missing: bool = False, allow_incomplete: bool = False) -> Volume:
@@ -90,26 +82,7 @@ def open_volume(uri: str, *, fill_missing: bool = False, allow_incomplete: bool 
         from pytc_core.output_run import require_complete
 
         require_complete(uri)
-    if loc.format == "precomputed":
-        from pytc_core.volume.precomputed import PrecomputedVolume
-
-        vol: Volume = PrecomputedVolume(uri, fill_missing=fill_missing)
-    elif loc.format == "hdf5":
-        from pytc_core.volume.hdf5 import Hdf5Volume
-
-        vol = Hdf5Volume(uri, loc.path, loc.inner or None)
-    elif loc.format == "zarr":
-        from pytc_core.volume.zarr_array import ZarrVolume
-
-        vol = ZarrVolume(uri, loc.path, loc.inner)
-    elif loc.format == "tiff":
-        from pytc_core.volume.tiff import TiffVolume
-
-        vol = TiffVolume(uri, loc.path)
-    else:
-        from pytc_core.volume.npy import NpyVolume
-
-        vol = NpyVolume(uri, loc.path)
+    vol = backend(loc.format).open(loc, fill_missing)
     check_ndim(vol.shape, uri)
     return vol
 
@@ -192,30 +165,8 @@ def create_volume(
             return vol
         else:
             raise UserError(f"output {uri} already exists", "pass --overwrite to replace it, or choose another output")
-    meta = {"axes": "czyx" if len(shape) == 4 else "zyx", "voxel_size": list(voxel), "offset": list(off)}
-    if loc.format == "precomputed":
-        from pytc_core.volume.precomputed import create_precomputed
-
-        if compress == "auto":
-            compress = "gzip" if np.issubdtype(dtype, np.integer) else None
-        return create_precomputed(uri, shape, dtype, voxel, off, chunks, layer_type, compress)
-    if loc.format == "hdf5":
-        if not loc.inner:
-            raise UserError(f"{uri} names an HDF5 file but no dataset", f"write it as {loc.path}:DATASET")
-        from pytc_core.volume.hdf5 import create_hdf5
-
-        return create_hdf5(uri, loc.path, loc.inner, shape, dtype, meta, chunks)
-    if loc.format == "zarr":
-        from pytc_core.volume.zarr_array import create_zarr
-
-        return create_zarr(uri, loc.path, loc.inner, shape, dtype, meta, chunks, zarr_format)
-    if loc.format == "tiff":
-        from pytc_core.volume.tiff import create_tiff
-
-        return create_tiff(uri, loc.path, shape, dtype, meta)
-    from pytc_core.volume.npy import create_npy
-
-    return create_npy(uri, loc.path, shape, dtype, meta)
+    spec = VolumeSpec(shape, dtype, voxel, off, chunks, layer_type, compress, zarr_format)  # type: ignore[arg-type]
+    return backend(loc.format).create(loc, spec)
 
 
 def sidecar_path(uri: str, name: str) -> Path | None:
@@ -225,19 +176,4 @@ def sidecar_path(uri: str, name: str) -> Path | None:
     outputs: ``<file>[.<dataset>].<name>``. None for remote outputs.
     """
     loc = parse_uri(uri)
-    if loc.format == "precomputed":
-        from pytc_core.volume.precomputed import local_layer_path
-
-        layer = local_layer_path(uri)
-        return None if layer is None else layer / name
-    if loc.format == "zarr":
-        return (loc.path / loc.inner if loc.inner else loc.path) / name
-    if loc.format == "hdf5":
-        dataset = loc.inner.replace("/", "_")
-        return loc.path.with_name(f"{loc.path.name}.{dataset}.{name}")
-    return loc.path.with_name(f"{loc.path.name}.{name}")
-
-
-def progress_dir(uri: str) -> Path | None:
-    """The directory of block-completion markers for a run writing ``uri`` (local outputs)."""
-    return sidecar_path(uri, "pytc_progress")
+    return backend(loc.format).sidecar(loc, name)

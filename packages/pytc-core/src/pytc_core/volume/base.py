@@ -9,15 +9,19 @@ offset.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pytc_core.bbox import BBox, Vec3
 from pytc_core.errors import UserError
+from pytc_core.volume.location import VolumeLocation
 
-__all__ = ["Volume", "require_finite", "require_integer_labels", "require_channels"]
+__all__ = ["FormatBackend", "Volume", "VolumeSpec", "cast_losslessly", "require_channels",
+           "require_finite", "require_integer_labels"]
 
 
 class Volume(ABC):
@@ -93,19 +97,9 @@ class Volume(ABC):
         box = BBox.from_shape(array.shape[-3:], start)
         if not self.bbox.contains(box):
             raise ValueError(f"write box {box} lies outside {self.uri} (extent {self.bbox})")
-        if array.dtype != self.dtype:
-            if not np.can_cast(array.dtype, self.dtype, casting="same_kind"):
-                raise ValueError(f"cannot store {array.dtype} data in {self.dtype} volume {self.uri}")
-            array = array.astype(self.dtype)
         if box.empty:
             return
-        self._write(np.ascontiguousarray(array), box)
-
-    def metadata(self) -> dict[str, Any]:
-        """The metadata every format stores: axes, voxel size (nm), offset (voxels)."""
-        return {"axes": "czyx" if self.ndim == 4 else "zyx",
-                "voxel_size": [float(v) for v in self.voxel_size],
-                "offset": [int(v) for v in self.offset]}
+        self._write(np.ascontiguousarray(cast_losslessly(array, self.dtype, self.uri)), box)
 
     def array_index(self, bbox: BBox) -> tuple[slice, ...]:
         """Index of ``bbox`` (global voxels) into the stored array, channels kept whole."""
@@ -117,6 +111,103 @@ class Volume(ABC):
 
     @abstractmethod
     def _write(self, array: np.ndarray, bbox: BBox) -> None: ...
+
+
+def cast_losslessly(array: np.ndarray, dtype: np.dtype, uri: str = "the volume") -> np.ndarray:
+    """``array`` as ``dtype``, or ValueError when a value would change on the way.
+
+    Safe casts pass as they are. Integers into a narrower integer type (uint64 ids into a
+    uint32 volume, negative values into an unsigned one) pass only when every value fits, and
+    integers into floats only up to the float's exact range (2^24 for float32): the value range
+    is checked, which costs one pass next to the write. Floats narrow to a smaller float
+    (float64 to float32) unless a value overflows to inf. Floats never go into integers.
+    """
+    dtype = np.dtype(dtype)
+    src = array.dtype
+    if src == dtype:
+        return array
+    if np.can_cast(src, dtype, casting="safe"):
+        return array.astype(dtype)
+    what = f"{src} data in {dtype} volume {uri}"
+    if src.kind in "biu" and dtype.kind in "iuf":
+        if array.size:
+            lo, hi = int(array.min()), int(array.max())
+            if dtype.kind == "f":
+                exact = 2 ** (np.finfo(dtype).nmant + 1)
+                bounds = (-exact, exact)
+            else:
+                bounds = (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+            if lo < bounds[0] or hi > bounds[1]:
+                raise ValueError(f"cannot store {what}: its values {lo}..{hi} do not fit "
+                                 f"{dtype} ({bounds[0]}..{bounds[1]}); they would wrap or round")
+        return array.astype(dtype)
+    if src.kind == "f" and dtype.kind == "f":
+        with np.errstate(over="raise"):
+            try:
+                return array.astype(dtype)
+            except FloatingPointError:
+                raise ValueError(f"cannot store {what}: values overflow {dtype}") from None
+    raise ValueError(f"cannot store {what}")
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """What :func:`pytc_core.create_volume` asks a format to create (validated there).
+
+    ``shape`` (Z, Y, X) or (C, Z, Y, X); ``voxel_size`` nm and ``offset`` voxels, (z, y, x);
+    ``chunk_size`` voxels (z, y, x).
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    voxel_size: tuple[float, float, float]
+    offset: Vec3
+    chunk_size: Vec3
+    layer_type: str = "image"  # image or segmentation (precomputed)
+    compress: str | None = "auto"  # auto, gzip or None (precomputed)
+    zarr_format: int = 3
+
+    @property
+    def axes(self) -> str:
+        return "czyx" if len(self.shape) == 4 else "zyx"
+
+    def metadata(self) -> dict[str, Any]:
+        """pytc's own attributes: axes, voxel size (nm), offset (voxels)."""
+        return {"axes": self.axes, "voxel_size": [float(v) for v in self.voxel_size],
+                "offset": [int(v) for v in self.offset]}
+
+    def storage_chunks(self) -> tuple[int, ...]:
+        """Chunk shape of the stored array: spatial chunks capped by the shape, one channel."""
+        chunks = tuple(min(c, s) for c, s in zip(self.chunk_size, self.shape[-3:], strict=True))
+        return (1, *chunks) if len(self.shape) == 4 else chunks
+
+
+@dataclass(frozen=True)
+class FormatBackend:
+    """One volume format: how to open, create, find, delete a volume and place its sidecars.
+
+    :mod:`pytc_core.volume` keeps the one table from format names to these.
+    """
+
+    name: str
+    #: open lazily; the flag reads missing chunks as zeros (precomputed; others ignore it)
+    open: Callable[[VolumeLocation, bool], Volume]
+    create: Callable[[VolumeLocation, VolumeSpec], Volume]
+    exists: Callable[[VolumeLocation], bool]
+    delete: Callable[[VolumeLocation], None]
+    sidecar: Callable[[VolumeLocation, str], Path | None]
+
+
+def file_exists(loc: VolumeLocation) -> bool:
+    """Exists check for single-file formats."""
+    assert loc.path is not None
+    return loc.path.exists()
+
+
+def file_sidecar(loc: VolumeLocation, name: str) -> Path:
+    """A file called ``name`` beside a single-file volume: ``<file>.<name>``."""
+    assert loc.path is not None
+    return loc.path.with_name(f"{loc.path.name}.{name}")
 
 
 def require_finite(array: np.ndarray, uri: str) -> None:

@@ -9,14 +9,31 @@ import numpy as np
 
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
-from pytc_core.volume.base import Volume
-from pytc_core.volume.metadata import metadata_from_attrs
+from pytc_core.files import write_atomic
+from pytc_core.volume.base import FormatBackend, Volume, VolumeSpec, file_exists, file_sidecar
+from pytc_core.volume.location import VolumeLocation
+from pytc_core.volume.metadata import metadata_attrs, metadata_from_attrs
 
-__all__ = ["NpyVolume", "create_npy", "npy_sidecar"]
+__all__ = ["BACKEND", "NpyVolume", "npy_sidecar"]
 
 
 def npy_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def _load(path: Path, mode: str = "r") -> np.memmap:
+    """The .npy file memory-mapped; UserError for an empty, truncated or non-.npy file."""
+    try:
+        return np.load(path, mmap_mode=mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        size = path.stat().st_size if path.exists() else 0
+        why = " ".join(str(exc).split())[:160]
+        if size == 0:
+            why = "it is empty"
+        elif "mmap length is greater than file size" in why:
+            why = "it is truncated: shorter than its header says"
+        raise UserError(f"cannot read {path} as .npy ({why})",
+                        "check that the file is a complete NumPy array (np.save)") from None
 
 
 class NpyVolume(Volume):
@@ -26,10 +43,7 @@ class NpyVolume(Volume):
         self.uri, self.path = uri, path
         if not path.exists():
             raise UserError(f"no such file: {path}", "check the path")
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"cannot read {path} as .npy ({exc})", "check that the file is a NumPy array") from None
+        arr = _load(path)
         attrs = {}
         sidecar = npy_sidecar(path)
         if sidecar.exists():
@@ -37,25 +51,43 @@ class NpyVolume(Volume):
                 attrs = json.loads(sidecar.read_text())
             except ValueError as exc:
                 raise UserError(f"{sidecar} is not valid JSON ({exc})", "fix or delete the sidecar") from None
+            if not isinstance(attrs, dict):
+                raise UserError(f"{sidecar} is not a JSON object", "fix or delete the sidecar")
         self.shape, self.dtype = tuple(int(s) for s in arr.shape), np.dtype(arr.dtype)
         meta = metadata_from_attrs(attrs, self.shape, uri)
         self.voxel_size, self.offset = meta["voxel_size"], meta["offset"]
         self.chunk_size = self.spatial_shape
 
     def _read(self, bbox: BBox) -> np.ndarray:
-        return np.array(np.load(self.path, mmap_mode="r")[self.array_index(bbox)])
+        return np.array(_load(self.path)[self.array_index(bbox)])
 
     def _write(self, array: np.ndarray, bbox: BBox) -> None:
-        mm = np.load(self.path, mmap_mode="r+")
+        mm = _load(self.path, "r+")
         mm[self.array_index(bbox)] = array
         mm.flush()
         del mm
 
 
-def create_npy(uri: str, path: Path, shape, dtype, meta: dict) -> NpyVolume:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+def _open(loc: VolumeLocation, fill_missing: bool = False) -> NpyVolume:
+    assert loc.path is not None
+    return NpyVolume(loc.uri, loc.path)
+
+
+def _delete(loc: VolumeLocation) -> None:
+    assert loc.path is not None
+    loc.path.unlink()
+    npy_sidecar(loc.path).unlink(missing_ok=True)
+
+
+def _create(loc: VolumeLocation, spec: VolumeSpec) -> NpyVolume:
+    assert loc.path is not None
+    loc.path.parent.mkdir(parents=True, exist_ok=True)
+    mm = np.lib.format.open_memmap(loc.path, mode="w+", dtype=spec.dtype, shape=spec.shape)
     mm.flush()
     del mm
-    npy_sidecar(path).write_text(json.dumps(meta, indent=2))
-    return NpyVolume(uri, path)
+    attrs = metadata_attrs(spec.axes, spec.voxel_size, spec.offset)
+    write_atomic(npy_sidecar(loc.path), json.dumps(attrs, indent=2).encode())
+    return NpyVolume(loc.uri, loc.path)
+
+
+BACKEND = FormatBackend("npy", _open, _create, file_exists, _delete, file_sidecar)

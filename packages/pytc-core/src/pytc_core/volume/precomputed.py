@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,13 @@ import numpy as np
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
-from pytc_core.volume.base import Volume
+from pytc_core.volume.base import FormatBackend, Volume, VolumeSpec
+from pytc_core.volume.location import REMOTE_PREFIXES, VolumeLocation, local_path
 
 log = logging.getLogger("pytc.volume")
 
-__all__ = ["PrecomputedVolume", "create_precomputed", "local_layer_path", "to_cloudpath"]
+__all__ = ["BACKEND", "PrecomputedVolume", "local_layer_path", "to_cloudpath"]
 
-REMOTE_PROTOCOLS = ("gs://", "s3://", "http://", "https://", "matrix://", "tigerdata://")
 SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
                     "float32", "float64")
 
@@ -48,14 +47,13 @@ def _stdout_to_stderr():
 
 
 def to_cloudpath(uri: str) -> str:
-    """A CloudVolume path for ``uri``: plain paths become absolute ``file://`` paths."""
+    """A CloudVolume path for ``uri``: plain paths become absolute ``file://`` paths
+    (``file://`` URIs percent-decoded)."""
     if uri.startswith("precomputed://"):
         uri = uri[len("precomputed://"):]
-    if uri.startswith(REMOTE_PROTOCOLS):
+    if uri.startswith(REMOTE_PREFIXES):
         return uri.rstrip("/")
-    if uri.startswith("file://"):
-        uri = uri[len("file://"):]
-    return "file://" + os.path.abspath(os.path.expanduser(uri))
+    return "file://" + os.path.abspath(local_path(uri))
 
 
 def local_layer_path(uri: str) -> Path | None:
@@ -140,7 +138,6 @@ class PrecomputedVolume(Volume):
                          "(missing chunks then read as zeros)")
 
     def _read(self, bbox: BBox) -> np.ndarray:
-        (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
         if not self.fill_missing and local_layer_path(self.uri) is not None:
             for box in self._covering_chunks(bbox):
                 if not self.chunk_exists(box):
@@ -148,14 +145,36 @@ class PrecomputedVolume(Volume):
         from cloudvolume.exceptions import EmptyVolumeException
 
         try:
-            with _stdout_to_stderr():
-                data = np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
+            data = self._read_xyzc(bbox)
         except EmptyVolumeException as exc:
             raise self._missing_chunk_error(str(exc)) from None
+        except UserError:
+            raise
+        except Exception as exc:  # CloudVolume/CloudFiles raise many types for a bad chunk
+            raise UserError(f"cannot read {bbox} of {self.uri}: {self._bad_chunk(bbox)}"
+                            f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})",
+                            "recreate the layer or restore the chunk") from None
         data = np.transpose(data, (3, 2, 1, 0))  # (c, z, y, x)
         if self.ndim == 3:
             data = data[0]
         return np.ascontiguousarray(data)
+
+    def _read_xyzc(self, bbox: BBox) -> np.ndarray:
+        (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
+        with _stdout_to_stderr():
+            return np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
+
+    def _bad_chunk(self, bbox: BBox) -> str:
+        """'chunk <key>/<name> does not decode ' for the first chunk of ``bbox`` that fails to
+        read alone (local layers; only on the error path), else ''."""
+        if local_layer_path(self.uri) is None:
+            return ""
+        for box in self._covering_chunks(bbox):
+            try:
+                self._read_xyzc(box)
+            except Exception:
+                return f"chunk {self.key}/{self._chunk_name(box)} does not decode "
+        return ""
 
     def _check_aligned(self, bbox: BBox) -> None:
         vol = self.bbox
@@ -216,23 +235,23 @@ class PrecomputedVolume(Volume):
         return (local / self.key / name).exists() or (local / self.key / (name + ".gz")).exists()
 
 
-def precomputed_exists(uri: str) -> bool:
-    """True when ``uri`` holds anything: a local non-empty directory, or a remote info file."""
-    local = local_layer_path(uri)
+def _exists(loc: VolumeLocation) -> bool:
+    """True when the URI holds anything: a local non-empty directory, or a remote info file."""
+    local = local_layer_path(loc.uri)
     if local is not None:
         return local.exists() and (not local.is_dir() or any(local.iterdir()))
     from cloudfiles import CloudFiles
 
     try:
         with _stdout_to_stderr():
-            return CloudFiles(to_cloudpath(uri)).exists("info")
+            return CloudFiles(to_cloudpath(loc.uri)).exists("info")
     except Exception as exc:
-        raise UserError(f"cannot reach {uri}: {' '.join(str(exc).split())[:200]}",
+        raise UserError(f"cannot reach {loc.uri}: {' '.join(str(exc).split())[:200]}",
                         "check the URI and your credentials") from None
 
 
-def delete_precomputed(uri: str) -> None:
-    local = local_layer_path(uri)
+def _delete(loc: VolumeLocation) -> None:
+    local = local_layer_path(loc.uri)
     if local is not None:
         if local.is_dir():
             shutil.rmtree(local)
@@ -242,26 +261,29 @@ def delete_precomputed(uri: str) -> None:
     from cloudfiles import CloudFiles
 
     with _stdout_to_stderr():
-        cf = CloudFiles(to_cloudpath(uri))
+        cf = CloudFiles(to_cloudpath(loc.uri))
         cf.delete(cf.list())
 
 
-def create_precomputed(uri: str, shape: Sequence[int], dtype: np.dtype, voxel_size, offset,
-                       chunk_size, layer_type: str, compress: str | None) -> PrecomputedVolume:
+def _create(loc: VolumeLocation, spec: VolumeSpec) -> PrecomputedVolume:
     from cloudvolume import CloudVolume
 
+    uri, dtype = loc.uri, spec.dtype
     if dtype.name not in SUPPORTED_DTYPES:
         raise UserError(f"precomputed layers cannot store {dtype}",
                         f"use one of {', '.join(SUPPORTED_DTYPES)}")
-    c = shape[0] if len(shape) == 4 else 1
-    z, y, x = shape[-3:]
-    cz, cy, cx = chunk_size
+    compress = spec.compress
+    if compress == "auto":
+        compress = "gzip" if np.issubdtype(dtype, np.integer) else None
+    c = spec.shape[0] if len(spec.shape) == 4 else 1
+    z, y, x = spec.shape[-3:]
+    cz, cy, cx = spec.chunk_size
+    (vz, vy, vx), (oz, oy, ox) = spec.voxel_size, spec.offset
     info = CloudVolume.create_new_info(
-        num_channels=c, layer_type=layer_type, data_type=dtype.name, encoding="raw",
-        resolution=[voxel_size[2], voxel_size[1], voxel_size[0]],
-        voxel_offset=[offset[2], offset[1], offset[0]], volume_size=[x, y, z],
+        num_channels=c, layer_type=spec.layer_type, data_type=dtype.name, encoding="raw",
+        resolution=[vx, vy, vz], voxel_offset=[ox, oy, oz], volume_size=[x, y, z],
         chunk_size=[cx, cy, cz])
-    info["pytc_axes"] = "czyx" if len(shape) == 4 else "zyx"
+    info["pytc_axes"] = spec.axes
     info["pytc_compress"] = compress or "none"
     local = local_layer_path(uri)
     if local is not None:
@@ -272,3 +294,15 @@ def create_precomputed(uri: str, shape: Sequence[int], dtype: np.dtype, voxel_si
         with _stdout_to_stderr():
             CloudFiles(to_cloudpath(uri)).put_json("info", info)
     return PrecomputedVolume(uri, info, fill_missing=True)  # a new layer reads as zeros
+
+
+def _sidecar(loc: VolumeLocation, name: str) -> Path | None:
+    layer = local_layer_path(loc.uri)
+    return None if layer is None else layer / name
+
+
+def _open(loc: VolumeLocation, fill_missing: bool = False) -> PrecomputedVolume:
+    return PrecomputedVolume(loc.uri, fill_missing=fill_missing)
+
+
+BACKEND = FormatBackend("precomputed", _open, _create, _exists, _delete, _sidecar)

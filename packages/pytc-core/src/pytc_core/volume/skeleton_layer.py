@@ -57,7 +57,7 @@ def read_skeleton_layer(uri: str) -> list[LayerSkeleton]:
     except Exception as exc:  # cloud-volume raises many types for a missing/odd layer
         raise UserError(f"cannot read skeletons from precomputed layer {uri}: "
                         f"{type(exc).__name__}: {exc}",
-                        "point --skeletons at a layer with a 'skeletons' entry in its info") \
+                        "use a layer with a 'skeletons' entry in its info") \
             from None
     resolution_zyx = np.asarray(cv.resolution[::-1], np.float64)
     skels = skels if isinstance(skels, list) else [skels]
