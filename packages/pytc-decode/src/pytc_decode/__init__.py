@@ -32,6 +32,7 @@ _EXPORTS = {
     "DecodeResult": "decode",
     "run_decode": "decode",
     "mutex_watershed": "mws",
+    "affinity_watershed": "ws",
 }
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "DecodeResult",
     "DecodeStats",
     "affinity_cc",
+    "affinity_watershed",
     "affinity_cc_blockwise",
     "label_block",
     "label_dtype",
@@ -66,5 +68,6 @@ if TYPE_CHECKING:
     from pytc_decode.cc import affinity_cc, label_dtype, merge_small, relabel_consecutive
     from pytc_decode.decode import DecodeConfig, DecodeResult, DecodeStats, run_decode
     from pytc_decode.mws import mutex_watershed
+    from pytc_decode.ws import affinity_watershed
 
 __getattr__, __dir__ = lazy_exports("pytc_decode", _EXPORTS)

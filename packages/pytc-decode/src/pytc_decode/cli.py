@@ -45,6 +45,7 @@ def decode(
     dust: Annotated[bool, Parameter(name="--dust", negative="")] = False,
     logits: Annotated[bool, Parameter(name="--logits", negative="")] = False,
     method: Annotated[str | None, Parameter(name="--method")] = None,
+    merge_threshold: Annotated[str | None, Parameter(name="--merge-threshold")] = None,
     block_size: Annotated[str | None, Parameter(name="--block-size")] = None,
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
     step: Annotated[str, Parameter(name="--step")] = "all",
@@ -65,6 +66,9 @@ def decode(
         pytc-decode aff_layer --output seg_layer --threshold 0.5
         pytc-decode aff.h5:aff -o seg.h5:seg --min-size 100 --small merge --dust
         pytc-decode logits.zarr --logits          # a model output without its sigmoid
+        # watershed + agglomeration, one segmentation per merge threshold, ranked by eval
+        pytc-decode aff -o seg --method ws --merge-threshold 0.2,0.3,0.5 \\
+          | pytc-eval - --gt labels
         pytc-infer ... | pytc-decode - --block-size 128        # larger than memory
         # Slurm array task I of 16: label shares, one reduce, relabel shares
         pytc-decode aff -o seg --block-size 128 --step label --blocks $I/16
@@ -101,8 +105,16 @@ def decode(
         The affinities are logits (a model output without its sigmoid): apply the sigmoid
         while reading. Without it, float values outside [0, 1] are an error.
     method
-        ``cc`` (default) or ``mws``: mutex watershed on all channels (needs the optional
-        ``mwatershed`` package and ``offsets`` of the long-range channels in the config).
+        ``cc`` (default); ``ws``: seeded watershed fragments merged by mean boundary affinity
+        (robust to leaking edges of an imperfect model; ``seed_threshold``, ``seed_radius``,
+        ``seeds_2d``, ``merge_function``, ``quantile`` in the config); or ``mws``: mutex
+        watershed on all channels (needs the optional ``mwatershed`` package and ``offsets``
+        of the long-range channels in the config).
+    merge_threshold
+        ``--method ws``: merge fragments while 1 - their mean boundary affinity is below this,
+        in [0, 1] (default 0.5; higher merges more). A list ``0.2,0.3,0.5`` writes one
+        segmentation per threshold from one agglomeration pass (``<output>_t0.2``, ...), each
+        URI on its own stdout line.
     block_size
         Decode block by block with blocks of this many voxels (``128`` or ``z,y,x``); use a
         multiple of the input's chunk size. The result is identical to a whole-volume decode.
@@ -120,6 +132,7 @@ def decode(
         "threshold": threshold, "min_size": min_size, "small": small, "mask": mask,
         "foreground_channel": foreground_channel, "foreground_threshold": foreground_threshold,
         "method": method, "block_size": parse_block_size(block_size), "logits": logits or None,
+        "merge_threshold": _parse_thresholds(merge_threshold),
         "dust": dust or None}, section="decode", text_overrides=common.text_overrides())
     result = run_decode(resolve_input_uri(aff_uri), cfg, output=output,
                         overwrite=common.overwrite, step=step,
@@ -128,8 +141,22 @@ def decode(
     log.info("%s", result.summary())
     if result.stats is not None and result.stats.histogram is not None:
         log.info("%s", result.stats.histogram_text())
-    emit(result.output)
+    for uri in result.outputs:
+        emit(uri)
     return 0
+
+
+def _parse_thresholds(text: str | None) -> tuple[float, ...] | None:
+    """``0.5`` or ``0.2,0.3,0.5`` → floats (checked against [0, 1] by the library)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        from pytc_core.errors import UserError
+
+        raise UserError(f"bad --merge-threshold '{text}'",
+                        "give numbers in [0, 1], e.g. 0.5 or 0.2,0.3,0.5") from None
 
 
 def main() -> None:

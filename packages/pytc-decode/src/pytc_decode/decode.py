@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,6 +79,18 @@ class DecodeConfig:
     dust: bool = False
     #: long-range offsets (z, y, x) of channels 3.. for ``method = "mws"``
     offsets: tuple[tuple[int, int, int], ...] = ()
+    #: ``method = "ws"``: merge fragments while ``1 - mean boundary affinity`` is below this
+    #: (higher merges more); several thresholds give one segmentation each from one pass
+    merge_threshold: tuple[float, ...] | float = (0.5,)
+    #: ``ws`` seeds: maxima of the distance transform of the voxels none of whose edges is at
+    #: or below ``seed_threshold``, one per ``seed_radius`` voxels; per z-section with
+    #: ``seeds_2d`` (anisotropic data)
+    seed_threshold: float = 0.5
+    seed_radius: int = 2
+    seeds_2d: bool = False
+    #: ``ws`` initial edge scores: ``mean`` boundary affinity or its ``quantile``
+    merge_function: Literal["mean", "quantile"] = "mean"
+    quantile: float = 0.5
 
     def __post_init__(self) -> None:
         if self.block_size is not None:
@@ -86,6 +98,14 @@ class DecodeConfig:
 
             object.__setattr__(self, "block_size", parse_block_size(self.block_size,
                                                                     "--block-size"))
+        if isinstance(self.merge_threshold, int | float):
+            object.__setattr__(self, "merge_threshold", (float(self.merge_threshold),))
+
+    @property
+    def merge_thresholds(self) -> tuple[float, ...]:
+        """``merge_threshold`` as a tuple (one or several thresholds)."""
+        t = self.merge_threshold
+        return (float(t),) if isinstance(t, int | float) else tuple(t)
 
 
 @dataclass(frozen=True)
@@ -161,11 +181,19 @@ class DecodeResult:
     blocks: dict[str, BlockRunResult] = field(default_factory=dict)
     #: seconds per phase (read/segment/write, or label/reduce/relabel)
     timings: dict[str, float] = field(default_factory=dict)
+    #: ``ws`` with several merge thresholds: the further (output, stats), one per threshold
+    more: tuple[tuple[str, DecodeStats], ...] = ()
+
+    @property
+    def outputs(self) -> list[str]:
+        """Every segmentation written (one per merge threshold for a multi-threshold ``ws``)."""
+        return [self.output, *(uri for uri, _ in self.more)]
 
     def summary(self) -> str:
-        """One human-readable line for stderr."""
+        """One human-readable line for stderr (a line per segmentation)."""
         if self.stats is not None:
-            return f"{self.output}: {self.stats.line()}"
+            return "\n".join(f"{uri}: {stats.line()}" for uri, stats in
+                             ((self.output, self.stats), *self.more))
         done = ", ".join(f"{k} {r.processed} of {r.planned} blocks"
                          + (f" ({r.skipped} done before)" if r.skipped else "")
                          for k, r in self.blocks.items())
@@ -192,8 +220,24 @@ def _segment_mws(aff: np.ndarray, mask: np.ndarray | None, cfg: DecodeConfig) ->
     return labels
 
 
+def _segment_ws(aff: np.ndarray, mask: np.ndarray | None, cfg: DecodeConfig,
+                voxel_size: tuple[float, ...] = (1.0, 1.0, 1.0)) -> list[np.ndarray]:
+    """Seeded watershed + agglomeration: one segmentation per merge threshold."""
+    from pytc_decode.ws import affinity_watershed
+
+    check_value_range(aff[:3], "the first three channels")
+    segs = affinity_watershed(
+        aff, list(cfg.merge_thresholds), seed_threshold=cfg.seed_threshold,
+        seed_radius=cfg.seed_radius, seeds_2d=cfg.seeds_2d, merge_function=cfg.merge_function,
+        quantile=cfg.quantile, voxel_size=voxel_size, mask=mask, min_size=cfg.min_size,
+        small=cfg.small)
+    assert isinstance(segs, list)
+    return segs
+
+
 #: whole-volume methods: ``name -> fn(affinities (C, Z, Y, X), mask (Z, Y, X) | None, cfg)``
-SEGMENTERS: dict[str, Segmenter] = {"cc": _segment_cc, "mws": _segment_mws}
+SEGMENTERS: dict[str, Segmenter] = {
+    "cc": _segment_cc, "mws": _segment_mws, "ws": lambda a, m, c: _segment_ws(a, m, c)[0]}
 #: methods with blockwise steps (label / reduce / relabel)
 BLOCKWISE_METHODS = ("cc",)
 
@@ -206,17 +250,30 @@ def default_output_uri(aff_uri: str) -> str:
     ``dir/aff`` → ``dir/aff_seg`` (precomputed), ``x.h5:aff`` → ``x.h5:aff_seg``,
     ``x.zarr`` → ``x_seg.zarr``, ``x.zarr/aff`` → ``x.zarr/aff_seg``, ``x.npy`` → ``x_seg.npy``.
     """
-    loc = parse_uri(aff_uri)
-    uri = aff_uri.rstrip("/")
+    return suffixed_uri(aff_uri, "_seg", "affinities")
+
+
+def suffixed_uri(uri: str, suffix: str, dataset: str = "segmentation") -> str:
+    """``uri`` with ``suffix`` added to its volume's name, in the same format and place
+    (``dataset`` names an HDF5 file's dataset when the URI gives none)."""
+    loc = parse_uri(uri)
     if loc.format == "hdf5":
-        return f"{loc.path}:{(loc.inner or 'affinities')}_seg"
+        return f"{loc.path}:{(loc.inner or dataset)}{suffix}"
     if loc.format == "zarr" and loc.path is not None:
         if loc.inner:
-            return f"{loc.path}/{loc.inner}_seg"
-        return str(loc.path.with_name(loc.path.stem + "_seg.zarr"))
+            return f"{loc.path}/{loc.inner}{suffix}"
+        return str(loc.path.with_name(loc.path.stem + suffix + ".zarr"))
     if loc.format in ("tiff", "npy") and loc.path is not None:
-        return str(loc.path.with_name(loc.path.stem + "_seg" + loc.path.suffix))
-    return uri + "_seg"
+        return str(loc.path.with_name(loc.path.stem + suffix + loc.path.suffix))
+    return uri.rstrip("/") + suffix
+
+
+def threshold_output_uris(out_uri: str, thresholds: Sequence[float | None]) -> list[str]:
+    """The outputs of a multi-threshold ``ws`` decode: ``out_uri`` itself for one threshold,
+    else one per threshold with ``_t<threshold>`` added (``seg`` → ``seg_t0.3``, ...)."""
+    if len(thresholds) == 1:
+        return [out_uri]
+    return [suffixed_uri(out_uri, f"_t{t:g}") for t in thresholds]
 
 
 def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
@@ -251,12 +308,38 @@ def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
     if cfg.block_size is not None and cfg.method not in BLOCKWISE_METHODS:
         raise UserError(f"method {cfg.method} is not available blockwise",
                         f"use --method {' or '.join(BLOCKWISE_METHODS)}, or drop --block-size")
+    if cfg.method == "ws":
+        check_ws_config(cfg)
+    elif len(cfg.merge_thresholds) != 1:
+        raise UserError("several merge thresholds need --method ws",
+                        "add --method ws, or give one threshold")
     if cfg.method == "mws":
         n = aff_vol.num_channels or 0
         if len(cfg.offsets) != n - 3:
             raise UserError(f"--method mws needs the offsets of the {n - 3} long-range channels "
                             f"of {aff_vol.uri}, got {len(cfg.offsets)}",
                             "list them in the config, e.g. offsets = [[-3, 0, 0], [0, -3, 0]]")
+
+
+def check_ws_config(cfg: DecodeConfig) -> None:
+    """UserError for ``ws`` options out of range (before any data is read)."""
+    if not cfg.merge_thresholds:
+        raise UserError("the list of merge thresholds is empty",
+                        "give one or more, e.g. --merge-threshold 0.5 or 0.2,0.3,0.5")
+    for t in cfg.merge_thresholds:
+        if not 0.0 <= t <= 1.0:  # also rejects NaN
+            raise UserError(f"merge threshold {t} is outside [0, 1]",
+                            "use e.g. --merge-threshold 0.5")
+    if len(set(cfg.merge_thresholds)) != len(cfg.merge_thresholds):
+        raise UserError(f"merge thresholds {list(cfg.merge_thresholds)} repeat a value",
+                        "list each threshold once")
+    if not 0.0 <= cfg.seed_threshold <= 1.0:
+        raise UserError(f"seed threshold {cfg.seed_threshold} is outside [0, 1]",
+                        "use e.g. --set seed_threshold=0.5")
+    if cfg.seed_radius < 0:
+        raise UserError(f"seed radius {cfg.seed_radius} is negative", "use e.g. 2 (voxels)")
+    if not 0.0 <= cfg.quantile <= 1.0:
+        raise UserError(f"quantile {cfg.quantile} is outside [0, 1]", "use e.g. 0.5 (median)")
 
 
 def _check_mask(mask_vol: Volume | None, aff_vol: Volume) -> None:
@@ -306,24 +389,34 @@ def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
 
 # --- whole volume -----------------------------------------------------------------------------
 
-def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, out_uri: str, cfg: DecodeConfig,
-                  overwrite: bool, timings: dict[str, float]) -> DecodeStats:
+def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, out_uris: Sequence[str],
+                  cfg: DecodeConfig, overwrite: bool, timings: dict[str, float]
+                  ) -> list[DecodeStats]:
+    """Decode in memory and write one segmentation per output (several only for a
+    multi-threshold ``ws``); the stats of each."""
     if not overwrite:
         from pytc_core.volume import volume_exists
 
-        if volume_exists(out_uri):
-            raise UserError(f"output {out_uri} already exists",
-                            "pass --overwrite to replace it, or choose another output")
+        for out_uri in out_uris:
+            if volume_exists(out_uri):
+                raise UserError(f"output {out_uri} already exists",
+                                "pass --overwrite to replace it, or choose another output")
     with _timed(timings, "read"):
         aff, mask = _read_inputs(aff_vol, mask_vol, cfg)
     with _timed(timings, "segment"):
-        labels = SEGMENTERS[cfg.method](aff, mask, cfg)
+        if cfg.method == "ws":  # one agglomeration pass for every threshold
+            segs = _segment_ws(aff, mask, cfg, aff_vol.voxel_size)
+        else:
+            segs = [SEGMENTERS[cfg.method](aff, mask, cfg)]
     del aff
+    stats = []
     with _timed(timings, "write"):
-        out = _create_output(out_uri, aff_vol, labels.dtype,
-                             tuple(min(64, s) for s in labels.shape), overwrite)
-        out.write(labels)
-    return segment_stats(np.bincount(labels.reshape(-1)), labels.size, cfg.dust)
+        for out_uri, labels in zip(out_uris, segs, strict=True):
+            out = _create_output(out_uri, aff_vol, labels.dtype,
+                                 tuple(min(64, s) for s in labels.shape), overwrite)
+            out.write(labels)
+            stats.append(segment_stats(np.bincount(labels.reshape(-1)), labels.size, cfg.dust))
+    return stats
 
 
 # --- blockwise --------------------------------------------------------------------------------
@@ -538,10 +631,22 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     _check_mask(mask_vol, aff_vol)
     timings: dict[str, float] = {}
     blocks: dict[str, BlockRunResult] = {}
+    more: tuple[tuple[str, DecodeStats], ...] = ()
     if cfg.block_size is None:
         log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, cfg.method)
-        stats: DecodeStats | None = _decode_whole(aff_vol, mask_vol, out_uri, cfg, overwrite,
-                                                  timings)
+        thresholds = cfg.merge_thresholds if cfg.method == "ws" else (None,)
+        out_uris = threshold_output_uris(out_uri, thresholds)
+        all_stats = _decode_whole(aff_vol, mask_vol, out_uris, cfg, overwrite, timings)
+        stats: DecodeStats | None = all_stats[0]
+        if len(out_uris) > 1:  # each output's config holds its own threshold
+            from pytc_core.config import save_config_next_to
+
+            for uri, t in zip(out_uris, thresholds, strict=True):
+                save_config_next_to(uri, replace(cfg, merge_threshold=(t,)),
+                                    command="pytc-decode")
+            out_uri = out_uris[0]
+            more = tuple(zip(out_uris[1:], all_stats[1:], strict=True))
+            cfg = replace(cfg, merge_threshold=(thresholds[0],))
     else:
         run = plan_run(aff_vol, mask_vol, out_uri, cfg)
         assert isinstance(cfg.block_size, tuple)
@@ -559,7 +664,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     save_config_next_to(out_uri, cfg, command="pytc-decode")
     if timings:
         log.debug("timings: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    return DecodeResult(out_uri, step, stats, blocks, timings)
+    return DecodeResult(out_uri, step, stats, blocks, timings, more)
 
 
 def _config_text(cfg: DecodeConfig) -> str:

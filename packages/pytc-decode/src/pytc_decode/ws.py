@@ -158,14 +158,19 @@ def fragment_seeds(affinities: np.ndarray, seed_threshold: float = 0.5, seed_rad
 
 def _label_mask(mask: np.ndarray, in_plane: bool = False) -> np.ndarray:
     """6-connected components of a boolean (Z, Y, X) mask (4-connected per section with
-    ``in_plane``), uint32 ids 1..K by first voxel in C order: pytc's own CC kernel with every
-    edge on."""
+    ``in_plane``), uint32 ids 1..K: pytc's own CC kernel with every edge on, then the voxels
+    with no neighbour in the mask (which that kernel leaves as background) as ids of their own."""
     from pytc_decode.cc import affinity_cc
 
-    edges = np.ones((3, *mask.shape), np.uint8)
+    edges = np.full((3, *mask.shape), 255, np.uint8)  # every edge on (uint8 255 = 1.0)
     if in_plane:
         edges[0] = 0
-    return affinity_cc(edges, 0.5, mask=mask).astype(np.uint32, copy=False)
+    labels = affinity_cc(edges, 0.5, mask=mask).astype(np.uint32, copy=False)
+    single = mask & (labels == 0)
+    count = int(np.count_nonzero(single))
+    labels[single] = np.arange(int(labels.max()) + 1, int(labels.max()) + 1 + count,
+                               dtype=np.uint32)
+    return labels
 
 
 @njit(cache=True, nogil=True)
