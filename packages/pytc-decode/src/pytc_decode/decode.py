@@ -634,19 +634,19 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     more: tuple[tuple[str, DecodeStats], ...] = ()
     if cfg.block_size is None:
         log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, cfg.method)
-        thresholds = cfg.merge_thresholds if cfg.method == "ws" else (None,)
-        out_uris = threshold_output_uris(out_uri, thresholds)
+        ws_thresholds = cfg.merge_thresholds if cfg.method == "ws" else ()
+        out_uris = threshold_output_uris(out_uri, ws_thresholds or (None,))
         all_stats = _decode_whole(aff_vol, mask_vol, out_uris, cfg, overwrite, timings)
         stats: DecodeStats | None = all_stats[0]
         if len(out_uris) > 1:  # each output's config holds its own threshold
             from pytc_core.config import save_config_next_to
 
-            for uri, t in zip(out_uris, thresholds, strict=True):
+            for uri, t in zip(out_uris, ws_thresholds, strict=True):
                 save_config_next_to(uri, replace(cfg, merge_threshold=(t,)),
                                     command="pytc-decode")
             out_uri = out_uris[0]
             more = tuple(zip(out_uris[1:], all_stats[1:], strict=True))
-            cfg = replace(cfg, merge_threshold=(thresholds[0],))
+            cfg = replace(cfg, merge_threshold=(ws_thresholds[0],))
     else:
         run = plan_run(aff_vol, mask_vol, out_uri, cfg)
         assert isinstance(cfg.block_size, tuple)

@@ -255,7 +255,7 @@ def _flood(aff, seeds, mask, use_mask, levels):
                     a = aff[2, z, y, x + 1]
                 if best[u] < 0 or (use_mask and not flat_mask[u]):
                     continue
-                q = np.int32((1.0 - a) * scale + 0.5)
+                q = int((1.0 - a) * scale + 0.5)
                 if q < level:
                     q = level
                 elif q > scale:
@@ -495,8 +495,9 @@ def affinity_watershed(
     agglomeration pass. Segments under ``min_size`` voxels are removed or merged (``small``)
     as in :func:`pytc_decode.affinity_cc`.
     """
-    thresholds = ([float(merge_threshold)] if np.isscalar(merge_threshold)
-                  else [float(t) for t in merge_threshold])  # type: ignore[union-attr]
+    single = isinstance(merge_threshold, int | float)
+    thresholds = ([float(merge_threshold)] if isinstance(merge_threshold, int | float)
+                  else [float(t) for t in merge_threshold])
     if not thresholds:
         raise UserError("the list of merge thresholds is empty", "give e.g. 0.3 or 0.2,0.3,0.5")
     for t in thresholds:
@@ -518,4 +519,4 @@ def affinity_watershed(
                 merge_small(seg, aff, min_size)
             else:
                 relabel_consecutive(seg, np.bincount(seg.reshape(-1)) >= min_size)
-    return segs[0] if np.isscalar(merge_threshold) else segs
+    return segs[0] if single else segs
