@@ -567,3 +567,15 @@ def test_bad_python_config_and_small_patch():
                            (4, 64, 64))
     with pytest.raises(UserError, match="3 positive integers"):
         build_augmentation(AugConfig(), (32, 64))
+
+
+def test_pipeline_pickles_for_worker_processes():
+    import pickle
+
+    t, margin = build_augmentation(AugConfig(preset="realistic"), PATCH, seed=0)
+    copy = pickle.loads(pickle.dumps(t))
+    d = read_patch(margin, 0)
+    t.set_random_state(seed=5)
+    copy.set_random_state(seed=5)
+    a, b = t(dict(d)), copy(dict(d))
+    assert (a["image"] == b["image"]).all() and (a["label"] == b["label"]).all()
