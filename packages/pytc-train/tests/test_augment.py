@@ -35,7 +35,9 @@ from pytc_train.augment import (
     downsample_upsample_z,
     paste_object,
     preset_names,
+    resolve_for_patch,
 )
+from pytc_train.augment.config import MisalignmentConfig
 
 PATCH = (32, 64, 64)
 
@@ -503,6 +505,19 @@ def test_pipeline_takes_torch_and_larger_reads():
         t(read_patch((0, 0, 0), 0, (16, 32, 32)))
 
 
+def test_preset_values_fit_small_patches():
+    r = resolve_for_patch(AugConfig(preset="heavy"), (8, 16, 16))
+    assert r.misalignment.max_shift == 4 and r.missing_section.max_sections == 2
+    assert r.elastic.magnitude == 4.0 and r.cut_blur.max_factor == 4
+    r = resolve_for_patch(AugConfig(preset="heavy", misalignment=MisalignmentConfig(prob=0.5)),
+                          (2, 8, 8))
+    assert r.misalignment.prob == 0.5 and r.misalignment.max_shift == 2
+    assert r.missing_section.prob == 0.0 and r.cut_blur.prob == 0.0  # 2 sections: no room
+    t, margin = build_augmentation(AugConfig(preset="heavy"), (8, 16, 16), seed=0)
+    out = t(read_patch(margin, 0, (8, 16, 16)))
+    assert out["image"].shape == (1, 8, 16, 16)
+
+
 def test_permutation_only_for_isotropic_cubes():
     cfg = AugConfig.from_preset("light", rot90={"prob": 1.0})
     t, _ = build_augmentation(cfg, (16, 16, 16), voxel_size_zyx=(8, 8, 8))
@@ -560,10 +575,12 @@ def test_bad_python_config_and_small_patch():
         AugConfig.from_preset("light", flip={"prob": 2})
     with pytest.raises(UserError, match="must be a number"):
         AugConfig.from_preset("light", flip={"prob": "0.5"})
-    with pytest.raises(UserError, match="too small for aug.misalignment.max_shift"):
-        build_augmentation(AugConfig(), (32, 16, 16))
+    with pytest.raises(UserError, match="too small for aug.misalignment.max_shift = 6"):
+        build_augmentation(AugConfig.from_preset("realistic", misalignment={"max_shift": 6}),
+                           (32, 16, 16))
     with pytest.raises(UserError, match="too small for aug.missing_section.max_sections"):
-        build_augmentation(AugConfig.from_preset("light", missing_section={"prob": 0.1}),
+        build_augmentation(AugConfig.from_preset("light", missing_section={"max_sections": 2,
+                                                                           "prob": 0.1}),
                            (4, 64, 64))
     with pytest.raises(UserError, match="3 positive integers"):
         build_augmentation(AugConfig(), (32, 64))

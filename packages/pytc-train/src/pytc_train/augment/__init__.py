@@ -14,7 +14,7 @@ _EXPORTS = {
     "PARTNER_LABEL_KEY": "pipeline",
     "PartnerTransform": "mix",
     "build_augmentation": "pipeline",
-    "check_patch": "pipeline",
+    "resolve_for_patch": "pipeline",
     "LOSS_MASK_KEY": "em",
     "RandCutBlurd": "em",
     "RandCutNoised": "em",

@@ -8,6 +8,7 @@ missing sections) never invent any, and gets back exactly ``patch``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ from pytc_train.augment.intensity import (
 from pytc_train.augment.mix import PartnerTransform, RandCopyPasted, RandMixupd
 
 __all__ = ["PARTNER_IMAGE_KEY", "PARTNER_LABEL_KEY", "EMAugment", "build_augmentation",
-           "check_patch"]
+           "resolve_for_patch"]
 
 Zyx = tuple[int, int, int]
 PARTNER_IMAGE_KEY = "partner_image"
@@ -150,37 +151,46 @@ def _zyx(values: Sequence[int], what: str) -> Zyx:
     return out  # type: ignore[return-value]
 
 
-def check_patch(cfg: Any, patch_zyx: Sequence[int]) -> None:
-    """UserError when the patch is too small for the configured transforms (``cfg``: an
-    :class:`AugConfig` after :meth:`AugConfig.resolved`, every field set)."""
-    z, y, x = patch_zyx
+#: (transform, field) -> (the limit for a patch (z, y, x), its formula, the smallest useful value)
+_PATCH_LIMITS: dict[tuple[str, str], tuple[Any, str, float]] = {
+    ("misalignment", "max_shift"): (lambda z, yx: yx // 4, "min(y, x) / 4", 1),
+    ("missing_section", "max_sections"): (lambda z, yx: z // 4, "z / 4", 1),
+    ("elastic", "magnitude"): (lambda z, yx: yx / 4, "min(y, x) / 4", 0.5),
+    ("cut_blur", "max_factor"): (lambda z, yx: z // 2, "z / 2", 2),
+    ("motion_blur", "length"): (lambda z, yx: yx, "min(y, x)", 2),
+    ("missing_parts", "max_sections"): (lambda z, yx: z, "z", 1),
+    ("motion_blur", "max_sections"): (lambda z, yx: z, "z", 1),
+    ("defocus", "max_sections"): (lambda z, yx: z, "z", 1),
+}
+
+
+def resolve_for_patch(cfg: AugConfig, patch_zyx: Sequence[int]) -> AugConfig:
+    """``cfg.resolved()`` fitted to the patch: a value the user set that the patch cannot take
+    is a UserError; a preset value is lowered to the patch's limit (the transform turned off
+    when even the smallest value does not fit). This is what runs and what a run saves."""
+    if not isinstance(cfg, AugConfig):
+        raise UserError(f"augmentation config must be an AugConfig, got {type(cfg).__name__}",
+                        "build it with AugConfig(...) or resolve_config")
+    z, y, x = _zyx(patch_zyx, "patch")
     yx = min(y, x)
-
-    def too_small(key: str, value: Any, limit: str, allowed: float) -> UserError:
-        return UserError(f"patch {z},{y},{x} is too small for aug.{key} = {value} "
-                         f"(at most {limit} = {allowed:g})",
-                         f"lower aug.{key} or use a larger --patch")
-
-    if cfg.misalignment.prob > 0:
-        if cfg.misalignment.max_shift > yx // 4:
-            raise too_small("misalignment.max_shift", cfg.misalignment.max_shift,
-                            "min(y, x) / 4", yx // 4)
-        if z < 2:
+    r = cfg.resolved()
+    for (name, key), (limit_of, formula, smallest) in _PATCH_LIMITS.items():
+        table = getattr(r, name)
+        value, limit = getattr(table, key), limit_of(z, yx)
+        if table.prob == 0 or value <= limit:
+            continue
+        if getattr(getattr(cfg, name), key) is not None:  # the user's own value
+            raise UserError(f"patch {z},{y},{x} is too small for aug.{name}.{key} = {value} "
+                            f"(at most {formula} = {limit:g})",
+                            f"lower aug.{name}.{key} or use a larger --patch")
+        fitted = {"prob": 0.0} if limit < smallest else {key: type(value)(limit)}
+        r = dataclasses.replace(r, **{name: dataclasses.replace(table, **fitted)})
+    if r.misalignment.prob > 0 and z < 2:
+        if cfg.misalignment.prob is not None:
             raise UserError(f"patch {z},{y},{x} has one section: misalignment needs 2 or more",
                             "set aug.misalignment.prob = 0 or use a larger --patch")
-    if cfg.missing_section.prob > 0 and cfg.missing_section.max_sections > z // 4:
-        raise too_small("missing_section.max_sections", cfg.missing_section.max_sections,
-                        "z / 4", z // 4)
-    if cfg.elastic.prob > 0 and cfg.elastic.magnitude > yx / 4:
-        raise too_small("elastic.magnitude", cfg.elastic.magnitude, "min(y, x) / 4", yx / 4)
-    if cfg.cut_blur.prob > 0 and cfg.cut_blur.max_factor > z // 2:
-        raise too_small("cut_blur.max_factor", cfg.cut_blur.max_factor, "z / 2", z // 2)
-    if cfg.motion_blur.prob > 0 and cfg.motion_blur.length > yx:
-        raise too_small("motion_blur.length", cfg.motion_blur.length, "min(y, x)", yx)
-    for key in ("missing_parts", "motion_blur", "defocus"):
-        table = getattr(cfg, key)
-        if table.prob > 0 and table.max_sections > z:
-            raise too_small(f"{key}.max_sections", table.max_sections, "z", z)
+        r = dataclasses.replace(r, misalignment=dataclasses.replace(r.misalignment, prob=0.0))
+    return r
 
 
 def _permute_axes(patch: Zyx, voxel_size: Sequence[float] | None) -> tuple[int, ...]:
@@ -202,14 +212,11 @@ def build_augmentation(cfg: AugConfig, patch_zyx: Sequence[int],
     ``margin_zyx``: voxels per side the data module reads around the patch (``box.grow``);
     the pipeline takes any image at least ``patch + 2 · margin`` and returns ``patch``. ``voxel_size_zyx`` (nm) enables axis permutation when z
     has the same voxel size and patch size as y/x. Returns ``(None, (0, 0, 0))`` when
-    nothing is enabled (preset ``none``). Raises UserError for a patch too small for ``cfg``.
+    nothing is enabled (preset ``none``). Preset values too large for the patch are lowered
+    (:func:`resolve_for_patch`); user-set ones raise UserError.
     """
-    if not isinstance(cfg, AugConfig):
-        raise UserError(f"augmentation config must be an AugConfig, got {type(cfg).__name__}",
-                        "build it with AugConfig(...) or resolve_config")
     patch = _zyx(patch_zyx, "patch")
-    r: Any = cfg.resolved()  # every field set
-    check_patch(r, patch)
+    r: Any = resolve_for_patch(cfg, patch)  # every field set
     if voxel_size_zyx is not None and len(tuple(voxel_size_zyx)) != 3:
         raise UserError(f"voxel size must be 3 numbers (z, y, x), got {voxel_size_zyx!r}",
                         "e.g. 40,8,8")
