@@ -148,7 +148,7 @@ def _zyx(values: Sequence[int], what: str) -> Zyx:
     if len(out) != 3 or min(out) < 1 or any(isinstance(v, bool) for v in values):
         raise UserError(f"{what} must be 3 positive integers (z, y, x), got {values!r}",
                         "e.g. 32,64,64")
-    return out  # type: ignore[return-value]
+    return out
 
 
 #: (transform, field) -> (the limit for a patch (z, y, x), its formula, the smallest useful value)
@@ -173,7 +173,7 @@ def resolve_for_patch(cfg: AugConfig, patch_zyx: Sequence[int]) -> AugConfig:
                         "build it with AugConfig(...) or resolve_config")
     z, y, x = _zyx(patch_zyx, "patch")
     yx = min(y, x)
-    r = cfg.resolved()
+    r: Any = cfg.resolved()  # every field set
     for (name, key), (limit_of, formula, smallest) in _PATCH_LIMITS.items():
         table = getattr(r, name)
         value, limit = getattr(table, key), limit_of(z, yx)
