@@ -13,10 +13,10 @@ Vec3 = tuple[int, int, int]
 def _vec(values: Sequence[int] | int, name: str) -> Vec3:
     if isinstance(values, int):
         return (values, values, values)
-    out = tuple(int(v) for v in values)
+    out = [int(v) for v in values]
     if len(out) != 3:
         raise ValueError(f"{name} must have 3 entries (z, y, x), got {values!r}")
-    return out  # type: ignore[return-value]
+    return (out[0], out[1], out[2])
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ class BBox:
     def grow(self, margin: Sequence[int] | int) -> BBox:
         """The box enlarged by ``margin`` voxels on every side (shrunk for negative margins)."""
         m = _vec(margin, "margin")
-        return BBox(tuple(a - d for a, d in zip(self.start, m, strict=True)),  # type: ignore[arg-type]
-                    tuple(b + d for b, d in zip(self.stop, m, strict=True)))
+        return BBox(_vec([a - d for a, d in zip(self.start, m, strict=True)], "start"),
+                    _vec([b + d for b, d in zip(self.stop, m, strict=True)], "stop"))
 
     def contains(self, other: BBox) -> bool:
         return all(a <= c and d <= b for a, b, c, d in

@@ -110,7 +110,7 @@ def metadata_from_attrs(attrs: Mapping[str, Any], shape: tuple[int, ...], uri: s
             raise UserError(f"{uri} has axes '{axes}', pytc expects '{expected}'",
                             "transpose the data to (z, y, x) with channels first")
     scale = _units_scale(attrs, uri)
-    voxel_size = (1.0, 1.0, 1.0)
+    voxel_size: tuple[float, ...] = (1.0, 1.0, 1.0)
     found = [key for key in VOXEL_SIZE_KEYS if key in attrs]
     if found:
         sizes = {key: tuple(v * s for v, s in zip(_vector(attrs, key, uri, True), scale, strict=True))
@@ -120,7 +120,7 @@ def metadata_from_attrs(attrs: Mapping[str, Any], shape: tuple[int, ...], uri: s
             if any(abs(a - b) > 1e-6 * max(abs(a), abs(b)) for a, b in zip(voxel_size, sizes[key], strict=True)):
                 raise UserError(f"{uri}: attributes {found[0]}={list(voxel_size)} and {key}={list(sizes[key])} "
                                 "disagree about the voxel size", "fix or remove one of them")
-    offset = (0, 0, 0)
+    offset: tuple[int, ...] = (0, 0, 0)
     if "voxel_offset" in attrs:
         values = _vector(attrs, "voxel_offset", uri, False)
         if any(v != int(v) for v in values):

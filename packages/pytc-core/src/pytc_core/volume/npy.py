@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -21,7 +22,7 @@ def npy_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _load(path: Path, mode: str = "r") -> np.memmap:
+def _load(path: Path, mode: Literal["r", "r+"] = "r") -> np.memmap:
     """The .npy file memory-mapped; UserError for an empty, truncated or non-.npy file."""
     try:
         return np.load(path, mmap_mode=mode, allow_pickle=False)

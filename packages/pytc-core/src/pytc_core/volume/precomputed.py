@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytc_core.bbox import BBox
+from pytc_core.bbox import BBox, _vec
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
 from pytc_core.volume.base import FormatBackend, Volume, VolumeSpec
@@ -194,7 +194,7 @@ class PrecomputedVolume(Volume):
         start = tuple(o + ((a - o) // s) * s for a, o, s in zip(bbox.start, vol.start, self.chunk_size, strict=True))
         stop = tuple(min(e, o + -(-(b - o) // s) * s)
                      for b, o, s, e in zip(bbox.stop, vol.start, self.chunk_size, vol.stop, strict=True))
-        return self.chunk_boxes(BBox(start, stop))
+        return self.chunk_boxes(BBox(_vec(start, "start"), _vec(stop, "stop")))
 
     def _chunk_name(self, box: BBox) -> str:
         (z0, y0, x0), (z1, y1, x1) = box.start, box.stop

@@ -130,7 +130,7 @@ class TiffVolume(Volume):
         self.shape, self.dtype = shape, dtype
         meta = metadata_from_attrs(attrs, shape, uri)
         self.voxel_size, self.offset = meta["voxel_size"], meta["offset"]
-        self.chunk_size = (1, *shape[-2:])
+        self.chunk_size = (1, shape[-2], shape[-1])
         self._data: np.ndarray | None = None
 
     def _as_pytc(self, data: np.ndarray) -> np.ndarray:
@@ -144,6 +144,7 @@ class TiffVolume(Volume):
         import tifffile
 
         if self._data is None:
+            data: np.ndarray
             try:
                 try:
                     data = tifffile.memmap(self.path, mode="r")
@@ -186,6 +187,7 @@ def _create(loc: VolumeLocation, spec: VolumeSpec) -> TiffVolume:
     loc.path.parent.mkdir(parents=True, exist_ok=True)
     vz, vy, vx = spec.voxel_size
     nbytes = int(np.prod(spec.shape, dtype=np.int64)) * spec.dtype.itemsize
+    metadata: dict[str, Any]
     if spec.dtype.name in IMAGEJ_DTYPES and nbytes <= _IMAGEJ_MAX_BYTES:
         shape = spec.shape if len(spec.shape) == 3 else (spec.shape[1], spec.shape[0], *spec.shape[2:])
         oz, oy, ox = spec.offset

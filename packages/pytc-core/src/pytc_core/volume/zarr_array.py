@@ -106,8 +106,9 @@ class ZarrVolume(Volume):
         else:
             meta = metadata_from_attrs(dict(node.attrs), self.shape, uri)
             self.voxel_size, self.offset = meta["voxel_size"], meta["offset"]
-        self.chunk_size = tuple(int(c) for c in node.chunks[-3:])
-        self._writable = None
+        cz, cy, cx = (int(c) for c in node.chunks[-3:])
+        self.chunk_size = (cz, cy, cx)
+        self._writable: zarr.Array | None = None
 
     def _read(self, bbox: BBox) -> np.ndarray:
         try:
@@ -154,13 +155,13 @@ def _create(loc: VolumeLocation, spec: VolumeSpec) -> ZarrVolume:
     assert loc.path is not None
     if spec.zarr_format not in (2, 3):
         raise UserError(f"zarr format {spec.zarr_format} is not supported", "use 2 or 3")
-    store = zarr.open_group(str(loc.path), mode="a", zarr_format=spec.zarr_format)
+    store = zarr.open_group(str(loc.path), mode="a", zarr_format=2 if spec.zarr_format == 2 else 3)
     image = store.require_group(loc.inner) if loc.inner else store
     name = loc.inner.rpartition("/")[2] or loc.path.stem
     image.attrs.update(ngff_attrs(spec.zarr_format, spec.axes, spec.voxel_size, spec.offset, name=name))
-    kwargs = {"dimension_names": list(spec.axes)} if spec.zarr_format == 3 else {}
     image.create_array("0", shape=spec.shape, dtype=spec.dtype, chunks=spec.storage_chunks(),
-                       attributes=metadata_attrs(spec.axes, spec.voxel_size, spec.offset), **kwargs)
+                       attributes=metadata_attrs(spec.axes, spec.voxel_size, spec.offset),
+                       dimension_names=list(spec.axes) if spec.zarr_format == 3 else None)
     return ZarrVolume(loc.uri, loc.path, loc.inner)
 
 
