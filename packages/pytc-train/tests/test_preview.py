@@ -78,5 +78,7 @@ def test_preview_bad_input(tmp_path):
     with pytest.raises(UserError, match="region is only"):
         run_preview(PreviewConfig(**base, patch=(24, 48, 48)))
     with pytest.raises(UserError, match="too small for aug.misalignment"):
-        run_preview(PreviewConfig(**base, patch=(16, 16, 16)))
+        run_preview(PreviewConfig(**base, patch=(16, 16, 16),
+                                  aug=AugConfig.from_preset("realistic",
+                                                            misalignment={"max_shift": 6})))
     assert not (tmp_path / "p.h5").exists()
