@@ -162,6 +162,23 @@ def test_zarr_outputs_are_ome_zarr(tmp_path, zarr_format):
     assert zarr.open_array(uri, path="0", mode="r").shape == (3, 2, 3, 4)
 
 
+@pytest.mark.parametrize(("zarr_format", "version"), [(2, "0.4"), (3, "0.5")])
+def test_zarr_outputs_validate_as_ngff_images(tmp_path, zarr_format, version):
+    """ome-zarr-models (pydantic models of the NGFF spec) accepts the outputs and reads the
+    same scale and translation back."""
+    from ome_zarr_models import open_ome_zarr
+
+    uri = str(tmp_path / "seg.zarr")
+    create_volume(uri, (2, 3, 4), "uint64", voxel_size=(40, 8, 4), offset=(5, -3, 100),
+                  zarr_format=zarr_format)
+    image = open_ome_zarr(zarr.open_group(uri, mode="r"))
+    assert image.ome_zarr_version == version
+    (multiscale,) = image.ome_attributes.multiscales if version == "0.5" else image.attributes.multiscales
+    scale, translation = multiscale.datasets[0].coordinateTransformations
+    assert list(scale.scale) == [40.0, 8.0, 4.0]
+    assert list(translation.translation) == [200.0, -24.0, 400.0]
+
+
 def test_imagej_tiff_calibration_is_read(tmp_path):
     data = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
     path = tmp_path / "fiji.tif"
