@@ -24,6 +24,7 @@ def test_help_and_version(command):
     helped = run(command, "--help")
     assert helped.returncode == 0, helped.stderr
     assert f"Usage: {command}" in helped.stdout
+    assert "--empty-" not in helped.stdout  # cyclopts' generated flags stay hidden
     version = run(command, "--version")
     assert version.returncode == 0 and version.stdout.strip() == "0.1.0"
 

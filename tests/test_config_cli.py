@@ -80,10 +80,11 @@ def test_the_example_pipeline_config_is_valid_for_both_stages():
 
     from pytc_core.config import resolve_config
     from pytc_decode.decode import DecodeConfig
-    from pytc_eval.cli import EvalConfig
+    from pytc_eval.eval import EvalConfig
 
     path = Path(__file__).resolve().parents[1] / "examples" / "pipeline.toml"
     decode = resolve_config(DecodeConfig, path, section="decode")
     assert decode.threshold == 0.7 and decode.block_size == (64, 128, 128)
     evaluation = resolve_config(EvalConfig, path, section="eval")
     assert evaluation.skeletons == "kimimaro" and evaluation.kimimaro.dust_threshold == 1000
+    assert evaluation.block_size == (256, 256, 256)

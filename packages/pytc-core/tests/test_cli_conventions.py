@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from pytc_core import UserError, create_volume, open_volume, require_finite
+from pytc_core import cli as core_cli
 from pytc_core.cli import (
+    CommonFlags,
     emit,
     parse_block_size,
     read_uri_from_stdin,
@@ -122,3 +124,100 @@ def test_logging_follows_the_current_stderr(capsys):
     logging.getLogger("pytc.test").info("hidden")
     logging.getLogger("pytc.test").warning("second")
     assert capsys.readouterr().err == "second\n"
+
+
+def flags_app():
+    """A stage-shaped app: one positional, one option, the shared flags."""
+    app = core_cli.make_app("pytc-demo", "0")
+    seen = {}
+
+    @app.default
+    def demo(src: str, /, *, threshold: float = 0.5, common: CommonFlags = CommonFlags()):
+        """Demo.
+
+        Parameters
+        ----------
+        src
+            Input.
+        threshold
+            A threshold.
+        """
+        common.setup_logging()
+        seen["overrides"] = common.text_overrides()
+        return 0
+
+    return app, seen
+
+
+def test_set_takes_several_pairs_and_repeats(capsys):
+    app, seen = flags_app()
+    code, _, err = run(app, ["x", "--set", "a=1", "b.c=[2, 3]", "--set", "d='e'"], capsys)
+    assert code == 0, err
+    assert seen["overrides"] == {"a": "1", "b.c": "[2, 3]", "d": "'e'"}
+
+
+def test_help_has_no_generated_negative_flags(capsys):
+    app, _ = flags_app()
+    code, out, _ = run(app, ["--help"], capsys)
+    assert code == 0 and "--set" in out and "--threshold" in out
+    assert "--empty-" not in out and "--no-" not in out
+
+
+def test_unknown_option_and_stray_argument_name_the_valid_flags(capsys):
+    app, _ = flags_app()
+    code, out, err = run(app, ["x", "--treshold", "0.3"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("pytc-demo: error: unknown option '--treshold' (did you mean "
+                          "'--threshold'? pytc-demo takes SRC and the options --threshold, "
+                          "--config, --set, --overwrite, --quiet, -q, --verbose, -v; see "
+                          "`pytc-demo --help`)")
+    code, _, err = run(app, ["x", "y"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "unexpected argument 'y'" in err
+    assert "Unused Tokens" not in err and "--threshold" in err
+    code, _, err = run(app, ["x", "threshold"], capsys)
+    assert "did you mean '--threshold'?" in err
+
+
+def test_quiet_and_verbose_together_are_a_usage_error(capsys):
+    app, _ = flags_app()
+    code, out, err = run(app, ["x", "-q", "-v"], capsys)
+    assert code == 2 and out == ""
+    assert err == "pytc-demo: error: --quiet and --verbose contradict each other (pass one of them)\n"
+
+
+def test_several_uris_from_stdin():
+    from pytc_core.cli import read_uris_from_stdin, resolve_input_uris
+
+    assert read_uris_from_stdin(io.StringIO("a\n\n  b \n")) == ["a", "b"]
+    assert resolve_input_uris(["x", "-", "y"], io.StringIO("a\nb\n")) == ["x", "a", "b", "y"]
+    with pytest.raises(UserError, match="more than once"):
+        resolve_input_uris(["-", "-"], io.StringIO("a\n"))
+    with pytest.raises(UserError, match="stdin was empty"):
+        read_uris_from_stdin(io.StringIO("\n"))
+
+
+def test_local_layers_are_served_with_cors(tmp_path):
+    import json
+    import threading
+    import urllib.request
+
+    from pytc_core.serve import make_server
+
+    labels = np.arange(64, dtype=np.uint32).reshape(4, 4, 4)
+    create_volume(str(tmp_path / "seg"), labels.shape, labels.dtype,
+                  layer_type="segmentation").write(labels)
+    server = make_server(tmp_path, "127.0.0.1", 0)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/seg/info", timeout=10) as resp:
+            info = json.loads(resp.read())
+            assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert info["type"] == "segmentation" and info["scales"][0]["size"] == [4, 4, 4]
+        chunk = info["scales"][0]["key"] + "/0-4_0-4_0-4"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/seg/{chunk}", timeout=10) as resp:
+            assert len(resp.read()) > 0
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -87,3 +87,40 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     written = save_config_next_to(str(tmp_path / "out_layer"), cfg, command="pytc-test")
     assert written == tmp_path / "out_layer" / "pytc_config.toml"
     assert tomllib.loads(written.read_text())["model"]["size"] == "L"
+
+
+@dataclass(frozen=True)
+class EvalLike:
+    block_size: tuple[int, int, int] = (256, 256, 256)
+    merge_threshold: int = 1
+
+
+def test_pipeline_file_each_stage_reads_its_table(tmp_path):
+    only_other = write(tmp_path, "[decode]\nthreshold = 0.7\n[model]\nsize = 'M'\n")
+    assert resolve_config(EvalLike, only_other, section="eval") == EvalLike()
+    both = write(tmp_path, "[decode]\nthreshold = 0.7\n[eval]\nblock_size = 64\n"
+                 "[train]\nsteps = 3\n")
+    assert resolve_config(EvalLike, both, section="eval").block_size == (64, 64, 64)
+    # a stage whose schema holds a shared table reads it and ignores the other stages' tables
+    cfg = resolve_config(RunConfig, write(tmp_path, "threshold = 0.2\n[model]\nsize = 'B'\n"
+                                          "[eval]\nmerge_threshold = 2\n"))
+    assert cfg.model.size == "B" and cfg.threshold == 0.2
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("[eval]\nblock_size = 64\n[evl]\nx = 1\n", r"unknown table \[evl\] \(did you mean \[eval\]"),
+    ("threshold = 1\n[eval]\nblock_size = 64\n", "top-level key 'threshold' belongs to no"),
+    ("[decode]\nthreshold = 0.7\n[modle]\nsize = 'M'\n", r"unknown table \[modle\] \(did you "
+                                                         r"mean \[model\]"),
+])
+def test_unknown_top_level_table_is_an_error(tmp_path, text, match):
+    with pytest.raises(UserError, match=match):
+        resolve_config(EvalLike, write(tmp_path, text), section="eval")
+
+
+def test_one_number_for_every_axis(tmp_path):
+    assert resolve_config(RunConfig, None, {"block_size": 32}).block_size == (32, 32, 32)
+    assert resolve_config(RunConfig, None, text_overrides={"block_size": "16"}).block_size == \
+        (16, 16, 16)
+    with pytest.raises(UserError, match="block_size"):
+        resolve_config(RunConfig, None, {"block_size": True})

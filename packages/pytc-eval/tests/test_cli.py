@@ -6,12 +6,13 @@ import logging
 import math
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pytc_core import create_volume
+from pytc_core import BBox, create_volume
 from pytc_core.cli import run_entry_point
 from pytc_eval import rand_voi
 from pytc_eval.cli import app
@@ -114,8 +115,13 @@ def test_several_segmentations_are_ranked_and_errors_csv(tmp_path, capsys):
     assert (merge_rows[0]["z"], merge_rows[0]["y"], merge_rows[0]["x"]) == ("4", "1", "0")
     split_rows = [r for r in rows if r["kind"] == "split"]
     assert [(r["segments"], r["skeletons"], r["x"]) for r in split_rows] == [("2;5", "2", "9")]
-    assert split_rows[0]["neuroglancer"].startswith("https://neuroglancer-demo.appspot.com/#!")
-    assert "precomputed%3A//file" in split_rows[0]["neuroglancer"]
+    link = split_rows[0]["neuroglancer"]
+    assert link.startswith("https://neuroglancer-demo.appspot.com/#!")
+    state = json.loads(urllib.parse.unquote(link.split("#!", 1)[1]))
+    # local layers are linked through `pytc-eval serve` on localhost, never as file://
+    assert [layer["source"] for layer in state["layers"]] == [
+        "precomputed://http://localhost:8080/gt", "precomputed://http://localhost:8080/split"]
+    assert "file" not in link and f"pytc-eval serve {tmp_path} --port 8080" in err
     code, _, err = run(capsys, merged, "--gt", gt_uri, "--errors", errors)
     assert code == 2 and "already exists" in err
     assert run(capsys, merged, "--gt", gt_uri, "--errors", errors, "--overwrite")[0] == 0
@@ -155,14 +161,20 @@ def test_all_zero_ground_truth_reports_nan_as_null(tmp_path, capsys):
         report["warnings"][0]
 
 
-@pytest.mark.parametrize("case", ["shape", "float", "outside", "swc", "missing-gt", "json"])
+@pytest.mark.parametrize("case", ["voxel-size", "disjoint", "float", "outside", "swc",
+                                  "missing-gt", "json"])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     gt_uri = write(tmp_path / "gt.npy", labels())
     seg_uri = write(tmp_path / "seg.npy", labels())
     args = [seg_uri, "--gt", gt_uri]
-    if case == "shape":
-        args[0] = write(tmp_path / "small.npy", np.ones((8, 8, 8), np.uint32))
-        match = "shape (8, 8, 8) but ground truth"
+    if case == "voxel-size":
+        args[0] = write(tmp_path / "v.npy", labels(), voxel_size=(8, 8, 8))
+        match = "has voxel size (8, 8, 8) nm but ground truth"
+    elif case == "disjoint":
+        far = create_volume(str(tmp_path / "far.npy"), (8, 8, 16), np.uint32, offset=(8, 0, 0))
+        far.write(labels(), offset=(8, 0, 0))
+        args[0] = str(tmp_path / "far.npy")
+        match = "covers [8:16, 0:8, 0:16] and ground truth"
     elif case == "float":
         args[0] = write(tmp_path / "f.npy", np.ones((8, 8, 16), np.float32), layer_type="image")
         match = "labels must be integers"
@@ -205,26 +217,31 @@ def test_subprocess_reads_uri_from_stdin(tmp_path):
     assert "Traceback" not in bad.stderr and not math.isnan(0.0)
 
 
-def test_evaluate_volumes_aligns_offsets_blockwise(tmp_path):
+def test_evaluate_volumes_aligns_by_global_coordinates(tmp_path):
     from pytc_core import open_volume
     from pytc_eval import Skeletons
-    from pytc_eval.report import evaluate_volumes
+    from pytc_eval.score import evaluate_volumes
 
-    gt = labels()
-    seg = gt.astype(np.uint16) * 2
-    seg[:, 4:, 12:] = 9
+    gt = labels()  # at global z 10..18
+    seg = np.zeros((20, 8, 16), np.uint16)  # at global z 0..20, y 5..13
+    seg[10:18, :3] = gt[:, 5:] * 2  # gt rows y 5..7 sit at seg rows 0..2
+    seg[10:18, :3, 12:] = 9
     gt_vol = create_volume(str(tmp_path / "gt.npy"), gt.shape, gt.dtype, offset=(10, 0, 0),
                            voxel_size=(2, 2, 2))
     gt_vol.write(gt, offset=(10, 0, 0))
-    seg_vol = create_volume(str(tmp_path / "seg.npy"), seg.shape, seg.dtype, offset=(0, 5, 0))
+    seg_vol = create_volume(str(tmp_path / "seg.npy"), seg.shape, seg.dtype, offset=(0, 5, 0),
+                            voxel_size=(2, 2, 2))
     seg_vol.write(seg, offset=(0, 5, 0))
-    # skeleton positions are global ground-truth voxels: z = 10 + 4
+    # skeleton positions are global voxels; node y = 6 lies in the shared box (y 5..8)
     skel = Skeletons(np.arange(16), np.full(16, 2), np.array([[14.0, 6.0, x] for x in range(16)]),
                      np.array([[i, i + 1] for i in range(15)]))
     result = evaluate_volumes(open_volume(str(tmp_path / "seg.npy")),
                               open_volume(str(tmp_path / "gt.npy")), skel, block_size=3)
-    expected = rand_voi(gt, seg)
-    assert result.report["voi_split"] == pytest.approx(expected["voi_split"])
-    assert result.report["split_stats"] == {"2": [[4, 9]]}
-    assert result.report["erl"] == pytest.approx((22**2 + 6**2) / 30)  # 2 nm edges
-    assert result.report["voxel_size"] == [2, 2, 2]
+    report = result.report
+    assert report.bbox == BBox((10, 5, 0), (18, 8, 16))  # the intersection
+    expected = rand_voi(gt[:, 5:], seg[10:18, :3])
+    assert report.voi_split == pytest.approx(expected["voi_split"]) and report.voi_split > 0
+    assert report.n_voxels == 8 * 3 * 16
+    assert report.skeleton_scores.split_stats == {2: [(4, 9)]}
+    assert report.skeleton_scores.erl == pytest.approx((22**2 + 6**2) / 30)  # 2 nm edges
+    assert report.voxel_size == (2, 2, 2)

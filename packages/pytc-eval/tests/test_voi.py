@@ -66,7 +66,9 @@ def test_hand_computed_table():
     assert r["adapted_rand_error"] == pytest.approx(1 - 2 * rs * rm / (rs + rm))
     assert r["voi_split_i"] == pytest.approx({1: 0.0, 2: 0.4, 3: 0.0})
     assert r["voi_merge_j"] == pytest.approx({0: 0.0, 5: 0.6 * h, 6: 0.0})
+    # segments: 5, 6 and 7 (on truth 0); a predicted 0 scores as a label but is no segment
     assert (r["n_voxels"], r["n_gt_segments"], r["n_segments"]) == (5, 3, 3)
+    assert rand_voi(truth, np.where(pred == 7, 0, pred))["n_segments"] == 2
     assert_matches_funlib(truth, pred)
 
 
@@ -133,7 +135,7 @@ def test_table_grows_and_blocks_add_up():
         for got, want in zip(table.pairs(), whole.pairs(), strict=True):
             np.testing.assert_array_equal(got, want)
     assert whole.total == int((truth != 0).sum())
-    assert rand_voi_from_table(*whole.pairs()) == rand_voi(truth, pred)
+    assert rand_voi_from_table(*whole.pairs(include_background=True)) == rand_voi(truth, pred)
     assert_matches_funlib(truth[:5], pred[:5])
 
 

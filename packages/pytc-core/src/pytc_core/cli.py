@@ -1,13 +1,18 @@
 """Conventions every pytc command follows (the stages build their CLIs with cyclopts on top).
 
 - A :class:`~pytc_core.errors.UserError` becomes one stderr line ``pytc-x: error: ...`` and exit 2.
-- ``-`` as an input URI means "read the URI from the first line of stdin".
+- ``-`` as an input URI means "read the URI from the first line of stdin" (commands that
+  take several inputs read every line: :func:`read_uris_from_stdin`).
 - stdout carries only the result (an output URI or a JSON report), one line; logs and
   progress bars go to stderr.
+- Every command's app comes from :func:`make_app` (no generated ``--empty-*``/``--no-*``
+  flags) and runs through :func:`run_entry_point`, which names an unknown option or a stray
+  argument together with the command's valid flags and the closest match.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import shlex
 import sys
@@ -24,10 +29,12 @@ __all__ = [
     "CommonFlags",
     "emit",
     "parse_block_size",
+    "make_app",
     "progress",
     "read_uri_from_stdin",
     "read_uris_from_stdin",
     "resolve_input_uri",
+    "resolve_input_uris",
     "run_entry_point",
     "setup_logging",
     "stderr_console",
@@ -163,6 +170,20 @@ def parse_block_size(text: str | int | Sequence[int] | None,
     return (parts[0], parts[1], parts[2])
 
 
+def resolve_input_uris(uris: Sequence[str], stream=None) -> list[str]:
+    """The inputs with ``-`` replaced by every URI on stdin (one per line), order kept.
+
+    ``-`` may appear once (stdin can be read only once).
+    """
+    if list(uris).count("-") > 1:
+        raise UserError("'-' (read URIs from stdin) is given more than once",
+                        "give '-' once; it reads every line of stdin")
+    out: list[str] = []
+    for uri in uris:
+        out.extend(read_uris_from_stdin(stream) if uri == "-" else [uri])
+    return out
+
+
 def emit(text: str) -> None:
     """Print the command's one-line result on stdout and flush."""
     sys.stdout.write(text.rstrip("\n") + "\n")
@@ -204,19 +225,84 @@ def progress(items: Iterable[T], description: str, total: int | None = None,
             bar.advance(task)
 
 
+def _conventions() -> Parameter:
+    return Parameter(negative=(), negative_iterable=())
+
+
+def make_app(name: str, version: str, **kwargs: Any):
+    """A cyclopts ``App`` with pytc's conventions: no generated ``--empty-X`` / ``--no-X``
+    flags (a stage that wants a negative flag names it on the parameter)."""
+    import cyclopts
+
+    kwargs.setdefault("default_parameter", _conventions())
+    return cyclopts.App(name=name, version=version, **kwargs)
+
+
 def _is_cyclopts_error(exc: BaseException) -> bool:
     return any(c.__name__ == "CycloptsError" for c in type(exc).__mro__)
+
+
+def _command_arguments(app: Any, exc: BaseException) -> tuple[list[str], list[str]]:
+    """(positional names, option names) the command that failed accepts, as --help shows."""
+    collection = getattr(exc, "argument_collection", None)
+    if collection is None:
+        target = getattr(exc, "app", None) or app
+        try:
+            collection = target.assemble_argument_collection()
+        except Exception:  # pragma: no cover - an app without a default command
+            return [], []
+    positional, options = [], []
+    for argument in collection:
+        if argument.parameter.show is False or not argument.names:
+            continue
+        if argument.field_info.kind in (argument.field_info.POSITIONAL_ONLY,
+                                        argument.field_info.VAR_POSITIONAL):
+            positional.append(argument.names[0])
+            continue
+        options.extend(n for n in argument.names if n.startswith("-")
+                       and not n.startswith(("--empty-", "--no-")))
+    return positional, options
+
+
+def _usage_message(prog: str, app: Any, exc: BaseException) -> str | None:
+    """A one-line message for an unknown option or a stray argument, else None."""
+    kind = type(exc).__name__
+    if kind == "UnknownOptionError":
+        token = exc.token  # type: ignore[attr-defined]
+        bad = (token.keyword or token.value or "").split("=", 1)[0]
+        what = f"unknown option '{bad}'"
+    elif kind == "UnusedCliTokensError":
+        tokens = [str(t) for t in (exc.unused_tokens or [])]  # type: ignore[attr-defined]
+        if not tokens:
+            return None
+        bad = tokens[0]
+        what = (f"unknown option '{bad}'" if bad.startswith("-") else
+                f"unexpected argument '{bad}'")
+        if len(tokens) > 1:
+            what += f" (and {len(tokens) - 1} more: {' '.join(tokens[1:])})"
+    else:
+        return None
+    positional, options = _command_arguments(app, exc)
+    bare = {o.lstrip("-"): o for o in options}
+    guess = difflib.get_close_matches(bad.lstrip("-"), list(bare), n=1, cutoff=0.6)
+    hint = f"did you mean '{bare[guess[0]]}'? " if guess else ""
+    takes = " ".join(positional)
+    hint += f"{prog} takes {takes + ' and ' if takes else ''}the options {', '.join(options)}"
+    return f"{what} ({hint}; see `{prog} --help`)"
 
 
 def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | None = None) -> int:
     """Run a cyclopts ``app`` as console script ``prog`` with pytc's error conventions.
 
     Returns the exit code: 0 on success, 2 on a user error (bad flags, bad input),
-    130 on Ctrl-C. Internal bugs propagate (a traceback, exit 1).
+    130 on Ctrl-C. Internal bugs propagate (a traceback, exit 1). An unknown option or a
+    stray argument is named with the command's valid flags and the closest match.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     global _current_command
     _current_command = shlex.join([prog, *argv])  # what run records name as the command to resume
+    if getattr(app, "default_parameter", False) is None:  # an app not made by make_app
+        app.default_parameter = _conventions()  # type: ignore[attr-defined]
     try:
         result = app(argv, exit_on_error=False, print_error=False, help_on_error=False,
                      result_action="return_value")
@@ -233,8 +319,10 @@ def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | No
         return code
     except Exception as exc:
         if _is_cyclopts_error(exc):
-            msg = " ".join(str(exc).split())
-            sys.stderr.write(f"{prog}: error: {msg} (see `{prog} --help`)\n")
+            msg = _usage_message(prog, app, exc)
+            if msg is None:
+                msg = " ".join(str(exc).split()) + f" (see `{prog} --help`)"
+            sys.stderr.write(f"{prog}: error: {msg}\n")
             return 2
         raise
     return result if isinstance(result, int) else 0

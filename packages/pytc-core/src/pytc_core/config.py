@@ -5,6 +5,10 @@ resolved config comes from three layers, later ones winning: the schema's defaul
 file (``--config run.toml``), and values given on the command line (dotted keys such as
 ``model.architecture``). Unknown keys and wrong types are user errors naming the valid keys
 and the closest match. The resolved config is dumped as TOML beside every output.
+
+One TOML file may configure a whole pipeline: each stage reads its own table (``[decode]``,
+``[eval]``, ...) and ignores the tables of the other stages, which are listed once in
+:data:`STAGE_TABLES`; a top-level table that belongs to no stage is still an error.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import sys
 import tomllib
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -24,6 +28,7 @@ import tomli_w
 from pytc_core.errors import UserError, closest_match
 
 __all__ = [
+    "STAGE_TABLES",
     "parse_set_options",
     "config_to_dict",
     "config_to_toml",
@@ -34,6 +39,15 @@ __all__ = [
 
 T = TypeVar("T")
 _MISSING = object()
+
+#: Top-level tables of a pipeline TOML file, each read by one stage (or shared by the stages
+#: that train and run a model). A stage ignores the ones it does not read; any other top-level
+#: table is an error. Add a stage's table here when a stage adds one.
+STAGE_TABLES = frozenset({
+    "train", "infer", "decode", "eval", "launch",   # one per command
+    "model", "data", "optim", "aug",                # shared by train and infer
+    "sweep", "slurm",                               # pytc-launch
+})
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -103,6 +117,11 @@ def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
         return _build(tp, value, key + ".", from_text)
     if from_text and isinstance(value, str) and tp is not str:
         value = _parse_text(value)
+    if origin is tuple and _is_scalar(value):
+        args = get_args(tp)
+        if len(args) > 1 and args[-1] is not Ellipsis and len(set(args)) == 1:
+            # one number for every axis: block_size = 128 means (128, 128, 128)
+            value = [value] * len(args)
     if origin in (list, tuple):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise bad()
@@ -140,6 +159,10 @@ def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
     raise bad()
 
 
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _build(schema: type[T], values: Mapping[str, Any], prefix: str, from_text: bool) -> T:
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}  # type: ignore[arg-type]
     hints = get_type_hints(schema)
@@ -175,23 +198,53 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _stage_tree(data: dict[str, Any], schema: type, section: str | None,
+                path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The part of a parsed TOML file that configures ``schema`` (see :func:`resolve_config`)."""
+    fields = {f.name for f in dataclasses.fields(schema) if f.init}  # type: ignore[arg-type]
+    if section is not None and section in data:
+        if not isinstance(data[section], dict):
+            raise UserError(f"{path}: '{section}' must be a table",
+                            f"write the options under [{section}]")
+        for key, value in data.items():
+            if key != section and key not in STAGE_TABLES:
+                raise _unknown_table(path, key, value, STAGE_TABLES)
+        return data[section]
+    # the whole file is this stage's config, minus the other stages' tables
+    tree = {k: v for k, v in data.items() if k in fields or k not in STAGE_TABLES}
+    for key, value in tree.items():
+        if key not in fields and isinstance(value, dict):
+            raise _unknown_table(path, key, value, fields | STAGE_TABLES)
+    return tree
+
+
+def _unknown_table(path: str | os.PathLike[str], key: str, value: Any,
+                   known: Iterable[str]) -> UserError:
+    known = sorted(known)
+    guess = closest_match(key, known)
+    hint = f"did you mean [{guess}]? " if guess else ""
+    what = f"unknown table [{key}]" if isinstance(value, dict) else \
+        f"top-level key '{key}' belongs to no stage's table"
+    return UserError(f"{path}: {what}",
+                     hint + "tables a pipeline file may hold: " + ", ".join(sorted(STAGE_TABLES)))
+
+
 def resolve_config(schema: type[T], config_file: str | os.PathLike[str] | None = None,
                    overrides: Mapping[str, Any] | None = None, section: str | None = None,
                    text_overrides: Mapping[str, str] | None = None) -> T:
     """Resolve ``schema`` from defaults < TOML file < ``overrides``.
 
     ``config_file``: a TOML file, or None. With ``section``, its table ``[section]`` is used
-    when present (so one file can configure several stages), else the whole file.
+    when present (so one file configures several stages; every other top-level key must be
+    another stage's table, :data:`STAGE_TABLES`). Without it (or when the file has no such
+    table) the whole file is the config, except the other stages' tables, which are ignored.
     ``overrides``: typed values from the command line under flat dotted keys; None values are
     ignored (flag not given). ``text_overrides``: ``key -> "string"`` values (``--set k=v``)
-    parsed as TOML literals. Raises UserError on unknown keys and wrong types.
+    parsed as TOML literals. Raises UserError on unknown keys and tables and wrong types.
     """
     tree: dict[str, Any] = {}
     if config_file is not None:
-        data = load_toml(config_file)
-        if section is not None and isinstance(data.get(section), dict):
-            data = data[section]
-        tree = _deep_copy(data)
+        tree = _deep_copy(_stage_tree(load_toml(config_file), schema, section, config_file))
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)

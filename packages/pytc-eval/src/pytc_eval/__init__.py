@@ -29,18 +29,29 @@ _EXPORTS = {
     "node_voxels": "skeletons",
     "save_skeletons": "skeletons",
     "skeletons_from_labels": "skeletons",
-    "Evaluation": "report",
-    "evaluate_volumes": "report",
+    "crop_skeletons": "skeletons",
+    "Evaluation": "score",
+    "evaluate_volumes": "score",
+    "SegmentationReport": "report",
+    "SkeletonScores": "report",
     "report_json": "report",
+    "EvalConfig": "eval",
+    "EvalReport": "eval",
+    "run_eval": "eval",
 }
 
 __all__ = [
     "__version__",
     "ContingencyTable",
+    "EvalConfig",
+    "EvalReport",
     "Evaluation",
     "KimimaroParams",
+    "SegmentationReport",
+    "SkeletonScores",
     "Skeletons",
     "adapted_rand_error",
+    "crop_skeletons",
     "edge_lengths",
     "evaluate_volumes",
     "expected_run_length",
@@ -50,16 +61,20 @@ __all__ = [
     "rand_voi",
     "rand_voi_from_table",
     "report_json",
+    "run_eval",
     "save_skeletons",
     "skeletons_from_labels",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytc_eval.erl import edge_lengths, expected_run_length
-    from pytc_eval.report import Evaluation, evaluate_volumes, report_json
+    from pytc_eval.eval import EvalConfig, EvalReport, run_eval
+    from pytc_eval.report import SegmentationReport, SkeletonScores, report_json
+    from pytc_eval.score import Evaluation, evaluate_volumes
     from pytc_eval.skeletons import (
         KimimaroParams,
         Skeletons,
+        crop_skeletons,
         load_skeletons,
         node_segments,
         node_voxels,

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from pytc_core.errors import UserError
+from pytc_eval.kernels import count_per_key, group_pairs
 from pytc_eval.skeletons import Skeletons
 
 __all__ = ["OMITTED", "SPLIT", "MERGED", "CORRECT", "expected_run_length", "edge_lengths"]
@@ -28,81 +29,6 @@ def edge_lengths(skeletons: Skeletons, voxel_size: Sequence[float] = (1, 1, 1),
     d = (skeletons.positions[idx[:, 0]] - skeletons.positions[idx[:, 1]]) \
         * np.asarray(voxel_size, np.float64)
     return np.sqrt(np.einsum("ij,ij->i", d, d))
-
-
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_S = np.uint64(29)
-
-
-@numba.njit(cache=True, nogil=True)
-def _table_size(n):  # pragma: no cover - numba
-    cap = 16
-    while cap < 2 * n:
-        cap *= 2
-    return cap
-
-
-@numba.njit(cache=True, nogil=True)
-def _group_pairs(sk, seg):  # pragma: no cover - numba
-    """Hash-group nodes by (skeleton index, segment): pair id per node, and per pair its
-    skeleton index, segment and node count (pairs numbered in order of first appearance)."""
-    n = sk.shape[0]
-    cap = _table_size(n)
-    mask = np.uint64(cap - 1)
-    slot = np.full(cap, -1, np.int64)
-    pair_of_node = np.empty(n, np.int64)
-    pair_sk = np.empty(n, np.int64)
-    pair_seg = np.empty(n, np.uint64)
-    pair_count = np.zeros(n, np.int64)
-    m = 0
-    for i in range(n):
-        a = np.uint64(sk[i])
-        b = seg[i]
-        h = (a * _M1) ^ (b * _M2)
-        h = (h ^ (h >> _S)) & mask
-        while True:
-            p = slot[h]
-            if p == -1:
-                slot[h] = m
-                pair_sk[m] = sk[i]
-                pair_seg[m] = b
-                p = m
-                m += 1
-                break
-            if pair_sk[p] == sk[i] and pair_seg[p] == b:
-                break
-            h = (h + np.uint64(1)) & mask
-        pair_of_node[i] = p
-        pair_count[p] += 1
-    return pair_of_node, pair_sk[:m], pair_seg[:m], pair_count[:m]
-
-
-@numba.njit(cache=True, nogil=True)
-def _skeletons_per_segment(pair_seg, counted):  # pragma: no cover - numba
-    """For each pair, how many ``counted`` pairs (distinct skeletons) share its segment."""
-    m = pair_seg.shape[0]
-    cap = _table_size(m)
-    mask = np.uint64(cap - 1)
-    keys = np.zeros(cap, np.uint64)
-    used = np.zeros(cap, np.bool_)
-    counts = np.zeros(cap, np.int64)
-    where = np.empty(m, np.int64)
-    for i in range(m):
-        b = pair_seg[i]
-        h = b * _M2
-        h = (h ^ (h >> _S)) & mask
-        while used[h] and keys[h] != b:
-            h = (h + np.uint64(1)) & mask
-        used[h] = True
-        keys[h] = b
-        where[i] = h
-        if counted[i]:
-            counts[h] += 1
-    out = np.empty(m, np.int64)
-    for i in range(m):
-        out[i] = counts[where[i]]
-    return out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -199,9 +125,11 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
     n_sk = sk_ids.shape[0]
 
     # (skeleton, segment) pairs; a segment merges when >= 2 skeletons hold >= k nodes in it
-    pair_of_node, pair_sk, pair_seg, pair_count = _group_pairs(sk_node, seg)
+    pair_of_node, first = group_pairs(sk_node.astype(np.uint64), seg)
+    pair_sk, pair_seg = sk_node[first], seg[first]
+    pair_count = np.bincount(pair_of_node, minlength=first.shape[0])
     big = pair_count >= merge_threshold
-    merging_pair = _skeletons_per_segment(pair_seg, big) > 1
+    merging_pair = count_per_key(pair_seg, big) > 1
 
     # an edge belongs to its first node's skeleton, so its pair is (skeleton, seg[u]);
     # run_len[p] is C_sg, the correct length of skeleton s in segment g pooled over s

@@ -19,6 +19,7 @@ from pytc_core.errors import UserError
 
 __all__ = [
     "KimimaroParams",
+    "crop_skeletons",
     "Skeletons",
     "load_skeletons",
     "node_segments",
@@ -72,9 +73,11 @@ class Skeletons:
             q = self.edges - lo
             rows = lut[np.where((q >= 0) & (q < span), q, span)]
         else:
-            from pytc_eval._lookup import rows_of  # numba, imported on first use
+            from pytc_eval.kernels import rows_of  # numba, imported on first use
 
-            rows = rows_of(ids, self.edges.reshape(-1)).reshape(-1, 2)
+            rows = rows_of(np.ascontiguousarray(ids).view(np.uint64),
+                           np.ascontiguousarray(self.edges).reshape(-1).view(np.uint64)
+                           ).reshape(-1, 2)
         if np.any(rows < 0):
             bad = self.edges[(rows < 0).any(axis=1)][0]
             raise UserError(f"skeleton edge {bad.tolist()} names a node id that does not exist",
@@ -308,3 +311,17 @@ def node_segments(skeletons: Skeletons, segmentation: np.ndarray,
     """
     idx = node_voxels(skeletons, segmentation.shape, offset) - np.asarray(offset, np.int64)
     return segmentation[idx[:, 0], idx[:, 1], idx[:, 2]]
+
+
+def crop_skeletons(skeletons: Skeletons, start: Sequence[int], stop: Sequence[int]
+                   ) -> Skeletons:
+    """The nodes whose nearest voxel (``numpy.rint``) lies in the box ``[start, stop)``
+    (global voxels, z y x) and the edges between two of them; ids are kept."""
+    vox = np.rint(skeletons.positions)
+    inside = np.all((vox >= np.asarray(start)) & (vox < np.asarray(stop)), axis=1)
+    if inside.all():
+        return skeletons
+    idx = skeletons.edge_index()
+    keep_edge = inside[idx[:, 0]] & inside[idx[:, 1]] if idx.size else np.zeros(0, bool)
+    return Skeletons(skeletons.node_ids[inside], skeletons.skeleton_ids[inside],
+                     skeletons.positions[inside], skeletons.edges[keep_edge])

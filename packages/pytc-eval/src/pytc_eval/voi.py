@@ -3,8 +3,10 @@
 Mirrors ``funlib.evaluate.rand_voi`` (``funlib/evaluate/impl/rand_voi.hpp``): only voxels
 where the ground truth is non-zero count, a predicted 0 is an ordinary label, Rand scores
 include self-pairs, entropies are in bits. The table is built with a numba hash table keyed
-on the (truth, prediction) id pair, so memory grows with the number of distinct pairs, never
-with the largest id; it is additive over blocks (:class:`ContingencyTable`).
+on the (truth, prediction) id pair (:mod:`pytc_eval.kernels`), so memory grows with the number
+of distinct pairs, never with the largest id; it is additive over blocks
+(:class:`ContingencyTable`). Segments are counted as pytc-decode counts them: the distinct
+non-zero ids (background 0 is not a segment), over every voxel of the arrays.
 """
 
 from __future__ import annotations
@@ -12,52 +14,31 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from pytc_eval.kernels import insert, new_table, rehash
+
 __all__ = ["ContingencyTable", "adapted_rand_error", "rand_voi", "rand_voi_from_table"]
 
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_S = np.uint64(29)
-
 
 @numba.njit(cache=True, nogil=True)
-def _insert(keys_a, keys_b, counts, a, b, n, mask):  # pragma: no cover - numba
-    h = (a * _M1) ^ (b * _M2)
-    h ^= h >> _S
-    i = h & mask
-    while True:
-        c = counts[i]
-        if c == 0:
-            keys_a[i] = a
-            keys_b[i] = b
-            counts[i] = n
-            return 1
-        if keys_a[i] == a and keys_b[i] == b:
-            counts[i] = c + n
-            return 0
-        i = (i + np.uint64(1)) & mask
-
-
-@numba.njit(cache=True, nogil=True)
-def _count_pairs(truth, pred, start, keys_a, keys_b, counts, n_used):  # pragma: no cover
+def _count_pairs(truth, pred, start, keys_a, keys_b, index, counts, n_used):  # pragma: no cover
     """Add voxels ``start..`` of the flat arrays to the table; stop early when it is half full.
 
     Returns (next start, entries used). Runs of equal (truth, pred) pairs are counted before
     touching the table, so a typical label volume costs about one probe per run.
     """
     size = truth.shape[0]
-    mask = np.uint64(counts.shape[0] - 1)
-    limit = counts.shape[0] // 2
+    limit = index.shape[0] // 2
     i = start
     while i < size:
         a = np.uint64(truth[i])
-        if a == 0:
-            i += 1
-            continue
         b = np.uint64(pred[i])
         j = i + 1
         while j < size and np.uint64(truth[j]) == a and np.uint64(pred[j]) == b:
             j += 1
-        n_used += _insert(keys_a, keys_b, counts, a, b, np.int64(j - i), mask)
+        e = insert(keys_a, keys_b, index, a, b, n_used)
+        if e == n_used:
+            n_used += 1
+        counts[e] += j - i
         i = j
         if n_used >= limit:
             break
@@ -65,11 +46,13 @@ def _count_pairs(truth, pred, start, keys_a, keys_b, counts, n_used):  # pragma:
 
 
 @numba.njit(cache=True, nogil=True)
-def _rehash(keys_a, keys_b, counts, new_a, new_b, new_counts):  # pragma: no cover - numba
-    mask = np.uint64(new_counts.shape[0] - 1)
-    for i in range(counts.shape[0]):
-        if counts[i] != 0:
-            _insert(new_a, new_b, new_counts, keys_a[i], keys_b[i], counts[i], mask)
+def _merge_into(keys_a, keys_b, index, counts, a, b, n, n_used):  # pragma: no cover - numba
+    for i in range(a.shape[0]):
+        e = insert(keys_a, keys_b, index, a[i], b[i], n_used)
+        if e == n_used:
+            n_used += 1
+        counts[e] += n[i]
+    return n_used
 
 
 def _as_unsigned(labels: np.ndarray, name: str) -> np.ndarray:
@@ -90,22 +73,24 @@ def _as_unsigned(labels: np.ndarray, name: str) -> np.ndarray:
 class ContingencyTable:
     """Counts of voxels per (truth id, prediction id) pair, accumulated over blocks.
 
-    ``add(truth, pred)`` may be called once per block (any shapes, equal within a call);
-    voxels where ``truth == 0`` are ignored, as in funlib. ``pairs()`` returns the table.
+    ``add(truth, pred)`` may be called once per block (any shapes, equal within a call).
+    Every voxel is counted, truth 0 included (so the segments of the whole box are known);
+    the metrics leave out truth 0, as funlib does. ``pairs()`` returns the table.
     """
 
     def __init__(self, capacity: int = 1 << 12) -> None:
         cap = 1 << max(4, int(capacity - 1).bit_length())
-        self._a = np.zeros(cap, np.uint64)
-        self._b = np.zeros(cap, np.uint64)
-        self._n = np.zeros(cap, np.int64)
+        self._a, self._b, self._index = new_table(cap)
+        self._n = np.zeros(cap // 2, np.int64)
         self._used = 0
 
     def _grow(self) -> None:
-        cap = self._n.shape[0] * 2
-        a, b, n = np.zeros(cap, np.uint64), np.zeros(cap, np.uint64), np.zeros(cap, np.int64)
-        _rehash(self._a, self._b, self._n, a, b, n)
-        self._a, self._b, self._n = a, b, n
+        cap = self._index.shape[0] * 2
+        a, b, index = new_table(cap)
+        rehash(self._a, self._b, self._index, a, b, index)
+        counts = np.zeros(cap // 2, np.int64)
+        counts[:self._used] = self._n[:self._used]
+        self._a, self._b, self._index, self._n = a, b, index, counts
 
     def add(self, truth: np.ndarray, pred: np.ndarray) -> ContingencyTable:
         """Count the voxels of one block; ``truth`` and ``pred`` must have the same shape."""
@@ -118,42 +103,45 @@ class ContingencyTable:
         ta, pb = _as_unsigned(truth, "ground truth"), _as_unsigned(pred, "segmentation")
         start = 0
         while start < ta.shape[0]:
-            start, self._used = _count_pairs(ta, pb, start, self._a, self._b, self._n,
-                                             self._used)
-            if self._used >= self._n.shape[0] // 2:
+            start, self._used = _count_pairs(ta, pb, start, self._a, self._b, self._index,
+                                             self._n, self._used)
+            if self._used >= self._index.shape[0] // 2:
                 self._grow()
         return self
 
     def merge(self, other: ContingencyTable) -> ContingencyTable:
         """Add another table's counts to this one (tables of disjoint blocks add up)."""
-        a, b, n = other.pairs()
+        a, b, n = other.pairs(include_background=True)
         for start in range(0, a.shape[0], 1 << 16):
             sl = slice(start, start + (1 << 16))
-            while self._used + (sl.stop - sl.start) >= self._n.shape[0] // 2:
+            while self._used + (sl.stop - sl.start) >= self._index.shape[0] // 2:
                 self._grow()
-            self._used = _merge_into(self._a, self._b, self._n, a[sl], b[sl], n[sl],
-                                     self._used)
+            self._used = _merge_into(self._a, self._b, self._index, self._n, a[sl], b[sl],
+                                     n[sl], self._used)
         return self
 
-    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(truth ids uint64, prediction ids uint64, voxel counts int64), sorted by (truth, pred)."""
-        used = self._n != 0
-        a, b, n = self._a[used], self._b[used], self._n[used]
+    def pairs(self, include_background: bool = False) -> tuple[np.ndarray, np.ndarray,
+                                                               np.ndarray]:
+        """(truth ids uint64, prediction ids uint64, voxel counts int64), sorted by (truth,
+        pred); pairs with truth 0 only with ``include_background``."""
+        used = self._index >= 0
+        a, b, n = self._a[used], self._b[used], self._n[self._index[used]]
+        if not include_background:
+            keep = a != 0
+            a, b, n = a[keep], b[keep], n[keep]
         order = np.lexsort((b, a))
         return a[order], b[order], n[order]
 
     @property
     def total(self) -> int:
         """Number of counted voxels (ground truth non-zero)."""
-        return int(self._n.sum())
+        return int(self.pairs()[2].sum())
 
-
-@numba.njit(cache=True, nogil=True)
-def _merge_into(keys_a, keys_b, counts, a, b, n, n_used):  # pragma: no cover - numba
-    mask = np.uint64(counts.shape[0] - 1)
-    for i in range(a.shape[0]):
-        n_used += _insert(keys_a, keys_b, counts, a[i], b[i], n[i], mask)
-    return n_used
+    @property
+    def n_segments(self) -> int:
+        """Distinct non-zero prediction ids over every voxel added (truth 0 included)."""
+        b = self.pairs(include_background=True)[1]
+        return int(np.unique(b[b != 0]).shape[0])
 
 
 def _group_sum(ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +157,15 @@ def _div(x: float, y: float) -> float:
 
 def rand_voi_from_table(truth_ids: np.ndarray, pred_ids: np.ndarray, counts: np.ndarray,
                         return_cluster_scores: bool = False) -> dict:
-    """The metrics of :func:`rand_voi` from a contingency table (see :class:`ContingencyTable`)."""
+    """The metrics of :func:`rand_voi` from a contingency table (see :class:`ContingencyTable`).
+
+    Rows with truth id 0 count only towards ``n_segments`` (distinct non-zero prediction ids
+    over all rows), never towards the metrics.
+    """
+    truth_ids, pred_ids = np.asarray(truth_ids), np.asarray(pred_ids)
+    n_segments = int(np.unique(pred_ids[pred_ids != 0]).shape[0])
+    fg = truth_ids != 0
+    truth_ids, pred_ids, counts = truth_ids[fg], pred_ids[fg], np.asarray(counts)[fg]
     n = np.asarray(counts, np.float64)
     total = float(n.sum())
     a_ids, a_sum = _group_sum(np.asarray(truth_ids), n)
@@ -210,7 +206,7 @@ def rand_voi_from_table(truth_ids: np.ndarray, pred_ids: np.ndarray, counts: np.
         "h_joint": h_ab,
         "n_voxels": int(total),
         "n_gt_segments": int(a_ids.shape[0]),
-        "n_segments": int(b_ids.shape[0]),
+        "n_segments": n_segments,
     }
     if return_cluster_scores:
         vs = np.bincount(a_inv, weights=split_terms, minlength=a_ids.shape[0])
@@ -242,7 +238,10 @@ def rand_voi(truth: np.ndarray, pred: np.ndarray, return_cluster_scores: bool = 
     scores, NVI, NID and the adapted Rand error are NaN while VOI is 0; with a single
     (truth, pred) pair (H_ab = 0) NVI and NID are NaN. ``return_cluster_scores`` adds per-label
     contributions ``voi_split_i`` {truth id: bits} and ``voi_merge_j`` {pred id: bits} that sum
-    to the totals. Also returned: the entropies and the voxel and segment counts.
+    to the totals. Also returned: the entropies, ``n_voxels`` (voxels counted),
+    ``n_gt_segments`` and ``n_segments``: the distinct non-zero ids of ``truth`` and of
+    ``pred`` over the whole arrays (background 0 is not a segment, as in pytc-decode).
     """
     table = ContingencyTable().add(truth, pred)
-    return rand_voi_from_table(*table.pairs(), return_cluster_scores=return_cluster_scores)
+    return rand_voi_from_table(*table.pairs(include_background=True),
+                               return_cluster_scores=return_cluster_scores)

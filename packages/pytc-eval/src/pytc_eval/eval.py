@@ -1,0 +1,188 @@
+"""One run of pytc-eval: score segmentations against a ground truth (:func:`run_eval`).
+
+The stage template: :class:`EvalConfig` is the resolved config (TOML table ``[eval]``,
+flags, ``--set``), :func:`run_eval` does the whole job and returns an :class:`EvalReport`;
+the command line only parses flags into the config, calls it and prints the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytc_core.bbox import BBox
+from pytc_core.errors import UserError
+from pytc_eval.links import LinkSettings
+from pytc_eval.report import SegmentationReport, format_table, ranked_table
+from pytc_eval.skeletons import KimimaroParams
+
+__all__ = ["EvalConfig", "EvalReport", "run_eval"]
+
+log = logging.getLogger("pytc.eval")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of ``pytc-eval`` (TOML table ``[eval]``, or a whole file of them)."""
+
+    #: ground-truth skeletons (JSON, SWC, precomputed layer) or ``kimimaro``; None: no ERL
+    skeletons: str | None = None
+    #: nodes a (skeleton, segment) pair needs to count for merges (1 = funlib)
+    merge_threshold: int = 1
+    #: the same for ``adapted_erl`` / ``adapted_nerl``
+    adapted_merge_threshold: int = 5
+    #: voxels read at a time (z, y, x); one number means a cube
+    block_size: tuple[int, int, int] = (256, 256, 256)
+    #: voxel size (nm, z y x) of every volume, overriding their metadata
+    voxel_size: tuple[float, float, float] | None = None
+    #: score only this box: z0, y0, x0, z1, y1, x1 in global voxels (half-open)
+    bbox: tuple[int, int, int, int, int, int] | None = None
+    kimimaro: KimimaroParams = field(default_factory=KimimaroParams)
+    neuroglancer: LinkSettings = field(default_factory=LinkSettings)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """What one run of :func:`run_eval` found and wrote."""
+
+    ground_truth: str
+    #: one report per segmentation, in the order given
+    segmentations: tuple[SegmentationReport, ...]
+    #: where the skeletons came from, None without skeletons
+    skeletons: str | None = None
+    #: the errors CSV written (None: none asked for) and its number of rows
+    errors_path: str | None = None
+    n_errors: int = 0
+    #: folder a local file server must serve for the errors CSV's links, and its address
+    serve_root: str | None = None
+    #: seconds spent per phase, in order
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The segmentations ranked (by NERL with skeletons, else by VOI) as a text table."""
+        return format_table(*ranked_table(self.segmentations))
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+            log.debug("%s: %.2f s", name, self.timings[name])
+
+
+def _check_outputs(paths: Sequence[str | None], overwrite: bool) -> None:
+    for path in paths:
+        if path is not None and Path(path).exists() and not overwrite:
+            raise UserError(f"{path} already exists", "pass --overwrite to replace it")
+
+
+def _hull(boxes: Sequence[BBox]) -> BBox:
+    return BBox(tuple(min(b.start[i] for b in boxes) for i in range(3)),  # type: ignore[arg-type]
+                tuple(max(b.stop[i] for b in boxes) for i in range(3)))
+
+
+def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig = EvalConfig(),
+             *, errors: str | None = None, save_skeletons: str | None = None,
+             overwrite: bool = False, show_progress: bool = False) -> EvalReport:
+    """Score each segmentation URI against the ground-truth URI.
+
+    Volumes are aligned by global coordinates: each segmentation is scored on the
+    intersection of its box and the ground truth's (cut to ``config.bbox``), and the report
+    records that box; different voxel sizes and boxes that do not overlap are UserErrors.
+    Skeletons (``config.skeletons``) are loaded once, or computed with kimimaro from the
+    ground truth inside the boxes scored; ``save_skeletons`` writes them as JSON, ``errors``
+    writes every merge and split as CSV (existing files need ``overwrite``). Nothing is
+    written before every input has been checked.
+    """
+    from pytc_core.config import config_to_toml
+    from pytc_core.files import write_atomic
+    from pytc_core.volume import open_volume, require_integer_labels
+    from pytc_eval.align import bbox_from_values, check_voxel_sizes, evaluation_box
+    from pytc_eval.links import error_rows, errors_csv, serve_root
+    from pytc_eval.score import evaluate_volumes
+    from pytc_eval.skeletons import load_skeletons, node_voxels, skeletons_from_labels
+    from pytc_eval.skeletons import save_skeletons as save_skeletons_json
+
+    log.debug("resolved config:\n%s", config_to_toml(config).rstrip())
+    if not segmentations:
+        raise UserError("no segmentation to evaluate", "give at least one segmentation URI")
+    _check_outputs([errors, save_skeletons], overwrite)
+    timer = _Timer()
+    with timer.phase("open and check volumes"):
+        gt = open_volume(ground_truth)
+        require_integer_labels(gt)
+        segs = [open_volume(uri) for uri in segmentations]
+        for seg in segs:
+            require_integer_labels(seg)
+        voxel_size = check_voxel_sizes(gt, segs, config.voxel_size)
+        user_box = bbox_from_values(config.bbox) if config.bbox is not None else None
+        boxes = [evaluation_box(seg, gt, user_box) for seg in segs]
+    for seg, box in zip(segs, boxes, strict=True):
+        if seg.bbox != gt.bbox or user_box is not None:
+            log.info("%s: scored on %s (global voxels z, y, x): the intersection of its box "
+                     "%s, the ground truth's %s%s", seg.uri, box, seg.bbox, gt.bbox,
+                     f" and --bbox {user_box}" if user_box is not None else "")
+        if user_box is None and box != gt.bbox:
+            log.warning("%s: %d of the ground truth's %d voxels lie outside the segmentation "
+                        "and are not scored", seg.uri, gt.bbox.size - box.size, gt.bbox.size)
+
+    skel = None
+    if config.skeletons is not None:
+        with timer.phase("skeletons"):
+            if config.skeletons == "kimimaro":
+                region = _hull(boxes)
+                log.info("skeletonizing %s in %s with kimimaro", gt.uri, region)
+                skel = skeletons_from_labels(gt.read(region), voxel_size, config.kimimaro,
+                                             region.start)
+            else:
+                skel = load_skeletons(config.skeletons, voxel_size=voxel_size)
+                node_voxels(skel, gt.spatial_shape, gt.offset)  # nodes outside: UserError
+            log.info("%d skeletons, %d nodes, %d edges", skel.num_skeletons, skel.num_nodes,
+                     skel.num_edges)
+        if save_skeletons:
+            save_skeletons_json(skel, save_skeletons)
+
+    reports, evaluations = [], []
+    for seg, box in zip(segs, boxes, strict=True):
+        with timer.phase(f"scoring {seg.uri}"):
+            log.debug("%s: blocks of %s voxels over %s", seg.uri, config.block_size, box)
+            result = evaluate_volumes(
+                seg, gt, skel, box=box, voxel_size=voxel_size,
+                merge_threshold=config.merge_threshold,
+                adapted_merge_threshold=config.adapted_merge_threshold,
+                block_size=config.block_size, skeleton_source=config.skeletons,
+                show_progress=show_progress)
+        for warning in result.report.warnings:
+            log.warning("%s: %s", seg.uri, warning)
+        reports.append(result.report)
+        evaluations.append(result)
+
+    n_errors, root = 0, None
+    if errors:
+        with timer.phase("errors table"):
+            root = serve_root([gt, *segs], config.neuroglancer)
+            rows = {seg.uri: error_rows(ev, seg, gt, config.neuroglancer, root)
+                    for seg, ev in zip(segs, evaluations, strict=True)}
+            n_errors = sum(len(r) for r in rows.values())
+            write_atomic(errors, errors_csv(rows))
+        log.info("wrote %d errors to %s", n_errors, errors)
+        if root is not None and n_errors:
+            port = urllib.parse.urlsplit(config.neuroglancer.local_server).port or 80
+            log.info("its Neuroglancer links read the local layers from %s: serve them there "
+                     "first with `pytc-eval serve %s --port %d`",
+                     config.neuroglancer.local_server, root, port)
+    log.debug("timings: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timer.timings.items()))
+    return EvalReport(gt.uri, tuple(reports), config.skeletons, errors, n_errors, root,
+                      timer.timings)
