@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,16 +76,33 @@ def test_parse_set_options():
         parse_set_options(["novalue"])
 
 
-def test_the_example_pipeline_config_is_valid_for_both_stages():
-    from pathlib import Path
+PIPELINE = Path(__file__).resolve().parents[1] / "examples" / "pipeline.toml"
 
-    from pytc_core.config import resolve_config
+
+def test_the_example_pipeline_config_is_valid_for_every_stage():
+    from pytc_core.config import STAGE_TABLES, load_toml, resolve_config
+    from pytc_core.models.config import ModelConfig
     from pytc_decode.decode import DecodeConfig
     from pytc_eval.eval import EvalConfig
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "pipeline.toml"
-    decode = resolve_config(DecodeConfig, path, section="decode")
+    assert set(load_toml(PIPELINE)) <= STAGE_TABLES
+    decode = resolve_config(DecodeConfig, PIPELINE, section="decode")
     assert decode.threshold == 0.7 and decode.block_size == (64, 128, 128)
-    evaluation = resolve_config(EvalConfig, path, section="eval")
+    evaluation = resolve_config(EvalConfig, PIPELINE, section="eval")
     assert evaluation.skeletons == "kimimaro" and evaluation.kimimaro.dust_threshold == 1000
     assert evaluation.block_size == (256, 256, 256)
+    assert evaluation.neuroglancer.local_server == "http://localhost:8080"
+    model = resolve_config(ModelConfig, PIPELINE, section="model")
+    assert model.architecture == "mednext" and model.out_channels == 3
+
+
+def test_each_command_runs_with_the_pipeline_config(volumes, capsys):
+    seg = str(volumes / "seg")
+    assert run_entry_point("pytc-decode", decode_app, [str(volumes / "aff"), "-o", seg,
+                                                       "--config", str(PIPELINE),
+                                                       "--set", "min_size=0"]) == 0
+    capsys.readouterr()
+    assert run_entry_point("pytc-eval", eval_app, [seg, "--gt", str(volumes / "gt"), "--config",
+                                                   str(PIPELINE), "--set", "skeletons=none",
+                                                   "--json"]) == 0
+    assert '"voi_split"' in capsys.readouterr().out

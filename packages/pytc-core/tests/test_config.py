@@ -124,3 +124,16 @@ def test_one_number_for_every_axis(tmp_path):
         (16, 16, 16)
     with pytest.raises(UserError, match="block_size"):
         resolve_config(RunConfig, None, {"block_size": True})
+
+
+@dataclass(frozen=True)
+class Named:
+    name: str = "a"
+    source: str | None = "x"
+
+
+def test_set_strings_quoted_or_not():
+    assert resolve_config(Named, text_overrides={"name": "'b c'"}).name == "b c"
+    assert resolve_config(Named, text_overrides={"name": "3"}).name == "3"
+    assert resolve_config(Named, text_overrides={"source": '"http://h:1"'}).source == "http://h:1"
+    assert resolve_config(Named, text_overrides={"source": "none"}).source is None

@@ -142,6 +142,7 @@ def test_verbose_shows_config_and_timings_and_quiet_verbose_is_an_error(tmp_path
     code, out, err = run(capsys, gt, "--gt", gt, "-v", "--json", "--set", "merge_threshold=3")
     assert code == 0
     assert "resolved config:" in err and "merge_threshold = 3" in err
+    assert "1 blocks of (256, 256, 256) voxels over [0:24, 0:8, 0:8]" in err
     assert re.search(r"timings: open and check volumes \d+\.\d\d s, scoring \S+ \d+\.\d\d s",
                      err)
     code, out, err = run(capsys, gt, "--gt", gt, "-q", "-v")
@@ -167,3 +168,62 @@ def test_unknown_option_names_the_valid_flags(tmp_path, capsys):
     assert "--bbox" in err and "--set" in err and "Unused Tokens" not in err
     code, out, err = run(capsys, "seg", "--gt", "gt", "--json", "stray")
     assert code == 2 and "unexpected argument 'stray'" in err and "SEG_URI" in err
+
+
+def test_errors_csv_links_open_through_pytc_eval_serve(tmp_path, capsys):
+    """The links' layer sources answer over HTTP while `pytc-eval serve` runs (a real process)."""
+    import csv
+    import signal
+    import subprocess
+    import sys
+    import urllib.parse
+    import urllib.request
+    from pathlib import Path
+
+    lab = full_labels()
+    layers = tmp_path / "layers"
+    gt = write(layers / "gt", lab)
+    seg = write(layers / "seg", np.where(lab == 2, 1, lab).astype(np.uint32))  # merge 1 + 2
+    skel = tmp_path / "skel.json"
+    skel.write_text(json.dumps({"nodes": [
+        {"id": i, "skeleton_id": s, "z": 1, "y": y, "x": x}
+        for i, (s, y, x) in enumerate([(1, 2, 1), (1, 3, 1), (2, 2, 6), (2, 3, 6)])],
+        "edges": [[0, 1], [2, 3]]}))
+    server = subprocess.Popen([str(Path(sys.executable).parent / "pytc-eval"), "serve",
+                               str(layers), "--host", "127.0.0.1", "--port", "0"],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
+        errors = tmp_path / "errors.csv"
+        code, _, err = run(capsys, seg, "--gt", gt, "--skeletons", skel, "--errors", errors,
+                           "--set", f"neuroglancer.local_server='http://127.0.0.1:{port}'")
+        assert code == 0, err
+        assert f"pytc-eval serve {layers} --port {port}" in err
+        rows = list(csv.DictReader(errors.read_text().splitlines()))
+        assert [(r["kind"], r["segments"], r["skeletons"]) for r in rows] == [("merge", "1",
+                                                                               "1;2")]
+        state = json.loads(urllib.parse.unquote(rows[0]["neuroglancer"].split("#!", 1)[1]))
+        for layer in state["layers"]:
+            url = layer["source"].removeprefix("precomputed://")
+            with urllib.request.urlopen(url + "/info", timeout=30) as resp:
+                assert json.loads(resp.read())["type"] == "segmentation"
+                assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert state["layers"][1]["segments"] == ["1"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+        server.stderr.close()
+
+
+def test_remote_layers_are_linked_directly():
+    from pytc_eval.links import LinkSettings, layer_source
+
+    assert layer_source("gs://bucket/seg/") == "precomputed://gs://bucket/seg"
+    assert layer_source("s3://b/seg") == "precomputed://s3://b/seg"
+    assert layer_source("precomputed://https://host/seg") == "precomputed://https://host/seg"
+    settings = LinkSettings(local_server="http://localhost:9000/")
+    assert layer_source("file:///data/my%20run/seg", settings, "/data") == \
+        "precomputed://http://localhost:9000/my%20run/seg"
+    assert layer_source("/elsewhere/seg", settings, "/data") is None  # not served: no link
+    assert layer_source("x.h5:seg", format="hdf5") is None

@@ -115,8 +115,10 @@ def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
         if not isinstance(value, Mapping):
             raise UserError(f"config key '{key}' must be a table", f"write it as [{key}] in the TOML file")
         return _build(tp, value, key + ".", from_text)
-    if from_text and isinstance(value, str) and tp is not str:
-        value = _parse_text(value)
+    if from_text and isinstance(value, str):
+        parsed = _parse_text(value)
+        if tp is not str or isinstance(parsed, str):  # a quoted string loses its quotes
+            value = parsed
     if origin is tuple and _is_scalar(value):
         args = get_args(tp)
         if len(args) > 1 and args[-1] is not Ellipsis and len(set(args)) == 1:

@@ -47,8 +47,8 @@ def serve_folder(root: str | os.PathLike[str], host: str = "localhost", port: in
                  announce=print) -> None:
     """Serve ``root`` at ``http://host:port/`` until Ctrl-C."""
     server = make_server(root, host, port)
-    announce(f"serving {os.path.abspath(os.fspath(root))} at http://{host}:{port}/ "
-             "(Ctrl-C stops)")
+    announce(f"serving {os.path.abspath(os.fspath(root))} at "
+             f"http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

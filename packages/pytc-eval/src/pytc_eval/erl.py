@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from pytc_core.errors import UserError
-from pytc_eval.kernels import count_per_key, group_pairs
+from pytc_eval.kernels import count_per_key, group_pairs, unique_inverse
 from pytc_eval.skeletons import Skeletons
 
 __all__ = ["OMITTED", "SPLIT", "MERGED", "CORRECT", "expected_run_length", "edge_lengths"]
@@ -74,7 +74,7 @@ def _dense_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         first[0] = True
         np.not_equal(ids[1:], ids[:-1], out=first[1:])
         return ids[first], np.cumsum(first) - 1
-    return np.unique(ids, return_inverse=True)
+    return unique_inverse(ids)
 
 
 def _segments_array(skeletons: Skeletons, node_segment) -> np.ndarray:

@@ -106,6 +106,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     writes every merge and split as CSV (existing files need ``overwrite``). Nothing is
     written before every input has been checked.
     """
+    from pytc_core.blocks import plan_blocks
     from pytc_core.config import config_to_toml
     from pytc_core.files import write_atomic
     from pytc_core.volume import open_volume, require_integer_labels
@@ -157,7 +158,9 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     reports, evaluations = [], []
     for seg, box in zip(segs, boxes, strict=True):
         with timer.phase(f"scoring {seg.uri}"):
-            log.debug("%s: blocks of %s voxels over %s", seg.uri, config.block_size, box)
+            log.debug("%s: %d blocks of %s voxels over %s", seg.uri,
+                      len(plan_blocks(box, config.block_size, grid_origin=gt.offset)),
+                      config.block_size, box)
             result = evaluate_volumes(
                 seg, gt, skel, box=box, voxel_size=voxel_size,
                 merge_threshold=config.merge_threshold,

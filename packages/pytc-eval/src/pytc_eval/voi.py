@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from pytc_eval.kernels import insert, new_table, rehash
+from pytc_eval.kernels import insert, new_table, rehash, unique_inverse
 
 __all__ = ["ContingencyTable", "adapted_rand_error", "rand_voi", "rand_voi_from_table"]
 
@@ -144,9 +144,11 @@ class ContingencyTable:
         return int(np.unique(b[b != 0]).shape[0])
 
 
-def _group_sum(ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    return uniq, np.bincount(inverse, weights=values, minlength=uniq.shape[0])
+def _group_sum(ids: np.ndarray, values: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted unique ids, sum of ``values`` per id, index of each element's id)."""
+    uniq, inverse = unique_inverse(ids)
+    return uniq, np.bincount(inverse, weights=values, minlength=uniq.shape[0]), inverse
 
 
 def _div(x: float, y: float) -> float:
@@ -168,10 +170,8 @@ def rand_voi_from_table(truth_ids: np.ndarray, pred_ids: np.ndarray, counts: np.
     truth_ids, pred_ids, counts = truth_ids[fg], pred_ids[fg], np.asarray(counts)[fg]
     n = np.asarray(counts, np.float64)
     total = float(n.sum())
-    a_ids, a_sum = _group_sum(np.asarray(truth_ids), n)
-    b_ids, b_sum = _group_sum(np.asarray(pred_ids), n)
-    _, a_inv = np.unique(truth_ids, return_inverse=True)
-    _, b_inv = np.unique(pred_ids, return_inverse=True)
+    a_ids, a_sum, a_inv = _group_sum(truth_ids, n)
+    b_ids, b_sum, b_inv = _group_sum(pred_ids, n)
 
     sum_nij2 = float(np.dot(n, n))
     rand_split = _div(sum_nij2, float(np.dot(a_sum, a_sum)))
