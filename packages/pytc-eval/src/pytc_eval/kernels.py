@@ -3,8 +3,9 @@
 Open addressing with linear probing over a power-of-two number of slots. A table is three
 arrays of one length (the capacity): ``keys_a``, ``keys_b`` (uint64, the key in each slot)
 and ``index`` (int64, the entry number stored in the slot, -1 when empty). Entries are
-numbered 0, 1, 2, ... in order of first insertion, so callers keep their values (counts,
-rows, ...) in plain arrays indexed by entry. A single key is the pair (key, 0).
+numbered 0, 1, 2, ... in order of first insertion, so callers keep their values (rows,
+groups, ...) in plain arrays indexed by entry, or per slot (the contingency counts, moved
+along by :func:`rehash`). A single key is the pair (key, 0).
 
 Used by the contingency table (:mod:`pytc_eval.voi`), the (skeleton, segment) grouping and
 the skeletons-per-segment count (:mod:`pytc_eval.erl`), and the node id → row lookup
@@ -57,7 +58,8 @@ def _slot(a, b, mask):  # pragma: no cover - numba
 
 @numba.njit(cache=True, nogil=True)
 def insert(keys_a, keys_b, index, a, b, n_entries):  # pragma: no cover - numba
-    """Entry of key (a, b); a new key gets entry ``n_entries`` (the caller then counts it)."""
+    """Slot of key (a, b); a new key gets entry ``n_entries`` (so ``index[slot] ==
+    n_entries`` tells the caller it was new)."""
     mask = np.uint64(index.shape[0] - 1)
     i = _slot(a, b, mask)
     while True:
@@ -66,9 +68,9 @@ def insert(keys_a, keys_b, index, a, b, n_entries):  # pragma: no cover - numba
             keys_a[i] = a
             keys_b[i] = b
             index[i] = n_entries
-            return n_entries
+            return i
         if keys_a[i] == a and keys_b[i] == b:
-            return e
+            return i
         i = (i + np.uint64(1)) & mask
 
 
@@ -85,8 +87,10 @@ def find(keys_a, keys_b, index, a, b):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, nogil=True)
-def rehash(keys_a, keys_b, index, new_a, new_b, new_index):  # pragma: no cover - numba
-    """Move every entry into a larger empty table (entry numbers are kept)."""
+def rehash(keys_a, keys_b, index, values, new_a, new_b, new_index,
+           new_values):  # pragma: no cover - numba
+    """Move every entry, and its per-slot value, into a larger empty table (entry numbers
+    are kept)."""
     mask = np.uint64(new_index.shape[0] - 1)
     for i in range(index.shape[0]):
         e = index[i]
@@ -97,6 +101,7 @@ def rehash(keys_a, keys_b, index, new_a, new_b, new_index):  # pragma: no cover 
             new_a[j] = keys_a[i]
             new_b[j] = keys_b[i]
             new_index[j] = e
+            new_values[j] = values[i]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -114,7 +119,7 @@ def group_pairs(a, b):  # pragma: no cover - numba
     first = np.empty(n, np.int64)
     m = 0
     for i in range(n):
-        g = insert(keys_a, keys_b, index, a[i], b[i], m)
+        g = index[insert(keys_a, keys_b, index, a[i], b[i], m)]
         if g == m:
             first[m] = i
             m += 1

@@ -35,10 +35,10 @@ def _count_pairs(truth, pred, start, keys_a, keys_b, index, counts, n_used):  # 
         j = i + 1
         while j < size and np.uint64(truth[j]) == a and np.uint64(pred[j]) == b:
             j += 1
-        e = insert(keys_a, keys_b, index, a, b, n_used)
-        if e == n_used:
+        s = insert(keys_a, keys_b, index, a, b, n_used)
+        if index[s] == n_used:
             n_used += 1
-        counts[e] += j - i
+        counts[s] += j - i
         i = j
         if n_used >= limit:
             break
@@ -48,10 +48,10 @@ def _count_pairs(truth, pred, start, keys_a, keys_b, index, counts, n_used):  # 
 @numba.njit(cache=True, nogil=True)
 def _merge_into(keys_a, keys_b, index, counts, a, b, n, n_used):  # pragma: no cover - numba
     for i in range(a.shape[0]):
-        e = insert(keys_a, keys_b, index, a[i], b[i], n_used)
-        if e == n_used:
+        s = insert(keys_a, keys_b, index, a[i], b[i], n_used)
+        if index[s] == n_used:
             n_used += 1
-        counts[e] += n[i]
+        counts[s] += n[i]
     return n_used
 
 
@@ -81,15 +81,14 @@ class ContingencyTable:
     def __init__(self, capacity: int = 1 << 12) -> None:
         cap = 1 << max(4, int(capacity - 1).bit_length())
         self._a, self._b, self._index = new_table(cap)
-        self._n = np.zeros(cap // 2, np.int64)
+        self._n = np.zeros(cap, np.int64)  # voxel count per slot
         self._used = 0
 
     def _grow(self) -> None:
         cap = self._index.shape[0] * 2
         a, b, index = new_table(cap)
-        rehash(self._a, self._b, self._index, a, b, index)
-        counts = np.zeros(cap // 2, np.int64)
-        counts[:self._used] = self._n[:self._used]
+        counts = np.zeros(cap, np.int64)
+        rehash(self._a, self._b, self._index, self._n, a, b, index, counts)
         self._a, self._b, self._index, self._n = a, b, index, counts
 
     def add(self, truth: np.ndarray, pred: np.ndarray) -> ContingencyTable:
@@ -125,7 +124,7 @@ class ContingencyTable:
         """(truth ids uint64, prediction ids uint64, voxel counts int64), sorted by (truth,
         pred); pairs with truth 0 only with ``include_background``."""
         used = self._index >= 0
-        a, b, n = self._a[used], self._b[used], self._n[self._index[used]]
+        a, b, n = self._a[used], self._b[used], self._n[used]
         if not include_background:
             keep = a != 0
             a, b, n = a[keep], b[keep], n[keep]
