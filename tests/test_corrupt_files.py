@@ -134,3 +134,22 @@ def test_corrupt_segmentation_through_pytc_eval(tmp_path, capsys, case):
     before = sorted(p.name for p in tmp_path.iterdir())
     code = run_entry_point("pytc-eval", app, [uri, "--gt", gt])
     _check(capsys, "pytc-eval", code, message, tmp_path, before)
+
+
+@pytest.mark.parametrize("case", ["precomputed chunk does not decode"])
+def test_corrupt_input_through_the_installed_command(tmp_path, case):
+    """The same through the console script in a fresh process (nothing caught by the test)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    make, message = CASES[case]
+    uri = make(tmp_path, AFF)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = subprocess.run([str(Path(sys.executable).parent / "pytc-decode"), uri, "-o", str(tmp_path / "seg")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.startswith("pytc-decode: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
