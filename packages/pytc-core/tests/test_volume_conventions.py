@@ -219,3 +219,13 @@ def test_file_uris_are_percent_decoded(tmp_path, name):
     assert not (tmp_path / "my%20run").exists()
     assert open_volume(uri).read().min() == 3
     assert open_volume(str(folder / name)).read().min() == 3
+
+
+def test_skeleton_layer_check_decodes_file_uris(tmp_path):
+    from pytc_core.volume.skeleton_layer import is_precomputed_layer
+
+    layer = tmp_path / "my skeletons"
+    layer.mkdir()
+    (layer / "info").write_text("{}")
+    assert is_precomputed_layer(f"file://{str(layer).replace(' ', '%20')}")
+    assert not is_precomputed_layer(f"file://{tmp_path}/other")

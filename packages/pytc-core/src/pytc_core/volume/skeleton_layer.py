@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pytc_core.errors import UserError
+from pytc_core.volume.location import REMOTE_PREFIXES, local_path
 from pytc_core.volume.precomputed import _stdout_to_stderr, to_cloudpath
 
 __all__ = ["LayerSkeleton", "is_precomputed_layer", "read_skeleton_layer"]
@@ -27,10 +28,11 @@ class LayerSkeleton:
 
 
 def is_precomputed_layer(uri: str) -> bool:
-    """True for remote URIs and for local folders with an ``info`` file."""
-    if uri.startswith(("precomputed://", "gs://", "s3://", "http://", "https://")):
+    """True for remote URIs and for local folders with an ``info`` file (``file://`` URIs
+    percent-decoded)."""
+    if uri.startswith(("precomputed://", *REMOTE_PREFIXES)):
         return True
-    return (Path(uri.removeprefix("file://")) / "info").is_file()
+    return (Path(local_path(uri)) / "info").is_file()
 
 
 def _skeleton_ids(cv) -> list[int]:
