@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pytc_launch.ckpt import read_checkpoint
 from pytc_launch.record import LaunchRecord, read_record
 from pytc_launch.slurm import JobState, job_states
 
@@ -56,23 +57,19 @@ _MODE = re.compile(r"'mode':\s*'(min|max)'")
 
 def checkpoint_info(run_dir: str | Path) -> CheckpointInfo:
     """Step and best validation metric from ``run_dir/checkpoints/last.ckpt`` (Lightning's
-    ``global_step`` and its ModelCheckpoint callback state); empty when there is none yet."""
+    ``global_step`` and its ModelCheckpoint callback state; read without torch); empty when
+    there is none yet."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     path = ckpt_dir / "last.ckpt"
     if not path.is_file():
         path = ckpt_dir / "best.ckpt"
     if not path.is_file():
         return CheckpointInfo()
-    try:
-        import torch
-
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a checkpoint being written, or torch missing: report what we can
-        return CheckpointInfo()
-    if not isinstance(ckpt, dict):
+    ckpt = read_checkpoint(path)  # no torch needed, nothing from the file runs
+    if ckpt is None:
         return CheckpointInfo()
     step = ckpt.get("global_step")
-    step = int(step) if isinstance(step, (int, float)) else None
+    step = int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None
     monitor = score = best_path = None
     mode = "max"
     for key, state in (ckpt.get("callbacks") or {}).items():
@@ -82,7 +79,10 @@ def checkpoint_info(run_dir: str | Path) -> CheckpointInfo:
         if value is None:
             continue
         monitor = str(state["monitor"])
-        score = float(value.item() if hasattr(value, "item") else value)
+        try:
+            score = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError):
+            continue
         best_path = state.get("best_model_path") or None
         found = _MODE.search(str(key))
         mode = found.group(1) if found else ("min" if "loss" in monitor else "max")
