@@ -58,7 +58,7 @@ d = pathlib.Path(sys.argv[1])
 mode = sys.argv[2]
 def on_usr1(*_):
     (d / "saved").write_text("checkpoint")
-    sys.exit(3)
+    sys.exit(0 if mode == "finish" else 3)
 signal.signal(signal.SIGUSR1, on_usr1)
 (d / "started").write_text("")
 if mode == "fail":
@@ -121,3 +121,9 @@ def test_max_restarts_bounds_the_loop(tmp_path):
     assert scontrol == "" and rc == 3
     assert "gave-up job=42 task=none restarts=2" in attempts
     assert "not requeued: 2 restarts reached --max-restarts 2" in err
+
+
+def test_work_that_finishes_despite_the_signal_is_not_requeued(tmp_path):
+    rc, scontrol, attempts, _ = _run_wrapper(tmp_path, "finish", restart=0, signal_it=True)
+    assert rc == 0 and scontrol == ""
+    assert "end job=42 task=none rc=0 signalled=1" in attempts and "requeue" not in attempts

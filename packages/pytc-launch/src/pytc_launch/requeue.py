@@ -49,14 +49,13 @@ while :; do
     fi
     break
 done
-if [ "$rc" = 127 ] && [ "$signalled" = 1 ]; then rc=0; fi   # the work was reaped earlier
 record "end job=${{SLURM_JOB_ID:-none}} task=${{SLURM_ARRAY_TASK_ID:-none}} rc=$rc signalled=$signalled"
 {requeue_block}
 exit "$rc"
 """
 
 _REQUEUE = """\
-if [ "$signalled" = 1 ]; then
+if [ "$signalled" = 1 ] && [ "$rc" != 0 ]; then   # rc 0: the work finished anyway
     if [ "$RESTARTS" -lt "$MAX_RESTARTS" ]; then
         echo "pytc-launch: requeueing job $SLURM_JOB_ID (restart $((RESTARTS + 1)) of at most $MAX_RESTARTS)" >&2
         record "requeue job=$SLURM_JOB_ID task=${SLURM_ARRAY_TASK_ID:-none} restart=$((RESTARTS + 1))"

@@ -112,8 +112,10 @@ def _squeue(job_ids: Sequence[str]) -> dict[str, JobState]:
         restart_count = int(restarts) if restarts.isdigit() else None
         entry = JobState(state, restart_count, None, "squeue")
         out[job] = entry
-        if task not in ("N/A", ""):
+        if task.isdigit():
             out[f"{array_job}_{task}"] = entry
+        elif array_job == job:  # an array's tasks that never got a job of their own
+            out[f"{job}_rest"] = entry
     return out
 
 
@@ -166,6 +168,10 @@ def _jobcomp(job_ids: Sequence[str]) -> dict[str, JobState]:
     return out
 
 
+def _started(task_id: str, plain_ids: dict[str, str] | None) -> bool:
+    return bool(plain_ids and task_id in plain_ids)
+
+
 def job_states(job_ids: Sequence[str], plain_ids: dict[str, str] | None = None
                ) -> dict[str, JobState]:
     """The state of each job id (``"123"`` or array task ``"123_4"``).
@@ -175,13 +181,22 @@ def job_states(job_ids: Sequence[str], plain_ids: dict[str, str] | None = None
     Slurm gave it (recorded by the batch script), which is what sacct-less logs know.
     """
     ids = list(dict.fromkeys(job_ids))
-    states = _squeue(sorted({i.split("_")[0] for i in ids}))
+    found = _squeue(sorted({i.split("_")[0] for i in ids}))
+    states = {i: found[i] for i in ids if i in found}
+    for i in ids:  # e.g. pending tasks of a cancelled array: one record for all of them
+        rest = f"{i.split('_')[0]}_rest"
+        if i not in states and "_" in i and rest in found and not _started(i, plain_ids):
+            states[i] = found[rest]
     missing = [i for i in ids if i not in states]
     if missing:
         states.update({k: v for k, v in _sacct(missing).items() if k in missing})
     missing = [i for i in ids if i not in states]
     if missing:
-        plain = {(plain_ids or {}).get(i, i): i for i in missing}
+        # a task that never started has no job id of its own: the array's record speaks for it
+        plain: dict[str, list[str]] = {}
+        for i in missing:
+            plain.setdefault((plain_ids or {}).get(i, i.split("_")[0]), []).append(i)
         for job, state in _jobcomp(list(plain)).items():
-            states[plain[job]] = state
+            for i in plain[job]:
+                states[i] = state
     return states
