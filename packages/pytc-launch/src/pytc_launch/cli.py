@@ -340,7 +340,7 @@ def status(
         emit(status_json(record, rows))
     else:
         best = next((r for r in rows if r.metric is not None and r.checkpoint), None)
-        if best is not None:
+        if best is not None and best.checkpoint:
             emit(best.checkpoint)
     return 0
 

@@ -361,7 +361,7 @@ def launch_blocks(stage: str, args: Sequence[str], tasks: int, *,
 
 # --- cancel / resubmit --------------------------------------------------------------------
 
-def cancel(directory: str | os.PathLike[str]) -> list[str]:
+def cancel(directory: str | Path) -> list[str]:
     """``scancel`` every job of a launch directory that is still pending or running."""
     record = read_record(directory)
     ids = [t.slurm_id for t in record.tasks() if t.slurm_id]
@@ -371,7 +371,7 @@ def cancel(directory: str | os.PathLike[str]) -> list[str]:
     return active
 
 
-def resubmit_failed(directory: str | os.PathLike[str]) -> list[str]:
+def resubmit_failed(directory: str | Path) -> list[str]:
     """Resubmit only the failed runs of a sweep (or a failed train run): the same script,
     ``--array`` limited to the failed task ids. Returns the new job ids (empty: none failed)."""
     from pytc_launch.status import collect_status

@@ -98,10 +98,10 @@ class LaunchRecord:
         out = []
         for job in self.jobs:
             indices: list[int | None] = list(range(job.tasks)) if job.tasks else [None]
-            for i in indices:
-                suffix = f"-{i}" if i is not None else ""
-                name = f"{job.step}/{i}" if i is not None else job.step
-                out.append(TaskRef(name, job.step, i, job.job_for_task(i),
+            for task in indices:
+                suffix = f"-{task}" if task is not None else ""
+                name = f"{job.step}/{task}" if task is not None else job.step
+                out.append(TaskRef(name, job.step, task, job.job_for_task(task),
                                    d / "logs" / f"{job.step}{suffix}.out",
                                    d / "logs" / f"{job.step}{suffix}.attempts", None, {}))
         return out

@@ -156,7 +156,7 @@ def leaderboard(rows: list[TaskStatus]) -> list[TaskStatus]:
     mode: max for F1, min for a loss); runs without a metric last, in name order."""
     scored = [r for r in rows if r.metric is not None]
     rest = [r for r in rows if r.metric is None]
-    scored.sort(key=lambda r: -r.metric if r.mode == "max" else r.metric)  # type: ignore[operator]
+    scored.sort(key=lambda r: -float(r.metric or 0) if r.mode == "max" else float(r.metric or 0))
     return scored + sorted(rest, key=lambda r: r.name)
 
 

@@ -68,24 +68,24 @@ def train_config_schema() -> type | None:
     ``pytc_train.train`` or ``pytc_train.config``; None when pytc-train is not installed.
     """
     for ep in entry_points(group="pytc.config_schemas", name="train"):
-        return ep.load()
+        loaded = ep.load()
+        if isinstance(loaded, type) and dataclasses.is_dataclass(loaded):
+            return loaded
     for module_name in ("pytc_train.train", "pytc_train.config"):
         try:
             module = importlib.import_module(module_name)
         except ImportError:
             continue
         schema = getattr(module, "TrainConfig", None)
-        if dataclasses.is_dataclass(schema):
-            return schema  # type: ignore[return-value]
+        if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+            return schema
     return None
 
 
 def _dataclass_of(tp: Any) -> type | None:
-    if dataclasses.is_dataclass(tp):
-        return tp
-    for arg in get_args(tp):
-        if dataclasses.is_dataclass(arg):
-            return arg
+    for candidate in (tp, *get_args(tp)):
+        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
+            return candidate
     return None
 
 
