@@ -29,7 +29,8 @@ from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_train.augment.config import AugConfig
 
-__all__ = ["PreviewConfig", "PreviewResult", "label_colors", "run_preview", "write_png"]
+__all__ = ["PreviewConfig", "PreviewResult", "label_colors", "preview_from_train_config",
+           "run_preview", "write_png"]
 
 log = logging.getLogger("pytc.train")
 
@@ -183,6 +184,24 @@ def run_preview(config: PreviewConfig) -> PreviewResult:
     log.info("wrote %d augmented patches of %s (margin %s per side) from %s: %s, %s, %s",
              config.count, patch, margin, patch_box, image_uri, label_uri, png)
     return PreviewResult(image_uri, label_uri, png, patch_box, margin, fired)
+
+
+def preview_from_train_config(config: Any, count: int, *, overwrite: bool = False
+                              ) -> PreviewResult:
+    """``pytc-train --preview-aug N``: preview ``config.aug`` on the first training source of a
+    train config (its raw, labels, bbox, patch size and seed), written to
+    ``<train.run_dir>/aug_preview.h5`` (``aug_preview.h5`` without a run directory)."""
+    sources = config.data.train_sources()
+    src = sources[0]
+    run_dir = config.train.run_dir
+    output = str(Path(run_dir) / "aug_preview.h5") if run_dir else "aug_preview.h5"
+    bbox = tuple(src.bbox) if src.bbox is not None else None
+    if bbox is not None and len(bbox) != 6:
+        raise UserError(f"bbox {list(bbox)} must be z0,y0,x0,z1,y1,x1", "give 6 integers")
+    return run_preview(PreviewConfig(raw=src.raw, labels=src.labels, count=count,
+                                     patch=tuple(config.data.patch_size), output=output,
+                                     bbox=bbox, seed=config.train.seed, overwrite=overwrite,
+                                     aug=config.aug))
 
 
 def label_colors(labels: np.ndarray) -> np.ndarray:
