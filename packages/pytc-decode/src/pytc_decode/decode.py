@@ -31,6 +31,7 @@ from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.files import write_atomic
 from pytc_core.volume import Volume, create_volume, open_volume, parse_uri, sidecar_path
 from pytc_decode.blockwise import BlockSummary, label_block, reduce_blocks, relabel_block
+from pytc_decode.ws_blockwise import WsBlockSummary, agglomerate_blocks, ws_fragment_block
 from pytc_decode.cc import (
     affinity_cc,
     apply_sigmoid,
@@ -91,6 +92,8 @@ class DecodeConfig:
     #: ``ws`` initial edge scores: ``mean`` boundary affinity or its ``quantile``
     merge_function: Literal["mean", "quantile"] = "mean"
     quantile: float = 0.5
+    #: ``ws`` blockwise: voxels of context around each block for its seeds and flooding
+    ws_halo: int = 8
 
     def __post_init__(self) -> None:
         if self.block_size is not None:
@@ -238,8 +241,9 @@ def _segment_ws(aff: np.ndarray, mask: np.ndarray | None, cfg: DecodeConfig,
 #: whole-volume methods: ``name -> fn(affinities (C, Z, Y, X), mask (Z, Y, X) | None, cfg)``
 SEGMENTERS: dict[str, Segmenter] = {
     "cc": _segment_cc, "mws": _segment_mws, "ws": lambda a, m, c: _segment_ws(a, m, c)[0]}
-#: methods with blockwise steps (label / reduce / relabel)
-BLOCKWISE_METHODS = ("cc",)
+#: methods with blockwise steps (label / reduce / relabel; for ws: fragments / agglomerate /
+#: relabel)
+BLOCKWISE_METHODS = ("cc", "ws")
 
 
 # --- checks and helpers -----------------------------------------------------------------------
@@ -338,6 +342,14 @@ def check_ws_config(cfg: DecodeConfig) -> None:
                         "use e.g. --set seed_threshold=0.5")
     if cfg.seed_radius < 0:
         raise UserError(f"seed radius {cfg.seed_radius} is negative", "use e.g. 2 (voxels)")
+    if cfg.ws_halo < 0:
+        raise UserError(f"ws_halo {cfg.ws_halo} is negative", "use e.g. 8 (voxels)")
+    if cfg.block_size is not None and len(cfg.merge_thresholds) > 1:
+        raise UserError("several merge thresholds are whole-volume only",
+                        "give one --merge-threshold with --block-size (one run per threshold)")
+    if cfg.block_size is not None and cfg.merge_function != "mean":
+        raise UserError(f"merge_function {cfg.merge_function} is whole-volume only",
+                        "use merge_function = 'mean' with --block-size")
     if not 0.0 <= cfg.quantile <= 1.0:
         raise UserError(f"quantile {cfg.quantile} is outside [0, 1]", "use e.g. 0.5 (median)")
 
@@ -503,12 +515,23 @@ def label_step(run: BlockwiseRun, *, share: tuple[int, int] | None = None,
         check_run(run.workdir, run.key, create=True)
     box, cfg = run.box, run.cfg
 
+    def context(block: BBox) -> BBox:  # ws grows fragments with a halo of context
+        return block.grow(cfg.ws_halo).intersect(box) if cfg.method == "ws" else block
+
     def read(block: BBox) -> tuple[np.ndarray, np.ndarray | None]:
-        return _read_inputs(run.aff_vol, run.mask_vol, cfg, block)
+        return _read_inputs(run.aff_vol, run.mask_vol, cfg, context(block))
 
     def process(block: BBox, data: tuple[np.ndarray, np.ndarray | None]) -> None:
         aff, mask = data
-        lab, summary = label_block(aff, cfg.threshold, block, box, mask)
+        summary: BlockSummary | WsBlockSummary
+        if cfg.method == "ws":
+            check_value_range(aff[:3], "the first three channels")
+            lab, summary = ws_fragment_block(
+                aff, context(block), block, box, seed_threshold=cfg.seed_threshold,
+                seed_radius=cfg.seed_radius, seeds_2d=cfg.seeds_2d,
+                voxel_size=run.aff_vol.voxel_size, mask=mask)
+        else:
+            lab, summary = label_block(aff, cfg.threshold, block, box, mask)
         local = lab.astype(run.dtype, copy=False)
         write_atomic(run.block_file(block, "labels", ".npy"),
                      lambda fh: np.save(fh, local, allow_pickle=False))
@@ -533,9 +556,16 @@ def reduce_step(run: BlockwiseRun) -> DecodeStats:
     if missing:
         raise UserError(f"{len(missing)} of {len(run.blocks)} blocks are not labelled yet "
                         f"(first: {missing[0]})", "run every --step label share first")
-    summaries = [BlockSummary.from_bytes(run.block_file(b).read_bytes()) for b in run.blocks]
-    tables = reduce_blocks(summaries, run.box, run.cfg.min_size, run.dtype)
-    starts = np.array([b.bbox.start for b in summaries])
+    if run.cfg.method == "ws":
+        ws_summaries = [WsBlockSummary.from_bytes(run.block_file(b).read_bytes())
+                        for b in run.blocks]
+        tables = agglomerate_blocks(ws_summaries, run.box, run.cfg.merge_thresholds[0],
+                                    run.cfg.min_size, run.dtype)
+    else:
+        summaries = [BlockSummary.from_bytes(run.block_file(b).read_bytes())
+                     for b in run.blocks]
+        tables = reduce_blocks(summaries, run.box, run.cfg.min_size, run.dtype)
+    starts = np.array(list(tables.tables))
     counts = np.array([t.size for t in tables.tables.values()])
     flat = np.concatenate(list(tables.tables.values()))
     write_atomic(run.tables_file, lambda fh: np.savez(fh, starts=starts, counts=counts,
