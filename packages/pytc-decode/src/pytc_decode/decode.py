@@ -31,7 +31,6 @@ from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.files import write_atomic
 from pytc_core.volume import Volume, create_volume, open_volume, parse_uri, sidecar_path
 from pytc_decode.blockwise import BlockSummary, label_block, reduce_blocks, relabel_block
-from pytc_decode.ws_blockwise import WsBlockSummary, agglomerate_blocks, ws_fragment_block
 from pytc_decode.cc import (
     affinity_cc,
     apply_sigmoid,
@@ -40,6 +39,7 @@ from pytc_decode.cc import (
     merge_small,
     prepare_affinities,
 )
+from pytc_decode.ws_blockwise import WsBlockSummary, agglomerate_blocks, ws_fragment_block
 
 __all__ = [
     "BLOCKWISE_METHODS",

@@ -37,6 +37,8 @@ from pytc_core.errors import UserError
 
 __all__ = [
     "RegionGraph",
+    "group_pairs",
+    "sum_groups",
     "affinity_watershed",
     "agglomerate",
     "fragment_seeds",
@@ -373,18 +375,35 @@ def region_graph(fragments: np.ndarray, affinities: np.ndarray, merge_function: 
     frag = np.ascontiguousarray(fragments)
     a, b, w = _boundary_edges(frag, aff)
     n = int(frag.max()) if frag.size else 0
-    key = a * (n + 1) + b
-    order = np.lexsort((w, key))
-    key, w = key[order], w[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, int)
-    counts = np.diff(np.r_[starts, key.size]).astype(np.int64)
-    sums = np.add.reduceat(w.astype(np.float64), starts) if key.size else np.zeros(0)
-    uk = key[starts]
+    order, starts, u, v = group_pairs(a, b, n, tiebreak=w)
+    w = w[order].astype(np.float64)
+    sums = sum_groups(w, starts)
+    counts = sum_groups(np.ones(w.size, np.int64), starts)
     if merge_function == "mean":
         score = 1.0 - sums / np.maximum(counts, 1)
     else:
         score = 1.0 - w[starts + np.floor(quantile * (counts - 1)).astype(np.int64)]
-    return RegionGraph(n, uk // (n + 1), uk % (n + 1), sums, counts, score.astype(np.float64))
+    return RegionGraph(n, u, v, sums, counts, score.astype(np.float64))
+
+
+def group_pairs(u: np.ndarray, v: np.ndarray, num_fragments: int,
+                tiebreak: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sort edges ``(u[i], v[i])`` (ids up to ``num_fragments``) by pair (then by
+    ``tiebreak``); returns (the sorting order, the first sorted index of each pair, the
+    pairs' u and v)."""
+    key = u.astype(np.int64) * (num_fragments + 1) + v
+    order = (np.lexsort((tiebreak, key)) if tiebreak is not None
+             else np.argsort(key, kind="stable"))
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, int)
+    pairs = key[starts]
+    return order, starts, pairs // (num_fragments + 1), pairs % (num_fragments + 1)
+
+
+def sum_groups(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sums of the runs of sorted ``values`` that begin at ``starts`` (empty-safe)."""
+    return np.add.reduceat(values, starts) if starts.size else np.zeros(0, values.dtype)
 
 
 def agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:

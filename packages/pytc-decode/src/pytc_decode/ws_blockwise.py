@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,8 @@ from pytc_decode.ws import (
     _number_by_first_voxel,
     agglomerate,
     fragment_seeds,
+    group_pairs,
+    sum_groups,
     watershed_fragments,
 )
 
@@ -85,8 +88,9 @@ class WsBlockSummary:
     @classmethod
     def from_bytes(cls, data: bytes) -> WsBlockSummary:
         with np.load(io.BytesIO(data)) as f:
-            planes = {name: tuple(f[f"{name}_{axis}"] for axis in "zyx") for name in cls._PLANES}
-            arrays = {name: f[name] for name in cls._ARRAYS}
+            planes: dict[str, Any] = {name: tuple(f[f"{name}_{axis}"] for axis in "zyx")
+                                      for name in cls._PLANES}
+            arrays: dict[str, Any] = {name: f[name] for name in cls._ARRAYS}
             return cls(BBox(tuple(f["start"]), tuple(f["stop"])), **arrays, **planes)
 
 
@@ -110,13 +114,9 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     n = int(local.max()) if local.size else 0
     # edges inside the block (a voxel's edge to its previous voxel, both in the block)
     a, b, w = _boundary_edges(local, block_aff)
-    key = a * (n + 1) + b
-    order = np.argsort(key, kind="stable")
-    key, w = key[order], w[order].astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, int)
-    sums = np.add.reduceat(w, starts) if key.size else np.zeros(0)
-    counts = np.diff(np.r_[starts, key.size]).astype(np.int64)
-    pairs = key[starts]
+    order, starts, u, v = group_pairs(a, b, n)
+    sums = sum_groups(w[order].astype(np.float64), starts)
+    counts = sum_groups(np.ones(w.size, np.int64), starts)
     flat = local.reshape(-1)
     ids, first_local = np.unique(flat, return_index=True)
     sizes = np.bincount(flat, minlength=n + 1).astype(np.int64)
@@ -126,7 +126,7 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     first[ids] = np.ravel_multi_index(tuple(c + o for c, o in zip(coords, origin, strict=True)),
                                       volume_box.shape)
     summary = WsBlockSummary(
-        block, sizes, first, pairs // (n + 1), pairs % (n + 1), sums, counts,
+        block, sizes, first, u, v, sums, counts,
         low_labels=(local[0].copy(), local[:, 0].copy(), local[:, :, 0].copy()),
         high_labels=(local[-1].copy(), local[:, -1].copy(), local[:, :, -1].copy()),
         low_affinities=(block_aff[0, 0].copy(), block_aff[1, :, 0].copy(),
@@ -161,8 +161,8 @@ def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
         for axis in range(3):
             if s.bbox.start[axis] <= volume_box.start[axis]:
                 continue
-            key = (axis, s.bbox.start[axis], *(s.bbox.start[i] for i in range(3) if i != axis))
-            below = by_face.get(key)
+            face = (axis, s.bbox.start[axis], *(s.bbox.start[i] for i in range(3) if i != axis))
+            below = by_face.get(face)
             if below is None:
                 raise ValueError(f"block {s.bbox} has no neighbour below on axis {axis}: "
                                  "the summaries of every block are needed")
@@ -175,18 +175,10 @@ def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
             vs.append(np.maximum(a, b))
             sums.append(s.low_affinities[axis][on].astype(np.float64))
             counts.append(np.ones(int(on.sum()), np.int64))
-    u = np.concatenate(us) if us else np.zeros(0, np.int64)
-    v = np.concatenate(vs) if vs else np.zeros(0, np.int64)
-    w = np.concatenate(sums) if sums else np.zeros(0)
-    c = np.concatenate(counts) if counts else np.zeros(0, np.int64)
-    key = u * (total + 1) + v
-    order = np.argsort(key, kind="stable")
-    key, w, c = key[order], w[order], c[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, int)
-    edge_sum = np.add.reduceat(w, starts) if key.size else np.zeros(0)
-    edge_count = np.add.reduceat(c, starts) if key.size else np.zeros(0, np.int64)
-    pairs = key[starts]
-    graph = RegionGraph(total, pairs // (total + 1), pairs % (total + 1), edge_sum, edge_count,
+    order, starts, u, v = group_pairs(np.concatenate(us), np.concatenate(vs), total)
+    edge_sum = sum_groups(np.concatenate(sums)[order], starts)
+    edge_count = sum_groups(np.concatenate(counts)[order], starts)
+    graph = RegionGraph(total, u, v, edge_sum, edge_count,
                         1.0 - edge_sum / np.maximum(edge_count, 1))
     history = agglomerate(graph, merge_threshold)
     parent = np.arange(total + 1, dtype=np.int64)
@@ -211,7 +203,7 @@ def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
 
     out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
     global_table = final[roots].astype(out_dtype)
-    tables = {}
+    tables: dict[tuple[int, ...], np.ndarray] = {}
     for s in summaries:
         o = offsets[s.bbox.start]
         t = np.zeros(s.num_labels + 1, dtype=out_dtype)
