@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from cyclopts import Parameter
 
@@ -59,7 +59,7 @@ class _CurrentStderrHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter
@@ -76,8 +76,8 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
         handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
-    for handler in root.handlers:
-        handler.setLevel(level)
+    for existing in root.handlers:
+        existing.setLevel(level)
     root.propagate = False
 
 
@@ -159,7 +159,7 @@ def parse_block_size(text: str | int | Sequence[int] | None,
             parts = []
     else:
         try:
-            parts = [int(p) for p in text]
+            parts = [int(p) for p in cast(Sequence[int], text)]
         except (TypeError, ValueError):
             parts = []
     if len(parts) == 1:
@@ -251,7 +251,8 @@ def _command_arguments(app: Any, exc: BaseException) -> tuple[list[str], list[st
             collection = target.assemble_argument_collection()
         except Exception:  # pragma: no cover - an app without a default command
             return [], []
-    positional, options = [], []
+    positional: list[str] = []
+    options: list[str] = []
     for argument in collection:
         if argument.parameter.show is False or not argument.names:
             continue

@@ -21,7 +21,7 @@ import types
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import tomli_w
 
@@ -114,7 +114,7 @@ def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise UserError(f"config key '{key}' must be a table", f"write it as [{key}] in the TOML file")
-        return _build(tp, value, key + ".", from_text)
+        return _build(cast(type, tp), value, key + ".", from_text)
     if from_text and isinstance(value, str):
         parsed = _parse_text(value)
         if tp is not str or isinstance(parsed, str):  # a quoted string loses its quotes
@@ -203,7 +203,7 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 def _stage_tree(data: dict[str, Any], schema: type, section: str | None,
                 path: str | os.PathLike[str]) -> dict[str, Any]:
     """The part of a parsed TOML file that configures ``schema`` (see :func:`resolve_config`)."""
-    fields = {f.name for f in dataclasses.fields(schema) if f.init}  # type: ignore[arg-type]
+    fields = {f.name for f in dataclasses.fields(schema) if f.init}
     if section is not None and section in data:
         if not isinstance(data[section], dict):
             raise UserError(f"{path}: '{section}' must be a table",

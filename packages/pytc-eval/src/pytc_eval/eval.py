@@ -89,8 +89,9 @@ def _check_outputs(paths: Sequence[str | None], overwrite: bool) -> None:
 
 
 def _hull(boxes: Sequence[BBox]) -> BBox:
-    return BBox(tuple(min(b.start[i] for b in boxes) for i in range(3)),  # type: ignore[arg-type]
-                tuple(max(b.stop[i] for b in boxes) for i in range(3)))
+    z0, y0, x0 = (min(b.start[i] for b in boxes) for i in range(3))
+    z1, y1, x1 = (max(b.stop[i] for b in boxes) for i in range(3))
+    return BBox((z0, y0, x0), (z1, y1, x1))
 
 
 def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig = EvalConfig(),

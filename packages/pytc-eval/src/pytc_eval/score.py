@@ -81,6 +81,7 @@ def evaluate_volumes(seg: Volume, gt: Volume, skeletons: Skeletons | None = None
     details: dict[str, Any] = {}
     scores = None
     if skeletons is not None:
+        assert node_seg is not None
         erl = expected_run_length(skeletons, node_seg, vs, merge_threshold=merge_threshold,
                                   return_details=True)
         adapted = expected_run_length(skeletons, node_seg, vs,

@@ -11,6 +11,8 @@ non-zero ids (background 0 is not a segment), over every voxel of the arrays.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 
@@ -191,7 +193,7 @@ def rand_voi_from_table(truth_ids: np.ndarray, pred_ids: np.ndarray, counts: np.
         merge_terms = -p * np.log2(n / b_sum[b_inv])
     voi_split = float(split_terms.sum())
     voi_merge = float(merge_terms.sum())
-    out = {
+    out: dict[str, Any] = {
         "voi_split": voi_split,
         "voi_merge": voi_merge,
         "nvi_split": _div(voi_split, h_ab),
