@@ -181,7 +181,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
                     for seg, ev in zip(segs, evaluations, strict=True)}
             n_errors = sum(len(r) for r in rows.values())
             write_atomic(errors, errors_csv(rows))
-        log.info("wrote %d errors to %s", n_errors, errors)
+        log.info("wrote %d merges and splits to %s", n_errors, errors)
         if root is not None and n_errors:
             port = urllib.parse.urlsplit(config.neuroglancer.local_server).port or 80
             log.info("its Neuroglancer links read the local layers from %s: serve them there "
