@@ -11,6 +11,7 @@ import pytest
 
 from pytc_core.cli import run_entry_point
 from pytc_core.errors import UserError
+from pytc_core.synthetic import defective_affinities
 from pytc_core.targets import affinities_from_labels
 from pytc_core.volume import create_volume, open_volume
 from pytc_decode import affinity_cc, affinity_watershed
@@ -115,7 +116,7 @@ def test_defective_affinities_of_real_labels_ws_beats_cc():
     h5py = pytest.importorskip("h5py")
     with h5py.File(DATA) as f:
         labels = f["labels"][175:223, :128, :128].astype(np.uint32)
-    aff = defective_affinities(affinities_from_labels(labels)[0], seed=0)
+    aff = defective_affinities(affinities_from_labels(labels)[0], seed=0, missing=(20,))
     from pytc_eval import rand_voi
 
     def voi(seg):
@@ -125,33 +126,6 @@ def test_defective_affinities_of_real_labels_ws_beats_cc():
     cc_best = min(voi(affinity_cc(aff, t)) for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99))
     ws = voi(affinity_watershed(aff))
     assert ws < 0.5 * cc_best, (ws, cc_best)
-
-
-def defective_affinities(aff: np.ndarray, seed: int = 0, sigma: float = 0.15,
-                         leak_rate: float = 0.0002, leak_value: float = 0.85,
-                         missing: tuple[int, ...] = (20,)) -> np.ndarray:
-    """``aff`` with smooth noise, weakened boundary patches and missing sections."""
-    rng = np.random.default_rng(seed)
-    a = aff.astype(np.float32).copy()
-    boundary = a < 0.5
-    centres = boundary & (rng.random(a.shape) < leak_rate)
-    a[(_box_blur(centres.astype(np.float32), 2) > 0) & boundary] = leak_value
-    noise = _box_blur(rng.normal(0, 1, a.shape).astype(np.float32), 1)
-    a += sigma * noise / noise.std()
-    for z in missing:
-        a[:, z] = 0.5 + rng.normal(0, sigma, a[:, z].shape)
-    return np.clip(a, 0, 1).astype(np.float32)
-
-
-def _box_blur(x: np.ndarray, r: int) -> np.ndarray:
-    """Mean over a (2r + 1)^3 box of the spatial axes of (C, Z, Y, X), edges replicated."""
-    for axis in (1, 2, 3):
-        n = x.shape[axis]
-        pad = [(r + 1, r) if a == axis else (0, 0) for a in range(x.ndim)]
-        c = np.cumsum(np.pad(x, pad, mode="edge"), axis=axis)
-        x = (np.take(c, range(2 * r + 1, n + 2 * r + 1), axis=axis)
-             - np.take(c, range(n), axis=axis)) / (2 * r + 1)
-    return x
 
 
 def run(args, capsys):

@@ -16,7 +16,7 @@ import numpy as np
 
 from pytc_core.targets import boundary_from_labels
 
-__all__ = ["synthetic_em_volume", "synthetic_labels", "em_like_raw"]
+__all__ = ["defective_affinities", "em_like_raw", "synthetic_em_volume", "synthetic_labels"]
 
 
 @lru_cache(maxsize=64)
@@ -146,3 +146,36 @@ def synthetic_em_volume(shape: Sequence[int] = (64, 64, 64), seed: int = 0,
     """``(raw uint8, labels uint64)`` of ``shape`` (Z, Y, X); deterministic in ``seed``."""
     labels = synthetic_labels(shape, seed=seed, **label_kwargs)
     return em_like_raw(labels, seed=seed), labels
+
+
+def defective_affinities(affinities: np.ndarray, seed: int = 0, sigma: float = 0.15,
+                         leak_rate: float = 0.0002, leak_value: float = 0.85,
+                         missing: Sequence[int] = ()) -> np.ndarray:
+    """Clean (C, Z, Y, X) affinities with the defects of an imperfect model's prediction.
+
+    Smooth Gaussian noise (``sigma``, correlated over 3 voxels), weakened boundary patches
+    (5^3 blobs set to ``leak_value`` around a ``leak_rate`` share of the boundary edges) and
+    missing sections (every channel of the z indices in ``missing`` = 0.5 + noise), clipped
+    to [0, 1], float32. Deterministic for a seed.
+    """
+    rng = np.random.default_rng(seed)
+    a = np.asarray(affinities, dtype=np.float32).copy()
+    boundary = a < 0.5
+    centres = boundary & (rng.random(a.shape) < leak_rate)
+    a[(_blur_spatial(centres.astype(np.float32), 2) > 0) & boundary] = leak_value
+    noise = _blur_spatial(rng.normal(0, 1, a.shape).astype(np.float32), 1)
+    a += sigma * noise / max(float(noise.std()), 1e-12)
+    for z in missing:
+        a[:, z] = 0.5 + rng.normal(0, sigma, a[:, z].shape)
+    return np.clip(a, 0, 1).astype(np.float32)
+
+
+def _blur_spatial(x: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r + 1)^3 box of the spatial axes of (C, Z, Y, X), edges replicated."""
+    for axis in (1, 2, 3):
+        n = x.shape[axis]
+        pad = [(r + 1, r) if a == axis else (0, 0) for a in range(x.ndim)]
+        c = np.cumsum(np.pad(x, pad, mode="edge"), axis=axis)
+        x = (np.take(c, range(2 * r + 1, n + 2 * r + 1), axis=axis)
+             - np.take(c, range(n), axis=axis)) / (2 * r + 1)
+    return x
