@@ -1,6 +1,7 @@
-"""The ``pytc-train`` command. Only ``--list-archs`` works so far: training itself (and its
-``--init-from run.ckpt``, ``--init-from dkfz.pth``, ``--upkern`` flags) arrives with the
-training issue; every other invocation says so and exits 2 instead of pretending to train.
+"""The ``pytc-train`` command: flags → :class:`~pytc_train.config.TrainConfig` →
+:func:`~pytc_train.train.run_train` → the best checkpoint's path on stdout.
+
+Nothing heavy is imported at module level: ``--help`` never loads torch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 import cyclopts
 from cyclopts import Parameter
 
-from pytc_core.cli import emit, run_entry_point, setup_logging
+from pytc_core.cli import CommonFlags, emit, run_entry_point
 from pytc_core.errors import UserError
 from pytc_train import __version__
 
@@ -21,68 +22,137 @@ log = logging.getLogger("pytc.train")
 app = cyclopts.App(name="pytc-train", version=__version__)
 
 
-def _channels_from_config(config: str | None) -> tuple[int, int]:
-    if config is None:
-        return 1, 3
-    from pytc_core.config import load_toml
-
-    data = load_toml(config)
-    model = data.get("model", {}) if isinstance(data.get("model", {}), dict) else {}
-    channels = []
-    for key, default in (("in_channels", 1), ("out_channels", 3)):
-        value = model.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{config}: model.{key} must be a positive integer, got {value!r}",
-                            "fix the [model] table")
-        channels.append(value)
-    return channels[0], channels[1]
-
-
 @app.default
 def train(
-    *tokens: Annotated[str, Parameter(allow_leading_hyphen=True, show=False)],
+    *,
+    arch: Annotated[str | None, Parameter(name="--arch")] = None,
+    size: Annotated[str | None, Parameter(name="--size")] = None,
+    kernel_size: Annotated[int | None, Parameter(name="--kernel-size")] = None,
+    raw: Annotated[str | None, Parameter(name="--raw")] = None,
+    labels: Annotated[str | None, Parameter(name="--labels")] = None,
+    bbox: Annotated[str | None, Parameter(name="--bbox")] = None,
+    val_bbox: Annotated[str | None, Parameter(name="--val-bbox")] = None,
+    patch: Annotated[str | None, Parameter(name="--patch")] = None,
+    batch_size: Annotated[int | None, Parameter(name="--batch-size")] = None,
+    max_steps: Annotated[int | None, Parameter(name="--max-steps")] = None,
+    lr: Annotated[float | None, Parameter(name="--lr")] = None,
+    precision: Annotated[str | None, Parameter(name="--precision")] = None,
+    devices: Annotated[int | None, Parameter(name="--devices")] = None,
+    run_dir: Annotated[str | None, Parameter(name="--run-dir")] = None,
+    resume: Annotated[str | None, Parameter(name="--resume")] = None,
+    init_from: Annotated[str | None, Parameter(name="--init-from")] = None,
+    upkern: Annotated[bool, Parameter(name="--upkern", negative="")] = False,
+    seed: Annotated[int | None, Parameter(name="--seed")] = None,
     list_archs: Annotated[bool, Parameter(name="--list-archs", negative="")] = False,
-    config: Annotated[str | None, Parameter(name="--config")] = None,
-    quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False,
-    verbose: Annotated[bool, Parameter(name=["--verbose", "-v"], negative="")] = False,
+    common: CommonFlags = CommonFlags(),
 ) -> int:
-    """Train an affinity model. NOT IMPLEMENTED YET: only ``--list-archs`` works.
+    """Train an affinity model on EM volumes; prints the best checkpoint's path.
 
-    Training (and ``--init-from run.ckpt``, ``--init-from dkfz.pth``, ``--upkern``) arrives
-    with the training issue; until then any other invocation exits with code 2 and says so.
-    ``--list-archs`` prints every architecture of the model zoo (``pytc_core.models``) with
-    its parameter count for the default ``[model]`` config (1 input channel, 3 affinity
-    outputs), one per line on stdout: name, parameters, summary; each MedNeXt size and
-    kernel is listed as ``mednext/<size>/k<kernel>``.
+    Every flag is a key of the train config (TOML tables ``[model]``, ``[data]``, ``[optim]``,
+    ``[train]``; ``--set table.key=value`` reaches any of them). Several sources go in TOML as
+    ``[[data.train]]`` / ``[[data.val]]`` tables (raw, labels, bbox, weight). A run directory
+    holds ``pytc_config.toml``, ``checkpoints/last.ckpt``, ``checkpoints/best.ckpt`` (best
+    validation F1) and ``logs/``. SIGUSR1/SIGTERM save ``last.ckpt`` and exit with code 75;
+    ``--resume auto`` continues. Settings left unset (batch size, workers, precision,
+    devices) are chosen for the machine and printed.
 
     Examples::
 
+        pytc-train --raw em.h5:raw --labels em.h5:labels --bbox 0,0,0,175,250,250 \\
+            --val-bbox 175,0,0,250,250,250 --arch mednext --size S --max-steps 2000
+        ck=$(pytc-train --config train.toml --run-dir runs/a)   # stdout: best.ckpt path
+        pytc-train --config train.toml --run-dir runs/a --resume auto
+        pytc-train --config train.toml --init-from runs/a/checkpoints/best.ckpt --upkern \\
+            --kernel-size 5
         pytc-train --list-archs
-        pytc-train --list-archs --config run.toml   # channels of its [model]
 
     Parameters
     ----------
+    arch
+        Architecture (model.architecture), e.g. mednext, mednext_custom, monai_unet.
+    size
+        MedNeXt size S, B, M or L (model.mednext_size).
+    kernel_size
+        MedNeXt kernel size 3 or 5 (model.mednext_kernel_size).
+    raw
+        Raw EM volume URI (data.raw), e.g. file.h5:raw or a precomputed layer.
+    labels
+        Instance labels URI (data.labels), same voxels as the raw.
+    bbox
+        Training region z0,y0,x0,z1,y1,x1 in voxels (data.bbox; default: all).
+    val_bbox
+        Held-out validation region of the same volume (data.val_bbox).
+    patch
+        Patch size z,y,x in voxels (data.patch; default 32,64,64).
+    batch_size
+        Patches per step and process (data.batch_size; default: auto).
+    max_steps
+        Optimiser steps (train.max_steps).
+    lr
+        AdamW learning rate (optim.lr; default 1e-3).
+    precision
+        32, 16-mixed, bf16-mixed or auto (train.precision).
+    devices
+        Processes (GPUs, or CPU processes with DDP/gloo) on this node (train.devices).
+    run_dir
+        Run directory (train.run_dir; default runs/<timestamp>).
+    resume
+        ``auto`` (the run directory's last.ckpt if any) or a .ckpt path (train.resume).
+    init_from
+        Initial weights: a pytc .ckpt (strict) or DKFZ nnunet_mednext .pth (train.init_from).
+    upkern
+        With --init-from a .ckpt of a smaller kernel: UpKern the weights (train.upkern).
+    seed
+        Seed of weights and patch sampling (train.seed).
     list_archs
-        Print the architectures with parameter counts and exit.
-    config
-        TOML file; with ``--list-archs`` its ``[model]`` ``in_channels`` / ``out_channels``
-        are used for the counts.
-    quiet
-        Warnings only on stderr.
-    verbose
-        Debug logging on stderr.
+        Print the architectures with parameter counts (for the [model] of --config) and exit.
     """
-    setup_logging(quiet, verbose)
-    if not list_archs or tokens:
-        raise UserError("training is not implemented yet", "see the training issue")
-    in_channels, out_channels = _channels_from_config(config)
-    from pytc_core.models import describe_architectures
+    common.setup_logging()
+    overrides: dict[str, object] = {
+        "model.architecture": arch, "model.mednext_size": size,
+        "model.mednext_kernel_size": kernel_size,
+        "data.raw": raw, "data.labels": labels, "data.batch_size": batch_size,
+        "optim.lr": lr, "train.max_steps": max_steps, "train.precision": precision,
+        "train.devices": devices, "train.run_dir": run_dir, "train.resume": resume,
+        "train.init_from": init_from, "train.upkern": upkern or None, "train.seed": seed,
+    }
+    from pytc_train.config import parse_bbox, parse_zyx
 
-    rows = describe_architectures(in_channels, out_channels)
-    width = max(len(name) for name, _, _ in rows)
-    emit("\n".join(f"{name:<{width}}  {params:>11,}  {summary}" for name, params, summary in rows))
-    log.debug("counted %d architectures for %d -> %d channels", len(rows), in_channels,
-              out_channels)
+    if bbox is not None:
+        overrides["data.bbox"] = parse_bbox(bbox, "bbox")
+    if val_bbox is not None:
+        overrides["data.val_bbox"] = parse_bbox(val_bbox, "val-bbox")
+    if patch is not None:
+        overrides["data.patch"] = parse_zyx(patch, "patch")
+    if upkern and not init_from:
+        raise UserError("--upkern needs --init-from", "pass the checkpoint to UpKern from")
+
+    from pytc_core.config import resolve_config
+    from pytc_train.config import TrainConfig
+
+    config = resolve_config(TrainConfig, common.config, overrides=overrides,
+                            text_overrides=common.text_overrides())
+    if list_archs:
+        from pytc_core.models import describe_architectures
+
+        rows = describe_architectures(config.model.in_channels, config.model.out_channels)
+        width = max(len(name) for name, _, _ in rows)
+        emit("\n".join(f"{name:<{width}}  {params:>11,}  {summary}" for name, params, summary in rows))
+        return 0
+
+    from pytc_train.train import EXIT_PREEMPTED, Preempted, _process_rank, run_train
+
+    try:
+        result = run_train(config, overwrite=common.overwrite, verbose=common.verbose)
+    except Preempted as exc:
+        sys.stderr.write(f"pytc-train: {exc}; continue with --resume auto\n")
+        return EXIT_PREEMPTED
+    if _process_rank() == 0:
+        scores = result.val_scores
+        log.info("trained %d steps in %.0f s%s; run directory %s", result.steps, result.seconds,
+                 f"; validation F1 {scores['f1']:.4f} (boundary F1 {scores['boundary_f1']:.4f})"
+                 if scores else "", result.run_dir)
+        emit(str(result.best_checkpoint))
     return 0
 
 

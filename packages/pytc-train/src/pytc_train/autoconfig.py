@@ -1,0 +1,131 @@
+"""Auto-configuration: pick accelerator, devices, precision, batch size and workers from the
+machine, unless the config sets them. Every choice is returned with its reason (printed at
+the start of a run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["AutoChoices", "Machine", "auto_configure", "detect_machine", "gpu_batch_trial"]
+
+log = logging.getLogger("pytc.train")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What this process can use: CPU cores, memory (GiB), GPUs (name, compute capability, GiB)."""
+
+    cpus: int
+    memory_gib: float
+    gpus: tuple[tuple[str, tuple[int, int], float], ...] = ()
+
+
+def detect_machine() -> Machine:
+    """CPU cores available to this process, total memory, visible CUDA devices."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        cpus = os.cpu_count() or 1
+    try:
+        import psutil
+
+        memory = psutil.virtual_memory().total / 2**30
+    except ImportError:  # pragma: no cover
+        memory = 0.0
+    gpus = []
+    import torch
+
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            gpus.append((p.name, (p.major, p.minor), p.total_memory / 2**30))
+    return Machine(cpus, memory, tuple(gpus))
+
+
+@dataclass(frozen=True)
+class AutoChoices:
+    """Resolved run settings and why each was chosen."""
+
+    accelerator: str
+    devices: int
+    precision: str
+    batch_size: int
+    num_workers: int
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return "; ".join(f"{k} {getattr(self, k)} ({self.reasons[k]})" for k in
+                         ("accelerator", "devices", "precision", "batch_size", "num_workers"))
+
+
+def cpu_batch_size(patch: Sequence[int]) -> int:
+    """The CPU rule: 2 patches of 32x64x64 voxels, scaled inversely with patch volume (1-8)."""
+    voxels = patch[0] * patch[1] * patch[2]
+    return int(min(8, max(1, round(2 * 32 * 64 * 64 / voxels))))
+
+
+def gpu_batch_trial(step: Callable[[int], None], *, start: int = 1, limit: int = 64,
+                    margin: float = 0.8) -> int:
+    """Largest batch whose forward + backward ``step(batch)`` fits, doubling from ``start``;
+    the result is scaled by ``margin`` (headroom for fragmentation and validation)."""
+    import torch
+
+    best, batch = 0, start
+    while batch <= limit:
+        try:
+            step(batch)
+            best = batch
+            batch *= 2
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+    return max(1, int(best * margin))
+
+
+def auto_configure(*, accelerator: str, devices: int, precision: str, batch_size: int | None,
+                   num_workers: int | None, patch: Sequence[int], machine: Machine,
+                   gpu_trial: Callable[[], int] | None = None) -> AutoChoices:
+    """Fill every 'auto' setting (``accelerator`` "auto", ``devices`` 0, ``precision``
+    "auto", ``batch_size`` / ``num_workers`` None) for ``machine``; keep the given ones."""
+    reasons: dict[str, str] = {}
+    if accelerator == "auto":
+        accelerator = "gpu" if machine.gpus else "cpu"
+        reasons["accelerator"] = f"{len(machine.gpus)} GPU(s) found" if machine.gpus else "no GPU found"
+    else:
+        reasons["accelerator"] = "set"
+    if devices == 0:
+        devices = len(machine.gpus) if accelerator == "gpu" else 1
+        reasons["devices"] = "all GPUs" if accelerator == "gpu" else "one process on CPU"
+    else:
+        reasons["devices"] = "set"
+    if precision == "auto":
+        if accelerator == "gpu" and machine.gpus:
+            ampere = min(cc for _, cc, _ in machine.gpus) >= (8, 0)
+            precision = "bf16-mixed" if ampere else "16-mixed"
+            reasons["precision"] = "Ampere or newer GPU" if ampere else "pre-Ampere GPU"
+        else:
+            precision = "32"
+            reasons["precision"] = "CPU: float32 is the fast path"
+    else:
+        reasons["precision"] = "set"
+    if batch_size is None:
+        if accelerator == "gpu" and gpu_trial is not None:
+            batch_size = gpu_trial()
+            reasons["batch_size"] = "forward+backward trial on the GPU, 80% of the largest fit"
+        else:
+            batch_size = cpu_batch_size(patch)
+            reasons["batch_size"] = "CPU rule: 2 at 32x64x64, scaled by patch volume"
+    else:
+        reasons["batch_size"] = "set"
+    if num_workers is None:
+        per_process = max(1, machine.cpus // max(1, devices))
+        num_workers = min(4, max(1, per_process - 1)) if accelerator == "gpu" else min(4, max(1, per_process // 2))
+        reasons["num_workers"] = f"{machine.cpus} cores for {devices} process(es)"
+    else:
+        reasons["num_workers"] = "set"
+    return AutoChoices(accelerator, devices, precision, batch_size, num_workers, reasons)

@@ -1,0 +1,220 @@
+"""The typed train config: ``[model]``, ``[data]``, ``[optim]``, ``[train]`` (and ``[aug]``).
+
+Imports no torch, so ``pytc-train --help`` and config errors stay fast. Spatial sizes and
+boxes are in voxels, (z, y, x); a bbox is ``(z0, y0, x0, z1, y1, x1)``, half-open, global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pytc_core.errors import UserError
+from pytc_core.models.config import ModelConfig
+
+__all__ = [
+    "DataConfig",
+    "OptimConfig",
+    "SourceConfig",
+    "TrainConfig",
+    "TrainLoopConfig",
+    "parse_bbox",
+    "parse_zyx",
+]
+
+Precision = Literal["auto", "32", "16-mixed", "bf16-mixed"]
+
+
+def parse_zyx(text: str, what: str) -> tuple[int, int, int]:
+    """``"32,64,64"`` (or one number for all axes) as a positive (z, y, x) voxel triple."""
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or any(p <= 0 for p in parts):
+        raise UserError(f"bad {what} '{text}'", f"give three positive voxel counts z,y,x, e.g. "
+                        f"--{what} 32,64,64")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def parse_bbox(text: str, what: str = "bbox") -> tuple[int, ...]:
+    """``"z0,y0,x0,z1,y1,x1"`` as a 6-tuple of voxel coordinates with start < stop."""
+    try:
+        parts = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        parts = ()
+    if len(parts) != 6:
+        raise UserError(f"bad {what} '{text}'", f"give z0,y0,x0,z1,y1,x1 in voxels, e.g. "
+                        f"--{what} 0,0,0,175,250,250")
+    check_bbox(parts, what)
+    return parts
+
+
+def check_bbox(box: tuple[int, ...] | list[int], what: str) -> None:
+    """UserError unless ``box`` is 6 integers with start < stop on every axis."""
+    if len(box) != 6 or any(b <= a for a, b in zip(box[:3], box[3:], strict=True)):
+        raise UserError(f"{what} {list(box)} is empty or malformed",
+                        "give z0,y0,x0,z1,y1,x1 with each start below its stop")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One (raw, labels) pair: ``[[data.train]]`` / ``[[data.val]]`` entries.
+
+    ``bbox`` limits sampling to ``(z0, y0, x0, z1, y1, x1)`` voxels; ``weight`` is the
+    relative sampling frequency among training sources.
+    """
+
+    raw: str
+    labels: str
+    bbox: tuple[int, ...] | None = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.bbox is not None:
+            check_bbox(self.bbox, f"bbox of {self.raw}")
+        if not self.weight > 0:
+            raise UserError(f"weight of source {self.raw} must be > 0, got {self.weight}",
+                            "give a positive sampling weight")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: sources, patch, normalisation, targets, sampling and loading.
+
+    For one volume no source list is needed: ``raw``/``labels`` with ``bbox`` (training
+    region) and ``val_bbox`` (held-out region of the same volume).
+    """
+
+    raw: str | None = None
+    labels: str | None = None
+    bbox: tuple[int, ...] | None = None
+    val_bbox: tuple[int, ...] | None = None
+    train: list[SourceConfig] = field(default_factory=list)
+    val: list[SourceConfig] = field(default_factory=list)
+    #: patch size in voxels (z, y, x)
+    patch: tuple[int, int, int] = (32, 64, 64)
+    #: None: chosen by auto-configuration
+    batch_size: int | None = None
+    num_workers: int | None = None
+    #: raw normalisation: "uint8" divides by 255; "percentile" maps [p_low, p_high] to [0, 1];
+    #: "meanstd" subtracts the mean and divides by the std (statistics from the first source)
+    normalize: Literal["uint8", "percentile", "meanstd", "none"] = "uint8"
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    #: filled in by the trainer for percentile / meanstd: (shift, scale), x' = (x - shift) / scale
+    norm_stats: tuple[float, float] | None = None
+    #: affinity offsets (z, y, x) in voxels; nearest-neighbour by default
+    offsets: list[list[int]] = field(default_factory=lambda: [[-1, 0, 0], [0, -1, 0], [0, 0, -1]])
+    #: a training patch needs at least this fraction of labelled (non-zero) voxels...
+    min_foreground: float = 0.05
+    #: ...else it is redrawn, up to this many times
+    max_resample: int = 20
+    #: validation patches per validation run (a regular grid over each val region, subsampled)
+    val_max_patches: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("bbox", "val_bbox"):
+            box = getattr(self, name)
+            if box is not None:
+                check_bbox(box, f"data.{name}")
+        if not 0 <= self.min_foreground < 1:
+            raise UserError(f"data.min_foreground must be in [0, 1), got {self.min_foreground}",
+                            "give a fraction of voxels")
+        if any(len(o) != 3 for o in self.offsets) or not self.offsets:
+            raise UserError(f"data.offsets must be a list of (z, y, x) triples, got {self.offsets}",
+                            "e.g. offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"data.batch_size must be >= 1, got {self.batch_size}", "give a positive batch size")
+
+    def train_sources(self) -> list[SourceConfig]:
+        if self.train:
+            return list(self.train)
+        if self.raw is None or self.labels is None:
+            raise UserError("no training data", "pass --raw URI --labels URI, or [[data.train]] "
+                            "tables in the TOML file")
+        return [SourceConfig(self.raw, self.labels, self.bbox)]
+
+    def val_sources(self) -> list[SourceConfig]:
+        if self.val:
+            return list(self.val)
+        if self.val_bbox is not None:
+            if self.raw is None or self.labels is None:
+                raise UserError("data.val_bbox needs data.raw and data.labels",
+                                "or list [[data.val]] sources")
+            return [SourceConfig(self.raw, self.labels, self.val_bbox)]
+        return []
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """``[optim]``: AdamW with optional linear warm-up then cosine decay (per step)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = 0
+    #: the cosine ends at lr * min_lr_ratio
+    min_lr_ratio: float = 0.01
+    #: gradient-norm clipping (0: off)
+    grad_clip: float = 1.0
+    accumulate: int = 1
+
+
+@dataclass(frozen=True)
+class TrainLoopConfig:
+    """``[train]``: steps, loss, validation, checkpoints, devices, seed, run directory."""
+
+    max_steps: int = 1000
+    seed: int = 0
+    #: BCE-with-logits weight, soft-Dice weight
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    #: extra weight on "cut" edges (target 0) in the BCE: boundaries are rare
+    boundary_weight: float = 5.0
+    #: loss weights of the deep-supervision outputs (full resolution first)
+    ds_weights: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125, 0.0625)
+    val_every: int = 100
+    #: "f1" (higher is better) or "loss" picks best.ckpt
+    monitor: Literal["f1", "loss"] = "f1"
+    #: stop after this many validations without improvement (0: never)
+    early_stop_patience: int = 0
+    #: write checkpoints/last.ckpt every this many steps (and at the end, and on a signal)
+    checkpoint_every: int = 100
+    log_every: int = 10
+    precision: Precision = "auto"
+    #: "auto", "cpu", "gpu"
+    accelerator: str = "auto"
+    #: number of devices (processes) on this node; 0: auto
+    devices: int = 0
+    num_nodes: int = 1
+    run_dir: str | None = None
+    #: None, "auto" (checkpoints/last.ckpt of the run directory if present) or a path
+    resume: str | None = None
+    #: a pytc .ckpt (weights, strict) or a DKFZ nnunet_mednext .pth
+    init_from: str | None = None
+    upkern: bool = False
+    #: fail fast for runs that have to be bit-reproducible (slower kernels on GPU)
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise UserError(f"train.max_steps must be >= 1, got {self.max_steps}", "give a positive step count")
+        for name in ("val_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}",
+                                "give a positive step count")
+        if not self.ds_weights:
+            raise UserError("train.ds_weights is empty", "give at least the full-resolution weight")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole resolved config of a training run (TOML tables of the same names)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)

@@ -1,0 +1,189 @@
+"""The LightningModule: an affinity model from the zoo, masked BCE + soft Dice, deep
+supervision, AdamW with warm-up + cosine, validation precision / recall / F1 at 0.5.
+
+Tensors are (N, C, Z, Y, X); targets and masks (N, K, Z, Y, X) for K affinity offsets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pytc_core.models import CHECKPOINT_FORMAT, build_model
+
+__all__ = ["AffinityModule", "affinity_counts", "affinity_loss", "lr_factor", "scores_from_counts"]
+
+
+def affinity_loss(logits: Tensor, target: Tensor, mask: Tensor, *, bce_weight: float = 1.0,
+                  dice_weight: float = 1.0, boundary_weight: float = 1.0) -> Tensor:
+    """Masked BCE-with-logits (cut edges, target 0, weighted ``boundary_weight``) plus a soft
+    Dice over both classes (joined and cut edges), averaged over channels; edges with mask 0
+    count nowhere. Returns a scalar."""
+    logits = logits.float()
+    loss = logits.new_zeros(())
+    if bce_weight:
+        weight = mask * (1.0 + (boundary_weight - 1.0) * (1.0 - target))
+        bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+        loss = loss + bce_weight * bce / weight.sum().clamp_min(1.0)
+    if dice_weight:
+        prob = torch.sigmoid(logits)
+        dims = (0, *range(2, logits.ndim))  # per channel, over batch and space
+        dice = []
+        for p, t in ((prob, target), (1.0 - prob, 1.0 - target)):
+            inter = (p * t * mask).sum(dims)
+            total = ((p + t) * mask).sum(dims)
+            dice.append(1.0 - (2.0 * inter + 1.0) / (total + 1.0))
+        loss = loss + dice_weight * 0.5 * (dice[0] + dice[1]).mean()
+    return loss
+
+
+def _resize_like(x: Tensor, shape: Sequence[int]) -> Tensor:
+    if tuple(x.shape[-3:]) == tuple(shape):
+        return x
+    return F.interpolate(x, size=tuple(shape), mode="nearest")
+
+
+@torch.no_grad()
+def affinity_counts(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """(TP, FP, FN, TN) of the joined class at probability 0.5, over masked edges (float64)."""
+    pred = logits > 0
+    positive = target > 0.5
+    valid = mask > 0.5
+    return torch.stack([(pred & positive & valid).sum(), (pred & ~positive & valid).sum(),
+                        (~pred & positive & valid).sum(), (~pred & ~positive & valid).sum()]
+                       ).double()
+
+
+def scores_from_counts(counts: Sequence[float] | Tensor) -> dict[str, float]:
+    """Precision, recall, F1 of joined edges (affinity 1) and F1 of cut edges (boundaries)."""
+    tp, fp, fn, tn = (float(c) for c in counts)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    boundary_f1 = 2 * tn / (2 * tn + fn + fp) if tn + fn + fp else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "boundary_f1": boundary_f1}
+
+
+def lr_factor(step: int, *, max_steps: int, warmup_steps: int, scheduler: str,
+              min_lr_ratio: float) -> float:
+    """Learning-rate multiplier at optimiser step ``step``: linear warm-up, then cosine or flat."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if scheduler == "constant":
+        return 1.0
+    span = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class AffinityModule(pl.LightningModule):
+    """Trains ``build_model(config["model"])`` on affinity targets.
+
+    ``config`` is the full resolved train config as a plain dict (it is stored in the
+    checkpoint's ``hyper_parameters`` so ``pytc_core.models.load_model_from_checkpoint`` and
+    ``AffinityModule.load_from_checkpoint`` both rebuild the model alone).
+    """
+
+    def __init__(self, config: Mapping[str, Any], pytc_version: str = "",
+                 pytc_checkpoint_format: int = CHECKPOINT_FORMAT) -> None:
+        super().__init__()
+        if not pytc_version:
+            from pytc_core import __version__ as pytc_version
+        self.save_hyperparameters({"config": dict(config), "pytc_version": pytc_version,
+                                   "pytc_checkpoint_format": int(pytc_checkpoint_format)})
+        self.config = dict(config)
+        self.model = build_model(self.config["model"])
+        self._train = dict(self.config.get("train", {}))
+        self._optim = dict(self.config.get("optim", {}))
+        self._val_counts: Tensor | None = None
+        self._val_loss: list[Tensor] = []
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        return self.model(x)
+
+    def _loss_terms(self) -> dict[str, float]:
+        t = self._train
+        return {"bce_weight": float(t.get("bce_weight", 1.0)),
+                "dice_weight": float(t.get("dice_weight", 1.0)),
+                "boundary_weight": float(t.get("boundary_weight", 1.0))}
+
+    def compute_loss(self, outputs: Tensor | Mapping[str, Tensor], target: Tensor,
+                     mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total loss and the loss of each output scale (deep supervision: ``output``,
+        ``ds_1`` (1/2) ... with weights ``train.ds_weights``, targets resized nearest)."""
+        terms = self._loss_terms()
+        if isinstance(outputs, Tensor):
+            loss = affinity_loss(outputs, target, mask, **terms)
+            return loss, {"output": loss.detach()}
+        weights = list(self._train.get("ds_weights", (1.0, 0.5, 0.25, 0.125, 0.0625)))
+        names = ["output"] + [f"ds_{i}" for i in range(1, len(outputs))]
+        total, per_scale, weight_sum = target.new_zeros(()), {}, 0.0
+        for i, name in enumerate(names):
+            if name not in outputs or i >= len(weights) or weights[i] == 0:
+                continue
+            logits = outputs[name]
+            shape = logits.shape[-3:]
+            t = _resize_like(target, shape)
+            m = _resize_like(mask, shape)
+            term = affinity_loss(logits, t, m, **terms)
+            per_scale[name] = term.detach()
+            total = total + weights[i] * term
+            weight_sum += weights[i]
+        return total / weight_sum, per_scale
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        outputs = self.model(batch["image"])
+        loss, per_scale = self.compute_loss(outputs, batch["target"], batch["mask"])
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch["image"].shape[0])
+        if len(per_scale) > 1:
+            for name, value in per_scale.items():
+                self.log(f"train/loss_{name}", value, batch_size=batch["image"].shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_counts = torch.zeros(4, dtype=torch.float64, device=self.device)
+        self._val_loss = []
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        logits = self.model(batch["image"])
+        if isinstance(logits, Mapping):
+            logits = logits["output"]
+        loss = affinity_loss(logits, batch["target"], batch["mask"], **self._loss_terms())
+        self._val_loss.append(loss.detach().double())
+        assert self._val_counts is not None
+        self._val_counts += affinity_counts(logits, batch["target"], batch["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self._val_counts if self._val_counts is not None else torch.zeros(4, dtype=torch.float64)
+        losses = torch.stack(self._val_loss) if self._val_loss else torch.zeros(1, dtype=torch.float64)
+        summary = torch.cat([counts.to(self.device), losses.sum().reshape(1).to(self.device),
+                             torch.tensor([float(len(self._val_loss))], dtype=torch.float64,
+                                          device=self.device)])
+        if self.trainer.world_size > 1:
+            summary = self.all_gather(summary).reshape(-1, 6).sum(0)
+        scores = scores_from_counts(summary[:4].tolist())
+        loss = float(summary[4] / summary[5].clamp_min(1.0))
+        self.log("val/loss", loss, sync_dist=False, rank_zero_only=False)
+        for name, value in scores.items():
+            self.log(f"val/{name}", value, prog_bar=name == "f1", rank_zero_only=False)
+        self.last_val_scores = {"loss": loss, **scores}
+
+    def configure_optimizers(self):
+        o = self._optim
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(o.get("lr", 1e-3)),
+                                      weight_decay=float(o.get("weight_decay", 0.01)),
+                                      betas=tuple(o.get("betas", (0.9, 0.999))))
+        max_steps = int(self._train.get("max_steps", 1000))
+        options = {"max_steps": max_steps, "warmup_steps": int(o.get("warmup_steps", 0)),
+                   "scheduler": str(o.get("scheduler", "cosine")),
+                   "min_lr_ratio": float(o.get("min_lr_ratio", 0.01))}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, **options))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

@@ -1,0 +1,526 @@
+"""Training an affinity model: ``run_train(TrainConfig) -> TrainResult``.
+
+Everything a user can get wrong is checked before the first step and before anything is
+written (sources, patch vs. architecture, weights to initialise from, run directory). A run
+directory holds ``pytc_config.toml``, ``checkpoints/{last,best}.ckpt`` and ``logs/``.
+SIGUSR1 / SIGTERM save ``checkpoints/last.ckpt`` and raise :class:`Preempted` (the CLI exits
+with :data:`EXIT_PREEMPTED`); ``train.resume = "auto"`` continues from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytc_core.bbox import BBox
+from pytc_core.config import config_to_dict
+from pytc_core.errors import UserError
+from pytc_core.volume import open_volume
+from pytc_train.config import DataConfig, TrainConfig
+
+__all__ = [
+    "EXIT_PREEMPTED",
+    "Preempted",
+    "TrainResult",
+    "check_patch_for_model",
+    "run_train",
+]
+
+log = logging.getLogger("pytc.train")
+
+#: exit code of a run stopped by SIGUSR1/SIGTERM after saving last.ckpt (EX_TEMPFAIL: retry)
+EXIT_PREEMPTED = 75
+RUN_DIR_ENV = "PYTC_TRAIN_RUN_DIR"
+
+
+class Preempted(Exception):  # noqa: N818 - a state, not an error
+    """The run was stopped by a signal after saving ``last.ckpt``; resume with ``--resume auto``."""
+
+    def __init__(self, signum: int, last: Path, step: int) -> None:
+        self.signum, self.last, self.step = signum, last, step
+        super().__init__(f"stopped by signal {signal.Signals(signum).name} at step {step}; "
+                         f"saved {last}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run's files are, how far it got, and its last validation scores."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    steps: int
+    seconds: float
+    val_scores: dict[str, float] | None = None
+
+
+def _process_rank() -> int:
+    """This process's rank before the trainer exists (DDP children, Slurm tasks), else 0."""
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        if int(os.environ.get(key, "0") or 0) > 0:
+            return 1
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        return int(os.environ.get("SLURM_PROCID", "0") or 0)
+    return 0
+
+
+def _nearest_multiples(size: int, k: int) -> list[int]:
+    low = max(k, (size // k) * k)
+    return sorted({low, low + k})
+
+
+def check_patch_for_model(model: Any, patch: Sequence[int]) -> None:
+    """UserError if the architecture cannot take ``patch`` (voxels, z, y, x), naming the
+    nearest sizes it can take (core's ``validate_input_size`` when available)."""
+    try:
+        from pytc_core.models import validate_input_size  # type: ignore[attr-defined]
+    except ImportError:
+        validate_input_size = None
+    if validate_input_size is not None:
+        validate_input_size(model, tuple(patch))
+        return
+    arch = model.architecture
+    k = {"mednext": 16, "mednext_custom": 16, "monai_basic_unet3d": 16, "monai_segresnet": 8,
+         "monai_swin_unetr": 32, "monai_unet": 2 ** (len(model.filters) - 1)}.get(arch)
+    if arch == "monai_unetr":
+        if tuple(patch) != tuple(model.input_size):
+            raise UserError(f"monai_unetr takes only its model.input_size {tuple(model.input_size)}, "
+                            f"not patch {tuple(patch)}", "set the patch to model.input_size")
+        return
+    if k is None:
+        return
+    bad = [(axis, p) for axis, p in zip("zyx", patch, strict=True) if p % k]
+    if bad:
+        nearest = ", ".join(f"{a}: {' or '.join(map(str, _nearest_multiples(p, k)))}" for a, p in bad)
+        raise UserError(f"{arch} needs patch sizes that are multiples of {k}, got {tuple(patch)}",
+                        f"nearest valid sizes {nearest}")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _resolve_run_dir(config: TrainConfig) -> Path:
+    if config.train.run_dir:
+        return Path(config.train.run_dir)
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        return Path("runs") / f"slurm-{os.environ['SLURM_JOB_ID']}"
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _resume_path(config: TrainConfig, ckpt_dir: Path, overwrite: bool) -> Path | None:
+    resume = config.train.resume
+    existing = sorted(p.name for p in ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
+    if resume is None:
+        if existing and not overwrite:
+            raise UserError(f"{ckpt_dir} already holds checkpoints of another run "
+                            f"({', '.join(existing)})",
+                            "continue it with --resume auto, start over with --overwrite, or "
+                            "pick another --run-dir")
+        return None
+    if resume == "auto":
+        last = ckpt_dir / "last.ckpt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise UserError(f"--resume checkpoint not found: {path}",
+                        "pass an existing .ckpt, or --resume auto")
+    return path
+
+
+def _check_foreground(dataset, names: Sequence[str]) -> None:
+    """UserError naming a training source whose sampled patches never hold labels."""
+    rng = np.random.default_rng(dataset.seed)
+    cfg = dataset.config
+    for pair in dataset.pairs:
+        labels = open_volume(pair.labels)
+        found = False
+        for _ in range(max(1, cfg.max_resample)):
+            start = [int(rng.integers(a, b - p + 1)) for a, b, p in
+                     zip(pair.box.start, pair.box.stop, cfg.patch, strict=True)]
+            if np.any(labels.read(BBox.from_shape(cfg.patch, start))):
+                found = True
+                break
+        if not found:
+            raise UserError(f"training source {pair.name} has no labelled (non-zero) voxel in "
+                            f"{max(1, cfg.max_resample)} sampled patches",
+                            "check the labels URI and bbox, or raise data.max_resample")
+
+
+def _load_init_weights(module, config: TrainConfig) -> None:
+    """``train.init_from``: a pytc .ckpt (strict, or UpKern) or DKFZ nnunet_mednext weights."""
+    import pickle
+
+    import torch
+
+    path = Path(config.train.init_from)  # type: ignore[arg-type]
+    if not path.is_file():
+        raise UserError(f"--init-from file not found: {path}", "pass a .ckpt or a DKFZ .pth file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise UserError(f"--init-from {path} is not a PyTorch checkpoint "
+                        f"({str(exc).splitlines()[0][:120]})",
+                        "pass a .ckpt written by pytc-train or DKFZ nnunet_mednext weights") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--init-from {path} holds a {type(data).__name__}, not weights",
+                        "pass a .ckpt written by pytc-train or a state dict")
+    model = module.model
+    hparams = data.get("hyper_parameters")
+    if isinstance(hparams, dict) and "pytc_checkpoint_format" in hparams:
+        weights = {k[len("model."):]: v for k, v in data.get("state_dict", {}).items()
+                   if k.startswith("model.")}
+        if config.train.upkern:
+            from pytc_core.models import upkern_load_weights
+
+            upkern_load_weights(model, weights)
+            log.info("initialised the model from %s by UpKern", path)
+            return
+        own = model.state_dict()
+        missing = [k for k in own if k not in weights]
+        extra = [k for k in weights if k not in own]
+        shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+        if missing or extra or shapes:
+            detail = (f"shape of {shapes[0]}: {tuple(weights[shapes[0]].shape)} in the file, "
+                      f"{tuple(own[shapes[0]].shape)} in the model" if shapes else
+                      f"missing {missing[:1]}, unexpected {extra[:1]}")
+            raise UserError(f"--init-from {path} does not fit the model ({detail})",
+                            "build the same [model] as the checkpoint's, or --upkern for a "
+                            "larger kernel")
+        model.load_state_dict(weights, strict=True)
+        log.info("initialised the model from pytc checkpoint %s (all %d tensors)", path, len(own))
+        return
+    if config.train.upkern:
+        raise UserError("--upkern needs a pytc .ckpt to --init-from", "drop --upkern for DKFZ weights")
+    from pytc_core.models import load_nnunet_mednext_weights
+
+    load_nnunet_mednext_weights(model, data)
+    log.info("initialised the model from DKFZ nnunet_mednext weights %s", path)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def _callbacks_module():
+    import pytorch_lightning as pl
+
+    class RunCallbacks(pl.Callback):
+        """last.ckpt every N steps / at the end / on SIGUSR1 or SIGTERM; progress lines."""
+
+        def __init__(self, last: Path, every: int, log_every: int, max_steps: int,
+                     log_progress: bool) -> None:
+            self.last, self.every, self.log_every = last, every, log_every
+            self.max_steps, self.log_progress = max_steps, log_progress
+            self.signum: int | None = None
+            self.saved_step = -1
+            self._t0 = time.perf_counter()
+            self._step0 = 0
+
+        def handle(self, signum: int, frame: Any) -> None:
+            self.signum = signum
+
+        def _save(self, trainer) -> None:
+            trainer.save_checkpoint(self.last)
+            self.saved_step = trainer.global_step
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            self._t0, self._step0 = time.perf_counter(), trainer.global_step
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            step = trainer.global_step
+            if self.signum is not None:
+                if self.saved_step != step:
+                    self._save(trainer)
+                trainer.should_stop = True
+                return
+            if step % self.every == 0 and step != self.saved_step:
+                self._save(trainer)
+            if self.log_progress and step % self.log_every == 0 and trainer.is_global_zero:
+                rate = (step - self._step0) / max(time.perf_counter() - self._t0, 1e-9)
+                eta = (self.max_steps - step) / rate if rate > 0 else float("nan")
+                loss = trainer.callback_metrics.get("train/loss")
+                log.info("step %d/%d  loss %.4f  %.2f steps/s  ETA %s", step, self.max_steps,
+                         float(loss) if loss is not None else float("nan"), rate,
+                         time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?")
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            scores = getattr(pl_module, "last_val_scores", None)
+            if scores and trainer.is_global_zero and not trainer.sanity_checking:
+                log.info("step %d validation: loss %.4f  precision %.4f  recall %.4f  F1 %.4f  "
+                         "boundary F1 %.4f", trainer.global_step, scores["loss"],
+                         scores["precision"], scores["recall"], scores["f1"], scores["boundary_f1"])
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            if self.saved_step != trainer.global_step:
+                self._save(trainer)
+
+    return RunCallbacks
+
+
+@contextlib.contextmanager
+def _signals(handler: Callable[[int, Any], None]):
+    """Route SIGUSR1 and SIGTERM to ``handler`` for the duration (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _quiet_lightning(verbose: bool):
+    names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.INFO if verbose else logging.WARNING)
+    with warnings.catch_warnings():
+        for pattern in (".*does not have many workers.*", ".*num_workers.*",
+                        ".*resuming from a checkpoint that ended before the epoch ended.*",
+                        ".*The number of training batches.*", ".*LightningModule.log.*",
+                        ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+                        ".*Checkpoint directory .* exists and is not empty.*",
+                        ".*sync_dist=True.*", ".*to update it to be the same.*",
+                        ".*The `srun` command is available.*"):
+            warnings.filterwarnings("ignore", message=pattern)
+        try:
+            yield
+        finally:
+            for n, level in levels.items():
+                logging.getLogger(n).setLevel(level)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _resolved_data(config: TrainConfig, stats: tuple[float, float] | None) -> DataConfig:
+    return dataclasses.replace(config.data, norm_stats=stats) if stats is not None else config.data
+
+
+def run_train(config: TrainConfig, *, overwrite: bool = False,
+              transform: Callable[[dict], dict] | None = None,
+              read_margin: Sequence[int] = (0, 0, 0), verbose: bool = False,
+              progress_bar: bool | None = None) -> TrainResult:
+    """Train ``config.model`` on ``config.data`` as ``config.optim`` / ``config.train`` say.
+
+    ``transform`` / ``read_margin``: the augmentation hook (``pytc_train.augment``), applied to
+    each training patch dict read ``read_margin`` voxels larger per side. Returns the run's
+    paths and scores; raises UserError for bad input before anything is written, and
+    :class:`Preempted` when SIGUSR1/SIGTERM stopped it (last.ckpt saved).
+    """
+    t0 = time.perf_counter()
+    rank = _process_rank()
+    from pytc_core.models.registry import get_architecture_builder
+
+    get_architecture_builder(config.model.architecture)  # unknown name: closest match
+    check_patch_for_model(config.model, config.data.patch)
+    if config.train.precision == "16-mixed" and config.train.accelerator == "cpu":
+        raise UserError("precision 16-mixed needs a GPU", "use --precision bf16-mixed or 32 on CPU")
+
+    from pytc_train.data import check_sources, norm_stats_for
+
+    train_pairs = check_sources(config.data.train_sources(), config.data.patch,
+                                config.model.in_channels, "training")
+    val_pairs = check_sources(config.data.val_sources(), config.data.patch,
+                              config.model.in_channels, "validation")
+    if len(config.data.offsets) != config.model.out_channels:
+        raise UserError(f"model.out_channels is {config.model.out_channels} but data.offsets "
+                        f"lists {len(config.data.offsets)} affinities",
+                        f"set model.out_channels = {len(config.data.offsets)}")
+    config = dataclasses.replace(config, data=_resolved_data(
+        config, norm_stats_for(config.data, train_pairs[0], seed=config.train.seed)))
+
+    run_dir = _resolve_run_dir(config)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_path = _resume_path(config, ckpt_dir, overwrite or rank > 0)
+
+    import pytorch_lightning as pl
+    import torch
+
+    from pytc_train.autoconfig import auto_configure, detect_machine
+    from pytc_train.data import PatchDataModule, TrainPatches
+    from pytc_train.module import AffinityModule
+
+    machine = detect_machine()
+    if config.train.accelerator == "gpu" and not machine.gpus:
+        raise UserError("train.accelerator is gpu but no CUDA device is visible",
+                        "use --set train.accelerator=cpu or run on a GPU node")
+
+    config_dict = config_to_dict(config)
+    with _quiet_lightning(verbose):
+        pl.seed_everything(config.train.seed, workers=True, verbose=False)
+        try:
+            module = AffinityModule(config_dict)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise UserError(f"cannot build model {config.model.architecture}: {exc}",
+                            "fix the [model] table") from None
+    if config.train.init_from:
+        _load_init_weights(module, config)
+
+    def gpu_trial() -> int:
+        from pytc_train.autoconfig import gpu_batch_trial
+
+        net = module.model.cuda().train()
+
+        def step(batch: int) -> None:
+            x = torch.randn(batch, config.model.in_channels, *config.data.patch, device="cuda")
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = net(x)
+                out = out["output"] if isinstance(out, dict) else out
+            out.float().mean().backward()
+            net.zero_grad(set_to_none=True)
+
+        try:
+            return gpu_batch_trial(step)
+        finally:
+            module.model.cpu()
+
+    choices = auto_configure(accelerator=config.train.accelerator, devices=config.train.devices,
+                             precision=config.train.precision, batch_size=config.data.batch_size,
+                             num_workers=config.data.num_workers, patch=config.data.patch,
+                             machine=machine, gpu_trial=gpu_trial)
+    if choices.precision == "16-mixed" and choices.accelerator == "cpu":
+        raise UserError("precision 16-mixed needs a GPU", "use --precision bf16-mixed or 32 on CPU")
+    if rank == 0:
+        log.info("machine: %d CPU cores, %.0f GiB memory, %d GPU(s)%s", machine.cpus,
+                 machine.memory_gib, len(machine.gpus),
+                 "" if not machine.gpus else " (" + ", ".join(g[0] for g in machine.gpus) + ")")
+        log.info("auto-config: %s", choices.summary())
+    resolved = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, batch_size=choices.batch_size,
+                                 num_workers=choices.num_workers),
+        train=dataclasses.replace(config.train, precision=choices.precision,
+                                  accelerator=choices.accelerator, devices=choices.devices))
+    module.config = config_to_dict(resolved)
+    module.hparams["config"] = module.config
+
+    dm = PatchDataModule(resolved.data, train_pairs, val_pairs, batch_size=choices.batch_size,
+                         num_workers=choices.num_workers, steps=config.train.max_steps,
+                         accumulate=config.optim.accumulate, seed=config.train.seed,
+                         transform=transform, read_margin=read_margin,
+                         pin_memory=choices.accelerator == "gpu")
+    _check_foreground(TrainPatches(train_pairs, resolved.data, config.train.seed, 1),
+                      [p.name for p in train_pairs])
+    dm.train_set[0]  # one real patch through reading, the transform and the targets
+
+    # ---- nothing was written up to here; from now on the run directory is ours
+    ckpt_dir = run_dir / "checkpoints"
+    if rank == 0:
+        if overwrite and config.train.resume is None:
+            for name in ("checkpoints", "logs"):
+                shutil.rmtree(run_dir / name, ignore_errors=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        from pytc_core.config import config_to_toml
+        from pytc_core.files import write_atomic
+
+        header = f"# resolved config of `pytc-train`\n# command line: {' '.join(sys.argv)}\n"
+        write_atomic(run_dir / "pytc_config.toml", (header + config_to_toml(resolved)).encode())
+        log.info("run directory %s%s", run_dir, f" (resuming from {ckpt_path})" if ckpt_path else "")
+
+    RunCallbacks = _callbacks_module()
+    tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    show_bar = tty if progress_bar is None else progress_bar
+    run_cb = RunCallbacks(ckpt_dir / "last.ckpt", config.train.checkpoint_every,
+                          config.train.log_every, config.train.max_steps,
+                          log_progress=not show_bar and logging.getLogger("pytc").isEnabledFor(logging.INFO))
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    monitor = "val/f1" if config.train.monitor == "f1" else "val/loss"
+    mode = "max" if config.train.monitor == "f1" else "min"
+    callbacks: list = [run_cb]
+    best_cb = None
+    if val_pairs:
+        best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode,
+                                  save_top_k=1, auto_insert_metric_name=False,
+                                  enable_version_counter=False, save_on_train_epoch_end=False)
+        callbacks.append(best_cb)
+        if config.train.early_stop_patience > 0:
+            callbacks.append(EarlyStopping(monitor=monitor, mode=mode,
+                                           patience=config.train.early_stop_patience))
+    logger = _make_logger(run_dir)
+    if logger is not None:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+
+    world = choices.devices * config.train.num_nodes
+    strategy: Any = "auto"
+    if world > 1:
+        from pytorch_lightning.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo" if choices.accelerator == "cpu" else "nccl")
+    plugins = []
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_NTASKS"):
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    if rank == 0 and world > 1:
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+
+    with _quiet_lightning(verbose), _signals(run_cb.handle):
+        trainer = pl.Trainer(
+            accelerator=choices.accelerator, devices=choices.devices,
+            num_nodes=config.train.num_nodes, strategy=strategy, precision=choices.precision,
+            max_steps=config.train.max_steps, max_epochs=-1,
+            val_check_interval=config.train.val_every * config.optim.accumulate if val_pairs else None,
+            check_val_every_n_epoch=None, num_sanity_val_steps=0,
+            limit_val_batches=1.0 if val_pairs else 0,
+            accumulate_grad_batches=config.optim.accumulate,
+            gradient_clip_val=config.optim.grad_clip or None,
+            callbacks=callbacks, logger=logger if logger is not None else False,
+            enable_checkpointing=best_cb is not None, enable_progress_bar=show_bar,
+            enable_model_summary=False, default_root_dir=str(run_dir), plugins=plugins or None,
+            deterministic=config.train.deterministic, log_every_n_steps=config.train.log_every,
+            use_distributed_sampler=False)
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        except SIGTERMException:
+            run_cb.signum = run_cb.signum or signal.SIGTERM
+        finally:
+            if rank == 0 and world > 1:
+                os.environ.pop(RUN_DIR_ENV, None)
+    if run_cb.signum is not None:
+        raise Preempted(run_cb.signum, run_cb.last, trainer.global_step)
+    best = ckpt_dir / "best.ckpt"
+    if not trainer.is_global_zero:
+        return TrainResult(run_dir, best, run_cb.last, trainer.global_step,
+                           time.perf_counter() - t0)
+    if best_cb is None or not best.is_file():
+        shutil.copyfile(run_cb.last, best)  # no validation: the final weights are the best we know
+    scores = getattr(module, "last_val_scores", None)
+    return TrainResult(run_dir, best, run_cb.last, trainer.global_step,
+                       time.perf_counter() - t0, scores)
+
+
+def _make_logger(run_dir: Path):
+    """TensorBoard under ``logs/`` when installed, else CSV (``logs/metrics.csv``)."""
+    try:
+        import tensorboard  # noqa: F401
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(str(run_dir), name="logs", version="")
+    except ImportError:
+        from pytorch_lightning.loggers import CSVLogger
+
+        return CSVLogger(str(run_dir), name="logs", version="")
