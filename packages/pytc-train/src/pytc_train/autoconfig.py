@@ -22,6 +22,8 @@ class Machine:
     cpus: int
     memory_gib: float
     gpus: tuple[tuple[str, tuple[int, int], float], ...] = ()
+    #: 1-minute load average (runnable processes) when this process started
+    load: float = 0.0
 
 
 def detect_machine() -> Machine:
@@ -43,7 +45,8 @@ def detect_machine() -> Machine:
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             gpus.append((p.name, (p.major, p.minor), p.total_memory / 2**30))
-    return Machine(cpus, memory, tuple(gpus))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return Machine(cpus, memory, tuple(gpus), load)
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,13 @@ class AutoChoices:
     precision: str
     batch_size: int
     num_workers: int
+    threads: int = 1
     reasons: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         return "; ".join(f"{k} {getattr(self, k)} ({self.reasons[k]})" for k in
-                         ("accelerator", "devices", "precision", "batch_size", "num_workers"))
+                         ("accelerator", "devices", "precision", "batch_size", "num_workers",
+                          "threads"))
 
 
 def cpu_batch_size(patch: Sequence[int]) -> int:
@@ -89,7 +94,7 @@ def gpu_batch_trial(step: Callable[[int], None], *, start: int = 1, limit: int =
 
 def auto_configure(*, accelerator: str, devices: int, precision: str, batch_size: int | None,
                    num_workers: int | None, patch: Sequence[int], machine: Machine,
-                   gpu_trial: Callable[[], int] | None = None) -> AutoChoices:
+                   gpu_trial: Callable[[], int] | None = None, threads: int = 0) -> AutoChoices:
     """Fill every 'auto' setting (``accelerator`` "auto", ``devices`` 0, ``precision``
     "auto", ``batch_size`` / ``num_workers`` None) for ``machine``; keep the given ones."""
     reasons: dict[str, str] = {}
@@ -128,4 +133,14 @@ def auto_configure(*, accelerator: str, devices: int, precision: str, batch_size
         reasons["num_workers"] = f"{machine.cpus} cores for {devices} process(es)"
     else:
         reasons["num_workers"] = "set"
-    return AutoChoices(accelerator, devices, precision, batch_size, num_workers, reasons)
+    if threads <= 0:
+        # OpenMP threads that spin on cores other processes hold slow a step down many-fold:
+        # use only the cores that are idle (at least one)
+        per_process = max(1, machine.cpus // max(1, devices))
+        idle = int(machine.cpus - machine.load + 0.5)
+        threads = max(1, min(per_process, idle))
+        reasons["threads"] = (f"{per_process} core(s) per process" if threads == per_process else
+                              f"load {machine.load:.1f} on {machine.cpus} cores: busy machine")
+    else:
+        reasons["threads"] = "set"
+    return AutoChoices(accelerator, devices, precision, batch_size, num_workers, threads, reasons)

@@ -83,7 +83,7 @@ def train(
     val_bbox
         Held-out validation region of the same volume (data.val_bbox).
     patch
-        Patch size z,y,x in voxels (data.patch; default 32,64,64).
+        Patch size z,y,x in voxels (data.patch_size; default 32,64,64).
     batch_size
         Patches per step and process (data.batch_size; default: auto).
     max_steps
@@ -123,7 +123,7 @@ def train(
     if val_bbox is not None:
         overrides["data.val_bbox"] = parse_bbox(val_bbox, "val-bbox")
     if patch is not None:
-        overrides["data.patch"] = parse_zyx(patch, "patch")
+        overrides["data.patch_size"] = parse_zyx(patch, "patch")
     if upkern and not init_from:
         raise UserError("--upkern needs --init-from", "pass the checkpoint to UpKern from")
 

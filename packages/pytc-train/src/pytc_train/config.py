@@ -95,16 +95,18 @@ class DataConfig:
     train: list[SourceConfig] = field(default_factory=list)
     val: list[SourceConfig] = field(default_factory=list)
     #: patch size in voxels (z, y, x)
-    patch: tuple[int, int, int] = (32, 64, 64)
+    patch_size: tuple[int, int, int] = (32, 64, 64)
     #: None: chosen by auto-configuration
     batch_size: int | None = None
     num_workers: int | None = None
-    #: raw normalisation: "uint8" divides by 255; "percentile" maps [p_low, p_high] to [0, 1];
-    #: "meanstd" subtracts the mean and divides by the std (statistics from the first source)
-    normalize: Literal["uint8", "percentile", "meanstd", "none"] = "uint8"
+    #: raw normalisation: "auto" divides integer raw by its dtype's maximum (uint8: 255) and
+    #: keeps float raw; "meanstd": (x - mean) / std; "percentile": (x - mean) / std clipped to
+    #: [0, 1] with mean = p_low and std = p_high - p_low. Unset mean / std are measured on the
+    #: first training source and written to the resolved config (pytc-infer reads them).
+    normalize: Literal["auto", "percentile", "meanstd", "none"] = "auto"
     percentiles: tuple[float, float] = (1.0, 99.0)
-    #: filled in by the trainer for percentile / meanstd: (shift, scale), x' = (x - shift) / scale
-    norm_stats: tuple[float, float] | None = None
+    mean: float | None = None
+    std: float | None = None
     #: affinity offsets (z, y, x) in voxels; nearest-neighbour by default
     offsets: list[list[int]] = field(default_factory=lambda: [[-1, 0, 0], [0, -1, 0], [0, 0, -1]])
     #: a training patch needs at least this fraction of labelled (non-zero) voxels...
@@ -168,6 +170,8 @@ class TrainLoopConfig:
     """``[train]``: steps, loss, validation, checkpoints, devices, seed, run directory."""
 
     max_steps: int = 1000
+    #: stop after this much wall-clock time (minutes) even before max_steps
+    max_minutes: float | None = None
     seed: int = 0
     #: BCE-with-logits weight, soft-Dice weight
     bce_weight: float = 1.0
@@ -190,6 +194,8 @@ class TrainLoopConfig:
     #: number of devices (processes) on this node; 0: auto
     devices: int = 0
     num_nodes: int = 1
+    #: CPU threads per process for torch (0: auto, fewer on a busy machine)
+    threads: int = 0
     run_dir: str | None = None
     #: None, "auto" (checkpoints/last.ckpt of the run directory if present) or a path
     resume: str | None = None

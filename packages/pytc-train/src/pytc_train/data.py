@@ -111,16 +111,17 @@ def check_sources(sources: Sequence[SourceConfig], patch: Sequence[int], in_chan
 
 def norm_stats_for(config: DataConfig, pair: VolumePair, samples: int = 8,
                    seed: int = 0) -> tuple[float, float] | None:
-    """(shift, scale) for percentile / meanstd normalisation from random patches of ``pair``."""
-    if config.normalize in ("uint8", "none"):
+    """(mean, std) for percentile / meanstd normalisation from random patches of ``pair``
+    (None when not needed or already set)."""
+    if config.normalize in ("auto", "none") or (config.mean is not None and config.std is not None):
         return None
     vol = open_volume(pair.raw)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(samples):
         start = [int(rng.integers(a, b - p + 1)) for a, b, p in
-                 zip(pair.box.start, pair.box.stop, config.patch, strict=True)]
-        values.append(vol.read(BBox.from_shape(config.patch, start)).ravel())
+                 zip(pair.box.start, pair.box.stop, config.patch_size, strict=True)]
+        values.append(vol.read(BBox.from_shape(config.patch_size, start)).ravel())
     data = np.concatenate(values).astype(np.float64)
     if config.normalize == "percentile":
         lo, hi = np.percentile(data, config.percentiles)
@@ -133,13 +134,13 @@ def normalize_raw(raw: np.ndarray, config: DataConfig) -> np.ndarray:
     x = raw.astype(np.float32)
     if x.ndim == 3:
         x = x[None]
-    if config.normalize == "uint8":
-        x /= 255.0
+    if config.normalize == "auto":
+        if np.issubdtype(raw.dtype, np.integer):
+            x /= float(np.iinfo(raw.dtype).max)
     elif config.normalize in ("percentile", "meanstd"):
-        if config.norm_stats is None:
-            raise ValueError("norm_stats must be resolved before reading patches")
-        shift, scale = config.norm_stats
-        x = (x - shift) / scale
+        if config.mean is None or config.std is None:
+            raise ValueError("data.mean / data.std must be resolved before reading patches")
+        x = (x - config.mean) / config.std
         if config.normalize == "percentile":
             np.clip(x, 0.0, 1.0, out=x)
     return x
@@ -238,16 +239,18 @@ class TrainPatches(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def draw(self, index: int) -> tuple[int, BBox, float]:
-        """(source index, patch box, foreground fraction) of item ``index``, labels only."""
-        rng = np.random.default_rng([self.seed, int(index)])
+    def draw(self, index: int, stream: int = 0) -> tuple[int, BBox, float]:
+        """(source index, patch box, foreground fraction) of item ``index``, labels only
+        (``stream`` > 0: an independent extra draw for the same item, e.g. a mixup partner)."""
+        key = [self.seed, int(index)] + ([int(stream) + 1] if stream else [])
+        rng = np.random.default_rng(key)
         s = int(rng.choice(len(self.pairs), p=self.probabilities))
         pair = self.pairs[s]
         best: tuple[float, BBox] | None = None
         for _ in range(max(1, self.config.max_resample)):
             start = [int(rng.integers(a, b - p + 1)) for a, b, p in
-                     zip(pair.box.start, pair.box.stop, self.config.patch, strict=True)]
-            box = BBox.from_shape(self.config.patch, start)
+                     zip(pair.box.start, pair.box.stop, self.config.patch_size, strict=True)]
+            box = BBox.from_shape(self.config.patch_size, start)
             if self.config.min_foreground <= 0:
                 return s, box, 1.0
             fg = float(np.count_nonzero(self._handles(pair.labels).read(box))) / box.size
@@ -258,9 +261,9 @@ class TrainPatches(Dataset):
         assert best is not None
         return s, best[1], best[0]
 
-    def sample(self, index: int) -> dict:
+    def sample(self, index: int, stream: int = 0) -> dict:
         """The patch dict handed to the transform: image, label, mask (read with the margin)."""
-        s, box, _ = self.draw(index)
+        s, box, _ = self.draw(index, stream)
         pair = self.pairs[s]
         read_box = box.grow(self.read_margin)
         raw, inside = _read_padded(self._handles(pair.raw), read_box)
@@ -273,11 +276,14 @@ class TrainPatches(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.sample(index)
         if self.transform is not None:
+            if getattr(self.transform, "needs_partner", False):  # mixup / copy-paste
+                partner = self.sample(index, stream=1)
+                sample["partner_image"], sample["partner_label"] = partner["image"], partner["label"]
             if hasattr(self.transform, "set_random_state"):
                 seed = int(np.random.default_rng([self.seed, int(index), 1]).integers(2**31))
                 self.transform.set_random_state(seed=seed)
             sample = self.transform(sample)
-        return targets_from_sample(sample, self.config.patch, self.config.offsets)
+        return targets_from_sample(sample, self.config.patch_size, self.config.offsets)
 
 
 def grid_starts(start: int, stop: int, size: int) -> list[int]:
@@ -297,7 +303,7 @@ class ValPatches(Dataset):
         items = []
         for s, pair in enumerate(self.pairs):
             axes = [grid_starts(a, b, p) for a, b, p in
-                    zip(pair.box.start, pair.box.stop, config.patch, strict=True)]
+                    zip(pair.box.start, pair.box.stop, config.patch_size, strict=True)]
             items += [(s, (z, y, x)) for z in axes[0] for y in axes[1] for x in axes[2]]
         if len(items) > config.val_max_patches:
             keep = np.linspace(0, len(items) - 1, config.val_max_patches).round().astype(int)
@@ -311,28 +317,30 @@ class ValPatches(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         s, start = self.items[index]
         pair = self.pairs[s]
-        box = BBox.from_shape(self.config.patch, start)
+        box = BBox.from_shape(self.config.patch_size, start)
         raw = self._handles(pair.raw).read(box)
         label = self._handles(pair.labels).read(box).astype(np.int64)
         return targets_from_sample({"image": normalize_raw(raw, self.config), "label": label},
-                                   self.config.patch, self.config.offsets)
+                                   self.config.patch_size, self.config.offsets)
 
 
 class PatchIndexSampler(Sampler[int]):
-    """Indices ``start*world + rank, (start+1)*world + rank, ...`` up to ``total`` per rank.
+    """``total`` indices ``j*world + rank`` for ``j = start, start+1, ...``.
 
-    ``start`` is the number of patches this rank has already consumed (a resumed run starts
-    where the interrupted one stopped); DDP ranks take interleaved indices.
+    ``start`` is the number of patches this rank has already consumed (a resumed run goes on
+    where the interrupted one stopped; the length stays ``total`` so Lightning's restored
+    epoch counters never end the epoch early, ``max_steps`` ends the run); DDP ranks take
+    interleaved indices.
     """
 
     def __init__(self, total: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
         self.total, self.start, self.rank, self.world = int(total), int(start), int(rank), int(world)
 
     def __len__(self) -> int:
-        return max(0, self.total - self.start)
+        return self.total
 
     def __iter__(self) -> Iterator[int]:
-        for j in range(self.start, self.total):
+        for j in range(self.start, self.start + self.total):
             yield j * self.world + self.rank
 
 

@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,7 @@ def _resume_path(config: TrainConfig, ckpt_dir: Path, overwrite: bool) -> Path |
     return path
 
 
-def _check_foreground(dataset, names: Sequence[str]) -> None:
+def _check_foreground(dataset) -> None:
     """UserError naming a training source whose sampled patches never hold labels."""
     rng = np.random.default_rng(dataset.seed)
     cfg = dataset.config
@@ -152,8 +152,8 @@ def _check_foreground(dataset, names: Sequence[str]) -> None:
         found = False
         for _ in range(max(1, cfg.max_resample)):
             start = [int(rng.integers(a, b - p + 1)) for a, b, p in
-                     zip(pair.box.start, pair.box.stop, cfg.patch, strict=True)]
-            if np.any(labels.read(BBox.from_shape(cfg.patch, start))):
+                     zip(pair.box.start, pair.box.stop, cfg.patch_size, strict=True)]
+            if np.any(labels.read(BBox.from_shape(cfg.patch_size, start))):
                 found = True
                 break
         if not found:
@@ -164,8 +164,6 @@ def _check_foreground(dataset, names: Sequence[str]) -> None:
 
 def _load_init_weights(module, config: TrainConfig) -> None:
     """``train.init_from``: a pytc .ckpt (strict, or UpKern) or DKFZ nnunet_mednext weights."""
-    import pickle
-
     import torch
 
     path = Path(config.train.init_from)  # type: ignore[arg-type]
@@ -173,7 +171,7 @@ def _load_init_weights(module, config: TrainConfig) -> None:
         raise UserError(f"--init-from file not found: {path}", "pass a .ckpt or a DKFZ .pth file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
         raise UserError(f"--init-from {path} is not a PyTorch checkpoint "
                         f"({str(exc).splitlines()[0][:120]})",
                         "pass a .ckpt written by pytc-train or DKFZ nnunet_mednext weights") from None
@@ -314,7 +312,9 @@ def _quiet_lightning(verbose: bool):
 
 
 def _resolved_data(config: TrainConfig, stats: tuple[float, float] | None) -> DataConfig:
-    return dataclasses.replace(config.data, norm_stats=stats) if stats is not None else config.data
+    if stats is None:
+        return config.data
+    return dataclasses.replace(config.data, mean=stats[0], std=stats[1])
 
 
 def run_train(config: TrainConfig, *, overwrite: bool = False,
@@ -333,15 +333,15 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
     from pytc_core.models.registry import get_architecture_builder
 
     get_architecture_builder(config.model.architecture)  # unknown name: closest match
-    check_patch_for_model(config.model, config.data.patch)
+    check_patch_for_model(config.model, config.data.patch_size)
     if config.train.precision == "16-mixed" and config.train.accelerator == "cpu":
         raise UserError("precision 16-mixed needs a GPU", "use --precision bf16-mixed or 32 on CPU")
 
     from pytc_train.data import check_sources, norm_stats_for
 
-    train_pairs = check_sources(config.data.train_sources(), config.data.patch,
+    train_pairs = check_sources(config.data.train_sources(), config.data.patch_size,
                                 config.model.in_channels, "training")
-    val_pairs = check_sources(config.data.val_sources(), config.data.patch,
+    val_pairs = check_sources(config.data.val_sources(), config.data.patch_size,
                               config.model.in_channels, "validation")
     if len(config.data.offsets) != config.model.out_channels:
         raise UserError(f"model.out_channels is {config.model.out_channels} but data.offsets "
@@ -349,6 +349,12 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
                         f"set model.out_channels = {len(config.data.offsets)}")
     config = dataclasses.replace(config, data=_resolved_data(
         config, norm_stats_for(config.data, train_pairs[0], seed=config.train.seed)))
+
+    from pytc_train.data import TrainPatches
+
+    _check_foreground(TrainPatches(train_pairs, config.data, config.train.seed, 1))
+    # one real patch through reading, the transform and the targets
+    TrainPatches(train_pairs, config.data, config.train.seed, 1, transform, read_margin)[0]
 
     run_dir = _resolve_run_dir(config)
     ckpt_dir = run_dir / "checkpoints"
@@ -358,7 +364,7 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
     import torch
 
     from pytc_train.autoconfig import auto_configure, detect_machine
-    from pytc_train.data import PatchDataModule, TrainPatches
+    from pytc_train.data import PatchDataModule
     from pytc_train.module import AffinityModule
 
     machine = detect_machine()
@@ -383,7 +389,7 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         net = module.model.cuda().train()
 
         def step(batch: int) -> None:
-            x = torch.randn(batch, config.model.in_channels, *config.data.patch, device="cuda")
+            x = torch.randn(batch, config.model.in_channels, *config.data.patch_size, device="cuda")
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 out = net(x)
                 out = out["output"] if isinstance(out, dict) else out
@@ -397,8 +403,9 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
 
     choices = auto_configure(accelerator=config.train.accelerator, devices=config.train.devices,
                              precision=config.train.precision, batch_size=config.data.batch_size,
-                             num_workers=config.data.num_workers, patch=config.data.patch,
-                             machine=machine, gpu_trial=gpu_trial)
+                             num_workers=config.data.num_workers, patch=config.data.patch_size,
+                             machine=machine, gpu_trial=gpu_trial, threads=config.train.threads)
+    torch.set_num_threads(choices.threads)
     if choices.precision == "16-mixed" and choices.accelerator == "cpu":
         raise UserError("precision 16-mixed needs a GPU", "use --precision bf16-mixed or 32 on CPU")
     if rank == 0:
@@ -411,7 +418,8 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         data=dataclasses.replace(config.data, batch_size=choices.batch_size,
                                  num_workers=choices.num_workers),
         train=dataclasses.replace(config.train, precision=choices.precision,
-                                  accelerator=choices.accelerator, devices=choices.devices))
+                                  accelerator=choices.accelerator, devices=choices.devices,
+                                  threads=choices.threads))
     module.config = config_to_dict(resolved)
     module.hparams["config"] = module.config
 
@@ -420,9 +428,6 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
                          accumulate=config.optim.accumulate, seed=config.train.seed,
                          transform=transform, read_margin=read_margin,
                          pin_memory=choices.accelerator == "gpu")
-    _check_foreground(TrainPatches(train_pairs, resolved.data, config.train.seed, 1),
-                      [p.name for p in train_pairs])
-    dm.train_set[0]  # one real patch through reading, the transform and the targets
 
     # ---- nothing was written up to here; from now on the run directory is ours
     ckpt_dir = run_dir / "checkpoints"
@@ -481,6 +486,8 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
             accelerator=choices.accelerator, devices=choices.devices,
             num_nodes=config.train.num_nodes, strategy=strategy, precision=choices.precision,
             max_steps=config.train.max_steps, max_epochs=-1,
+            max_time=(None if config.train.max_minutes is None
+                      else timedelta(minutes=config.train.max_minutes)),
             val_check_interval=config.train.val_every * config.optim.accumulate if val_pairs else None,
             check_val_every_n_epoch=None, num_sanity_val_steps=0,
             limit_val_batches=1.0 if val_pairs else 0,
