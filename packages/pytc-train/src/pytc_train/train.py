@@ -78,36 +78,12 @@ def _process_rank() -> int:
     return 0
 
 
-def _nearest_multiples(size: int, k: int) -> list[int]:
-    low = max(k, (size // k) * k)
-    return sorted({low, low + k})
-
-
 def check_patch_for_model(model: Any, patch: Sequence[int]) -> None:
     """UserError if the architecture cannot take ``patch`` (voxels, z, y, x), naming the
-    nearest sizes it can take (core's ``validate_input_size`` when available)."""
-    try:
-        from pytc_core.models import validate_input_size  # type: ignore[attr-defined]
-    except ImportError:
-        validate_input_size = None
-    if validate_input_size is not None:
-        validate_input_size(model, tuple(patch))
-        return
-    arch = model.architecture
-    k = {"mednext": 16, "mednext_custom": 16, "monai_basic_unet3d": 16, "monai_segresnet": 8,
-         "monai_swin_unetr": 32, "monai_unet": 2 ** (len(model.filters) - 1)}.get(arch)
-    if arch == "monai_unetr":
-        if tuple(patch) != tuple(model.input_size):
-            raise UserError(f"monai_unetr takes only its model.input_size {tuple(model.input_size)}, "
-                            f"not patch {tuple(patch)}", "set the patch to model.input_size")
-        return
-    if k is None:
-        return
-    bad = [(axis, p) for axis, p in zip("zyx", patch, strict=True) if p % k]
-    if bad:
-        nearest = ", ".join(f"{a}: {' or '.join(map(str, _nearest_multiples(p, k)))}" for a, p in bad)
-        raise UserError(f"{arch} needs patch sizes that are multiples of {k}, got {tuple(patch)}",
-                        f"nearest valid sizes {nearest}")
+    nearest sizes it can take (core's ``validate_input_size``)."""
+    from pytc_core.models import validate_input_size
+
+    validate_input_size(model, tuple(patch))
 
 
 # --------------------------------------------------------------------------- checks
