@@ -214,10 +214,16 @@ def _callbacks_module():
 
         def on_train_start(self, trainer, pl_module) -> None:
             self._t0, self._step0 = time.perf_counter(), trainer.global_step
+            # take SIGTERM back from Lightning (which stops without saving): ours saves first
+            _install_handlers(self.handle)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step
-            if self.signum is not None:
+            stop = self.signum is not None
+            if trainer.world_size > 1:  # every rank saves (a collective) and stops together
+                stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+            if stop:
+                self.signum = self.signum or signal.SIGTERM
                 if self.saved_step != step:
                     self._save(trainer)
                 trainer.should_stop = True
@@ -246,6 +252,14 @@ def _callbacks_module():
     return RunCallbacks
 
 
+def _install_handlers(handler: Callable[[int, Any], None]) -> None:
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(s, handler)
+
+
 @contextlib.contextmanager
 def _signals(handler: Callable[[int, Any], None]):
     """Route SIGUSR1 and SIGTERM to ``handler`` for the duration (main thread only)."""
@@ -254,7 +268,8 @@ def _signals(handler: Callable[[int, Any], None]):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    _install_handlers(handler)
     try:
         yield
     finally:
@@ -296,11 +311,12 @@ def _resolved_data(config: TrainConfig, stats: tuple[float, float] | None) -> Da
 def run_train(config: TrainConfig, *, overwrite: bool = False,
               transform: Callable[[dict], dict] | None = None,
               read_margin: Sequence[int] = (0, 0, 0), verbose: bool = False,
-              progress_bar: bool | None = None) -> TrainResult:
+              progress_bar: bool | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Train ``config.model`` on ``config.data`` as ``config.optim`` / ``config.train`` say.
 
     ``transform`` / ``read_margin``: the augmentation hook (``pytc_train.augment``), applied to
-    each training patch dict read ``read_margin`` voxels larger per side. Returns the run's
+    each training patch dict read ``read_margin`` voxels larger per side. ``callbacks``: extra
+    Lightning callbacks (benchmarks, notebooks). Returns the run's
     paths and scores; raises UserError for bad input before anything is written, and
     :class:`Preempted` when SIGUSR1/SIGTERM stopped it (last.ckpt saved).
     """
@@ -427,21 +443,21 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
                           log_progress=not show_bar and logging.getLogger("pytc").isEnabledFor(logging.INFO))
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-    monitor = "val/f1" if config.train.monitor == "f1" else "val/loss"
-    mode = "max" if config.train.monitor == "f1" else "min"
-    callbacks: list = [run_cb]
+    monitor = f"val/{config.train.monitor}"
+    mode = "min" if config.train.monitor == "loss" else "max"
+    all_callbacks: list = [run_cb, *callbacks]
     best_cb = None
     if val_pairs:
         best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode,
                                   save_top_k=1, auto_insert_metric_name=False,
                                   enable_version_counter=False, save_on_train_epoch_end=False)
-        callbacks.append(best_cb)
+        all_callbacks.append(best_cb)
         if config.train.early_stop_patience > 0:
-            callbacks.append(EarlyStopping(monitor=monitor, mode=mode,
+            all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode,
                                            patience=config.train.early_stop_patience))
     logger = _make_logger(run_dir)
     if logger is not None:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
+        all_callbacks.append(LearningRateMonitor(logging_interval="step"))
 
     world = choices.devices * config.train.num_nodes
     strategy: Any = "auto"
@@ -469,7 +485,7 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
             limit_val_batches=1.0 if val_pairs else 0,
             accumulate_grad_batches=config.optim.accumulate,
             gradient_clip_val=config.optim.grad_clip or None,
-            callbacks=callbacks, logger=logger if logger is not None else False,
+            callbacks=all_callbacks, logger=logger if logger is not None else False,
             enable_checkpointing=best_cb is not None, enable_progress_bar=show_bar,
             enable_model_summary=False, default_root_dir=str(run_dir), plugins=plugins or None,
             deterministic=config.train.deterministic, log_every_n_steps=config.train.log_every,
