@@ -117,6 +117,12 @@ def test_checks_before_compute(tmp_path):
     with pytest.raises(UserError, match="aff.npy is a file, not a directory"):
         check_file_target(tmp_path / "aff.npy" / "err.csv")
     assert check_file_target(tmp_path / "new" / "err.csv") == tmp_path / "new" / "err.csv"
+    with pytest.raises(UserError, match="is the input"):
+        check_file_target(tmp_path / "aff.npy", overwrite=True, inputs=[str(tmp_path / "aff.npy")])
+    (tmp_path / "notes.csv").write_text("my table")
+    with pytest.raises(UserError, match="notes.csv exists and was not written by pytc as the errors CSV"):
+        check_file_target(tmp_path / "notes.csv", overwrite=True, what="the errors CSV",
+                          recognise=lambda p: p.read_text().startswith("segmentation,"))
     assert not (tmp_path / "new").exists()  # checked, nothing created
 
 
@@ -175,7 +181,7 @@ def test_run_record_resume_and_refusals(tmp_path):
         out.write(np.ones((4, 8, 8), np.uint8), (4, 0, 0))
         run.complete()
     assert open_volume(uri).read().min() == 1 and read_run_record(uri).complete
-    with pytest.raises(UserError, match="already exists .*written by `pytc-test aff -o seg`"):
+    with pytest.raises(UserError, match="seg already exists \\(pass --overwrite"):
         with claim_output(uri, stage="test", key=key):
             pass
     with claim_output(uri, stage="test", key=other, overwrite=True) as run:

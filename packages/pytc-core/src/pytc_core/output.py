@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -349,8 +349,8 @@ def check_output_target(uri: str, *, inputs: Sequence[str | None] = (),
     volume (see :class:`pytc_core.output_run.OutputRun` for resuming a pytc run instead).
     Returns what is there.
     """
-    check_not_an_input(uri, inputs)
     check_creatable(uri)
+    check_not_an_input(uri, inputs)
     state = inspect_output(uri)
     if state.kind == "foreign":
         raise UserError(f"output {uri} is not a volume pytc can replace: {state.what}",
@@ -362,10 +362,13 @@ def check_output_target(uri: str, *, inputs: Sequence[str | None] = (),
 
 
 def check_file_target(path: str | os.PathLike[str], *, overwrite: bool = False,
-                      what: str = "output file") -> Path:
-    """Checks for a plain output file (a CSV, a JSON) before any compute: not a directory,
-    a creatable writable parent, and an existing file only with ``overwrite``."""
+                      what: str = "output file", inputs: Sequence[str | None] = (),
+                      recognise: Callable[[Path], bool] | None = None) -> Path:
+    """Checks for a plain output file (a CSV, a JSON) before any compute: not an input, not a
+    directory, a creatable writable parent, and an existing file only with ``overwrite`` and,
+    given ``recognise``, only when ``recognise(path)`` says pytc wrote it. Creates nothing."""
     p = Path(os.path.abspath(os.path.expanduser(path)))
+    check_not_an_input(str(p), inputs)
     if p.is_dir():
         raise UserError(f"{what} {path} is a directory", "give a file name")
     probe = p.parent
@@ -379,8 +382,12 @@ def check_file_target(path: str | os.PathLike[str], *, overwrite: bool = False,
         problem = f"{p} is read-only"
     if problem is not None:
         raise UserError(f"cannot write {what} {path}: {problem}", "choose a writable location")
-    if p.exists() and not overwrite:
-        raise UserError(f"{what} {path} already exists", "pass --overwrite to replace it")
+    if p.exists():
+        if not overwrite:
+            raise UserError(f"{what} {path} already exists", "pass --overwrite to replace it")
+        if recognise is not None and not recognise(p):
+            raise UserError(f"{path} exists and was not written by pytc as {what}",
+                            "choose another path; --overwrite replaces only pytc's own file")
     return p
 
 

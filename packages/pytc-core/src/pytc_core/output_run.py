@@ -38,7 +38,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,14 +197,18 @@ class OutputRun:
     """One run's claim on ``uri``; use :func:`claim_output`. See the module docstring."""
 
     def __init__(self, uri: str, *, stage: str, key: str, inputs: Sequence[str | None] = (),
-                 overwrite: bool = False, join: bool = False, command: str | None = None) -> None:
+                 overwrite: bool = False, join: bool = False, command: str | None = None,
+                 explain_mismatch: Callable[[RunRecord], None] | None = None) -> None:
         self.uri, self.stage, self.key = uri, stage, key
+        self.explain_mismatch = explain_mismatch
         self.inputs, self.overwrite, self.join = list(inputs), overwrite, join
         self.command = command or current_command()
         #: ``fresh`` (this run creates the output) or ``resume`` (it goes on with one)
         self.mode = "fresh"
         self.lease: Lease | None = None
         self._progress = False
+        #: whether :meth:`complete` was called
+        self.completed = False
         self._created_dirs: list[Path] = []
         self._file_existed = True
         self._old_sigterm: Any = None
@@ -212,8 +216,8 @@ class OutputRun:
     # -- the claim ------------------------------------------------------------------------
     def _begin(self) -> None:
         uri = self.uri
-        check_not_an_input(uri, self.inputs)
         check_creatable(uri)
+        check_not_an_input(uri, self.inputs)
         state = inspect_output(uri)
         if state.kind == "foreign":
             raise UserError(f"output {uri} is not a volume pytc can replace: {state.what}",
@@ -243,6 +247,8 @@ class OutputRun:
                 remove_output(uri)  # leftovers (scratch, an old record) of an earlier run
         elif record is None:
             self._replace_or_refuse(state.what, None)
+        elif record.complete and record.key == self.key and self.join and not self.overwrite:
+            self.mode = "resume"  # a step or share of this finished run again: its blocks are done
         elif record.complete:
             self._replace_or_refuse(state.what, record)
         elif record.key == self.key and (self.join or not self.overwrite):
@@ -251,20 +257,20 @@ class OutputRun:
         elif self.overwrite:
             self._replace(record)
         else:
+            if self.explain_mismatch is not None:
+                self.explain_mismatch(record)  # the stage may say what differs
             raise UserError(f"output {uri} holds the unfinished run `{record.command}` (started "
                             f"{record.started}), made with other options",
                             f"rerun `{record.command}` to finish it, or pass --overwrite to "
                             "replace it")
-        if owner:
-            if self.mode == "fresh" or record is None:
-                self._write_running()
-            else:
-                self._write_running(started=record.started)
+        if owner and self.mode == "fresh":
+            self._write_running()
+        elif owner and record is not None and not record.complete:
+            self._write_running(started=record.started)  # resumed here, now
 
     def _replace_or_refuse(self, what: str, record: RunRecord | None) -> None:
         if not self.overwrite:
-            by = f", written by `{record.command}`" if record is not None else ""
-            raise UserError(f"output {self.uri} already exists ({what}{by})",
+            raise UserError(f"output {self.uri} already exists",
                             "pass --overwrite to replace it, or choose another output")
         self._replace(record)
 
@@ -335,6 +341,7 @@ class OutputRun:
                                command=self.command, host=socket.gethostname(),
                                pid=os.getpid(), started=_now())
         _write_record(self.uri, replace(record, state="complete", finished=_now()))
+        self.completed = True
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> OutputRun:
@@ -388,8 +395,8 @@ class OutputRun:
 
 
 def claim_output(uri: str, *, stage: str, key: str, inputs: Sequence[str | None] = (),
-                 overwrite: bool = False, join: bool = False,
-                 command: str | None = None) -> OutputRun:
+                 overwrite: bool = False, join: bool = False, command: str | None = None,
+                 explain_mismatch: Callable[[RunRecord], None] | None = None) -> OutputRun:
     """Claim ``uri`` for one run (a context manager; see the module docstring).
 
     Runs the checks of :func:`pytc_core.output.check_output_target` (before any input data is
@@ -398,6 +405,8 @@ def claim_output(uri: str, *, stage: str, key: str, inputs: Sequence[str | None]
     the input URIs (an output that is an input is refused), ``join`` lets runs with the same
     key (shares of a blockwise run) work side by side, ``command`` (default: this process's
     command line) is what the record and the error messages name as the command to resume.
+    ``explain_mismatch(record)`` is called before an unfinished output of another key is
+    refused, so the stage can raise a UserError that says what differs.
     """
     return OutputRun(uri, stage=stage, key=key, inputs=inputs, overwrite=overwrite, join=join,
-                     command=command)
+                     command=command, explain_mismatch=explain_mismatch)

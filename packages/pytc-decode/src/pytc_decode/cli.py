@@ -44,6 +44,7 @@ def decode(
     foreground_threshold: Annotated[float | None, Parameter(name="--foreground-threshold")] = None,
     dust: Annotated[bool, Parameter(name="--dust", negative="")] = False,
     logits: Annotated[bool, Parameter(name="--logits", negative="")] = False,
+    fill_missing: Annotated[bool, Parameter(name="--fill-missing", negative="")] = False,
     method: Annotated[str | None, Parameter(name="--method")] = None,
     merge_threshold: Annotated[str | None, Parameter(name="--merge-threshold")] = None,
     block_size: Annotated[str | None, Parameter(name="--block-size")] = None,
@@ -60,6 +61,10 @@ def decode(
     are consecutive, numbered by first voxel in C order. Writes a uint32 segmentation
     (uint64 for volumes of 2**32 voxels or more), prints its URI on stdout and a summary
     (segments, sizes, labelled voxels) on stderr.
+
+    An existing output is replaced only with ``--overwrite``, and only when it is a volume of
+    the output's format (never another file, directory, HDF5 group or zarr group); an
+    interrupted run resumes when the same command is run again (see the README's conventions).
 
     Examples::
 
@@ -104,6 +109,9 @@ def decode(
     logits
         The affinities are logits (a model output without its sigmoid): apply the sigmoid
         while reading. Without it, float values outside [0, 1] are an error.
+    fill_missing
+        Read missing chunks of a precomputed input as zeros (layers sparse on purpose);
+        without it a missing chunk is an error naming it.
     method
         ``cc`` (default); ``ws``: seeded watershed fragments merged by mean boundary affinity
         (robust to leaking edges of an imperfect model; ``seed_threshold``, ``seed_radius``,
@@ -133,6 +141,7 @@ def decode(
         "foreground_channel": foreground_channel, "foreground_threshold": foreground_threshold,
         "method": method, "block_size": parse_block_size(block_size), "logits": logits or None,
         "merge_threshold": _parse_thresholds(merge_threshold),
+        "fill_missing": fill_missing or None,
         "dust": dust or None}, section="decode", text_overrides=common.text_overrides())
     result = run_decode(resolve_input_uri(aff_uri), cfg, output=output,
                         overwrite=common.overwrite, step=step,

@@ -14,11 +14,12 @@ blockwise steps).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -29,7 +30,8 @@ from pytc_core.bbox import BBox
 from pytc_core.blocks import BlockProgress, BlockRunResult, plan_blocks, run_blocks
 from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.files import write_atomic
-from pytc_core.volume import Volume, create_volume, open_volume, parse_uri, sidecar_path
+from pytc_core.output_run import OutputRun, claim_output
+from pytc_core.volume import Volume, open_volume, parse_uri, sidecar_path
 from pytc_decode.blockwise import BlockSummary, label_block, reduce_blocks, relabel_block
 from pytc_decode.cc import (
     affinity_cc,
@@ -77,6 +79,8 @@ class DecodeConfig:
     method: str = "cc"
     #: the affinities are logits: apply a sigmoid while reading
     logits: bool = False
+    #: read missing chunks of precomputed inputs as zeros (layers sparse on purpose)
+    fill_missing: bool = False
     dust: bool = False
     #: long-range offsets (z, y, x) of channels 3.. for ``method = "mws"``
     offsets: tuple[tuple[int, int, int], ...] = ()
@@ -382,11 +386,21 @@ def _read_inputs(aff_vol: Volume, mask_vol: Volume | None, cfg: DecodeConfig,
     return aff, (fg if mask is None else fg & (mask != 0))
 
 
-def _create_output(out_uri: str, aff_vol: Volume, dtype: np.dtype, chunk: tuple[int, ...],
-                   overwrite: bool, exist_ok: bool = False) -> Volume:
-    return create_volume(out_uri, aff_vol.spatial_shape, dtype, voxel_size=aff_vol.voxel_size,
-                         offset=aff_vol.offset, chunk_size=chunk, layer_type="segmentation",
-                         overwrite=overwrite, exist_ok=exist_ok)
+def _create_output(claim: OutputRun, aff_vol: Volume, dtype: np.dtype, chunk: tuple[int, ...],
+                   restart: bool = False) -> Volume:
+    """The output volume: created, or reopened when ``claim`` resumes this run's output
+    (``restart``: a whole-volume decode writes it again from scratch)."""
+    return claim.create(aff_vol.spatial_shape, dtype, voxel_size=aff_vol.voxel_size,
+                        offset=aff_vol.offset, chunk_size=chunk, layer_type="segmentation",
+                        restart=restart)
+
+
+def _finish_output(claim: OutputRun, cfg: DecodeConfig) -> None:
+    """The resolved config beside the output, then the output marked complete."""
+    from pytc_core.config import save_config_next_to
+
+    save_config_next_to(claim.uri, cfg, command="pytc-decode")
+    claim.complete()
 
 
 @contextmanager
@@ -401,18 +415,11 @@ def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
 
 # --- whole volume -----------------------------------------------------------------------------
 
-def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, out_uris: Sequence[str],
-                  cfg: DecodeConfig, overwrite: bool, timings: dict[str, float]
+def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[OutputRun],
+                  cfgs: Sequence[DecodeConfig], cfg: DecodeConfig, timings: dict[str, float]
                   ) -> list[DecodeStats]:
-    """Decode in memory and write one segmentation per output (several only for a
-    multi-threshold ``ws``); the stats of each."""
-    if not overwrite:
-        from pytc_core.volume import volume_exists
-
-        for out_uri in out_uris:
-            if volume_exists(out_uri):
-                raise UserError(f"output {out_uri} already exists",
-                                "pass --overwrite to replace it, or choose another output")
+    """Decode in memory and write one segmentation per claimed output (several only for a
+    multi-threshold ``ws``; ``cfgs`` is each output's config); the stats of each."""
     with _timed(timings, "read"):
         aff, mask = _read_inputs(aff_vol, mask_vol, cfg)
     with _timed(timings, "segment"):
@@ -423,10 +430,11 @@ def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, out_uris: Sequence[s
     del aff
     stats = []
     with _timed(timings, "write"):
-        for out_uri, labels in zip(out_uris, segs, strict=True):
-            out = _create_output(out_uri, aff_vol, labels.dtype,
-                                 tuple(min(64, s) for s in labels.shape), overwrite)
+        for claim, out_cfg, labels in zip(claims, cfgs, segs, strict=True):
+            out = _create_output(claim, aff_vol, labels.dtype,
+                                 tuple(min(64, s) for s in labels.shape), restart=True)
             out.write(labels)
+            _finish_output(claim, out_cfg)
             stats.append(segment_stats(np.bincount(labels.reshape(-1)), labels.size, cfg.dust))
     return stats
 
@@ -491,28 +499,21 @@ def plan_run(aff_vol: Volume, mask_vol: Volume | None, out_uri: str,
                         run_key(description))
 
 
-def label_step(run: BlockwiseRun, *, share: tuple[int, int] | None = None,
-               overwrite: bool = False, show_progress: bool = True) -> BlockRunResult:
+def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | None = None,
+               show_progress: bool = True) -> BlockRunResult:
     """Step 1: label each block of this share on its own; keep its local labels and summary.
 
     Creates the output (or, for a share or an interrupted run, reuses it) and the scratch
     folder with the run's key; blocks already labelled by this run are skipped.
     """
-    from pytc_core.volume import delete_volume, volume_exists
     from pytc_decode.resume import check_run
 
-    # shares of one run, or a run that was interrupted (its folder is still there), go on
-    # with the existing output; anything else needs --overwrite to replace it
-    resume = not overwrite and (share is not None or
-                                (run.workdir.exists() and volume_exists(run.out_uri)))
-    if resume:
+    if claim.resuming:  # an interrupted run or a share of this run: keep its finished blocks
         check_run(run.workdir, run.key, create=False)  # refuse before touching anything
-        _create_output(run.out_uri, run.aff_vol, run.dtype, run.chunk, False, exist_ok=True)
-        check_run(run.workdir, run.key, create=True)
     else:
-        _create_output(run.out_uri, run.aff_vol, run.dtype, run.chunk, overwrite)
         shutil.rmtree(run.workdir, ignore_errors=True)  # files of an earlier run
-        check_run(run.workdir, run.key, create=True)
+    _create_output(claim, run.aff_vol, run.dtype, run.chunk)
+    check_run(run.workdir, run.key, create=True)
     box, cfg = run.box, run.cfg
 
     def context(block: BBox) -> BBox:  # ws grows fragments with a halo of context
@@ -536,15 +537,11 @@ def label_step(run: BlockwiseRun, *, share: tuple[int, int] | None = None,
         write_atomic(run.block_file(block, "labels", ".npy"),
                      lambda fh: np.save(fh, local, allow_pickle=False))
         write_atomic(run.block_file(block), summary.to_bytes())
+        claim.made_progress()  # an interrupt now keeps the finished blocks for a resume
 
-    try:
-        return run_blocks(run.blocks, process, done=run.progress("label"), share=share,
-                          read=read, description="label blocks", show_progress=show_progress)
-    except UserError:
-        if not resume:  # bad input found partway (e.g. NaN): leave nothing behind
-            shutil.rmtree(run.workdir, ignore_errors=True)
-            delete_volume(run.out_uri)
-        raise
+    # bad input found partway (e.g. NaN) in a fresh run: the claim removes everything
+    return run_blocks(run.blocks, process, done=run.progress("label"), share=share,
+                      read=read, description="label blocks", show_progress=show_progress)
 
 
 def reduce_step(run: BlockwiseRun) -> DecodeStats:
@@ -573,7 +570,7 @@ def reduce_step(run: BlockwiseRun) -> DecodeStats:
     return segment_stats(tables.sizes, run.box.size, run.cfg.dust)
 
 
-def relabel_step(run: BlockwiseRun, *, share: tuple[int, int] | None = None,
+def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | None = None,
                  show_progress: bool = True) -> tuple[BlockRunResult, DecodeStats]:
     """Step 3: map each block's local labels to the final ids and write them to the output.
 
@@ -591,17 +588,20 @@ def relabel_step(run: BlockwiseRun, *, share: tuple[int, int] | None = None,
     bounds = np.concatenate([[0], np.cumsum(counts)])
     table_of = {tuple(int(v) for v in s): flat[bounds[i]:bounds[i + 1]]
                 for i, s in enumerate(starts)}
-    out = open_volume(run.out_uri)
+    out = claim.open()
 
     def read(block: BBox) -> np.ndarray:
         return np.load(run.block_file(block, "labels", ".npy"))
 
     def process(block: BBox, local: np.ndarray) -> None:
         out.write(relabel_block(local, table_of[block.start]), offset=block.start)
+        claim.made_progress()
 
     done = run.progress("relabel")
     result = run_blocks(run.blocks, process, done=done, share=share, read=read,
                         description="relabel blocks", show_progress=show_progress)
+    if share is None or not done.pending(run.blocks):
+        _finish_output(claim, run.cfg)  # every block of the output is written
     if share is None:
         shutil.rmtree(run.workdir, ignore_errors=True)
     elif not done.pending(run.blocks):
@@ -612,20 +612,20 @@ def relabel_step(run: BlockwiseRun, *, share: tuple[int, int] | None = None,
     return result, stats
 
 
-def _decode_blockwise(run: BlockwiseRun, step: str, share: tuple[int, int] | None,
-                      overwrite: bool, show_progress: bool, timings: dict[str, float],
+def _decode_blockwise(run: BlockwiseRun, claim: OutputRun, step: str,
+                      share: tuple[int, int] | None, show_progress: bool,
+                      timings: dict[str, float],
                       blocks: dict[str, BlockRunResult]) -> DecodeStats | None:
     stats = None
     if step in ("all", "label"):
         with _timed(timings, "label"):
-            blocks["label"] = label_step(run, share=share, overwrite=overwrite,
-                                         show_progress=show_progress)
+            blocks["label"] = label_step(run, claim, share=share, show_progress=show_progress)
     if step in ("all", "reduce"):
         with _timed(timings, "reduce"):
             stats = reduce_step(run)
     if step in ("all", "relabel"):
         with _timed(timings, "relabel"):
-            blocks["relabel"], relabel_stats = relabel_step(run, share=share,
+            blocks["relabel"], relabel_stats = relabel_step(run, claim, share=share,
                                                             show_progress=show_progress)
         stats = stats or (relabel_stats if share is None else None)
     return stats
@@ -654,44 +654,62 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     if share is not None and step not in ("label", "relabel"):
         raise UserError("--blocks i/n selects the blocks of the label or relabel step",
                         "add --step label (then --step reduce, then --step relabel)")
-    aff_vol = open_volume(aff_uri)
+    aff_vol = open_volume(aff_uri, fill_missing=cfg.fill_missing)
     out_uri = output or default_output_uri(aff_uri)
-    mask_vol = open_volume(cfg.mask) if cfg.mask else None
+    mask_vol = open_volume(cfg.mask, fill_missing=cfg.fill_missing) if cfg.mask else None
     check_config(cfg, aff_vol)
     _check_mask(mask_vol, aff_vol)
     timings: dict[str, float] = {}
     blocks: dict[str, BlockRunResult] = {}
     more: tuple[tuple[str, DecodeStats], ...] = ()
+    run: BlockwiseRun | None = None
     if cfg.block_size is None:
-        log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, cfg.method)
+        from pytc_core.output_run import run_key
+
         ws_thresholds = cfg.merge_thresholds if cfg.method == "ws" else ()
         out_uris = threshold_output_uris(out_uri, ws_thresholds or (None,))
-        all_stats = _decode_whole(aff_vol, mask_vol, out_uris, cfg, overwrite, timings)
-        stats: DecodeStats | None = all_stats[0]
-        if len(out_uris) > 1:  # each output's config holds its own threshold
-            from pytc_core.config import save_config_next_to
-
-            for uri, t in zip(out_uris, ws_thresholds, strict=True):
-                save_config_next_to(uri, replace(cfg, merge_threshold=(t,)),
-                                    command="pytc-decode")
-            out_uri = out_uris[0]
-            more = tuple(zip(out_uris[1:], all_stats[1:], strict=True))
-            cfg = replace(cfg, merge_threshold=(ws_thresholds[0],))
+        # each output's config (and run key) holds its own threshold
+        out_cfgs = ([replace(cfg, merge_threshold=(t,)) for t in ws_thresholds]
+                    if len(out_uris) > 1 else [cfg])
+        keys = [run_key("decode", [aff_uri, cfg.mask], replace(c, dust=False)) for c in out_cfgs]
     else:
         run = plan_run(aff_vol, mask_vol, out_uri, cfg)
-        assert isinstance(cfg.block_size, tuple)
-        mine = len(run.blocks) if share is None else len(run.blocks[share[0]::share[1]])
-        log.debug("block plan: %d blocks of %s voxels over %s; step %s, this task %d blocks%s; "
-                  "scratch %s", len(run.blocks), "x".join(map(str, cfg.block_size)),
-                  aff_vol.bbox, step, mine, "" if share is None else f" (share {share[0]}/"
-                  f"{share[1]})", run.workdir)
-        stats = _decode_blockwise(run, step, share, overwrite, show_progress, timings, blocks)
-        for name, r in blocks.items():
-            log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
-                      r.planned, r.skipped)
-    from pytc_core.config import save_config_next_to
+        out_uris, out_cfgs = [out_uri], [cfg]
+        keys = [hashlib.sha256(run.key.encode()).hexdigest()[:16]]
 
-    save_config_next_to(out_uri, cfg, command="pytc-decode")
+    def explain(_record: object) -> None:  # scratch of a blockwise run with other options
+        if run is not None:
+            from pytc_decode.resume import check_run
+
+            check_run(run.workdir, run.key, create=False)  # names what differs
+
+    with ExitStack() as stack:
+        # before any input data is read: each output's checks, its lease, fresh run or resume
+        claims = [stack.enter_context(claim_output(
+            uri, stage="decode", key=key, inputs=[aff_uri, cfg.mask], overwrite=overwrite,
+            join=step != "all", explain_mismatch=explain)) for uri, key in zip(out_uris, keys, strict=True)]
+        if run is None:
+            log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, cfg.method)
+            all_stats = _decode_whole(aff_vol, mask_vol, claims, out_cfgs, cfg, timings)
+            stats: DecodeStats | None = all_stats[0]
+            out_uri, cfg = out_uris[0], out_cfgs[0]
+            more = tuple(zip(out_uris[1:], all_stats[1:], strict=True))
+        else:
+            assert isinstance(cfg.block_size, tuple)
+            mine = len(run.blocks) if share is None else len(run.blocks[share[0]::share[1]])
+            log.debug("block plan: %d blocks of %s voxels over %s; step %s, this task %d "
+                      "blocks%s; scratch %s", len(run.blocks), "x".join(map(str, cfg.block_size)),
+                      aff_vol.bbox, step, mine, "" if share is None else
+                      f" (share {share[0]}/{share[1]})", run.workdir)
+            stats = _decode_blockwise(run, claims[0], step, share, show_progress, timings,
+                                      blocks)
+            for name, r in blocks.items():
+                log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
+                          r.planned, r.skipped)
+            if not claims[0].completed:  # a step or share of a blockwise run: its config, too
+                from pytc_core.config import save_config_next_to
+
+                save_config_next_to(out_uri, cfg, command="pytc-decode")
     if timings:
         log.debug("timings: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return DecodeResult(out_uri, step, stats, blocks, timings, more)
