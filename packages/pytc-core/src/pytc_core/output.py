@@ -71,6 +71,12 @@ def _local_base(loc: VolumeLocation) -> Path | None:
     return loc.path
 
 
+def _file(loc: VolumeLocation) -> Path:
+    """The local path of a file-based location (HDF5, zarr store, TIFF, .npy)."""
+    assert loc.path is not None, loc
+    return loc.path
+
+
 def _is_pytc_entry(name: str) -> bool:
     return name.startswith("pytc_") or (name.startswith(".") and ".tmp" in name)
 
@@ -257,10 +263,10 @@ def inspect_output(uri: str) -> OutputState:
     if loc.format == "precomputed":
         return _inspect_precomputed(uri, _local_base(loc))
     if loc.format == "hdf5":
-        return _inspect_hdf5(uri, loc.path, loc.inner)
+        return _inspect_hdf5(uri, _file(loc), loc.inner)
     if loc.format == "zarr":
-        return _inspect_zarr(uri, loc.path, loc.inner)
-    return _inspect_file(uri, loc.path, loc.format)
+        return _inspect_zarr(uri, _file(loc), loc.inner)
+    return _inspect_file(uri, _file(loc), loc.format)
 
 
 def _write_problem(path: Path) -> str | None:
@@ -323,6 +329,7 @@ def check_not_an_input(output_uri: str, input_uris: Sequence[str | None]) -> Non
                                 "write the result to another output")
             continue
         o, i = out[1], inp[1]
+        assert o is not None and i is not None
         if o == i:
             k = min(len(out[2]), len(inp[2]))
             if out[2][:k] == inp[2][:k]:  # same dataset/array, or one inside the other
@@ -432,14 +439,15 @@ def remove_output(uri: str, *, keep_lease: bool = True, remove_empty_file: bool 
             if not any(base.iterdir()):
                 base.rmdir()
         return
+    path = _file(loc)
     if loc.format == "zarr":
-        target = loc.path / loc.inner if loc.inner else loc.path
+        target = path / loc.inner if loc.inner else path
         if target.is_dir():
             _remove_entries(target, [e.name for e in os.scandir(target)], keep)
             if not any(target.iterdir()):
                 target.rmdir()
                 if loc.inner and remove_empty_file:
-                    _remove_empty_zarr_parents(loc.path, loc.inner)
+                    _remove_empty_zarr_parents(path, loc.inner)
         return
     sidecar = sidecar_path(uri, "x")
     assert sidecar is not None
@@ -455,16 +463,24 @@ def remove_output(uri: str, *, keep_lease: bool = True, remove_empty_file: bool 
             p.unlink(missing_ok=True)
     if loc.format == "hdf5":
         if state.kind == "volume":
+<<<<<<< HEAD
             backend("hdf5").delete(loc)
         if remove_empty_file and loc.path.exists() and _hdf5_is_empty(loc.path):
             loc.path.unlink()
+=======
+            from pytc_core.volume.hdf5 import delete_dataset
+
+            delete_dataset(path, loc.inner)
+        if remove_empty_file and path.exists() and _hdf5_is_empty(path):
+            path.unlink()
+>>>>>>> 7e5902d (mypy-clean output safety; decode wiring after the decode rebase)
         return
-    if loc.path.exists():
-        loc.path.unlink()
+    if path.exists():
+        path.unlink()
     if loc.format == "npy":
         from pytc_core.volume.npy import npy_sidecar
 
-        npy_sidecar(loc.path).unlink(missing_ok=True)
+        npy_sidecar(path).unlink(missing_ok=True)
 
 
 def _hdf5_is_empty(path: Path) -> bool:

@@ -114,6 +114,7 @@ def _normalised(uri: str) -> str:
 
         path = local_layer_path(uri)
         return uri.rstrip("/") if path is None else os.path.realpath(path)
+    assert loc.path is not None
     return os.path.realpath(loc.path) + (":" + loc.inner.strip("/") if loc.inner else "")
 
 
@@ -225,7 +226,7 @@ class OutputRun:
         loc = parse_uri(uri)
         lease_path = sidecar_path(uri, LEASE_NAME)
         if lease_path is not None:  # local outputs (a remote layer has no lease)
-            self._file_existed = loc.format != "hdf5" or loc.path.exists()
+            self._file_existed = loc.format != "hdf5" or (loc.path is not None and loc.path.exists())
             self._note_created_dirs(lease_path.parent)
             self.lease = acquire_lease(lease_path, self.key, what=uri, command=self.command)
             if not self.lease.owner and not self.join:
