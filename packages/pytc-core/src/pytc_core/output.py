@@ -463,17 +463,9 @@ def remove_output(uri: str, *, keep_lease: bool = True, remove_empty_file: bool 
             p.unlink(missing_ok=True)
     if loc.format == "hdf5":
         if state.kind == "volume":
-<<<<<<< HEAD
             backend("hdf5").delete(loc)
-        if remove_empty_file and loc.path.exists() and _hdf5_is_empty(loc.path):
-            loc.path.unlink()
-=======
-            from pytc_core.volume.hdf5 import delete_dataset
-
-            delete_dataset(path, loc.inner)
         if remove_empty_file and path.exists() and _hdf5_is_empty(path):
             path.unlink()
->>>>>>> 7e5902d (mypy-clean output safety; decode wiring after the decode rebase)
         return
     if path.exists():
         path.unlink()
