@@ -67,7 +67,7 @@ def synthetic_labels(
     mean_r = float(np.mean(radius_range))
     diag = float(np.linalg.norm(size))
     auto = n_neurons is None
-    if auto:
+    if n_neurons is None:
         per_neuron = np.pi * mean_r**2 * diag * 1.5  # voxels of a neurite with its branches
         n_neurons = max(2, int(fill_fraction * np.prod(size) / per_neuron))
     scale = 1.0 / np.asarray(anisotropy, dtype=float)

@@ -86,7 +86,7 @@ def _block(cls: type[MedNeXtBlock], cin: int, cout: int, exp_r: int, kernel: int
     block = cls(cin, cout, expansion_ratio=exp_r, kernel_size=kernel,
                 use_residual_connection=res, norm_type="group", dim=dim, global_resp_norm=grn)
     if norm == "layer":  # MONAI's "layer" normalises over (C, k, k, k): replace it
-        block.norm = ChannelsFirstLayerNorm(cin)
+        block.add_module("norm", ChannelsFirstLayerNorm(cin))
     return block
 
 
@@ -142,8 +142,8 @@ class MedNeXt(nn.Module):
             return checkpoint(module, x, use_reentrant=False)
         return module(x)
 
-    def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
-        for block in stage:
+    def _run_stage(self, stage: nn.Module, x: Tensor) -> Tensor:
+        for block in stage.children():
             x = self._run(block, x)
         return x
 
