@@ -175,3 +175,22 @@ def test_status_reads_a_launch_record_without_slurm(tmp_path, capsys, no_slurm):
     assert "best: run 001 (val/loss=0.25)" in err
     assert os.environ["PATH"].endswith("empty-bin")
     assert Path(report["runs"][1]["log"]).name == "slurm.out"
+
+
+def test_unknown_sweep_key_names_the_closest_train_config_key(tmp_path, capsys):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[train]\nmax_steps = 1\n[sweep]\n"model.mednext_kernal_size" = [3, 5]\n')
+    err = one_line_error(*run(["sweep", str(sweep), "--dir", str(tmp_path / "sw"), "--dry-run"],
+                              capsys))
+    assert "sweep key 'model.mednext_kernal_size' is not in the train config schema" in err
+    assert "did you mean 'model.mednext_kernel_size'?" in err
+
+
+def test_train_config_is_checked_before_submitting(tmp_path, capsys):
+    config = tmp_path / "t.toml"
+    config.write_text("[train]\nmax_step = 3\n")
+    err = one_line_error(*run(["train", str(config), "--dir", str(tmp_path / "run"),
+                               "--dry-run"], capsys))
+    assert f"{config}: unknown config key 'train.max_step'" in err
+    assert "did you mean 'train.max_steps'?" in err
+    assert not (tmp_path / "run").exists()

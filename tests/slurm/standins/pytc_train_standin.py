@@ -3,12 +3,14 @@
 Honours the contract pytc-launch relies on: ``--config C --run-dir D --resume auto``;
 resumes from ``D/checkpoints/last.ckpt`` (Lightning layout: ``global_step`` and a
 ModelCheckpoint callback state with ``best_model_score``); SIGUSR1/SIGTERM save
-``last.ckpt`` and exit with code 3; prints the best checkpoint path at the end. Each step
-sleeps ``[standin] step_seconds``; the "validation F1" is a fixed function of the config.
+``last.ckpt`` and exit with code 75 (as pytc-train); prints the best checkpoint path at the end. Each step
+sleeps ``$STANDIN_STEP_SECONDS`` (default 0.01); a ``data.raw`` file that does not exist is an
+error (exit 2); the "validation F1" is a fixed function of the config.
 Every start and stop is appended to ``D/standin.log`` (``start step=N``, ``signal step=N``).
 """
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -24,13 +26,12 @@ p.add_argument("--resume", default=None)
 p.add_argument("--devices", default=None)
 a = p.parse_args()
 cfg = tomllib.loads(Path(a.config).read_text())
-standin = cfg.get("standin", {})
-need = standin.get("fail_unless_exists")
-if need and not Path(need).exists():
+need = cfg.get("data", {}).get("raw")
+if need and not Path(need.split(":")[0]).exists():
     sys.stderr.write(f"pytc-train: error: data not found: {need} (check the path)\n")
     sys.exit(2)
 max_steps = int(cfg.get("train", {}).get("max_steps", 20))
-step_seconds = float(standin.get("step_seconds", 0.01))
+step_seconds = float(os.environ.get("STANDIN_STEP_SECONDS", "0.01"))
 kernel = cfg.get("model", {}).get("mednext_kernel_size", 3)
 lr = float(cfg.get("optim", {}).get("lr", 1e-3))
 f1 = round(0.5 + 0.05 * kernel - abs(lr - 1e-3) * 10, 6)
@@ -63,7 +64,7 @@ while step < max_steps:
         save(last, step)
         with open(run / "standin.log", "a") as fh:
             fh.write(f"signal {stop[0]} step={step}\n")
-        sys.exit(3)
+        sys.exit(75)
     time.sleep(step_seconds)
     step += 1
     if step % 10 == 0:

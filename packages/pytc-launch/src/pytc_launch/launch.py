@@ -8,6 +8,7 @@ as dependent jobs, or the same commands run locally one after the other), ``canc
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -138,6 +139,7 @@ def launch_train(config_path: str | os.PathLike[str], *, directory: str | os.Pat
     config, sweep, launch_table = split_launch_tables(doc)
     if sweep:
         raise UserError(f"{config_path} has a [sweep] table", "launch it with `pytc-launch sweep`")
+    check_train_config(config, str(config_path))
     slurm = _slurm_from_doc(launch_table, slurm, slurm_overrides)
     stem = Path(config_path).stem
     d = Path(directory or Path("runs") / f"{stem}-{_timestamp()}").absolute()
@@ -161,6 +163,22 @@ def launch_train(config_path: str | os.PathLike[str], *, directory: str | os.Pat
     add_submission(record.jobs[0], job_id, None)
     write_record(record)
     return LaunchResult(d, result.scripts, [job_id])
+
+
+def check_train_config(config: dict[str, Any], where: str) -> None:
+    """Resolve a run config against pytc-train's schema (when installed): bad keys and types
+    are UserErrors before anything is written or submitted."""
+    from pytc_core.config import resolve_config
+
+    schema = train_config_schema()
+    if schema is None:
+        log.warning("pytc-train is not installed here: %s is not checked against its config "
+                    "schema", where)
+        return
+    try:
+        resolve_config(schema, overrides=copy.deepcopy(config))
+    except UserError as exc:
+        raise UserError(f"{where}: {exc.what}", exc.fix) from None
 
 
 def _q(text: str) -> str:
