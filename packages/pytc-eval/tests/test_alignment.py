@@ -139,9 +139,11 @@ def test_segments_are_counted_as_pytc_decode_counts_them(tmp_path, capsys):
 def test_verbose_shows_config_and_timings_and_quiet_verbose_is_an_error(tmp_path, capsys):
     lab = full_labels()
     gt = write(tmp_path / "gt.npy", lab)
-    code, out, err = run(capsys, gt, "--gt", gt, "-v", "--json", "--set", "merge_threshold=3")
+    code, out, err = run(capsys, gt, "--gt", gt, "-v", "--json", "--set", "merge_threshold=3",
+                         "adapted_merge_threshold=7")
     assert code == 0
     assert "resolved config:" in err and "merge_threshold = 3" in err
+    assert "adapted_merge_threshold = 7" in err
     assert "1 blocks of (256, 256, 256) voxels over [0:24, 0:8, 0:8]" in err
     assert re.search(r"timings: open and check volumes \d+\.\d\d s, scoring \S+ \d+\.\d\d s",
                      err)
