@@ -94,6 +94,12 @@ def test_the_example_pipeline_config_is_valid_for_every_stage():
     assert evaluation.neuroglancer.local_server == "http://localhost:8080"
     model = resolve_config(ModelConfig, PIPELINE, section="model")
     assert model.architecture == "mednext" and model.out_channels == 3
+    from pytc_train.config import TrainConfig
+
+    train = resolve_config(TrainConfig, PIPELINE)  # its tables: model, data, optim, train
+    assert train.model == model and train.train.max_steps == 1000
+    assert train.data.bbox == (0, 0, 0, 150, 250, 250) and train.data.patch_size == (32, 64, 64)
+    assert train.optim.warmup_steps == 50
 
 
 def test_each_command_runs_with_the_pipeline_config(volumes, capsys):
@@ -106,3 +112,11 @@ def test_each_command_runs_with_the_pipeline_config(volumes, capsys):
                                                    str(PIPELINE), "--set", "skeletons=none",
                                                    "--json"]) == 0
     assert '"voi_split"' in capsys.readouterr().out
+    # pytc-train reads its tables from the same file (and ignores [decode]/[eval]): it gets as
+    # far as building the model, where the --set architecture is refused
+    from pytc_train.cli import app as train_app
+
+    assert run_entry_point("pytc-train", train_app, ["--config", str(PIPELINE), "--set",
+                                                     "model.architecture='nonet'"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown architecture 'nonet'" in err and "table" not in err
