@@ -169,7 +169,8 @@ def test_unknown_option_names_the_valid_flags(tmp_path, capsys):
     assert "unknown option '--skeleton'" in err and "did you mean '--skeletons'?" in err
     assert "--bbox" in err and "--set" in err and "Unused Tokens" not in err
     code, out, err = run(capsys, "seg", "--gt", "gt", "--json", "stray")
-    assert code == 2 and "unexpected argument 'stray'" in err and "SEG_URI" in err
+    assert code == 2 and "unexpected argument 'stray'" in err and "SEG_URI..." in err
+    assert "give every SEG_URI before the first option" in err
 
 
 def test_errors_csv_links_open_through_pytc_eval_serve(tmp_path, capsys):

@@ -258,7 +258,8 @@ def _command_arguments(app: Any, exc: BaseException) -> tuple[list[str], list[st
             continue
         if argument.field_info.kind in (argument.field_info.POSITIONAL_ONLY,
                                         argument.field_info.VAR_POSITIONAL):
-            positional.append(argument.names[0])
+            several = argument.token_count()[1]  # a list: any number of them
+            positional.append(argument.names[0] + ("..." if several else ""))
             continue
         options.extend(n for n in argument.names if n.startswith("-")
                        and not n.startswith(("--empty-", "--no-")))
@@ -289,6 +290,8 @@ def _usage_message(prog: str, app: Any, exc: BaseException) -> str | None:
     hint = f"did you mean '{bare[guess[0]]}'? " if guess else ""
     takes = " ".join(positional)
     hint += f"{prog} takes {takes + ' and ' if takes else ''}the options {', '.join(options)}"
+    if not bad.startswith("-") and any(p.endswith("...") for p in positional):
+        hint += f"; give every {positional[0].removesuffix('...')} before the first option"
     return f"{what} ({hint}; see `{prog} --help`)"
 
 
