@@ -375,7 +375,6 @@ def check_file_target(path: str | os.PathLike[str], *, overwrite: bool = False,
     directory, a creatable writable parent, and an existing file only with ``overwrite`` and,
     given ``recognise``, only when ``recognise(path)`` says pytc wrote it. Creates nothing."""
     p = Path(os.path.abspath(os.path.expanduser(path)))
-    check_not_an_input(str(p), inputs)
     if p.is_dir():
         raise UserError(f"{what} {path} is a directory", "give a file name")
     probe = p.parent
@@ -389,6 +388,7 @@ def check_file_target(path: str | os.PathLike[str], *, overwrite: bool = False,
         problem = f"{p} is read-only"
     if problem is not None:
         raise UserError(f"cannot write {what} {path}: {problem}", "choose a writable location")
+    check_not_an_input(str(p), inputs)
     if p.exists():
         if not overwrite:
             raise UserError(f"{what} {path} already exists", "pass --overwrite to replace it")

@@ -55,6 +55,7 @@ def evaluate(
     merge_threshold: Annotated[int | None, Parameter(name="--merge-threshold")] = None,
     block_size: Annotated[str | None, Parameter(name="--block-size")] = None,
     bbox: Annotated[str | None, Parameter(name="--bbox")] = None,
+    fill_missing: Annotated[bool, Parameter(name="--fill-missing", negative="")] = False,
     common: CommonFlags = CommonFlags(),
 ) -> int:
     """Score one or more segmentations against a ground-truth label volume.
@@ -105,6 +106,9 @@ def evaluate(
         Voxels read at a time: ``256`` (a cube) or ``z,y,x`` (default 256).
     bbox
         Score only this box, ``z0,y0,x0,z1,y1,x1`` in global voxels (stops excluded).
+    fill_missing
+        Read missing chunks of precomputed volumes as zeros (layers sparse on purpose);
+        without it a missing chunk is an error naming it.
     """
     common.setup_logging()
     from pytc_core.config import resolve_config
@@ -113,7 +117,7 @@ def evaluate(
     cfg = resolve_config(EvalConfig, common.config, {
         "skeletons": skeletons, "merge_threshold": merge_threshold,
         "block_size": parse_block_size(block_size),
-        "bbox": _bbox(bbox),
+        "bbox": _bbox(bbox), "fill_missing": fill_missing or None,
     }, section="eval", text_overrides=common.text_overrides())
     report = run_eval(resolve_input_uris(segmentations), gt, cfg, errors=errors,
                       save_skeletons=save_skeletons, overwrite=common.overwrite,

@@ -42,6 +42,8 @@ class EvalConfig:
     voxel_size: tuple[float, float, float] | None = None
     #: score only this box: z0, y0, x0, z1, y1, x1 in global voxels (half-open)
     bbox: tuple[int, int, int, int, int, int] | None = None
+    #: read missing chunks of precomputed inputs as zeros (layers sparse on purpose)
+    fill_missing: bool = False
     kimimaro: KimimaroParams = field(default_factory=KimimaroParams)
     neuroglancer: LinkSettings = field(default_factory=LinkSettings)
 
@@ -82,10 +84,43 @@ class _Timer:
             log.debug("%s: %.2f s", name, self.timings[name])
 
 
-def _check_outputs(paths: Sequence[str | None], overwrite: bool) -> None:
-    for path in paths:
-        if path is not None and Path(path).exists() and not overwrite:
-            raise UserError(f"{path} already exists", "pass --overwrite to replace it")
+def _is_errors_csv(path: Path) -> bool:
+    """Whether ``path`` is an errors table pytc-eval wrote (its header line)."""
+    from pytc_eval.links import ERROR_COLUMNS
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().strip() == ",".join(ERROR_COLUMNS)
+    except OSError:
+        return False
+
+
+def _is_skeleton_json(path: Path) -> bool:
+    """Whether ``path`` is a skeleton node/edge list as ``--save-skeletons`` writes it."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and set(data) == {"nodes", "edges"}
+
+
+def _check_outputs(errors: str | None, save_skeletons: str | None, overwrite: bool,
+                   inputs: Sequence[str | None]) -> None:
+    """The output files' checks, before any input is read (see check_file_target)."""
+    from pytc_core.output import check_file_target
+
+    targets = [(errors, "the --errors CSV", _is_errors_csv),
+               (save_skeletons, "the --save-skeletons JSON", _is_skeleton_json)]
+    paths = []
+    for path, what, recognise in targets:
+        if path is not None:
+            paths.append(check_file_target(path, overwrite=overwrite, what=what, inputs=inputs,
+                                           recognise=recognise))
+    if len(paths) == 2 and paths[0] == paths[1]:
+        raise UserError(f"--errors and --save-skeletons both name {errors}",
+                        "give them different files")
 
 
 def _hull(boxes: Sequence[BBox]) -> BBox:
@@ -120,12 +155,15 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     log.debug("resolved config:\n%s", config_to_toml(config).rstrip())
     if not segmentations:
         raise UserError("no segmentation to evaluate", "give at least one segmentation URI")
-    _check_outputs([errors, save_skeletons], overwrite)
+    skeleton_file = (config.skeletons if config.skeletons not in (None, "kimimaro")
+                     and "://" not in str(config.skeletons) else None)
+    _check_outputs(errors, save_skeletons, overwrite,
+                   [ground_truth, *segmentations, skeleton_file])
     timer = _Timer()
     with timer.phase("open and check volumes"):
-        gt = open_volume(ground_truth)
+        gt = open_volume(ground_truth, fill_missing=config.fill_missing)
         require_integer_labels(gt)
-        segs = [open_volume(uri) for uri in segmentations]
+        segs = [open_volume(uri, fill_missing=config.fill_missing) for uri in segmentations]
         for seg in segs:
             require_integer_labels(seg)
         voxel_size = check_voxel_sizes(gt, segs, config.voxel_size)

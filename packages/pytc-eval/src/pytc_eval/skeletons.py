@@ -142,7 +142,9 @@ def save_skeletons(skeletons: Skeletons, path: str | os.PathLike[str]) -> None:
               "x": float(p[2])}
              for i, s, p in zip(skeletons.node_ids, skeletons.skeleton_ids,
                                 skeletons.positions, strict=True)]
-    Path(path).write_text(json.dumps({"nodes": nodes, "edges": skeletons.edges.tolist()}))
+    from pytc_core.files import write_atomic
+
+    write_atomic(path, json.dumps({"nodes": nodes, "edges": skeletons.edges.tolist()}).encode())
 
 
 # ---------------------------------------------------------------------------- SWC
