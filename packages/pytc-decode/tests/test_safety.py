@@ -236,6 +236,19 @@ def test_ctrl_c_of_a_fresh_run_leaves_nothing_behind(tmp_path, affinities, block
     assert visible(tmp_path) == ["aff.npy", "aff.npy.json"]
 
 
+@pytest.mark.slow  # a real process interrupted
+def test_ctrl_c_in_the_final_write_leaves_nothing_behind(tmp_path, affinities):
+    aff = write(str(tmp_path / "aff.npy"), affinities)
+    seg = tmp_path / "seg"
+    proc, release = start_hooked(tmp_path, "chunk", [aff, "-o", seg], after=1)
+    assert len(os.listdir(seg / "1.0_1.0_1.0")) == 1  # its chunk is written, not yet complete
+    assert read_run_record(str(seg)).state == "running"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert visible(tmp_path) == ["aff.npy", "aff.npy.json"]
+
+
 def test_nan_abort_of_a_blockwise_decode_leaves_no_empty_hdf5_file(tmp_path, affinities, capsys):
     bad = affinities.copy()
     bad[:, 12:, 20:, 20:] = np.nan  # found partway, in the last block
