@@ -1,0 +1,268 @@
+"""Benchmark pytc-infer: overhead over pure model compute, against MONAI, bf16, peak memory.
+
+Run: ``uv run python bench/bench_infer.py [--size 256] [--repeats 1] [--model unet-small]``
+
+Data: a uint8 raw precomputed layer (smoothed noise, 64³ chunks) on local disk, a checkpoint
+written by ``pytc_core.models.save_checkpoint``; patch 64³, overlap 0.25, Gaussian blending.
+Measured in one process, interleaved, medians of ``--repeats``:
+
+0. A warm-up forward on the patch before any timing.
+1. **Overhead over pure model compute**: one ``run_infer`` over the whole layer (default
+   memory plan, reading the input and writing a float32 precomputed layer included) against
+   the sum of the model's forward times on the same windows, timed inside that run (global
+   forward hooks; the planner's small probe passes count as overhead).
+2. **Against MONAI**: load the same checkpoint, read the whole layer, one
+   ``sliding_window_inference`` (same patch, overlap, Gaussian mode, sigmoid per window) and
+   write its result to a precomputed layer. Ratio = MONAI time / pytc-infer time (≥ 1.0 means
+   pytc-infer is as fast); max |difference| of the outputs; windows computed by each.
+3. **bf16**: forward time of one window with autocast bf16 vs fp32 (median of several), and
+   the max deviation of a blended bf16 prediction from fp32 on a (2·patch)³ volume.
+   With ``blocks``: the windows a plan with smaller blocks computes (counted, not run).
+4. **Peak memory**: peak RSS of ``pytc-infer`` in a fresh process on a volume of one block
+   vs a volume of 8 blocks (same ``--block-size``), a tiny model and 32³ patches.
+
+The machine is shared (2 cores for ~8 developers): absolute times are noisy; the ratios are
+taken within one process, interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pytc_core.models import build_model, load_model_from_checkpoint, save_checkpoint
+from pytc_core.volume import create_volume, open_volume
+
+MODELS = {
+    # a 3-level MONAI U-Net (8/16/32 channels): small enough for 256³ on a shared 2-core CPU
+    "unet-small": {"architecture": "monai_unet", "in_channels": 1, "out_channels": 3,
+                   "filters": [8, 16, 32], "num_res_units": 1},
+    "mednext-s": {"architecture": "mednext", "mednext_size": "S", "in_channels": 1,
+                  "out_channels": 3},
+    "tiny": {"architecture": "monai_unet", "in_channels": 1, "out_channels": 3,
+             "filters": [2, 4], "num_res_units": 0},
+}
+
+
+def make_raw(shape, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.random(shape, dtype=np.float32)
+    for axis in range(3):
+        noise = (noise + np.roll(noise, 1, axis) + np.roll(noise, -1, axis)) / 3
+    lo, hi = noise.min(), noise.max()
+    return ((noise - lo) / (hi - lo) * 255).astype(np.uint8)
+
+
+def write_layer(uri: str, array: np.ndarray) -> str:
+    vol = create_volume(uri, array.shape, array.dtype, voxel_size=(8, 8, 8),
+                        chunk_size=(64, 64, 64))
+    vol.write(array)
+    return uri
+
+
+def save_model(path: Path, table: dict, patch) -> Path:
+    torch.manual_seed(0)
+    net = build_model(table)
+    return save_checkpoint(path, net, {"model": table, "data": {"patch_size": list(patch)}})
+
+
+class ForwardTimer:
+    """Sums the wall time of the top-level forward calls of modules of one class on inputs
+    of one spatial shape (global module hooks)."""
+
+    def __init__(self, cls: type, shape) -> None:
+        self.cls, self.shape = cls, tuple(shape)
+        self.total, self.calls, self._start = 0.0, 0, None
+        from torch.nn.modules.module import (
+            register_module_forward_hook,
+            register_module_forward_pre_hook,
+        )
+
+        self._handles = [register_module_forward_pre_hook(self._pre),
+                         register_module_forward_hook(self._post)]
+
+    def _pre(self, module, args):
+        if type(module) is self.cls and tuple(args[0].shape[2:]) == self.shape:
+            self._start = time.perf_counter()
+
+    def _post(self, module, args, output):
+        if type(module) is self.cls and self._start is not None and \
+                tuple(args[0].shape[2:]) == self.shape:
+            self.total += time.perf_counter() - self._start
+            self.calls += args[0].shape[0]
+            self._start = None
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def run_pytc(ckpt: Path, raw_uri: str, out_uri: str, patch, overlap: float, model_cls,
+             **options):
+    from pytc_infer import predict_volume
+
+    timer = ForwardTimer(model_cls, patch)
+    t0 = time.perf_counter()
+    result = predict_volume(str(ckpt), raw_uri, out_uri, overwrite=True, patch=tuple(patch),
+                            overlap=overlap, **options)
+    wall = time.perf_counter() - t0
+    timer.close()
+    return wall, timer.total, timer.calls, result
+
+
+def run_monai(ckpt: Path, raw_uri: str, out_uri: str, patch, overlap: float):
+    from monai.inferers import sliding_window_inference
+
+    t0 = time.perf_counter()
+    model, _ = load_model_from_checkpoint(ckpt)
+    raw = open_volume(raw_uri).read()
+    x = torch.from_numpy(raw.astype(np.float32) / 255)[None, None]
+    calls = 0
+
+    def predictor(t):
+        nonlocal calls
+        calls += t.shape[0]
+        return torch.sigmoid(model(t))
+
+    with torch.inference_mode():
+        out = sliding_window_inference(x, tuple(patch), 1, predictor, overlap=overlap,
+                                       mode="gaussian")[0].numpy()
+    vol = create_volume(out_uri, out.shape, np.float32, voxel_size=(8, 8, 8),
+                        chunk_size=(64, 64, 64), overwrite=True)
+    vol.write(out)
+    return time.perf_counter() - t0, calls
+
+
+def bench_bf16(table: dict, patch, repeats: int = 5) -> dict:
+    from pytc_infer import predict
+
+    torch.manual_seed(0)
+    model = build_model(table).eval()
+    x = torch.rand((1, 1, *patch))
+    times = {"32": [], "bf16": []}
+    with torch.inference_mode():
+        model(x)
+        for _ in range(repeats):
+            for prec in ("32", "bf16"):
+                t0 = time.perf_counter()
+                if prec == "bf16":
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        model(x)
+                else:
+                    model(x)
+                times[prec].append(time.perf_counter() - t0)
+    raw = make_raw(tuple(2 * p for p in patch), seed=3)
+    fp32 = predict(model, raw, patch=patch, overlap=0.25)
+    bf16 = predict(model, raw, patch=patch, overlap=0.25, precision="bf16")
+    t32, tbf = statistics.median(times["32"]), statistics.median(times["bf16"])
+    return {"fp32_window_s": round(t32, 4), "bf16_window_s": round(tbf, 4),
+            "bf16_speedup": round(t32 / tbf, 3),
+            "bf16_max_abs_deviation": float(np.abs(fp32 - bf16).max()),
+            "bf16_mean_abs_deviation": float(np.abs(fp32 - bf16).mean())}
+
+
+_PEAK = """
+import resource, sys
+from pytc_core.cli import run_entry_point
+from pytc_infer.cli import app
+code = run_entry_point("pytc-infer", app, sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def peak_rss(ckpt: Path, raw_uri: str, out_uri: str, block: int) -> int:
+    proc = subprocess.run([sys.executable, "-c", _PEAK, "-c", str(ckpt), "-i", raw_uri, "-o",
+                           out_uri, "--block-size", str(block), "--patch", "32", "-q",
+                           "--overwrite"], capture_output=True, text=True, check=True)
+    return int(proc.stderr.strip().splitlines()[-1])
+
+
+def bench_memory(tmp: Path, block: int = 64) -> dict:
+    ckpt = save_model(tmp / "tiny.ckpt", MODELS["tiny"], (32, 32, 32))
+    one = write_layer(str(tmp / "raw_one"), make_raw((block,) * 3, seed=1))
+    eight = write_layer(str(tmp / "raw_eight"), make_raw((2 * block,) * 3, seed=2))
+    p1 = peak_rss(ckpt, one, str(tmp / "out_one"), block)
+    p8 = peak_rss(ckpt, eight, str(tmp / "out_eight"), block)
+    return {"block": block, "peak_one_block_MiB": round(p1 / 2**20, 1),
+            "peak_eight_blocks_MiB": round(p8 / 2**20, 1), "ratio": round(p8 / p1, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--model", choices=sorted(MODELS), default="unet-small")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["overhead", "bf16", "memory", "blocks"])
+    args = parser.parse_args()
+    patch = (args.patch,) * 3
+    table = MODELS[args.model]
+    report: dict = {"size": args.size, "patch": args.patch, "overlap": args.overlap,
+                    "model": args.model, "threads": torch.get_num_threads(),
+                    "cpus": os.cpu_count(), "load_avg": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        ckpt = save_model(tmp / "model.ckpt", table, patch)
+        raw_uri = write_layer(str(tmp / "raw"), make_raw((args.size,) * 3))
+        warm = build_model(table).eval()
+        model_cls = type(warm)
+        with torch.inference_mode():  # one-time kernel set-up outside every timing
+            warm(torch.zeros((1, 1, *patch)))
+        if "overhead" not in args.skip:
+            walls, fwd, ratio_monai = [], [], []
+            for _ in range(args.repeats):
+                wall, forward, calls, result = run_pytc(ckpt, raw_uri, str(tmp / "pytc"), patch,
+                                                        args.overlap, model_cls)
+                walls.append(wall)
+                fwd.append(forward)
+                t_monai, monai_calls = run_monai(ckpt, raw_uri, str(tmp / "monai"), patch,
+                                                 args.overlap)
+                ratio_monai.append(t_monai / wall)
+                print(f"pytc-infer {wall:.1f} s (forward {forward:.1f} s, {calls} windows), "
+                      f"MONAI+write {t_monai:.1f} s ({monai_calls} windows)", file=sys.stderr)
+            ours = open_volume(str(tmp / "pytc")).read()
+            theirs = open_volume(str(tmp / "monai")).read()
+            report["overhead"] = {
+                "pytc_infer_s": round(statistics.median(walls), 2),
+                "forward_sum_s": round(statistics.median(fwd), 2),
+                "overhead_vs_compute": round(statistics.median(
+                    [w / f - 1 for w, f in zip(walls, fwd, strict=True)]), 4),
+                "plan": result.plan, "pytc_windows": calls, "monai_windows": monai_calls,
+                "monai_time_over_pytc_time": round(statistics.median(ratio_monai), 3),
+                "max_abs_diff_vs_monai": float(np.abs(ours - theirs).max())}
+        if "blocks" not in args.skip:
+            # the cost of smaller blocks: windows recomputed where blocks meet (counted from
+            # the plan, no model run)
+            from pytc_core.bbox import BBox
+            from pytc_core.blocks import plan_blocks
+            from pytc_infer.tiling import window_grid
+
+            box = BBox.from_shape((args.size,) * 3)
+            grid = window_grid(box, patch, args.overlap)
+            report["blocks"] = {"grid_windows": grid.count}
+            for block in (64, 128, 256):
+                if block <= args.size:
+                    count = sum(len(grid.windows_in(b)) for b in plan_blocks(box, block))
+                    report["blocks"][f"windows_with_{block}_blocks"] = count
+        if "bf16" not in args.skip:
+            report["bf16"] = bench_bf16(table, patch)
+        if "memory" not in args.skip:
+            report["memory"] = bench_memory(tmp)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

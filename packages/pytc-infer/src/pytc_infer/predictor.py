@@ -1,0 +1,149 @@
+"""A checkpoint's model as a window predictor: input normalisation, device, precision,
+output activation and TTA, from the settings the training run recorded in its config.
+
+Keys read from the checkpoint's config (all optional): ``data.patch_size`` (z, y, x),
+``data.offsets`` or ``targets.offsets`` (the affinity offset of each output channel, default
+the three nearest-neighbour edges for the first three channels), ``data.normalize``
+(``auto``: integer raw divided by its dtype's maximum, float raw as is; ``none``;
+``meanstd`` with ``data.mean`` / ``data.std``), ``targets.activation`` (``sigmoid``,
+default, or ``none``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytc_core.errors import UserError
+
+__all__ = ["CheckpointSettings", "checkpoint_settings", "file_sha256", "make_forward",
+           "normalize_raw", "resolve_device"]
+
+NEAREST = ((-1, 0, 0), (0, -1, 0), (0, 0, -1))
+PRECISIONS = ("32", "bf16", "16")
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    """What inference needs to know from a checkpoint's config."""
+
+    in_channels: int
+    out_channels: int
+    patch: tuple[int, int, int] | None
+    offsets: tuple[tuple[int, int, int] | None, ...]
+    activation: str = "sigmoid"
+    normalize: str = "auto"
+    mean: float = 0.0
+    std: float = 1.0
+    architecture: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _table(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = config.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
+def checkpoint_settings(config: Mapping[str, Any]) -> CheckpointSettings:
+    """Read the inference settings out of a checkpoint's full config (see the module docstring)."""
+    model, data, targets = (_table(config, k) for k in ("model", "data", "targets"))
+    in_ch, out_ch = int(model.get("in_channels", 1)), int(model.get("out_channels", 3))
+    patch = data.get("patch_size") or data.get("patch")
+    if isinstance(patch, int):
+        patch = (patch,) * 3
+    patch = tuple(int(p) for p in patch) if patch else None
+    raw_offsets = data.get("offsets") or targets.get("offsets")
+    if raw_offsets:
+        offsets = tuple(tuple(int(v) for v in o) if o is not None else None for o in raw_offsets)
+    else:
+        offsets = NEAREST[:min(3, out_ch)] if out_ch >= 3 else ()
+    activation = str(targets.get("activation", "sigmoid"))
+    if activation not in ("sigmoid", "none"):
+        raise UserError(f"checkpoint asks for output activation '{activation}'",
+                        "pytc-infer applies sigmoid or none")
+    normalize = str(data.get("normalize", "auto"))
+    if normalize not in ("auto", "none", "meanstd"):
+        raise UserError(f"checkpoint asks for raw normalisation '{normalize}'",
+                        "pytc-infer knows auto, none and meanstd")
+    return CheckpointSettings(in_ch, out_ch, patch, offsets, activation, normalize,  # type: ignore[arg-type]
+                              float(data.get("mean", 0.0)), float(data.get("std", 1.0)),
+                              str(model.get("architecture", "")))
+
+
+def normalize_raw(array: np.ndarray, mode: str = "auto", mean: float = 0.0,
+                  std: float = 1.0) -> np.ndarray:
+    """Raw voxels as float32: ``auto`` divides integer data by its dtype's maximum (uint8 →
+    [0, 1], as pytc-train does) and keeps floats; ``none`` only casts; ``meanstd`` also
+    subtracts ``mean`` and divides by ``std`` after the ``auto`` scaling."""
+    out = np.asarray(array)
+    if mode in ("auto", "meanstd") and np.issubdtype(out.dtype, np.integer):
+        out = out.astype(np.float32) / np.float32(np.iinfo(out.dtype).max)
+    elif out.dtype == np.bool_:
+        out = out.astype(np.float32)
+    out = out.astype(np.float32, copy=False)
+    if mode == "meanstd":
+        out = (out - np.float32(mean)) / np.float32(std)
+    return out
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (the checkpoint's identity in provenance and resume keys)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for piece in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is a
+    UserError."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda, but no CUDA device is visible",
+                        "use --device cpu or auto, or run on a GPU node")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"unknown device '{device}'", "use auto, cpu or cuda")
+    return device
+
+
+def make_forward(model, *, activation: str = "sigmoid", precision: str = "32",
+                 device: str = "cpu") -> Callable:
+    """A function (N, C_in, Z, Y, X) → (N, C_out, Z, Y, X) float32 running ``model`` under
+    autocast for ``precision`` ``bf16``/``16`` and applying the output ``activation``."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{precision}'", "use 32, bf16 or 16")
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+
+    def forward(x):
+        if dtype is None:
+            y = model(x)
+        else:
+            with torch.autocast(device_type, dtype=dtype):
+                y = model(x)
+        if isinstance(y, Mapping):
+            y = y["output"]
+        elif isinstance(y, (list, tuple)):
+            y = y[0]
+        y = y.float()
+        return torch.sigmoid(y) if activation == "sigmoid" else y
+
+    return forward
+
+
+def check_offsets(offsets: Sequence[Sequence[int] | None], out_channels: int) -> None:
+    """UserError when there are more affinity offsets than output channels."""
+    if len(offsets) > out_channels:
+        raise UserError(f"the checkpoint lists {len(offsets)} affinity offsets for a model with "
+                        f"{out_channels} output channels", "fix data.offsets in its config")

@@ -1,0 +1,182 @@
+"""pytc-infer as a command: output URI on stdout, bad input, a killed run, the decode pipe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytc_core.cli import run_entry_point
+from pytc_core.volume import create_volume, open_volume, volume_exists
+from pytc_infer.cli import app
+
+
+def run(args, capsys):
+    code = run_entry_point("pytc-infer", app, [str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def raw_uri(tmp_path_factory, helpers) -> str:
+    return helpers.write_layer(str(tmp_path_factory.mktemp("raw") / "raw"),
+                               helpers.make_raw((24, 20, 28)))
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = ("import sys; from pytc_core.cli import run_entry_point; from pytc_infer.cli import app;"
+            "rc = run_entry_point('pytc-infer', app, ['--help']);"
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--checkpoint", "--tta", "--memory-limit", "--blocks", "--overwrite", "--set",
+                 "pytc-decode -"):
+        assert flag in proc.stdout
+
+
+def test_prints_the_output_uri_and_the_plan(tmp_path, tiny_ckpt, raw_uri, capsys):
+    out_uri = str(tmp_path / "aff")
+    code, out, err = run(["-c", tiny_ckpt, "-i", raw_uri, "-o", out_uri, "--tta", "flips-xy",
+                          "--dtype", "uint8", "--precision", "bf16"], capsys)
+    assert code == 0, err
+    assert out == out_uri + "\n"
+    assert "plan: blocks of" in err and "windows" in err
+    aff = open_volume(out_uri)
+    assert aff.shape == (3, 24, 20, 28) and aff.dtype == np.uint8
+    # the same command again resumes (and finds everything done)
+    code, out, err = run(["-c", tiny_ckpt, "-i", raw_uri, "-o", out_uri, "--tta", "flips-xy",
+                          "--dtype", "uint8", "--precision", "bf16"], capsys)
+    assert code == 0 and out == out_uri + "\n" and "0 blocks predicted" in err
+
+
+def _bad(tmp_path: Path, args, capsys, *, output: str | None = None) -> str:
+    out_uri = output or str(tmp_path / "out")
+    code, out, err = run([*args, "-o", out_uri], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("pytc-infer: error: ") and err.count("\n") == 1, err
+    if output is None:
+        assert not volume_exists(out_uri), "a bad input must leave nothing behind"
+    return err
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_ckpt, raw_uri, capsys,
+                                                         helpers):
+    import torch
+
+    err = _bad(tmp_path, ["-c", tmp_path / "missing.ckpt", "-i", raw_uri], capsys)
+    assert "checkpoint not found" in err
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint at all")
+    assert "is not a PyTorch checkpoint" in _bad(tmp_path, ["-c", junk, "-i", raw_uri], capsys)
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, other)
+    assert "is not a pytc checkpoint" in _bad(tmp_path, ["-c", other, "-i", raw_uri], capsys)
+    assert "no such volume" in _bad(tmp_path, ["-c", tiny_ckpt, "-i", tmp_path / "nope"], capsys)
+    two = helpers.write_layer(str(tmp_path / "two"), np.zeros((2, 16, 16, 16), np.uint8))
+    err = _bad(tmp_path, ["-c", tiny_ckpt, "-i", two], capsys)
+    assert "has 2 channel(s)" in err and "takes 1" in err
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros((16, 16), np.uint8))
+    _bad(tmp_path, ["-c", tiny_ckpt, "-i", flat], capsys)
+    err = _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri, "--bbox", "0,0,0,30,10,10"], capsys)
+    assert "lies outside" in err
+    err = _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri, "--patch", "15"], capsys)
+    assert "15" in err and "patch" in err
+    err = _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri, "--memory-limit", "64KiB"], capsys)
+    assert "too small for one 16x16x16 window" in err
+    assert "overlap" in _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri, "--overlap", "1"], capsys)
+    assert "tta" in _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri, "--tta", "rot90"], capsys)
+    # an existing output that is not this checkpoint's prediction of this input
+    foreign = str(tmp_path / "foreign")
+    create_volume(foreign, (3, 24, 20, 28), np.float32)
+    before = sorted(p.name for p in Path(foreign).rglob("*"))
+    err = _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri], capsys, output=foreign)
+    assert "already exists" in err and "--overwrite" in err and "resumed" in err
+    assert sorted(p.name for p in Path(foreign).rglob("*")) == before
+
+
+def test_other_settings_on_an_existing_prediction_need_overwrite(tmp_path, tiny_ckpt, raw_uri,
+                                                                 capsys):
+    out_uri = str(tmp_path / "aff")
+    assert run(["-c", tiny_ckpt, "-i", raw_uri, "-o", out_uri], capsys)[0] == 0
+    err = _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri, "--overlap", "0.5"], capsys,
+               output=out_uri)
+    assert "same checkpoint and input with other settings (overlap)" in err
+    code, out, err = run(["-c", tiny_ckpt, "-i", raw_uri, "-o", out_uri, "--overlap", "0.5",
+                          "--overwrite"], capsys)
+    assert code == 0, err
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _infer_cmd(*args) -> list[str]:
+    return [sys.executable, "-c", "from pytc_infer.cli import main; main()", *map(str, args)]
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path, helpers):
+    ckpt = helpers.save_tiny_checkpoint(tmp_path / "m.ckpt", model={
+        "architecture": "monai_unet", "in_channels": 1, "out_channels": 3, "filters": [8, 16],
+        "num_res_units": 1})
+    raw = helpers.write_layer(str(tmp_path / "raw"), helpers.make_raw((64, 48, 48)))
+    args = ["-c", ckpt, "-i", raw, "--block-size", "16"]
+    ref = tmp_path / "ref"
+    subprocess.run(_infer_cmd(*args, "-q", "-o", ref), check=True, env=_env(), capture_output=True)
+    out = tmp_path / "aff"
+    proc = subprocess.Popen(_infer_cmd(*args, "-q", "-o", out), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    markers = out / "pytc_progress"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if markers.is_dir() and len(list(markers.iterdir())) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done = len(list(markers.iterdir()))
+    assert 3 <= done < 36
+    chunks = {p: p.stat().st_mtime_ns for p in (out / "8.0_8.0_40.0").iterdir()}
+    rerun = subprocess.run(_infer_cmd(*args, "-o", out), env=_env(), capture_output=True,
+                           text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout == f"{out}\n"
+    assert f"{36 - done} blocks predicted" in rerun.stderr
+    assert f"{done} already done" in rerun.stderr
+    # the finished blocks' chunks were not written again (block = chunk = 16³ here)
+    assert sum(p.stat().st_mtime_ns == t for p, t in chunks.items()) >= done
+    np.testing.assert_array_equal(open_volume(str(out)).read(), open_volume(str(ref)).read())
+
+
+@pytest.mark.slow
+def test_uint8_affinities_pipe_into_pytc_decode(tmp_path, tiny_ckpt, raw_uri):
+    from pytc_decode import affinity_cc
+
+    infer = subprocess.Popen(_infer_cmd("-c", tiny_ckpt, "-i", "-", "-o", tmp_path / "aff",
+                                        "--dtype", "uint8", "-q"),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env())
+    infer.stdin.write(f"{raw_uri}\n".encode())
+    infer.stdin.close()
+    decode = subprocess.run([sys.executable, "-c", "from pytc_decode.cli import main; main()",
+                             "-", "-o", tmp_path / "seg", "-q"], stdin=infer.stdout,
+                            capture_output=True, text=True, env=_env())
+    infer.stdout.close()
+    assert infer.wait() == 0
+    assert decode.returncode == 0, decode.stderr
+    assert decode.stdout == f"{tmp_path / 'seg'}\n"
+    aff = open_volume(str(tmp_path / "aff")).read()
+    assert aff.dtype == np.uint8
+    # pytc-decode reads uint8 affinities as value / 255
+    expected = affinity_cc(aff.astype(np.float32) / 255, 0.5, 0)
+    np.testing.assert_array_equal(open_volume(str(tmp_path / "seg")).read(), expected)
+    assert expected.max() > 1
