@@ -49,10 +49,10 @@ def test_prints_the_output_uri_and_the_plan(tmp_path, tiny_ckpt, raw_uri, capsys
     assert "plan: blocks of" in err and "windows" in err
     aff = open_volume(out_uri)
     assert aff.shape == (3, 24, 20, 28) and aff.dtype == np.uint8
-    # the same command again resumes (and finds everything done)
+    # the same command again finds a finished output: replaced only with --overwrite
     code, out, err = run(["-c", tiny_ckpt, "-i", raw_uri, "-o", out_uri, "--tta", "flips-xy",
                           "--dtype", "uint8", "--precision", "bf16"], capsys)
-    assert code == 0 and out == out_uri + "\n" and "0 blocks predicted" in err
+    assert code == 2 and out == "" and "already exists" in err and "--overwrite" in err
 
 
 def _bad(tmp_path: Path, args, capsys, *, output: str | None = None) -> str:
@@ -101,6 +101,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_ckpt, ra
     assert sorted(p.name for p in Path(foreign).rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_other_settings_on_an_existing_prediction_need_overwrite(tmp_path, tiny_ckpt, raw_uri,
                                                                  capsys):
     out_uri = str(tmp_path / "aff")

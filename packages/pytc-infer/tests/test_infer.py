@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
+from pytc_core.errors import UserError
 from pytc_core.models import load_model_from_checkpoint
 from pytc_core.volume import open_volume
 from pytc_infer import InferConfig, predict, predict_volume, run_infer
@@ -58,6 +60,7 @@ def test_blockwise_volume_equals_one_monai_pass(tmp_path, tiny_ckpt, raw, raw_ur
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bbox_predicts_the_box_with_context_from_around_it(tmp_path, tiny_ckpt, raw, raw_uri):
     # global bbox z 20-36, y 8-30, x 10-40 (the layer starts at (10, 0, 5)); the domain is the
     # box grown by half a patch (8 voxels) within the volume
@@ -78,10 +81,19 @@ def test_two_shares_equal_one_run_and_uint8_is_the_quantised_float(tmp_path, tin
                       block_size=(16, 16, 16), dtype="uint8")
     first = run_infer(cfg, share=(0, 2), show_progress=False)
     assert (first.planned, first.processed, first.complete) == (14, 14, False)
+    with pytest.raises(UserError, match="is not complete"):  # readers refuse a partial output
+        open_volume(first.output)
     second = run_infer(cfg, share=(1, 2), show_progress=False)
     assert (second.planned, second.processed, second.complete) == (13, 13, True)
-    # a rerun of the whole volume finds every block done and recomputes none
-    again = run_infer(cfg, show_progress=False)
-    assert (again.planned, again.skipped, again.processed, again.windows) == (27, 27, 0, 0)
     quantised = np.rint(open_volume(full.output).read() * 255).astype(np.uint8)
     np.testing.assert_array_equal(open_volume(first.output).read(), quantised)
+    # a whole-volume run after one share resumes: the share's blocks are not recomputed
+    other = replace(cfg, output=str(tmp_path / "resumed"))
+    assert run_infer(other, share=(1, 2), show_progress=False).processed == 13
+    again = run_infer(other, show_progress=False)
+    assert (again.planned, again.skipped, again.processed, again.complete) == (27, 13, 14, True)
+    assert again.windows == full.windows - second.windows
+    np.testing.assert_array_equal(open_volume(other.output).read(), quantised)
+    # a finished output is not run again without --overwrite
+    with pytest.raises(UserError, match="already exists"):
+        run_infer(other, show_progress=False)

@@ -114,6 +114,7 @@ def infer(
     """
     common.setup_logging()
     from pytc_core.blocks import parse_share
+    from pytc_core.cli import parse_block_size
     from pytc_core.config import resolve_config
     from pytc_infer.infer import InferConfig, run_infer
 
@@ -124,7 +125,7 @@ def infer(
         "overlap": overlap, "blend": blend, "tta": tta, "dtype": dtype, "device": device,
         "precision": precision,
         "bbox": _ints(bbox, 6, "--bbox", "--bbox z0,y0,x0,z1,y1,x1"),
-        "block_size": _ints(block_size, 3, "--block-size", "--block-size 128 or 64,128,128"),
+        "block_size": parse_block_size(block_size),
         "batch_size": batch_size, "memory_limit": memory_limit,
     }, section="infer", text_overrides=common.text_overrides())
     if cfg.input == "-":

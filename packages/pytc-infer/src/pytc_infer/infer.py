@@ -226,32 +226,34 @@ def _claim_provenance(out_uri: str, record: dict[str, Any]) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _wait_for_provenance(out_uri: str, seconds: float = 30.0) -> dict[str, Any] | None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        record = _read_provenance(out_uri)
-        if record is not None:
-            return record
-        time.sleep(0.5)
-    return None
+def _check_existing(out_uri: str, key: str, key_fields: dict[str, Any],
+                    previous: dict[str, Any] | None, in_uri: str) -> None:
+    """UserError (saying what would be resumed) for an existing output this run may not
+    continue without --overwrite."""
+    from pytc_core.output import inspect_output
+    from pytc_core.output_run import read_run_record
 
-
-def _create_output(out_uri: str, shape: tuple[int, ...], dtype: np.dtype,
-                   voxel_size: Sequence[float], offset: Sequence[int], chunk: Vec3,
-                   exist_ok: bool) -> Volume:
-    """Create the output (or reopen it when ``exist_ok``; retried briefly, since a sibling
-    array task may be halfway through creating it)."""
-    from pytc_core.volume import create_volume
-
-    for attempt in range(20):
-        try:
-            return create_volume(out_uri, shape, dtype, voxel_size=voxel_size, offset=offset,
-                                 chunk_size=chunk, layer_type="image", exist_ok=exist_ok)
-        except UserError:
-            if not exist_ok or attempt == 19:
-                raise
-            time.sleep(0.5)
-    raise AssertionError("unreachable")
+    old = (previous or {}).get("key", {})
+    if previous is not None and old != key_fields and (
+            old.get("checkpoint_sha256") == key_fields["checkpoint_sha256"]
+            and old.get("input") == in_uri):
+        changed = sorted(k for k, v in key_fields.items() if old.get(k) != v)
+        raise UserError(f"output {out_uri} exists from the same checkpoint and input with "
+                        f"other settings ({', '.join(changed)})",
+                        "rerun with the same settings to resume it, pass --overwrite to "
+                        "replace it, or choose another --output")
+    state = inspect_output(out_uri)
+    if state.kind != "volume":
+        return  # absent (or foreign: claim_output refuses it)
+    record = read_run_record(out_uri)
+    if record is None or record.key != key:
+        raise UserError(f"output {out_uri} already exists ({state.what}; not an unfinished "
+                        "prediction of this checkpoint and input, which would be resumed)",
+                        "pass --overwrite to replace it, or choose another --output")
+    if record.complete:
+        raise UserError(f"output {out_uri} already exists (a finished prediction of this "
+                        "checkpoint and input)",
+                        "pass --overwrite to predict it again, or choose another --output")
 
 
 def _finish_provenance(out_uri: str, record: dict[str, Any]) -> None:
@@ -402,50 +404,33 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
             raise UserError(f"block size {cfg.block_size} is not a multiple of the output chunk "
                             f"size {chunk}", "use multiples of the chunk size (64 by default)")
 
-    # the output: resume, refuse, or create
+    # the output: claimed (checks, lease, run record) before any input data is read
     out_uri = cfg.output or default_output_uri(cfg.input)
     key_fields = {
         "checkpoint_sha256": file_sha256(cfg.checkpoint), "input": cfg.input,
         "bbox": list(box.start + box.stop), "patch": list(patch), "overlap": cfg.overlap,
         "blend": cfg.blend, "sigma_scale": cfg.sigma_scale, "tta": cfg.tta, "dtype": cfg.dtype,
         "precision": cfg.precision, "context": list(context), "chunk": list(chunk)}
-    from pytc_core.volume import delete_volume, volume_exists
-
     if overwrite and share is not None:
         raise UserError("--overwrite with --blocks would let every array task delete the "
                         "others' blocks", "delete the old output once before starting the array")
-    exists = volume_exists(out_uri)
-    previous = _read_provenance(out_uri) if exists else None
-    if exists and previous is None and share is not None and not overwrite:
-        previous = _wait_for_provenance(out_uri)  # a sibling array task may be creating it
-    resume = False
-    if exists:
-        if overwrite:
-            delete_volume(out_uri)
-        elif previous is not None and previous.get("key") == key_fields:
-            resume = True
-        elif previous is not None and (previous.get("key", {}).get("checkpoint_sha256")
-                                       == key_fields["checkpoint_sha256"]
-                                       and previous.get("key", {}).get("input") == cfg.input):
-            changed = sorted(k for k, v in key_fields.items() if previous["key"].get(k) != v)
-            raise UserError(f"output {out_uri} exists from the same checkpoint and input with "
-                            f"other settings ({', '.join(changed)})",
-                            "rerun with the same settings to resume it, pass --overwrite to "
-                            "replace it, or choose another --output")
-        else:
-            raise UserError(f"output {out_uri} already exists (not a prediction of this "
-                            "checkpoint and input, which would be resumed)",
-                            "pass --overwrite to replace it, or choose another --output")
-    if resume and previous is not None and cfg.block_size is None:
-        block_size = tuple(previous["block_size"])
-    else:
-        block_size = cfg.block_size
+    from pytc_core.output_run import claim_output, run_key
+
+    key = run_key("infer", [cfg.input], key_fields)
+    previous = _read_provenance(out_uri)
+    if not overwrite:
+        _check_existing(out_uri, key, key_fields, previous, cfg.input)
+    block_size = cfg.block_size
+    if previous is not None and previous.get("key") == key_fields and block_size is None:
+        block_size = tuple(previous["block_size"])  # resume with the plan of the first run
     plan = plan_memory(box, grid, chunk, in_channels=in_channels,
                        in_itemsize=vol.dtype.itemsize, out_channels=settings.out_channels,
                        out_itemsize=out_dtype.itemsize, model_bytes=model_bytes,
                        window_bytes=window_bytes, budget=budget, block_size=block_size,
                        batch_size=cfg.batch_size, cuda=device.startswith("cuda"))
     from pytc_core import __version__ as core_version
+    from pytc_core.blocks import BlockProgress, plan_blocks, run_blocks
+    from pytc_core.volume import progress_dir
     from pytc_infer import __version__
 
     record = {
@@ -457,54 +442,52 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         "command": command if command is not None else " ".join(sys.argv),
         "pytc_infer_version": __version__, "pytc_core_version": core_version,
         "complete": False}
-    from pytc_core.blocks import BlockProgress, plan_blocks, run_blocks
-    from pytc_core.volume import progress_dir
+    with claim_output(out_uri, stage="infer", key=key, inputs=[cfg.input], overwrite=overwrite,
+                      join=share is not None, command=command) as run:
+        record = _claim_provenance(out_uri, record)
+        if tuple(record["block_size"]) != plan.block_size:  # another array task planned first
+            plan = replace(plan, block_size=tuple(record["block_size"]))
+        log.info("plan: %s; %d windows over %s (patch %s, overlap %g)%s", plan.line(),
+                 grid.count, domain, "x".join(map(str, patch)), cfg.overlap,
+                 "; resuming" if run.resuming else "")
+        out = run.create(out_shape, out_dtype, voxel_size=vol.voxel_size, offset=box.start,
+                         chunk_size=chunk, layer_type="image")
+        blocks = plan_blocks(box, plan.block_size)
+        markers_dir = progress_dir(out_uri)
+        done = (BlockProgress(markers_dir, key) if markers_dir is not None else None)
 
-    out = _create_output(out_uri, out_shape, out_dtype, vol.voxel_size, box.start, chunk,
-                         exist_ok=resume or share is not None)
-    record = _claim_provenance(out_uri, record)
-    if record.get("key") != key_fields:  # another run claimed the output meanwhile
-        raise UserError(f"output {out_uri} was just created by another run with other settings",
-                        "choose another --output")
-    if tuple(record["block_size"]) != plan.block_size:  # another array task planned first
-        plan = replace(plan, block_size=tuple(record["block_size"]))
-    log.info("plan: %s; %d windows over %s (patch %s, overlap %g)%s", plan.line(), grid.count,
-             domain, "x".join(map(str, patch)), cfg.overlap, "; resuming" if resume else "")
-    blocks = plan_blocks(box, plan.block_size)
-    markers_dir = progress_dir(out_uri)
-    done = (BlockProgress(markers_dir, json.dumps(key_fields, sort_keys=True))
-            if markers_dir is not None else None)
+        if device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True
+        forward = make_forward(model, activation=settings.activation, precision=cfg.precision,
+                               device=device)
+        forward = tta_forward(forward, cfg.tta, settings.offsets)
+        windows = 0
 
-    if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
-    forward = make_forward(model, activation=settings.activation, precision=cfg.precision,
-                           device=device)
-    forward = tta_forward(forward, cfg.tta, settings.offsets)
-    windows = 0
+        def read(block: BBox) -> tuple[BBox, np.ndarray]:
+            span = grid.input_box(block)
+            raw = _read_padded(vol, span)
+            return span, normalize_raw(raw, settings.normalize, settings.mean, settings.std)
 
-    def read(block: BBox) -> tuple[BBox, np.ndarray]:
-        span = grid.input_box(block)
-        raw = _read_padded(vol, span)
-        return span, normalize_raw(raw, settings.normalize, settings.mean, settings.std)
+        def process(block: BBox, data: tuple[BBox, np.ndarray]) -> None:
+            nonlocal windows
+            span, image = data
+            windows += len(grid.windows_in(block))
+            pred = blend_windows(forward, image, span, grid, block, weight,
+                                 batch_size=plan.batch_size, device=device)
+            if out_dtype == np.uint8:
+                pred = np.clip(np.rint(pred * 255.0), 0, 255).astype(np.uint8)
+            out.write(pred, offset=block.start)
+            run.made_progress()
 
-    def process(block: BBox, data: tuple[BBox, np.ndarray]) -> None:
-        nonlocal windows
-        span, image = data
-        windows += len(grid.windows_in(block))
-        pred = blend_windows(forward, image, span, grid, block, weight,
-                             batch_size=plan.batch_size, device=device)
-        if out_dtype == np.uint8:
-            pred = np.clip(np.rint(pred * 255.0), 0, 255).astype(np.uint8)
-        out.write(pred, offset=block.start)
+        result = run_blocks(blocks, process, done=done, share=share, read=read,
+                            description="infer blocks", show_progress=show_progress)
+        complete = done is None or not done.pending(blocks)
+        if complete:
+            _finish_provenance(out_uri, record)
+            from pytc_core.config import save_config_next_to
 
-    result = run_blocks(blocks, process, done=done, share=share, read=read,
-                        description="infer blocks", show_progress=show_progress)
-    complete = done is None or not done.pending(blocks)
-    if complete:
-        _finish_provenance(out_uri, record)
-        from pytc_core.config import save_config_next_to
-
-        save_config_next_to(out_uri, replace(cfg, output=out_uri), command="pytc-infer")
+            save_config_next_to(out_uri, replace(cfg, output=out_uri), command="pytc-infer")
+            run.complete()
     return InferResult(out_uri, out.shape, result.planned, result.skipped, result.processed,
                        windows, grid.count, plan.line(), time.perf_counter() - t0, complete)
 
