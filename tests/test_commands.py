@@ -27,13 +27,3 @@ def test_help_and_version(command):
     assert "--empty-" not in helped.stdout  # cyclopts' generated flags stay hidden
     version = run(command, "--version")
     assert version.returncode == 0 and version.stdout.strip() == "0.1.0"
-
-
-@pytest.mark.parametrize("command", ["pytc-infer"])
-def test_unimplemented_commands_say_so(command):
-    result = run(command, "anything")
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert result.stderr.startswith(f"{command}: error: {command} is not implemented yet (")
-    assert result.stderr.count("\n") == 1
-    assert "not implemented yet" in result.stderr and "Traceback" not in result.stderr

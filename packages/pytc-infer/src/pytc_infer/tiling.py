@@ -164,7 +164,7 @@ def blend_windows(forward: Callable, image: np.ndarray, image_box: BBox, grid: W
             wsum = torch.zeros(span.shape, dtype=torch.float32, device=device)
         for k, s in enumerate(batch):
             sl = BBox.from_shape(patch, s).relative_to(span.start)
-            acc[(slice(None), *sl)] += y[k].float() * w
+            acc[(slice(None), *sl)].addcmul_(y[k].float(), w)  # += y * w, no temporary
             wsum[sl] += w
         if on_window is not None:
             on_window(len(batch))
