@@ -19,7 +19,8 @@ Measured in one process, interleaved, medians of ``--repeats``:
    the max deviation of a blended bf16 prediction from fp32 on a (2·patch)³ volume.
    With ``blocks``: the windows a plan with smaller blocks computes (counted, not run).
 4. **Peak memory**: peak RSS of ``pytc-infer`` in a fresh process on a volume of one block
-   vs a volume of 8 blocks (same ``--block-size``), a tiny model and 32³ patches.
+   vs a volume of 8 blocks (same ``--block-size``, default 128), a tiny model and 32³
+   patches; also the peak of a run on an 8³ bbox (the process's own baseline: torch, MONAI).
 
 The machine is shared (2 cores for ~8 developers): absolute times are noisy; the ratios are
 taken within one process, interleaved.
@@ -181,10 +182,10 @@ sys.exit(code)
 """
 
 
-def peak_rss(ckpt: Path, raw_uri: str, out_uri: str, block: int) -> int:
+def peak_rss(ckpt: Path, raw_uri: str, out_uri: str, block: int, extra=()) -> int:
     proc = subprocess.run([sys.executable, "-c", _PEAK, "-c", str(ckpt), "-i", raw_uri, "-o",
                            out_uri, "--block-size", str(block), "--patch", "32", "-q",
-                           "--overwrite"], capture_output=True, text=True, check=True)
+                           "--overwrite", *extra], capture_output=True, text=True, check=True)
     return int(proc.stderr.strip().splitlines()[-1])
 
 
@@ -194,7 +195,9 @@ def bench_memory(tmp: Path, block: int = 64) -> dict:
     eight = write_layer(str(tmp / "raw_eight"), make_raw((2 * block,) * 3, seed=2))
     p1 = peak_rss(ckpt, one, str(tmp / "out_one"), block)
     p8 = peak_rss(ckpt, eight, str(tmp / "out_eight"), block)
-    return {"block": block, "peak_one_block_MiB": round(p1 / 2**20, 1),
+    base = peak_rss(ckpt, one, str(tmp / "out_base"), block, ["--bbox", "0,0,0,8,8,8"])
+    return {"block": block, "peak_tiny_bbox_MiB": round(base / 2**20, 1),
+            "peak_one_block_MiB": round(p1 / 2**20, 1),
             "peak_eight_blocks_MiB": round(p8 / 2**20, 1), "ratio": round(p8 / p1, 3)}
 
 
@@ -205,6 +208,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--model", choices=sorted(MODELS), default="unet-small")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--memory-block", type=int, default=128,
+                        help="block size of the peak-memory comparison (voxels)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["overhead", "bf16", "memory", "blocks"])
     args = parser.parse_args()
@@ -260,7 +265,7 @@ def main() -> None:
         if "bf16" not in args.skip:
             report["bf16"] = bench_bf16(table, patch)
         if "memory" not in args.skip:
-            report["memory"] = bench_memory(tmp)
+            report["memory"] = bench_memory(tmp, args.memory_block)
     print(json.dumps(report, indent=1))
 
 

@@ -5,8 +5,8 @@ Keys read from the checkpoint's config (all optional): ``data.patch_size`` (z, y
 ``data.offsets`` or ``targets.offsets`` (the affinity offset of each output channel, default
 the three nearest-neighbour edges for the first three channels), ``data.normalize``
 (``auto``: integer raw divided by its dtype's maximum, float raw as is; ``none``;
-``meanstd`` with ``data.mean`` / ``data.std``), ``targets.activation`` (``sigmoid``,
-default, or ``none``).
+``meanstd`` / ``percentile`` with ``data.mean`` / ``data.std``, see :func:`normalize_raw`),
+``targets.activation`` (``sigmoid``, default, or ``none``).
 """
 
 from __future__ import annotations
@@ -67,27 +67,28 @@ def checkpoint_settings(config: Mapping[str, Any]) -> CheckpointSettings:
         raise UserError(f"checkpoint asks for output activation '{activation}'",
                         "pytc-infer applies sigmoid or none")
     normalize = str(data.get("normalize", "auto"))
-    if normalize not in ("auto", "none", "meanstd"):
+    if normalize not in ("auto", "none", "meanstd", "percentile"):
         raise UserError(f"checkpoint asks for raw normalisation '{normalize}'",
-                        "pytc-infer knows auto, none and meanstd")
+                        "pytc-infer knows auto, none, meanstd and percentile")
     return CheckpointSettings(in_ch, out_ch, patch, offsets, activation, normalize,  # type: ignore[arg-type]
-                              float(data.get("mean", 0.0)), float(data.get("std", 1.0)),
+                              float(data.get("mean") or 0.0), float(data.get("std") or 1.0),
                               str(model.get("architecture", "")))
 
 
 def normalize_raw(array: np.ndarray, mode: str = "auto", mean: float = 0.0,
                   std: float = 1.0) -> np.ndarray:
-    """Raw voxels as float32: ``auto`` divides integer data by its dtype's maximum (uint8 →
-    [0, 1], as pytc-train does) and keeps floats; ``none`` only casts; ``meanstd`` also
-    subtracts ``mean`` and divides by ``std`` after the ``auto`` scaling."""
-    out = np.asarray(array)
-    if mode in ("auto", "meanstd") and np.issubdtype(out.dtype, np.integer):
-        out = out.astype(np.float32) / np.float32(np.iinfo(out.dtype).max)
-    elif out.dtype == np.bool_:
-        out = out.astype(np.float32)
-    out = out.astype(np.float32, copy=False)
-    if mode == "meanstd":
+    """Raw voxels as float32, as pytc-train normalised them: ``auto`` divides integer data by
+    its dtype's maximum (uint8 → [0, 1]) and keeps floats; ``none`` only casts; ``meanstd``
+    is (x − mean) / std on the raw values; ``percentile`` the same (mean = low percentile,
+    std = high − low) clipped to [0, 1]."""
+    raw = np.asarray(array)
+    out = raw.astype(np.float32)
+    if mode == "auto" and np.issubdtype(raw.dtype, np.integer):
+        out /= np.float32(np.iinfo(raw.dtype).max)
+    elif mode in ("meanstd", "percentile"):
         out = (out - np.float32(mean)) / np.float32(std)
+        if mode == "percentile":
+            np.clip(out, 0.0, 1.0, out=out)
     return out
 
 

@@ -1,0 +1,39 @@
+"""Checkpoint settings and raw normalisation as pytc-train writes and applies them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytc_core.errors import UserError
+from pytc_infer.memory import parse_bytes
+from pytc_infer.predictor import checkpoint_settings, normalize_raw
+
+
+def test_normalisation_matches_the_training_conventions():
+    raw = np.array([0, 51, 255], np.uint8)
+    np.testing.assert_allclose(normalize_raw(raw), [0.0, 0.2, 1.0])
+    np.testing.assert_allclose(normalize_raw(raw, "meanstd", 10, 2), [-5.0, 20.5, 122.5])
+    np.testing.assert_allclose(normalize_raw(raw, "percentile", 0, 100), [0.0, 0.51, 1.0])
+    np.testing.assert_allclose(normalize_raw(raw.astype(np.float32)), [0.0, 51.0, 255.0])
+    assert normalize_raw(raw).dtype == np.float32
+
+
+def test_checkpoint_settings():
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-3, 0, 0], [0, -3, 0], [0, 0, -3]]
+    s = checkpoint_settings({"model": {"in_channels": 1, "out_channels": 6},
+                             "data": {"patch_size": [32, 64, 64], "offsets": offsets,
+                                      "normalize": "meanstd", "mean": 120.0, "std": 30.0}})
+    assert s.patch == (32, 64, 64) and s.offsets[3] == (-3, 0, 0) and s.activation == "sigmoid"
+    assert (s.normalize, s.mean, s.std) == ("meanstd", 120.0, 30.0)
+    plain = checkpoint_settings({"model": {"out_channels": 3}})
+    assert plain.offsets == ((-1, 0, 0), (0, -1, 0), (0, 0, -1)) and plain.patch is None
+    with pytest.raises(UserError, match="activation"):
+        checkpoint_settings({"model": {}, "targets": {"activation": "softmax"}})
+
+
+def test_parse_bytes():
+    assert parse_bytes("8GiB") == 8 * 2**30 and parse_bytes("512MB") == 512 * 10**6
+    assert parse_bytes("1e9") == 10**9
+    with pytest.raises(UserError, match="bad memory size"):
+        parse_bytes("lots")
