@@ -430,7 +430,6 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
                        batch_size=cfg.batch_size, cuda=device.startswith("cuda"))
     from pytc_core import __version__ as core_version
     from pytc_core.blocks import BlockProgress, plan_blocks, run_blocks
-    from pytc_core.volume import progress_dir
     from pytc_infer import __version__
 
     record = {
@@ -453,7 +452,7 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         out = run.create(out_shape, out_dtype, voxel_size=vol.voxel_size, offset=box.start,
                          chunk_size=chunk, layer_type="image")
         blocks = plan_blocks(box, plan.block_size)
-        markers_dir = progress_dir(out_uri)
+        markers_dir = sidecar_path(out_uri, "pytc_progress")
         done = (BlockProgress(markers_dir, key) if markers_dir is not None else None)
 
         if device.startswith("cuda"):
