@@ -75,6 +75,7 @@ def test_bbox_predicts_the_box_with_context_from_around_it(tmp_path, tiny_ckpt, 
     assert result.complete
 
 
+@pytest.mark.slow
 def test_two_shares_equal_one_run_and_uint8_is_the_quantised_float(tmp_path, tiny_ckpt, raw_uri):
     full = predict_volume(tiny_ckpt, raw_uri, str(tmp_path / "full"), block_size=(16, 16, 16))
     cfg = InferConfig(checkpoint=str(tiny_ckpt), input=raw_uri, output=str(tmp_path / "shared"),
