@@ -100,6 +100,11 @@ def test_the_example_pipeline_config_is_valid_for_every_stage():
     assert train.model == model and train.train.max_steps == 1000
     assert train.data.bbox == (0, 0, 0, 150, 250, 250) and train.data.patch_size == (32, 64, 64)
     assert train.optim.warmup_steps == 50
+    from pytc_infer.infer import InferConfig
+
+    infer = resolve_config(InferConfig, PIPELINE, section="infer")
+    assert infer.tta == "flips" and infer.bbox == (175, 0, 0, 250, 250, 250)
+    assert infer.checkpoint == f"{train.train.run_dir}/checkpoints/best.ckpt"
 
 
 def test_each_command_runs_with_the_pipeline_config(volumes, capsys):
@@ -120,3 +125,10 @@ def test_each_command_runs_with_the_pipeline_config(volumes, capsys):
                                                      "model.architecture='nonet'"]) == 2
     err = capsys.readouterr().err
     assert "unknown architecture 'nonet'" in err and "table" not in err
+    # pytc-infer takes its checkpoint and input from [infer]: it gets as far as opening them
+    from pytc_infer.cli import app as infer_app
+
+    missing = str(volumes / "none.ckpt")
+    assert run_entry_point("pytc-infer", infer_app, ["--config", str(PIPELINE), "--set",
+                                                     f"checkpoint='{missing}'"]) == 2
+    assert f"checkpoint not found: {missing}" in capsys.readouterr().err
