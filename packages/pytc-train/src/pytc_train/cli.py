@@ -43,6 +43,8 @@ def train(
     init_from: Annotated[str | None, Parameter(name="--init-from")] = None,
     upkern: Annotated[bool, Parameter(name="--upkern", negative="")] = False,
     seed: Annotated[int | None, Parameter(name="--seed")] = None,
+    aug: Annotated[str | None, Parameter(name="--aug")] = None,
+    preview_aug: Annotated[int | None, Parameter(name="--preview-aug")] = None,
     list_archs: Annotated[bool, Parameter(name="--list-archs", negative="")] = False,
     common: CommonFlags = CommonFlags(),
 ) -> int:
@@ -65,6 +67,8 @@ def train(
         pytc-train --config train.toml --init-from runs/a/checkpoints/best.ckpt --upkern \\
             --kernel-size 5
         pytc-train --list-archs
+        pytc-train --preview-aug 8 --aug heavy --raw em.h5:raw --labels em.h5:labels \\
+            --patch 32,64,64                       # stdout: aug_preview.h5:image (+ .png)
 
     Parameters
     ----------
@@ -104,6 +108,13 @@ def train(
         With --init-from a .ckpt of a smaller kernel: UpKern the weights (train.upkern).
     seed
         Seed of weights and patch sampling (train.seed).
+    aug
+        Augmentation preset (aug.preset): light, realistic (default), heavy, superres,
+        instance or none; any transform's field via ``--set aug.misalignment.prob=0.3``.
+    preview_aug
+        Train nothing: augment one patch N times and write the patches (``aug_preview.h5``,
+        in --run-dir when given; its image URI on stdout) and a PNG grid of their middle
+        sections beside the unaugmented patch (``aug_preview.png``).
     list_archs
         Print the architectures with parameter counts (for the [model] of --config) and exit.
     """
@@ -115,6 +126,7 @@ def train(
         "optim.lr": lr, "train.max_steps": max_steps, "train.precision": precision,
         "train.devices": devices, "train.run_dir": run_dir, "train.resume": resume,
         "train.init_from": init_from, "train.upkern": upkern or None, "train.seed": seed,
+        "aug.preset": aug,
     }
     from pytc_train.config import parse_bbox, parse_zyx
 
@@ -138,6 +150,13 @@ def train(
         rows = describe_architectures(config.model.in_channels, config.model.out_channels)
         width = max(len(name) for name, _, _ in rows)
         emit("\n".join(f"{name:<{width}}  {params:>11,}  {summary}" for name, params, summary in rows))
+        return 0
+
+    if preview_aug is not None:
+        from pytc_train.preview import preview_from_train_config
+
+        result = preview_from_train_config(config, preview_aug, overwrite=common.overwrite)
+        emit(result.image_uri)
         return 0
 
     from pytc_train.train import EXIT_PREEMPTED, Preempted, _process_rank, run_train

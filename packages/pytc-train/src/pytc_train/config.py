@@ -11,6 +11,7 @@ from typing import Literal
 
 from pytc_core.errors import UserError
 from pytc_core.models.config import ModelConfig
+from pytc_train.augment.config import AugConfig
 
 __all__ = [
     "DataConfig",
@@ -226,3 +227,5 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    #: ``[aug]``: augmentation preset and per-transform overrides (``pytc_train.augment``)
+    aug: AugConfig = field(default_factory=AugConfig)

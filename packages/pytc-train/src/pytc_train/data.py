@@ -282,6 +282,11 @@ class TrainPatches(Dataset):
             if hasattr(self.transform, "set_random_state"):
                 seed = int(np.random.default_rng([self.seed, int(index), 1]).integers(2**31))
                 self.transform.set_random_state(seed=seed)
+            if getattr(self.transform, "needs_partner", False):  # mixup / copy-paste
+                other = int(np.random.default_rng([self.seed, int(index), 2]).integers(2**62))
+                partner = self.sample(other)
+                sample["partner_image"], sample["partner_label"] = (partner["image"],
+                                                                    partner["label"])
             sample = self.transform(sample)
         return targets_from_sample(sample, self.config.patch_size, self.config.offsets)
 

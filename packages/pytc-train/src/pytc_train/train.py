@@ -30,6 +30,7 @@ from pytc_core.bbox import BBox
 from pytc_core.config import config_to_dict
 from pytc_core.errors import UserError
 from pytc_core.volume import open_volume
+from pytc_train.augment.config import AugConfig
 from pytc_train.config import DataConfig, TrainConfig
 
 __all__ = [
@@ -308,14 +309,37 @@ def _resolved_data(config: TrainConfig, stats: tuple[float, float] | None) -> Da
     return dataclasses.replace(config.data, mean=stats[0], std=stats[1])
 
 
+def _resolved_aug(config: TrainConfig) -> AugConfig:
+    from pytc_train.augment import resolve_for_patch
+
+    return resolve_for_patch(config.aug, config.data.patch_size)
+
+
+def _augmentation(config: TrainConfig, pairs: Sequence[Any]
+                  ) -> tuple[Callable[[dict], dict] | None, tuple[int, int, int]]:
+    """The ``[aug]`` pipeline and its read margin per side (None for preset ``none``)."""
+    if not config.aug.enabled():
+        return None, (0, 0, 0)
+    from pytc_train.augment import build_augmentation
+
+    sizes = {tuple(open_volume(p.raw).voxel_size) for p in pairs}
+    voxel = sizes.pop() if len(sizes) == 1 else None  # axis permutation needs one voxel size
+    transform, margin = build_augmentation(config.aug, config.data.patch_size, voxel)
+    log.info("augmentation: preset %s (%s); read margin %s voxels per side", config.aug.preset,
+             ", ".join(name for name, _ in transform.transforms) if transform else "none",
+             margin)
+    return transform, margin
+
+
 def run_train(config: TrainConfig, *, overwrite: bool = False,
               transform: Callable[[dict], dict] | None = None,
               read_margin: Sequence[int] = (0, 0, 0), verbose: bool = False,
               progress_bar: bool | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Train ``config.model`` on ``config.data`` as ``config.optim`` / ``config.train`` say.
 
-    ``transform`` / ``read_margin``: the augmentation hook (``pytc_train.augment``), applied to
-    each training patch dict read ``read_margin`` voxels larger per side. ``callbacks``: extra
+    ``transform`` / ``read_margin``: the augmentation hook, applied to each training patch dict
+    read ``read_margin`` voxels larger per side; by default built from ``config.aug``
+    (``pytc_train.augment``, preset ``realistic``; ``none`` disables). ``callbacks``: extra
     Lightning callbacks (benchmarks, notebooks). Returns the run's
     paths and scores; raises UserError for bad input before anything is written, and
     :class:`Preempted` when SIGUSR1/SIGTERM stopped it (last.ckpt saved).
@@ -341,6 +365,10 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
                         f"set model.out_channels = {len(config.data.offsets)}")
     config = dataclasses.replace(config, data=_resolved_data(
         config, norm_stats_for(config.data, train_pairs[0], seed=config.train.seed)))
+
+    if transform is None:
+        transform, read_margin = _augmentation(config, train_pairs)
+    config = dataclasses.replace(config, aug=_resolved_aug(config))
 
     from pytc_train.data import TrainPatches
 
