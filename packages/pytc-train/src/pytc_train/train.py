@@ -324,11 +324,7 @@ def _augmentation(config: TrainConfig, pairs: Sequence[Any]
 
     sizes = {tuple(open_volume(p.raw).voxel_size) for p in pairs}
     voxel = sizes.pop() if len(sizes) == 1 else None  # axis permutation needs one voxel size
-    transform, margin = build_augmentation(config.aug, config.data.patch_size, voxel)
-    log.info("augmentation: preset %s (%s); read margin %s voxels per side", config.aug.preset,
-             ", ".join(name for name, _ in transform.transforms) if transform else "none",
-             margin)
-    return transform, margin
+    return build_augmentation(config.aug, config.data.patch_size, voxel)
 
 
 def run_train(config: TrainConfig, *, overwrite: bool = False,
@@ -433,6 +429,9 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
                  machine.memory_gib, len(machine.gpus),
                  "" if not machine.gpus else " (" + ", ".join(g[0] for g in machine.gpus) + ")")
         log.info("auto-config: %s", choices.summary())
+        names = [name for name, _ in getattr(transform, "transforms", [])]
+        log.info("augmentation: preset %s (%s); read margin %s voxels per side",
+                 config.aug.preset, ", ".join(names) or "none", tuple(read_margin))
     resolved = dataclasses.replace(
         config,
         data=dataclasses.replace(config.data, batch_size=choices.batch_size,
