@@ -90,10 +90,9 @@ def lt():
 
 @pytest.fixture
 def standin_env(tmp_path_factory) -> dict:
-    """The environment with stand-in ``pytc-train`` / ``pytc-infer`` first on PATH."""
+    """The environment with a stand-in ``pytc-train`` (fixed step time) first on PATH."""
     bin_dir = tmp_path_factory.mktemp("standin-bin")
-    for name, module in (("pytc-train", "pytc_train_standin.py"),
-                         ("pytc-infer", "pytc_infer_standin.py")):
+    for name, module in (("pytc-train", "pytc_train_standin.py"),):
         exe = bin_dir / name
         exe.write_text(f"#!/bin/sh\nexec {sys.executable} {STANDINS / module} \"$@\"\n")
         exe.chmod(0o755)

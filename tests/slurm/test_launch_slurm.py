@@ -1,5 +1,6 @@
 """pytc-launch on a real Slurm (localhost; tests/slurm/local-slurm.sh): the requeue loop
-with a stand-in trainer, cancel, blockwise decode and infer arrays, a rejected submission.
+with a stand-in trainer, cancel, blockwise pytc-decode and pytc-infer arrays (the real
+commands), a rejected submission.
 The sweep, time-limit and failure tests with the real pytc-train: test_launch_train_slurm.py.
 
 Marked ``slurm``: CI runs them with `uv run pytest -m slurm` after starting the cluster.
@@ -96,25 +97,35 @@ def test_blocks_decode_array_equals_one_local_decode(tmp_path, standin_env, lt):
     np.testing.assert_array_equal(open_volume(str(tmp_path / "seg_slurm")).read(), expected)
 
 
-def test_blocks_infer_array_equals_one_local_infer(tmp_path, standin_env, lt):
-    from pytc_core import create_volume, open_volume
+def test_blocks_infer_array_equals_one_local_infer(tmp_path, lt):
+    import os
+    import subprocess
 
+    import torch
+
+    from pytc_core import create_volume, open_volume
+    from pytc_core.models import build_model, save_checkpoint
+
+    env = dict(os.environ)
+    table = {"architecture": "monai_unet", "in_channels": 1, "out_channels": 3,
+             "filters": [2, 4], "num_res_units": 0}
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny.ckpt", build_model(table),
+                           {"model": table, "data": {"patch_size": [16, 16, 16]}})
     rng = np.random.default_rng(1)
     raw = rng.integers(0, 256, (32, 32, 48), dtype=np.uint8)
     create_volume(str(tmp_path / "raw"), raw.shape, np.uint8, chunk_size=(16, 16, 16)).write(raw)
-    import subprocess
-
-    whole = subprocess.run(["pytc-infer", "--input", str(tmp_path / "raw"), "--output",
-                            str(tmp_path / "aff_whole")], env=standin_env,
-                           capture_output=True, text=True)
+    common = ["--checkpoint", str(ckpt), "--input", str(tmp_path / "raw"), "--block-size", "16"]
+    whole = subprocess.run(["pytc-infer", *common, "-o", str(tmp_path / "aff_whole"), "-q"],
+                           env=env, capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
-    job = lt.launch("blocks", "infer", "--tasks", "4", "--dir", str(tmp_path / "bl"), "--",
-                 "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "aff_slurm"),
-                 env=standin_env)
+    job = lt.launch("blocks", "infer", "--tasks", "3", "--dir", str(tmp_path / "bl"), "--",
+                    *common, "-o", str(tmp_path / "aff_slurm"), env=env)
     assert job.stdout.strip().isdigit()
-    rows = lt.wait(tmp_path / "bl", 600, standin_env)
-    assert len(rows) == 4 and all(r["state"] == "COMPLETED" for r in rows), rows
+    rows = lt.wait(tmp_path / "bl", 600, env)
+    assert len(rows) == 3 and all(r["state"] == "COMPLETED" for r in rows), rows
     expected = open_volume(str(tmp_path / "aff_whole")).read()
+    assert expected.std() > 0
     np.testing.assert_array_equal(open_volume(str(tmp_path / "aff_slurm")).read(), expected)
 
 
