@@ -1,21 +1,136 @@
 #!/usr/bin/env bash
 # pytc quickstart on the bundled FlyEM medulla volume (examples/data, CC BY 3.0).
 #
-# Evaluation region z 175..250 (75 x 250 x 250 voxels at 10 nm). Until pytc-train and
-# pytc-infer land, the affinities are a STAND-IN made from the ground truth plus noise
-# (examples/stand_in_affinities.py), so this run exercises decoding and evaluation on real
-# EM labels, not a trained model.
+#   bash examples/quickstart.sh [OUT_DIR] [--steps N] [--size S] [--gpu]   (default runs/quickstart)
 #
-#   bash examples/quickstart.sh [OUT_DIR]      (default runs/quickstart)
+# Regions (z, voxels of 10 nm): training z < 140, validation z 140..175 (checkpoint and decode
+# threshold are chosen there), test z 175..250 (scored once, at the chosen threshold).
+# Model affinities: by default still a STAND-IN made from the ground truth plus noise
+# (examples/stand_in_affinities.py), so the run exercises tuning, decoding and evaluation on real
+# EM labels, not a trained model; PYTC_QS_MODEL=train (or --train) runs pytc-train + pytc-infer
+# (needs both on main) and leaves OUT_DIR/model.ckpt.
+# Baselines, decoded, tuned and scored the same way (pytc_core.baselines):
+#   raw_threshold      connected components of raw > t, t chosen on the validation region
+#   smoothed_gradient  affinities from the gradient of the Gaussian-smoothed raw, watershed
+# Writes OUT_DIR/report.json (pytc-eval's report of the test region + the chosen `threshold`),
+# OUT_DIR/baselines/<name>.json, OUT_DIR/slice.png (and OUT_DIR/model.ckpt with a real model).
+# --steps/--size/--gpu (or PYTC_QS_STEPS, PYTC_QS_SIZE, PYTC_QS_GPU=1) set the training run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-runs/quickstart}"
-mkdir -p "$out"
 
-uv run python examples/stand_in_affinities.py examples/data/flyem_medulla_250.h5 "$out" \
-  | uv run pytc-decode - --output "$out/segmentation" --threshold 0.5 --min-size 50 --overwrite \
-  | uv run pytc-eval - --gt "$out/ground_truth" --skeletons kimimaro \
-      --save-skeletons "$out/gt_skeletons.json" --errors "$out/errors.csv" --overwrite \
-  > "$out/report.json"
+out=runs/quickstart
+steps="${PYTC_QS_STEPS:-400}"
+size="${PYTC_QS_SIZE:-small}"
+gpu="${PYTC_QS_GPU:-0}"
+model="${PYTC_QS_MODEL:-stand-in}"  # stand-in | train
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --steps) steps="$2"; shift 2 ;;
+    --size) size="$2"; shift 2 ;;
+    --gpu) gpu=1; shift ;;
+    --train) model=train; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -*) echo "quickstart.sh: error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) out="$1"; shift ;;
+  esac
+done
 
-echo "report: $out/report.json   errors: $out/errors.csv   segmentation: $out/segmentation" >&2
+data=examples/data/flyem_medulla_250.h5
+gt="$data:labels"
+val_box=140,0,0,175,250,250
+test_box=175,0,0,250,250,250
+ws_thresholds=0.1,0.2,0.3,0.4,0.5,0.6,0.7
+cc_thresholds="0.4 0.45 0.5 0.55 0.6 0.65"
+tools="uv run python examples/quickstart_tools.py"
+mkdir -p "$out/baselines"
+SECONDS=0
+log() { echo "[quickstart ${SECONDS}s] $*" >&2; }
+
+# ---- 1. model affinities of the validation and test regions
+if [ "$model" = train ]; then
+  # training z < 140, best checkpoint by validation on z 140..175; deep supervision, realistic aug
+  if [ "$size" = small ]; then  # a MedNeXt that learns on 2 CPU cores in minutes (~1.4 s/step idle)
+    arch=(--arch mednext_custom --set model.mednext_base_channels=16 model.mednext_exp_r=2
+          "model.mednext_block_counts=[1,1,1,1,1,1,1,1,1]")
+  else
+    arch=(--arch mednext --size "$size" --set)
+  fi
+  accel=cpu; infer_device=cpu
+  if [ "$gpu" = 1 ]; then accel=gpu; infer_device=cuda; fi
+  log "pytc-train: $steps steps, size $size, gpu $gpu"
+  ckpt=$(uv run pytc-train --raw "$data:raw" --labels "$gt" --bbox 0,0,0,140,250,250 \
+    --val-bbox "$val_box" --patch 32,64,64 --max-steps "$steps" --seed 0 --aug realistic \
+    --run-dir "$out/train" --overwrite -q "${arch[@]}" model.deep_supervision=true \
+    "train.val_every=$(( steps / 4 > 0 ? steps / 4 : 1 ))" data.val_max_patches=8 "train.accelerator=$accel")
+  cp "$ckpt" "$out/model.ckpt"
+  log "pytc-infer: validation and test regions"
+  model_val=$(uv run pytc-infer -c "$out/model.ckpt" -i "$data:raw" -o "$out/val/affinities" \
+    --bbox "$val_box" --device "$infer_device" --overwrite -q)
+  model_test=$(uv run pytc-infer -c "$out/model.ckpt" -i "$data:raw" -o "$out/test/affinities" \
+    --bbox "$test_box" --device "$infer_device" --overwrite -q)
+else
+  # STAND-IN (the default until the trained path is measured here): ground truth + noise
+  log "stand-in affinities from the ground truth (PYTC_QS_MODEL=train runs pytc-train + pytc-infer)"
+  uv run python examples/stand_in_affinities.py "$data" "$out/val" --z-start 140 --z-stop 175 \
+    2>/dev/null >/dev/null
+  uv run python examples/stand_in_affinities.py "$data" "$out/test" --z-start 175 --seed 1 \
+    2>/dev/null >/dev/null
+  model_val="$out/val/affinities"
+  model_test="$out/test/affinities"
+fi
+
+# ---- 2. baseline affinities of both regions
+$tools baselines "$data:raw" "$out/val" --z 140,175 >/dev/null
+$tools baselines "$data:raw" "$out/test" --z 175,250 >/dev/null
+log "baseline affinities written"
+
+# score SEGS... on a region: pytc-eval JSON lines; ground-truth skeletons made once per region
+score() {  # score REGION BOX [pytc-eval options] < segmentation URIs
+  local region=$1 box=$2; shift 2
+  local skel="$out/${region}_skeletons.json"
+  if [ -f "$skel" ]; then
+    uv run pytc-eval - --gt "$gt" --bbox "$box" --skeletons "$skel" --json -q "$@"
+  else
+    uv run pytc-eval - --gt "$gt" --bbox "$box" --skeletons kimimaro --save-skeletons "$skel" \
+      --json -q "$@"
+  fi
+}
+
+# tune NAME METHOD VAL_AFF TEST_AFF REPORT: decode the validation region at every threshold,
+# pick the best (NERL, else VOI: pytc-eval's ranking), decode and score the test region at it
+tune() {
+  local name=$1 method=$2 val_aff=$3 test_aff=$4 report=$5 dir="$out/decode/$1" t
+  mkdir -p "$dir"
+  if [ "$method" = ws ]; then
+    uv run pytc-decode "$val_aff" -o "$dir/val_seg" --method ws --merge-threshold "$ws_thresholds" \
+      --min-size 50 --overwrite -q
+  else
+    for t in $cc_thresholds; do
+      uv run pytc-decode "$val_aff" -o "$dir/val_seg_t$t" --threshold "$t" --min-size 50 --overwrite -q
+    done
+  fi | score val "$val_box" > "$dir/val_reports.jsonl"
+  t=$($tools pick --save "$dir/val_best.json" < "$dir/val_reports.jsonl")
+  log "$name: threshold $t chosen on the validation region"
+  if [ "$method" = ws ]; then
+    uv run pytc-decode "$test_aff" -o "$dir/test_seg" --method ws --merge-threshold "$t" \
+      --min-size 50 --overwrite -q
+  else
+    uv run pytc-decode "$test_aff" -o "$dir/test_seg" --threshold "$t" --min-size 50 --overwrite -q
+  fi | score test "$test_box" --overwrite ${6:+--errors "$6"} > "$dir/test.json"
+  $tools report "$dir/test.json" --threshold "$t" > "$report"
+}
+
+# ---- 3. tune on validation, score the test region: model, then the baselines
+tune model ws "$model_val" "$model_test" "$out/report.json" "$out/errors.csv"
+tune raw_threshold cc "$out/val/raw_threshold_aff" "$out/test/raw_threshold_aff" \
+  "$out/baselines/raw_threshold.json"
+tune smoothed_gradient ws "$out/val/smoothed_gradient_aff" "$out/test/smoothed_gradient_aff" \
+  "$out/baselines/smoothed_gradient.json"
+
+# ---- 4. one section side by side, and the final table
+$tools slice "$out/slice.png" --raw "$data:raw" --aff "$model_test" \
+  --seg "$out/decode/model/test_seg" --gt "$gt" >/dev/null
+log "done; test region z 175..250:"
+$tools table model="$out/report.json" raw_threshold="$out/baselines/raw_threshold.json" \
+  smoothed_gradient="$out/baselines/smoothed_gradient.json" >&2
+echo "report: $out/report.json  baselines: $out/baselines/  slice: $out/slice.png  errors: $out/errors.csv" >&2

@@ -25,12 +25,14 @@ def main() -> None:
     parser.add_argument("h5", help="HDF5 file with a 'labels' dataset (z, y, x)")
     parser.add_argument("out", help="output directory")
     parser.add_argument("--z-start", type=int, default=175, help="first z slice (default 175)")
+    parser.add_argument("--z-stop", type=int, help="z slice after the last (default: the end)")
     parser.add_argument("--noise", type=float, default=0.1, help="Gaussian noise sigma (default 0.1)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     labels_vol = open_volume(f"{args.h5}:labels")
-    box = BBox((args.z_start, 0, 0), labels_vol.bbox.stop)
+    stop = labels_vol.bbox.stop
+    box = BBox((args.z_start, 0, 0), (args.z_stop or stop[0], stop[1], stop[2]))
     labels = labels_vol.read(box).astype(np.uint32)
     common = dict(voxel_size=labels_vol.voxel_size, offset=box.start, chunk_size=(64, 64, 64),
                   overwrite=True)

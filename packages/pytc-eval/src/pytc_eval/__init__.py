@@ -35,6 +35,7 @@ _EXPORTS = {
     "SegmentationReport": "report",
     "SkeletonScores": "report",
     "report_json": "report",
+    "rank_reports": "report",
     "EvalConfig": "eval",
     "EvalReport": "eval",
     "run_eval": "eval",
@@ -60,6 +61,7 @@ __all__ = [
     "node_voxels",
     "rand_voi",
     "rand_voi_from_table",
+    "rank_reports",
     "report_json",
     "run_eval",
     "save_skeletons",
@@ -69,7 +71,12 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from pytc_eval.erl import edge_lengths, expected_run_length
     from pytc_eval.eval import EvalConfig, EvalReport, run_eval
-    from pytc_eval.report import SegmentationReport, SkeletonScores, report_json
+    from pytc_eval.report import (
+        SegmentationReport,
+        SkeletonScores,
+        rank_reports,
+        report_json,
+    )
     from pytc_eval.score import Evaluation, evaluate_volumes
     from pytc_eval.skeletons import (
         KimimaroParams,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from pytc_core.bbox import BBox
 
-__all__ = ["SegmentationReport", "SkeletonScores", "format_table", "ranked_table",
-           "report_json"]
+__all__ = ["SegmentationReport", "SkeletonScores", "format_table", "rank_key", "rank_reports",
+           "ranked_table", "report_json"]
 
 VOXEL_KEYS = ("voi_split", "voi_merge", "nvi_split", "nvi_merge", "nid", "rand_split",
               "rand_merge", "adapted_rand_error")
@@ -124,20 +124,34 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def rank_key(report: Mapping[str, Any], by_nerl: bool) -> tuple[float, float]:
+    """Sort key of one flat report (``SegmentationReport.to_dict()`` or its JSON line), best
+    first: by NERL (higher first) when ``by_nerl``, then by total VOI (lower first); NaN or
+    missing values rank last."""
+    def number(key: str) -> float:
+        v = report.get(key)
+        return math.nan if v is None else float(v)
+
+    voi = number("voi_split") + number("voi_merge")
+    voi = voi if not math.isnan(voi) else math.inf
+    if not by_nerl:
+        return (voi, 0.0)
+    nerl = number("nerl")
+    return (-nerl if not math.isnan(nerl) else math.inf, voi)
+
+
+def rank_reports(reports: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Flat reports (dicts or parsed JSON lines of pytc-eval) best first: by NERL when every
+    report has skeleton scores, else by total VOI (ties: lower VOI first)."""
+    by_nerl = all("nerl" in r for r in reports)
+    return sorted(reports, key=lambda r: rank_key(r, by_nerl))
+
+
 def ranked_table(reports: Sequence[SegmentationReport]) -> tuple[list[str], list[list[str]]]:
     """Header and rows (segmentations by the last part of their URI) ranking several
-    reports: by NERL (higher first) when skeletons were evaluated, else by total VOI (lower
-    first); NaN ranks last."""
+    reports with :func:`rank_reports`: by NERL (higher first) when skeletons were evaluated,
+    else by total VOI (lower first); NaN ranks last."""
     with_skel = all(r.skeleton_scores is not None for r in reports)
-
-    def key(r: SegmentationReport) -> float:
-        if with_skel:
-            assert r.skeleton_scores is not None
-            v = r.skeleton_scores.nerl
-            return -v if not math.isnan(v) else math.inf
-        v = r.voi_split + r.voi_merge
-        return v if not math.isnan(v) else math.inf
-
     cols = {"voi_split": "VOI split", "voi_merge": "VOI merge",
             "adapted_rand_error": "ARAND", "n_segments": "segments"}
     if with_skel:
@@ -145,9 +159,8 @@ def ranked_table(reports: Sequence[SegmentationReport]) -> tuple[list[str], list
                      "n_edges_split": "split edges", "n_edges_merged": "merged edges"})
     header = ["rank", "segmentation", *cols.values()]
     rows = []
-    for i, r in enumerate(sorted(reports, key=key)):
-        flat = r.to_dict()
-        rows.append([str(i + 1), r.segmentation.rstrip("/").rsplit("/", 1)[-1],
+    for i, flat in enumerate(rank_reports([r.to_dict() for r in reports])):
+        rows.append([str(i + 1), str(flat["segmentation"]).rstrip("/").rsplit("/", 1)[-1],
                      *(_fmt(flat.get(c)) for c in cols)])
     return header, rows
 

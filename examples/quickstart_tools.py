@@ -1,0 +1,170 @@
+"""Small steps of examples/quickstart.sh that are not a pytc command.
+
+    python examples/quickstart_tools.py baselines RAW_URI OUT_DIR --z 175,250
+        write OUT_DIR/raw_threshold_aff and OUT_DIR/smoothed_gradient_aff (precomputed
+        affinity layers of z 175..250, computed with context; pytc_core.baselines); prints
+        their URIs, one a line
+    pytc-eval seg_t0.3 seg_t0.5 --gt GT --json | python examples/quickstart_tools.py pick
+        the best report by pytc-eval's ranking (NERL, else VOI): prints its threshold (the
+        segmentation's ``_t<threshold>`` suffix), the report JSON goes to --save if given
+    python examples/quickstart_tools.py report REPORT.json --threshold 0.3
+        prints the report with a top-level ``threshold`` field
+    python examples/quickstart_tools.py slice OUT.png --raw R --aff A --seg S --gt G [--z Z]
+        one z section side by side: raw | affinities (z, y, x as R, G, B) | segmentation |
+        ground truth
+    python examples/quickstart_tools.py table NAME=REPORT.json ...
+        the final table (VOI split/merge, adapted Rand error, ERL, NERL, segments) on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pytc_core import BBox, create_volume, open_volume
+
+THRESHOLD_SUFFIX = re.compile(r"_t([0-9.]+)/?$")
+
+
+def cmd_baselines(args: argparse.Namespace) -> None:
+    from pytc_core.baselines import gradient_affinities, intensity_affinities
+
+    raw_vol = open_volume(args.raw)
+    z0, z1 = (int(v) for v in args.z.split(","))
+    start, stop = raw_vol.bbox.start, raw_vol.bbox.stop
+    box = BBox((z0, start[1], start[2]), (z1, stop[1], stop[2]))
+    context = int(4 * args.sigma + 2)  # the smoothing's reach, so borders match a whole-volume run
+    read = BBox((max(z0 - context, start[0]), start[1], start[2]),
+                (min(z1 + context, stop[0]), stop[1], stop[2]))
+    raw = raw_vol.read(read)
+    crop = (slice(None), slice(z0 - read.start[0], z1 - read.start[0]))
+    made = {
+        "raw_threshold_aff": intensity_affinities(raw[crop[1]]),
+        "smoothed_gradient_aff": gradient_affinities(raw, args.sigma)[crop],
+    }
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    for name, aff in made.items():
+        uri = f"{args.out}/{name}"
+        vol = create_volume(uri, aff.shape, np.float32, voxel_size=raw_vol.voxel_size,
+                            offset=box.start, chunk_size=(64, 64, 64), overwrite=True)
+        vol.write(np.ascontiguousarray(aff), box.start)
+        print(uri, flush=True)
+
+
+def threshold_of(uri: str) -> float | None:
+    """The decode threshold a segmentation was made at, from its ``_t<threshold>`` suffix."""
+    m = THRESHOLD_SUFFIX.search(uri)
+    return float(m.group(1)) if m else None
+
+
+def cmd_pick(args: argparse.Namespace) -> None:
+    from pytc_eval.report import rank_reports
+
+    reports = [json.loads(line) for line in sys.stdin if line.strip()]
+    if not reports:
+        sys.exit("quickstart_tools pick: error: no pytc-eval report on stdin")
+    best = rank_reports(reports)[0]
+    t = threshold_of(best["segmentation"])
+    if t is None:
+        sys.exit(f"quickstart_tools pick: error: {best['segmentation']} has no _t<threshold> suffix")
+    if args.save:
+        Path(args.save).write_text(json.dumps({**best, "threshold": t}) + "\n")
+    print(f"{t:g}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    report = json.loads(Path(args.report).read_text())
+    print(json.dumps({"threshold": args.threshold, **report}))
+
+
+def _label_rgb(labels: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8: each id its own colour (hashed), 0 black."""
+    ids = labels.astype(np.uint64)
+    h = ids * np.uint64(2654435761) % np.uint64(2**32)
+    rgb = np.stack([(h >> np.uint64(s)) & np.uint64(255) for s in (0, 8, 16)], axis=-1)
+    rgb = (64 + rgb.astype(np.uint16) * 191 // 255).astype(np.uint8)
+    rgb[ids == 0] = 0
+    return rgb
+
+
+def cmd_slice(args: argparse.Namespace) -> None:
+    from pytc_train.preview import write_png
+
+    seg = open_volume(args.seg)
+    z = args.z if args.z is not None else (seg.bbox.start[0] + seg.bbox.stop[0]) // 2
+    box = BBox((z, *seg.bbox.start[1:]), (z + 1, *seg.bbox.stop[1:]))
+    raw = open_volume(args.raw).read(box)[0].astype(np.float32)
+    lo, hi = np.percentile(raw, (0.5, 99.5))
+    gray = (255 * np.clip((raw - lo) / max(hi - lo, 1e-6), 0, 1)).astype(np.uint8)
+    aff = open_volume(args.aff).read(box)[:3, 0].astype(np.float32)
+    if np.issubdtype(open_volume(args.aff).dtype, np.integer):
+        aff /= 255.0
+    panels = [np.repeat(gray[..., None], 3, axis=-1),
+              (255 * np.clip(aff, 0, 1)).astype(np.uint8).transpose(1, 2, 0),
+              _label_rgb(seg.read(box)[0]),
+              _label_rgb(open_volume(args.gt).read(box)[0])]
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+    write_png(args.png, row)
+    print(args.png)
+    print(f"slice z {z}: raw | affinities (z, y, x = R, G, B) | segmentation | ground truth",
+          file=sys.stderr)
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    cols = [("voi_split", "VOI split"), ("voi_merge", "VOI merge"), ("voi", "VOI"),
+            ("adapted_rand_error", "ARAND"), ("erl", "ERL nm"), ("nerl", "NERL"),
+            ("n_segments", "segments"), ("n_gt_segments", "GT segments"),
+            ("threshold", "threshold")]
+    rows = []
+    for item in args.reports:
+        name, _, path = item.partition("=")
+        r = json.loads(Path(path).read_text())
+        r["voi"] = (r.get("voi_split") or math.nan) + (r.get("voi_merge") or math.nan)
+        rows.append([name, *("-" if r.get(k) is None else
+                             f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k])
+                             for k, _ in cols)])
+    header = ["", *(label for _, label in cols)]
+    widths = [max(len(c) for c in col) for col in zip(header, *rows, strict=True)]
+    for line in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("baselines", help="write the baselines' affinity layers of a z range")
+    p.add_argument("raw")
+    p.add_argument("out")
+    p.add_argument("--z", required=True, help="z0,z1 (global voxels, stop excluded)")
+    p.add_argument("--sigma", type=float, default=1.0, help="Gaussian sigma in voxels (1.0)")
+    p.set_defaults(fn=cmd_baselines)
+    p = sub.add_parser("pick", help="best threshold from pytc-eval JSON lines on stdin")
+    p.add_argument("--save", help="write the best report (with its threshold) here")
+    p.set_defaults(fn=cmd_pick)
+    p = sub.add_parser("report", help="add a top-level threshold to a report")
+    p.add_argument("report")
+    p.add_argument("--threshold", type=float, required=True)
+    p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("slice", help="PNG of one section: raw, affinities, segmentation, GT")
+    p.add_argument("png")
+    for name in ("raw", "aff", "seg", "gt"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--z", type=int, help="global z (default: the segmentation's middle)")
+    p.set_defaults(fn=cmd_slice)
+    p = sub.add_parser("table", help="final table of NAME=report.json pairs")
+    p.add_argument("reports", nargs="+")
+    p.set_defaults(fn=cmd_table)
+    args = parser.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
