@@ -16,9 +16,10 @@ declare -A args=(
   [infer]="--size 128 --repeats 1"
   [augment]="--patches 50 --steps 1 --skip-mednext-s"
   [grad_checkpointing]="--reps 1 --size 32"
+  [train]="all --steps 4 --batches 8"
 )
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(decode ws eval eval_kernels infer augment grad_checkpointing)
+[ ${#names[@]} -gt 0 ] || names=(decode ws eval eval_kernels infer train augment grad_checkpointing)
 for name in "${names[@]}"; do
   script="bench/bench_$name.py"
   if [ ! -f "$script" ]; then echo "skip $name: $script not in this tree" >&2; continue; fi
