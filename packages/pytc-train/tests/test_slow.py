@@ -63,6 +63,23 @@ def test_sigterm_saves_last_and_resume_matches_an_uninterrupted_run(em_h5, tmp_p
         assert torch.equal(a[name], b[name]), name
 
 
+def test_a_signal_during_start_up_stops_after_the_first_step_saved(em_h5, tmp_path):
+    """Slurm's --signal may come before the training loop exists (imports, data setup): the
+    run records it, trains one step, saves last.ckpt and exits with the requeue code."""
+    import time
+
+    proc = subprocess.Popen(_command(em_h5, tmp_path / "early", "--max-steps", "12"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the console script is up; torch and the data are still loading
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 75, err
+    assert "SIGUSR1 arrived before training started" in err
+    last = tmp_path / "early" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 1
+
+
 def test_ddp_two_cpu_processes_train_and_write_one_checkpoint(em_h5, tmp_path):
     result = subprocess.run(_command(em_h5, tmp_path / "ddp", "--max-steps", "3", "--devices",
                                      "2", "--val-bbox", "16,0,0,32,48,48"),

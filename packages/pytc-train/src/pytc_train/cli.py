@@ -176,6 +176,9 @@ def train(
 
 
 def main() -> None:
+    from pytc_train.preempt import catch_early_signals
+
+    catch_early_signals()  # a Slurm signal during start-up must not kill the run unsaved
     sys.exit(run_entry_point("pytc-train", app))
 
 

@@ -271,6 +271,13 @@ def _signals(handler: Callable[[int, Any], None]):
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
     _install_handlers(handler)
+    from pytc_train.preempt import take_early_signal
+
+    early = take_early_signal()
+    if early is not None:  # arrived during start-up: stop after the first step, saved
+        log.info("signal %s arrived before training started: stopping after the first step",
+                 signal.Signals(early).name)
+        handler(early, None)
     try:
         yield
     finally:
