@@ -38,6 +38,7 @@ from pytc_core.errors import UserError
 __all__ = [
     "RegionGraph",
     "group_pairs",
+    "merge_roots",
     "sum_groups",
     "affinity_watershed",
     "agglomerate",
@@ -466,19 +467,25 @@ def segmentations_at(fragments: np.ndarray, history: np.ndarray,
     n = int(fragments.max()) if fragments.size else 0
     out = []
     for t in thresholds:
-        parent = np.arange(n + 1, dtype=np.int64)
-        for gone, keep, score in history:
-            if score >= t:
-                break
-            parent[int(gone)] = int(keep)
-        roots = parent.copy()  # follow the chains (a region absorbed later points onwards)
-        while True:
-            nxt = parent[roots]
-            if np.array_equal(nxt, roots):
-                break
-            roots = nxt
+        roots = merge_roots(history, n, t)
         out.append(_number_by_first_voxel(roots[fragments].astype(fragments.dtype)))
     return out
+
+
+def merge_roots(history: np.ndarray, num_fragments: int, threshold: float) -> np.ndarray:
+    """Region of each fragment id (0..num_fragments) after the merges of ``history`` scored
+    below ``threshold``: the id of the region it ended in."""
+    parent = np.arange(num_fragments + 1, dtype=np.int64)
+    for gone, keep, score in history:
+        if score >= threshold:
+            break
+        parent[int(gone)] = int(keep)
+    roots = parent.copy()  # follow the chains (a region absorbed later points onwards)
+    while True:
+        nxt = parent[roots]
+        if np.array_equal(nxt, roots):
+            return roots
+        roots = nxt
 
 
 def _number_by_first_voxel(labels: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ from pytc_decode.ws import (
     agglomerate,
     fragment_seeds,
     group_pairs,
+    merge_roots,
     sum_groups,
     watershed_fragments,
 )
@@ -181,15 +182,7 @@ def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
     graph = RegionGraph(total, u, v, edge_sum, edge_count,
                         1.0 - edge_sum / np.maximum(edge_count, 1))
     history = agglomerate(graph, merge_threshold)
-    parent = np.arange(total + 1, dtype=np.int64)
-    for gone, keep, _ in history:  # every merge of the history is below the threshold
-        parent[int(gone)] = int(keep)
-    roots = parent.copy()
-    while True:
-        nxt = parent[roots]
-        if np.array_equal(nxt, roots):
-            break
-        roots = nxt
+    roots = merge_roots(history, total, merge_threshold)  # the history stops below it
     comp_size = np.bincount(roots, weights=sizes, minlength=total + 1).astype(np.int64)
     comp_first = np.full(total + 1, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(comp_first, roots[1:], first[1:])
