@@ -19,16 +19,20 @@ def _vec(values: Sequence[int] | int, name: str) -> Vec3:
     return (out[0], out[1], out[2])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class BBox:
-    """A half-open box ``[start, stop)`` in global voxel coordinates, axes (z, y, x)."""
+    """A half-open box ``[start, stop)`` in global voxel coordinates, axes (z, y, x).
+
+    ``start`` and ``stop`` may be given as any 3 integers (or one int for all axes); they are
+    stored as ``(z, y, x)`` int tuples.
+    """
 
     start: Vec3
     stop: Vec3
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "start", _vec(self.start, "start"))
-        object.__setattr__(self, "stop", _vec(self.stop, "stop"))
+    def __init__(self, start: Sequence[int] | int, stop: Sequence[int] | int) -> None:
+        object.__setattr__(self, "start", _vec(start, "start"))
+        object.__setattr__(self, "stop", _vec(stop, "stop"))
         if any(b < a for a, b in zip(self.start, self.stop, strict=True)):
             raise ValueError(f"BBox stop {self.stop} is before start {self.start}")
 
@@ -37,7 +41,7 @@ class BBox:
         """The box of ``shape`` voxels starting at ``offset``."""
         off = _vec(offset, "offset")
         shp = _vec(shape, "shape")
-        return cls(off, tuple(o + s for o, s in zip(off, shp, strict=True)))  # type: ignore[arg-type]
+        return cls(off, tuple(o + s for o, s in zip(off, shp, strict=True)))
 
     @property
     def shape(self) -> Vec3:
@@ -67,7 +71,7 @@ class BBox:
         start = tuple(max(a, b) for a, b in zip(self.start, other.start, strict=True))
         stop = tuple(min(a, b) for a, b in zip(self.stop, other.stop, strict=True))
         stop = tuple(max(s, e) for s, e in zip(start, stop, strict=True))
-        return BBox(start, stop)  # type: ignore[arg-type]
+        return BBox(start, stop)
 
 
     def grow(self, margin: Sequence[int] | int) -> BBox:

@@ -25,7 +25,7 @@ def bbox_from_values(values: Sequence[int]) -> BBox:
         raise UserError(f"bad box {tuple(v)}",
                         "give z0,y0,x0,z1,y1,x1 in global voxels with each stop above its "
                         "start, e.g. --bbox 175,0,0,250,250,250")
-    return BBox(tuple(v[:3]), tuple(v[3:]))  # type: ignore[arg-type]
+    return BBox(tuple(v[:3]), tuple(v[3:]))
 
 
 def check_voxel_sizes(gt: Volume, segmentations: Sequence[Volume],

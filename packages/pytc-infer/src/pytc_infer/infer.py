@@ -102,6 +102,8 @@ def default_output_uri(in_uri: str) -> str:
     if loc.format == "precomputed":
         return in_uri.rstrip("/") + "_affinities"
     path = loc.path
+    if path is None:  # only precomputed layers are remote
+        raise UserError(f"cannot derive an output URI from {in_uri}", "pass --output")
     stem = path.name
     for suffix in (".zarr", ".h5", ".hdf5", ".hdf", ".tiff", ".tif", ".npy"):
         if stem.lower().endswith(suffix):
@@ -152,7 +154,7 @@ def _domain(box: BBox, volume: BBox, context: Sequence[int], patch: Sequence[int
             start[a] = max(volume.start[a], start[a] - short // 2)
             stop[a] = min(volume.stop[a], start[a] + patch[a])
             start[a] = max(volume.start[a], stop[a] - patch[a])
-    return BBox(tuple(start), tuple(stop))  # type: ignore[arg-type]
+    return BBox(tuple(start), tuple(stop))
 
 
 def _check_config(cfg: InferConfig) -> None:
@@ -185,13 +187,15 @@ def _validate_patch(model_config: dict[str, Any], patch: Vec3) -> bool:
 def _output_chunk(cfg: InferConfig, shape: Vec3) -> Vec3:
     """The output's chunk size: ``chunk_size``, else 64 per axis (or the block size when
     that is under 64 or not a multiple of 64), capped by the output's shape."""
+    chunk: Sequence[int]
     if cfg.chunk_size is not None:
         chunk = cfg.chunk_size
     elif cfg.block_size is not None:
-        chunk = tuple(b if b < 64 or b % 64 else 64 for b in cfg.block_size)
+        chunk = [b if b < 64 or b % 64 else 64 for b in cfg.block_size]
     else:
         chunk = (64, 64, 64)
-    return tuple(min(c, s) for c, s in zip(chunk, shape, strict=True))  # type: ignore[return-value]
+    z, y, x = (min(c, s) for c, s in zip(chunk, shape, strict=True))
+    return (z, y, x)
 
 
 def _provenance_path(out_uri: str) -> Path | None:
@@ -432,7 +436,7 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     from pytc_core.blocks import BlockProgress, plan_blocks, run_blocks
     from pytc_infer import __version__
 
-    record = {
+    record: dict[str, Any] = {
         "key": key_fields, "checkpoint": str(Path(cfg.checkpoint).resolve()),
         "block_size": list(plan.block_size), "output_channels": settings.out_channels,
         "offsets": [list(o) if o is not None else None for o in settings.offsets],
@@ -444,8 +448,9 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     with claim_output(out_uri, stage="infer", key=key, inputs=[cfg.input], overwrite=overwrite,
                       join=share is not None, command=command) as run:
         record = _claim_provenance(out_uri, record)
-        if tuple(record["block_size"]) != plan.block_size:  # another array task planned first
-            plan = replace(plan, block_size=tuple(record["block_size"]))
+        planned = record["block_size"]
+        if tuple(planned) != plan.block_size:  # another array task planned first
+            plan = replace(plan, block_size=(int(planned[0]), int(planned[1]), int(planned[2])))
         log.info("plan: %s; %d windows over %s (patch %s, overlap %g)%s", plan.line(),
                  grid.count, domain, "x".join(map(str, patch)), cfg.overlap,
                  "; resuming" if run.resuming else "")

@@ -203,8 +203,8 @@ def plan_memory(box: BBox, grid, chunk: Sequence[int], *, in_channels: int, in_i
         return fixed + block_bytes(span, in_channels, in_itemsize, out_channels, out_itemsize)
 
     if block_size is not None:
-        bs = tuple(int(b) for b in block_size)
-        return MemoryPlan(bs, batch_size, budget, total(bs), model_bytes, window_bytes)  # type: ignore[arg-type]
+        given: Vec3 = (int(block_size[0]), int(block_size[1]), int(block_size[2]))
+        return MemoryPlan(given, batch_size, budget, total(given), model_bytes, window_bytes)
     cap = [max(c, math.ceil(n / c) * c) for n, c in zip(box.shape, chunk, strict=True)]
     bs = list(chunk)
     if total(bs) > budget:
@@ -223,6 +223,7 @@ def plan_memory(box: BBox, grid, chunk: Sequence[int], *, in_channels: int, in_i
                 bs = trial
                 grew = True
                 break
-    plan = MemoryPlan(tuple(bs), batch_size, budget, total(bs), model_bytes, window_bytes)  # type: ignore[arg-type]
+    planned: Vec3 = (bs[0], bs[1], bs[2])
+    plan = MemoryPlan(planned, batch_size, budget, total(bs), model_bytes, window_bytes)
     log.debug("memory plan: %s", plan.line())
     return plan

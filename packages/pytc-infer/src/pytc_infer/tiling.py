@@ -94,7 +94,7 @@ class WindowGrid:
         per_axis = self.axis_starts_in(box)
         if any(not s for s in per_axis):
             raise ValueError(f"{box} does not intersect the window grid over {self.domain}")
-        return BBox(tuple(min(s) for s in per_axis),  # type: ignore[arg-type]
+        return BBox(tuple(min(s) for s in per_axis),
                     tuple(max(s) + p for s, p in zip(per_axis, self.patch, strict=True)))
 
 
@@ -123,11 +123,11 @@ def importance_map(patch: Sequence[int], mode: str = "gaussian",
         raise ValueError(f"unknown blend mode {mode!r} (gaussian or constant)")
     import torch
 
-    weight = None
-    for i, p in enumerate(patch):  # the same float32 torch arithmetic as MONAI
+    weight = torch.ones(())
+    for i, p in enumerate(patch):  # the same float32 torch arithmetic as MONAI (1 * x is exact)
         x = torch.arange(start=-(p - 1) / 2.0, end=(p - 1) / 2.0 + 1, dtype=torch.float)
         x = torch.exp(x**2 / (-2 * (p * sigma_scale) ** 2))
-        weight = x if i == 0 else weight.unsqueeze(-1) * x[(None,) * i]
+        weight = weight.unsqueeze(-1) * x[(None,) * i]
     floor = max(torch.min(weight).item(), 1e-3)
     return torch.clamp_(weight.to(torch.float), min=floor).numpy()
 
@@ -162,6 +162,7 @@ def blend_windows(forward: Callable, image: np.ndarray, image_box: BBox, grid: W
         if acc is None:
             acc = torch.zeros((y.shape[1], *span.shape), dtype=torch.float32, device=device)
             wsum = torch.zeros(span.shape, dtype=torch.float32, device=device)
+        assert acc is not None and wsum is not None
         for k, s in enumerate(batch):
             sl = BBox.from_shape(patch, s).relative_to(span.start)
             acc[(slice(None), *sl)].addcmul_(y[k].float(), w)  # += y * w, no temporary
@@ -169,5 +170,6 @@ def blend_windows(forward: Callable, image: np.ndarray, image_box: BBox, grid: W
         if on_window is not None:
             on_window(len(batch))
     crop = out_box.relative_to(span.start)
+    assert acc is not None and wsum is not None  # input_box raised if no window covers out_box
     out = acc[(slice(None), *crop)] / wsum[crop]
     return out.cpu().numpy()

@@ -65,15 +65,16 @@ def unflip(y, axes: Sequence[int], offsets: Sequence[Sequence[int] | None]):
             continue
         out[:, c] = 0
         valid[c] = False
-        dst, src = [], []  # out[c][v] = y[c][v + off] where v + off lies inside
+        dst: list[slice] = []
+        src: list[slice] = []  # out[c][v] = y[c][v + off] where v + off lies inside
         for n, d in zip(y.shape[2:], off, strict=True):
             if abs(d) >= n:
                 break
             dst.append(slice(max(0, -d), n - max(0, d)))
             src.append(slice(max(0, d), n + min(0, d)))
         else:
-            out[(slice(None), c, *dst)] = y[(slice(None), c, *src)]
-            valid[(c, *dst)] = True
+            out[:, c][(slice(None), *dst)] = y[:, c][(slice(None), *src)]
+            valid[c][tuple(dst)] = True
     return out, valid
 
 
@@ -97,6 +98,7 @@ def tta_forward(forward: Callable, mode: str,
                 count = torch.zeros(valid.shape, dtype=torch.float32, device=y.device)
             total += y * valid
             count += valid
+        assert total is not None and count is not None  # flips is never empty
         return total / count
 
     return averaged

@@ -9,6 +9,9 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
+
+RunPrecision = Literal["32", "16-mixed", "bf16-mixed"]  # what Lightning's Trainer is given
 
 __all__ = ["AutoChoices", "Machine", "auto_configure", "detect_machine", "gpu_batch_trial"]
 
@@ -55,7 +58,7 @@ class AutoChoices:
 
     accelerator: str
     devices: int
-    precision: str
+    precision: RunPrecision
     batch_size: int
     num_workers: int
     threads: int = 1
@@ -108,16 +111,20 @@ def auto_configure(*, accelerator: str, devices: int, precision: str, batch_size
         reasons["devices"] = "all GPUs" if accelerator == "gpu" else "one process on CPU"
     else:
         reasons["devices"] = "set"
+    chosen: RunPrecision
     if precision == "auto":
         if accelerator == "gpu" and machine.gpus:
             ampere = min(cc for _, cc, _ in machine.gpus) >= (8, 0)
-            precision = "bf16-mixed" if ampere else "16-mixed"
+            chosen = "bf16-mixed" if ampere else "16-mixed"
             reasons["precision"] = "Ampere or newer GPU" if ampere else "pre-Ampere GPU"
         else:
-            precision = "32"
+            chosen = "32"
             reasons["precision"] = "CPU: float32 is the fast path"
-    else:
+    elif precision in ("32", "16-mixed", "bf16-mixed"):
+        chosen = precision  # type: ignore[assignment]  # narrowed by the membership test
         reasons["precision"] = "set"
+    else:
+        raise ValueError(f"unknown precision {precision!r} (auto, 32, 16-mixed or bf16-mixed)")
     if batch_size is None:
         if accelerator == "gpu" and gpu_trial is not None:
             batch_size = gpu_trial()
@@ -143,4 +150,4 @@ def auto_configure(*, accelerator: str, devices: int, precision: str, batch_size
                               f"load {machine.load:.1f} on {machine.cpus} cores: busy machine")
     else:
         reasons["threads"] = "set"
-    return AutoChoices(accelerator, devices, precision, batch_size, num_workers, threads, reasons)
+    return AutoChoices(accelerator, devices, chosen, batch_size, num_workers, threads, reasons)

@@ -155,8 +155,8 @@ def train(
     if preview_aug is not None:
         from pytc_train.preview import preview_from_train_config
 
-        result = preview_from_train_config(config, preview_aug, overwrite=common.overwrite)
-        emit(result.image_uri)
+        preview = preview_from_train_config(config, preview_aug, overwrite=common.overwrite)
+        emit(preview.image_uri)
         return 0
 
     from pytc_train.train import EXIT_PREEMPTED, Preempted, _process_rank, run_train

@@ -157,8 +157,8 @@ def _center_crop(array: np.ndarray, patch: Sequence[int]) -> np.ndarray:
     if any(s < p for s, p in zip(spatial, patch, strict=True)):
         raise ValueError(f"the augmentation returned spatial shape {spatial}, smaller than the "
                          f"patch {tuple(patch)}")
-    index = tuple(slice((s - p) // 2, (s - p) // 2 + p) for s, p in zip(spatial, patch, strict=True))
-    return array[(Ellipsis, *index)]
+    z, y, x = (slice((s - p) // 2, (s - p) // 2 + p) for s, p in zip(spatial, patch, strict=True))
+    return array[..., z, y, x]
 
 
 def targets_from_sample(sample: dict, patch: Sequence[int],

@@ -166,7 +166,9 @@ class AffinityModule(pl.LightningModule):
                              torch.tensor([float(len(self._val_loss))], dtype=torch.float64,
                                           device=self.device)])
         if self.trainer.world_size > 1:
-            summary = self.all_gather(summary).reshape(-1, 6).sum(0)
+            gathered = self.all_gather(summary)
+            assert isinstance(gathered, torch.Tensor)
+            summary = gathered.reshape(-1, 6).sum(0)
         scores = scores_from_counts(summary[:4].tolist())
         loss = float(summary[4] / summary[5].clamp_min(1.0))
         self.log("val/loss", loss, sync_dist=False, rank_zero_only=False)
@@ -180,10 +182,11 @@ class AffinityModule(pl.LightningModule):
                                       weight_decay=float(o.get("weight_decay", 0.01)),
                                       betas=tuple(o.get("betas", (0.9, 0.999))))
         max_steps = int(self._train.get("max_steps", 1000))
-        options = {"max_steps": max_steps, "warmup_steps": int(o.get("warmup_steps", 0)),
-                   "scheduler": str(o.get("scheduler", "cosine")),
-                   "min_lr_ratio": float(o.get("min_lr_ratio", 0.01))}
+        warmup = int(o.get("warmup_steps", 0))
+        kind = str(o.get("scheduler", "cosine"))
+        min_ratio = float(o.get("min_lr_ratio", 0.01))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, **options))
+            optimizer, lambda step: lr_factor(step, max_steps=max_steps, warmup_steps=warmup,
+                                              scheduler=kind, min_lr_ratio=min_ratio))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

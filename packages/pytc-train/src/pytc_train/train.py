@@ -499,7 +499,7 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         from pytorch_lightning.strategies import DDPStrategy
 
         strategy = DDPStrategy(process_group_backend="gloo" if choices.accelerator == "cpu" else "nccl")
-    plugins = []
+    plugins: list[Any] = []
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_NTASKS"):
         from lightning_fabric.plugins.environments import SLURMEnvironment
 

@@ -1,0 +1,40 @@
+"""auto_configure: each 'auto' setting resolved from the machine, given settings kept."""
+
+import pytest
+
+from pytc_train.autoconfig import Machine, auto_configure
+
+CPU2 = Machine(cpus=2, memory_gib=24.0)
+A100 = Machine(cpus=16, memory_gib=128.0, gpus=(("A100", (8, 0), 80.0),) * 2)
+V100 = Machine(cpus=16, memory_gib=128.0, gpus=(("V100", (7, 0), 32.0),))
+
+
+def choose(machine, **given):
+    options = dict(accelerator="auto", devices=0, precision="auto", batch_size=None,
+                   num_workers=None, patch=(32, 64, 64), machine=machine)
+    options.update(given)
+    return auto_configure(**options)
+
+
+def test_cpu_machine_runs_float32_in_one_process():
+    c = choose(CPU2)
+    assert (c.accelerator, c.devices, c.precision, c.batch_size) == ("cpu", 1, "32", 2)
+    assert (c.num_workers, c.threads) == (1, 2)
+
+
+def test_gpu_precision_follows_compute_capability():
+    assert choose(A100).precision == "bf16-mixed"
+    assert choose(A100).devices == 2
+    assert choose(V100).precision == "16-mixed"
+
+
+def test_given_settings_are_kept_and_unknown_precision_refused():
+    c = choose(A100, precision="32", devices=1, batch_size=8, num_workers=3)
+    assert (c.precision, c.devices, c.batch_size, c.num_workers) == ("32", 1, 8, 3)
+    assert c.reasons["precision"] == "set"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        choose(CPU2, precision="fp8")
+
+
+def test_busy_machine_gets_fewer_threads():
+    assert choose(Machine(cpus=2, memory_gib=24.0, load=1.6)).threads == 1
