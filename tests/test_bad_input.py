@@ -91,3 +91,20 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, case):
     assert err.startswith("pytc-decode: error: ") and err.count("\n") == 1, err
     assert message in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_closed_stdout_gives_one_line_not_a_traceback(tmp_path):
+    # `pytc-decode aff | true`: the reader exits before the result is written
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "pytc-decode"
+    proc = subprocess.run(f"'{exe}' '{_aff(tmp_path)}' -o '{tmp_path / 'seg'}' | true; "
+                          "echo \"rc=${PIPESTATUS[0]}\" >&2", shell=True, executable="/bin/bash",
+                          capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()  # the summary line, then the error
+    assert "Traceback" not in proc.stderr
+    assert lines[-2:] == ["pytc-decode: error: stdout was closed before the result was written (the "
+                     "next command in the pipe exited early: see its message)", "rc=141"]
+    assert (tmp_path / "seg").exists()  # the work itself was done and kept

@@ -38,3 +38,26 @@ def test_given_settings_are_kept_and_unknown_precision_refused():
 
 def test_busy_machine_gets_fewer_threads():
     assert choose(Machine(cpus=2, memory_gib=24.0, load=1.6)).threads == 1
+
+
+def test_busy_cores_sees_a_spinning_process():
+    import multiprocessing as mp
+    import os
+
+    from pytc_train.autoconfig import busy_cores
+
+    idle_estimate = busy_cores(0.3)
+    assert idle_estimate is not None and 0.0 <= idle_estimate <= (os.cpu_count() or 1) + 1e-6
+    stop = mp.Event()
+    spinner = mp.Process(target=_spin, args=(stop,))
+    spinner.start()
+    try:
+        assert busy_cores(0.5) >= 0.7  # one core spinning shows, whatever else runs
+    finally:
+        stop.set()
+        spinner.join()
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        pass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -299,7 +300,8 @@ def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | No
     """Run a cyclopts ``app`` as console script ``prog`` with pytc's error conventions.
 
     Returns the exit code: 0 on success, 2 on a user error (bad flags, bad input),
-    130 on Ctrl-C. Internal bugs propagate (a traceback, exit 1). An unknown option or a
+    130 on Ctrl-C, 141 when stdout is closed before the result is written (a pipe whose
+    reader exited). Internal bugs propagate (a traceback, exit 1). An unknown option or a
     stray argument is named with the command's valid flags and the closest match.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -316,6 +318,12 @@ def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | No
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
+    except BrokenPipeError:  # the next command of a pipe exited before reading the result
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        sys.stderr.write(f"{prog}: error: stdout was closed before the result was written "
+                         "(the next command in the pipe exited early: see its message)\n")
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except SystemExit as exc:  # cyclopts turns Ctrl-C into exit code 130
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 130:

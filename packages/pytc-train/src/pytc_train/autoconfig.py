@@ -49,7 +49,37 @@ def detect_machine() -> Machine:
             p = torch.cuda.get_device_properties(i)
             gpus.append((p.name, (p.major, p.minor), p.total_memory / 2**30))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = busy_cores()
+    if busy is not None:  # the 1-minute average lags: a machine idle now counts as idle
+        load = min(load, busy)
     return Machine(cpus, memory, tuple(gpus), load)
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat, or None where there is none."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(interval: float = 0.25) -> float | None:
+    """How many cores other work keeps busy now, sampled over ``interval`` seconds (Linux;
+    None elsewhere)."""
+    import time
+
+    first = _cpu_times()
+    if first is None:
+        return None
+    time.sleep(interval)
+    second = _cpu_times()
+    if second is None or second[1] <= first[1]:
+        return None
+    n = os.cpu_count() or 1
+    return n * (second[0] - first[0]) / (second[1] - first[1])
 
 
 @dataclass(frozen=True)
