@@ -25,5 +25,50 @@ def test_help_and_version(command):
     assert helped.returncode == 0, helped.stderr
     assert f"Usage: {command}" in helped.stdout
     assert "--empty-" not in helped.stdout  # cyclopts' generated flags stay hidden
+    assert _shows_an_example(helped.stdout, command), helped.stdout
     version = run(command, "--version")
     assert version.returncode == 0 and version.stdout.strip() == "0.1.0"
+
+
+def _shows_an_example(text: str, command: str) -> bool:
+    """An ``Example(s)::`` block with at least one line that runs ``command``."""
+    _, found, rest = text.partition("Example")
+    return bool(found) and any(line.strip().startswith(command + " ")
+                               or f"| {command} " in line for line in rest.splitlines())
+
+
+SUBCOMMANDS = [("pytc-eval", "serve"), ("pytc-launch", "train"), ("pytc-launch", "sweep"),
+               ("pytc-launch", "status"), ("pytc-launch", "cancel"), ("pytc-launch", "resubmit"),
+               ("pytc-launch", "blocks"), ("pytc-launch", "blocks infer"),
+               ("pytc-launch", "blocks decode")]
+
+
+def test_every_subcommand_is_listed_here():
+    from pytc_eval.cli import app as eval_app
+    from pytc_launch.cli import app as launch_app
+
+    def names(app, prefix=""):
+        out = []
+        for name in app:
+            if name.startswith("-"):
+                continue
+            out.append(prefix + name)
+            out += names(app[name], prefix + name + " ")
+        return out
+
+    listed = {(c, s) for c, s in SUBCOMMANDS}
+    assert {("pytc-eval", n) for n in names(eval_app)} | \
+        {("pytc-launch", n) for n in names(launch_app)} == listed
+
+
+@pytest.mark.parametrize(("command", "sub"), SUBCOMMANDS)
+def test_subcommand_help_shows_an_example(command, sub, capsys):
+    import importlib
+
+    from pytc_core.cli import run_entry_point
+
+    app = importlib.import_module(f"pytc_{command.removeprefix('pytc-')}.cli").app
+    assert run_entry_point(command, app, [*sub.split(), "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"Usage: {command} {sub}" in out
+    assert _shows_an_example(out, f"{command} {sub}"), out

@@ -17,11 +17,26 @@ log = logging.getLogger("pytc.launch")
 
 app = cyclopts.App(
     name="pytc-launch",
-    help="Launch pytc on Slurm: training jobs with automatic requeue and resume, sweeps as "
-         "one job array with a leaderboard, blockwise inference/decoding as job arrays.",
+    help="""Launch pytc on Slurm: training jobs with automatic requeue and resume, sweeps as one
+job array with a leaderboard, blockwise inference/decoding as job arrays.
+
+Examples::
+
+    pytc-launch train examples/train.toml --partition gpu --gpus 1 --time 24:00:00
+    pytc-launch sweep examples/sweep.toml --dry-run   # runs + sbatch script
+    pytc-launch status runs/sweep-20250101-120000     # leaderboard
+    pytc-launch blocks decode --tasks 8 -- aff -o seg --block-size 128
+""",
     version=__version__,
 )
-blocks_app = cyclopts.App(name="blocks", help="Blockwise pytc-infer / pytc-decode as job arrays.")
+blocks_app = cyclopts.App(name="blocks", help="""Blockwise pytc-infer / pytc-decode as job arrays.
+
+Examples::
+
+    pytc-launch blocks infer --tasks 16 --gpus 1 -- -c run.ckpt -i raw -o aff
+    pytc-launch blocks decode --tasks 8 -- aff -o seg --block-size 128
+    pytc-launch blocks decode --tasks 8 --local -- aff -o seg --block-size 128
+""")
 app.command(blocks_app)
 
 

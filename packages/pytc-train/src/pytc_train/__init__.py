@@ -1,6 +1,7 @@
 """pytc-train: train affinity models (MedNeXt and the MONAI zoo of ``pytc_core.models``).
 
-Only ``pytc-train --list-archs`` works so far; training itself arrives with the training issue.
+``pytc_train.train.run_train(TrainConfig)`` is the whole stage in Python; ``pytc-train`` is
+its command (``pytc_train.cli``).
 """
 
 from importlib.metadata import PackageNotFoundError, version
