@@ -8,7 +8,7 @@ import importlib.util
 import re
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -165,16 +165,22 @@ def test_sweep_example_expands_and_dry_runs(tmp_path, capsys):
 # --- adding an architecture (README "Adding an architecture", examples/custom_architecture.py)
 
 @pytest.fixture(scope="module")
-def custom_architecture() -> ModuleType:
+def custom_architecture() -> Iterator[ModuleType]:
+    """The example imported (registering ``tiny_unet``), unregistered afterwards so the other
+    tests see only the built-in architectures."""
+    from pytc_core.models import registry
+
     name = "pytc_example_custom_architecture"
-    if name in sys.modules:
-        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / "custom_architecture.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        registry._REGISTRY.pop("tiny_unet", None)
+        sys.modules.pop(name, None)
 
 
 def test_custom_architecture_registers_and_builds(custom_architecture):
