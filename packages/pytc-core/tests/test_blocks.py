@@ -77,3 +77,109 @@ def test_run_blocks_shares_resume_and_read_ahead(tmp_path):
     rest = run_blocks(blocks, lambda b: None, done=done, show_progress=False)
     assert (rest.planned, rest.skipped, rest.processed) == (8, 6, 2)
     assert done.pending(blocks) == []
+
+
+def test_run_blocks_writes_behind_the_next_block_with_one_pending_write(tmp_path):
+    import threading
+
+    from pytc_core.blocks import BlockProgress, run_blocks
+
+    blocks = plan_blocks(BBox.from_shape((2, 2, 8)), 2)
+    assert len(blocks) == 4
+    done = BlockProgress(tmp_path / "done")
+    events: list[str] = []
+    lock = threading.Lock()
+    processing = {b: threading.Event() for b in blocks}
+
+    def log(what: str) -> None:
+        with lock:
+            events.append(what)
+
+    def process(block, data):
+        k = blocks.index(block)
+        processing[block].set()
+        log(f"process {k}")
+        return (k, data)
+
+    def write(block, result):
+        k = blocks.index(block)
+        assert result == (k, block.start)  # the result of this block's process
+        assert not done.is_done(block)
+        if k + 1 < len(blocks):  # the next block is processed while this one is written
+            assert processing[blocks[k + 1]].wait(timeout=60), "write did not overlap"
+        log(f"wrote {k}")
+
+    got = run_blocks(blocks, process, done=done, read=lambda b: b.start, write=write,
+                     show_progress=False)
+    assert (got.planned, got.skipped, got.processed) == (4, 0, 4)
+    assert done.pending(blocks) == []
+    # at most one pending write: block k+2 is processed only after block k is written
+    for k in range(len(blocks) - 2):
+        assert events.index(f"wrote {k}") < events.index(f"process {k + 2}")
+    assert [e for e in events if e.startswith("wrote")] == [f"wrote {k}" for k in range(4)]
+
+
+def test_run_blocks_write_errors_surface_and_nothing_unwritten_is_marked(tmp_path):
+    from pytc_core.blocks import BlockProgress, run_blocks
+
+    blocks = plan_blocks(BBox.from_shape((2, 2, 8)), 2)
+    done = BlockProgress(tmp_path / "done")
+    written: list[int] = []
+
+    def write(block, k):
+        if k == 1:
+            raise OSError("disk full")
+        written.append(k)
+
+    with pytest.raises(OSError, match="disk full"):
+        run_blocks(blocks, lambda b: blocks.index(b), done=done, write=write,
+                   show_progress=False)
+    assert written == [0]  # the error stopped the run before block 2's write
+    assert done.pending(blocks) == blocks[1:]
+
+    # a failing process waits for the write in flight, which is then marked done
+    def process(block):
+        if blocks.index(block) == 3:
+            raise RuntimeError("model failed")
+        return blocks.index(block)
+
+    done2 = BlockProgress(tmp_path / "done2")
+    written.clear()
+    with pytest.raises(RuntimeError, match="model failed"):
+        run_blocks(blocks, process, done=done2, write=lambda b, k: written.append(k),
+                   show_progress=False)
+    assert written == [0, 1, 2]
+    assert done2.pending(blocks) == blocks[3:]
+    rest = run_blocks(blocks, lambda b: blocks.index(b), done=done2,
+                      write=lambda b, k: written.append(k), show_progress=False)
+    assert (rest.skipped, rest.processed) == (3, 1) and written == [0, 1, 2, 3]
+
+
+def test_progress_bar_shows_blocks_voxels_per_second_and_eta(monkeypatch):
+    import io
+    import sys
+
+    from pytc_core.blocks import run_blocks
+    from pytc_core.cli import format_eta, format_rate
+
+    assert format_rate(3_000_000, 2.0) == "1.50 Mvox/s"
+    assert format_rate(500, 1.0) == "500.0 vox/s"
+    assert format_rate(0, 0.0) == "- vox/s"
+    assert format_eta(3_000_000, 1_000_000, 10.0) == "0:00:30"
+    assert format_eta(1_000_000 * 3725, 1_000_000, 1.0) == "1:02:05"
+    assert format_eta(10, 0, 0.0) == "-:--:--"
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    blocks = plan_blocks(BBox.from_shape((4, 4, 4)), 2)
+    run_blocks(blocks, lambda b: None, description="infer blocks", show_voxels=True)
+    text = term.getvalue()
+    assert "infer blocks" in text and "8/8" in text and "vox/s" in text and "ETA" in text
+    off = Terminal()
+    monkeypatch.setattr(sys, "stderr", off)
+    run_blocks(blocks, lambda b: None, show_voxels=True, show_progress=False)
+    assert off.getvalue() == ""

@@ -147,6 +147,12 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path, helpers
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     done = len(list(markers.iterdir()))
     assert 3 <= done < 36
+    # every block marked done has its data written (block = chunk = 16³; the killed run may
+    # have been writing a later block behind the one it was computing)
+    for marker in markers.iterdir():
+        (z0, z1), (y0, y1), (x0, x1) = (tuple(r.split("-")) for r in marker.name.split("_")[1:])
+        chunk = Path("8.0_8.0_40.0") / f"{x0}-{x1}_{y0}-{y1}_{z0}-{z1}"
+        assert (out / chunk).read_bytes() == (ref / chunk).read_bytes(), marker.name
     chunks = {p: p.stat().st_mtime_ns for p in (out / "8.0_8.0_40.0").iterdir()}
     rerun = subprocess.run(_infer_cmd(*args, "-o", out), env=_env(), capture_output=True,
                            text=True)

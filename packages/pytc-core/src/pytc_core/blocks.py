@@ -12,7 +12,8 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,41 +107,85 @@ class BlockRunResult:
     processed: int
 
 
-def run_blocks(blocks: Sequence[BBox], process: Callable[..., object], *,
+def run_blocks(blocks: Sequence[BBox], process: Callable[..., Any], *,
                done: BlockProgress | None = None, share: tuple[int, int] | None = None,
-               read: Callable[[BBox], Any] | None = None, description: str = "blocks",
-               show_progress: bool = True) -> BlockRunResult:
+               read: Callable[[BBox], Any] | None = None,
+               write: Callable[[BBox, Any], object] | None = None,
+               description: str = "blocks", show_progress: bool = True,
+               show_voxels: bool = False) -> BlockRunResult:
     """Run ``process`` on this task's share of the pending blocks; mark each done after it.
 
     The one blockwise loop of every stage (daisy's process/check split): ``share=(i, n)``
     takes task i of n (:func:`select_share`), ``done`` skips blocks already marked finished
-    and marks a block only after ``process`` returned (so a killed run never marks a block
-    whose output is incomplete), and a progress bar shows on stderr (on a terminal).
+    and marks a block only after its output is complete (so a killed run never marks a block
+    whose output is incomplete), and a progress bar shows on stderr (on a terminal): blocks
+    done, elapsed time and ETA, with ``show_voxels`` voxels/s (each block counts
+    ``block.size`` voxels) and the ETA at that rate.
 
     With ``read``, the next block's input is read in a background thread while the current
     one is processed, and ``process(block, data)`` gets it; without, ``process(block)``.
-    The blocks are processed in plan order, one at a time, on the calling thread.
+    With ``write``, ``process`` returns the block's result and ``write(block, result)`` runs
+    on a writer thread while the next block is processed; at most one write is pending (the
+    next finished result waits for it), so memory holds about two results. A block is
+    marked done after its write returned; an exception in ``write`` is raised here (from the
+    loop, by the next block or at the end); an exception in ``process`` first waits for the
+    pending write (which is marked done if it succeeds). Without ``write``, a block is
+    complete when ``process`` returns. The blocks are processed in plan order, one at a time,
+    on the calling thread.
     """
-    from pytc_core.cli import progress
+    from pytc_core.cli import progress_counter
 
     mine = select_share(blocks, share) if share is not None else list(blocks)
     pending = done.pending(mine) if done is not None else mine
     skipped = len(mine) - len(pending)
-    bar = progress(pending, description, total=len(pending), enabled=show_progress)
-    if read is None:
-        for block in bar:
-            process(block)
+    total_voxels = sum(b.size for b in pending) if show_voxels else None
+    with progress_counter(description, len(pending), enabled=show_progress,
+                          total_voxels=total_voxels) as advance, \
+            ExitStack() as stack:
+
+        def finish(block: BBox) -> None:
             if done is not None:
                 done.mark_done(block)
-        return BlockRunResult(len(mine), skipped, len(pending))
-    with ThreadPoolExecutor(1, thread_name_prefix="pytc-read") as pool:
-        ahead = pool.submit(read, pending[0]) if pending else None
-        for k, block in enumerate(bar):
-            assert ahead is not None
-            data = ahead.result()
-            # read the next block while this one is processed
-            ahead = pool.submit(read, pending[k + 1]) if k + 1 < len(pending) else None
-            process(block, data)
-            if done is not None:
-                done.mark_done(block)
+            advance(block.size)
+
+        def write_and_finish(block: BBox, result: Any) -> None:
+            assert write is not None
+            write(block, result)
+            finish(block)
+
+        reader = (stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="pytc-read"))
+                  if read is not None and pending else None)
+        writer = (stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="pytc-write"))
+                  if write is not None and pending else None)
+        ahead = reader.submit(read, pending[0]) if reader is not None and read else None
+        writing: Future[None] | None = None
+        try:
+            for k, block in enumerate(pending):
+                if reader is not None and read is not None:
+                    assert ahead is not None
+                    data = ahead.result()
+                    # read the next block while this one is processed
+                    ahead = (reader.submit(read, pending[k + 1]) if k + 1 < len(pending)
+                             else None)
+                    result = process(block, data)
+                else:
+                    result = process(block)
+                if writer is None:
+                    finish(block)
+                    continue
+                if writing is not None:
+                    writing.result()  # one pending write at most; its error surfaces here
+                writing = writer.submit(write_and_finish, block, result)
+                del result
+            if writing is not None:
+                writing.result()
+        except BaseException as exc:
+            # a failed block (or Ctrl-C) waits for the write in flight: the block before it
+            # is marked done if its write succeeds, and nothing writes after this returns
+            if writing is not None:
+                wait([writing])
+                failed = writing.exception()
+                if failed is not None and failed is not exc:
+                    exc.add_note(f"the write of the block before also failed: {failed!r}")
+            raise
     return BlockRunResult(len(mine), skipped, len(pending))

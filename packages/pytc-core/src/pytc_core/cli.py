@@ -17,6 +17,7 @@ import logging
 import os
 import shlex
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +32,10 @@ __all__ = [
     "emit",
     "parse_block_size",
     "make_app",
+    "format_eta",
+    "format_rate",
     "progress",
+    "progress_counter",
     "read_uri_from_stdin",
     "read_uris_from_stdin",
     "resolve_input_uri",
@@ -203,27 +207,85 @@ def progress(items: Iterable[T], description: str, total: int | None = None,
     The bar is shown only when ``enabled`` and stderr is a terminal (logs and pipes stay clean;
     a bar that ends in an error is cleared, so the error stays the one line).
     """
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with progress_counter(description, total, enabled=enabled) as advance:
+        for item in items:
+            yield item
+            advance()
+
+
+def format_rate(voxels: float, seconds: float) -> str:
+    """``voxels`` done in ``seconds`` as a rate with an SI prefix, e.g. ``"2.10 Mvox/s"``."""
+    if seconds <= 0 or voxels <= 0:
+        return "- vox/s"
+    rate = voxels / seconds
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if rate >= scale:
+            return f"{rate / scale:.2f} {prefix}vox/s"
+    return f"{rate:.1f} vox/s"
+
+
+def format_eta(remaining_voxels: float, voxels: float, seconds: float) -> str:
+    """Time left (``H:MM:SS``) at the average rate so far (``voxels`` in ``seconds``);
+    ``-:--:--`` before the first voxel is done."""
+    if seconds <= 0 or voxels <= 0:
+        return "-:--:--"
+    left = round(max(remaining_voxels, 0) * seconds / voxels)
+    return f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
+
+@contextmanager
+def progress_counter(description: str, total: int | None, *, enabled: bool = True,
+                     total_voxels: int | None = None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr counting ``total`` items (blocks); yields
+    ``advance(voxels=0)``, to call once per finished item (from any thread).
+
+    With ``total_voxels`` the bar also shows the voxels per second so far and the time left
+    at that rate (each ``advance`` passes its item's voxels). Shown only when ``enabled`` and
+    stderr is a terminal; a bar that ends in an error is cleared.
+    """
     if not enabled or not getattr(sys.stderr, "isatty", lambda: False)():
-        yield from items
+        yield lambda voxels=0: None
         return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.text import Text
 
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=stderr_console(),
-                  transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        for item in items:
-            yield item
-            bar.advance(task)
+    class VoxelRate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(format_rate(task.fields.get("voxels", 0), task.elapsed or 0.0))
+
+    class VoxelEta(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            done = task.fields.get("voxels", 0)
+            return Text("ETA " + format_eta((total_voxels or 0) - done, done,
+                                            task.elapsed or 0.0))
+
+    columns: list[str | ProgressColumn] = [TextColumn("{task.description}"), BarColumn(),
+                                           MofNCompleteColumn(), TimeElapsedColumn()]
+    columns += ([VoxelRate(), VoxelEta()] if total_voxels is not None
+                else [TimeRemainingColumn()])
+    with Progress(*columns, console=stderr_console(), transient=True) as bar:
+        task = bar.add_task(description, total=total, voxels=0)
+        voxels_done = 0
+        lock = threading.Lock()
+
+        def advance(voxels: int = 0) -> None:
+            nonlocal voxels_done
+            with lock:
+                voxels_done += voxels
+                bar.update(task, advance=1, voxels=voxels_done)
+
+        yield advance
 
 
 def _conventions() -> Parameter:

@@ -7,7 +7,8 @@ on each side where the volume has them. One MONAI window grid covers the domain
 aligned to its chunks; each block reads the union of the windows that reach into it (its
 halo), blends them and writes its voxels. The result equals one MONAI
 ``sliding_window_inference`` pass over the domain, whatever the block size. Blocks are
-marked done (``BlockProgress``) after their chunks are written, so a killed run resumes;
+written on a writer thread while the next block is predicted (one write pending at most)
+and marked done (``BlockProgress``) after their chunks are written, so a killed run resumes;
 ``share=(i, n)`` runs task i of n (Slurm arrays). Coordinates are global voxels (z, y, x).
 """
 
@@ -316,14 +317,17 @@ def predict(model, array: np.ndarray, patch: Sequence[int] = DEFAULT_PATCH,
 
 
 def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwrite: bool = False,
-              show_progress: bool = True, command: str | None = None) -> InferResult:
+              show_progress: bool = True, command: str | None = None,
+              write_behind: bool = True) -> InferResult:
     """Predict ``cfg.input`` with ``cfg.checkpoint`` into ``cfg.output`` block by block.
 
     Every check on the input happens before anything is written (UserError). An existing
     output written by the same checkpoint from the same input with the same settings is
     resumed (finished blocks are skipped); anything else needs ``overwrite``. With
     ``share=(i, n)`` only task i's blocks are predicted; the output is marked complete when
-    every block is done.
+    every block is done. Each block is written on a writer thread while the next one is
+    predicted (``write_behind``; False writes it before the next starts, for benchmarks) and
+    marked done once written; the next block's input is read ahead.
     """
     t0 = time.perf_counter()
     _check_config(cfg)
@@ -472,19 +476,27 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
             raw = _read_padded(vol, span)
             return span, normalize_raw(raw, settings.normalize, settings.mean, settings.std)
 
-        def process(block: BBox, data: tuple[BBox, np.ndarray]) -> None:
+        def process(block: BBox, data: tuple[BBox, np.ndarray]) -> np.ndarray:
             nonlocal windows
             span, image = data
             windows += len(grid.windows_in(block))
-            pred = blend_windows(forward, image, span, grid, block, weight,
+            return blend_windows(forward, image, span, grid, block, weight,
                                  batch_size=plan.batch_size, device=device)
+
+        def write(block: BBox, pred: np.ndarray) -> None:
             if out_dtype == np.uint8:
                 pred = np.clip(np.rint(pred * 255.0), 0, 255).astype(np.uint8)
             out.write(pred, offset=block.start)
             run.made_progress()
 
-        result = run_blocks(blocks, process, done=done, share=share, read=read,
-                            description="infer blocks", show_progress=show_progress)
+        if write_behind:  # the writer thread writes a block while the next one is computed
+            result = run_blocks(blocks, process, done=done, share=share, read=read,
+                                write=write, description="infer blocks",
+                                show_progress=show_progress, show_voxels=True)
+        else:
+            result = run_blocks(blocks, lambda b, d: write(b, process(b, d)), done=done,
+                                share=share, read=read, description="infer blocks",
+                                show_progress=show_progress, show_voxels=True)
         complete = done is None or not done.pending(blocks)
         if complete:
             _finish_provenance(out_uri, record)
