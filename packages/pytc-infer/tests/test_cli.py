@@ -88,6 +88,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_ckpt, ra
     assert "lies outside" in err
     err = _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri, "--patch", "15"], capsys)
     assert "15" in err and "patch" in err
+    # MedNeXt runs a 16³ window with 1 voxel at its bottleneck, which GroupNorm refuses
+    mednext = helpers.save_tiny_checkpoint(tmp_path / "mednext.ckpt", model={
+        "architecture": "mednext_custom", "mednext_base_channels": 4, "mednext_exp_r": 1,
+        "mednext_block_counts": [1] * 9, "in_channels": 1, "out_channels": 3})
+    err = _bad(tmp_path, ["-c", mednext, "-i", raw_uri], capsys)
+    assert "cannot take patch (16, 16, 16)" in err and "--patch 16,32,32" in err
     err = _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri, "--memory-limit", "64KiB"], capsys)
     assert "too small for one 16x16x16 window" in err
     assert "overlap" in _bad(tmp_path, ["-c", tiny_ckpt, "-i", raw_uri, "--overlap", "1"], capsys)

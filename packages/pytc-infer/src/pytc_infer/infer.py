@@ -395,11 +395,13 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
                                 "pytc-infer needs models whose output has the input's size")
     except UserError:
         raise
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
+        # ValueError: e.g. MedNeXt's GroupNorm on a 16³ window, 1 voxel at its bottleneck
         raise UserError(f"the model of {cfg.checkpoint} cannot take patch {patch} "
                         f"({str(exc).splitlines()[0][:120]})",
                         "choose a --patch the architecture accepts (MedNeXt and U-Nets: "
-                        "multiples of 16)") from None
+                        "multiples of 16; MedNeXt needs at least 32 along two axes, e.g. "
+                        "--patch 16,32,32)") from None
     if cfg.tta != "none":
         window_bytes *= 2
     out_dtype = np.dtype(np.uint8 if cfg.dtype == "uint8" else np.float32)
@@ -472,13 +474,14 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         windows = 0
 
         def read(block: BBox) -> tuple[BBox, np.ndarray]:
+            # the raw voxels only: the block read ahead holds 1 byte a voxel (uint8), not 4
             span = grid.input_box(block)
-            raw = _read_padded(vol, span)
-            return span, normalize_raw(raw, settings.normalize, settings.mean, settings.std)
+            return span, _read_padded(vol, span)
 
         def process(block: BBox, data: tuple[BBox, np.ndarray]) -> np.ndarray:
             nonlocal windows
-            span, image = data
+            span, raw = data
+            image = normalize_raw(raw, settings.normalize, settings.mean, settings.std)
             windows += len(grid.windows_in(block))
             return blend_windows(forward, image, span, grid, block, weight,
                                  batch_size=plan.batch_size, device=device)

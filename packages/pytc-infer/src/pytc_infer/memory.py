@@ -129,10 +129,10 @@ def block_bytes(span: Sequence[int], in_channels: int, in_itemsize: int, out_cha
                 out_itemsize: int) -> int:
     """Host bytes for one block whose windows span ``span`` voxels (z, y, x)."""
     n = math.prod(span)
-    per_voxel = (2 * in_channels * (in_itemsize + 4)  # raw + float input, with read-ahead
+    per_voxel = (in_channels * (2 * in_itemsize + 4)  # raw (and the next block's) + float
                  + out_channels * 4 + 4                # weighted sum, weight sum
-                 + out_channels * 4                    # normalised output
-                 + 3 * out_channels * out_itemsize)    # cast, and the writer's transposed copies
+                 + 2 * out_channels * 4                # output, and the one being written
+                 + 2 * out_channels * out_itemsize)    # cast, the writer's transposed copies
     return n * per_voxel
 
 
