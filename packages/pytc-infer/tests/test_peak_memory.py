@@ -71,6 +71,8 @@ def test_peak_memory_of_eight_blocks_stays_within_1_5x_of_one_block(tmp_path, he
     eight = _increment(tmp_path, ckpt, raw, warm, "eight", "-")
     assert (one["blocks"], eight["blocks"]) == (1, 8)
     mib = 2**20
+    print(f"peak RSS increment: one block {one['increment'] / mib:.1f} MiB, eight blocks "
+          f"{eight['increment'] / mib:.1f} MiB, ratio {eight['increment'] / one['increment']:.2f}")
     # the per-block working set shows: 3x128³ float32 output (24 MiB) + blend sums and input
     # over the 144³ window span (~45 MiB)
     assert one["increment"] > 60 * mib, one
