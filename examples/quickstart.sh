@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # pytc quickstart on the bundled FlyEM medulla volume (examples/data, CC BY 3.0).
 #
-#   bash examples/quickstart.sh [OUT_DIR] [--steps N] [--size S] [--gpu]   (default runs/quickstart)
+#   bash examples/quickstart.sh [OUT_DIR] [--steps N] [--size S] [--gpu] [--stand-in]
+#                                                              (default OUT_DIR runs/quickstart)
 #
 # Regions (z, voxels of 10 nm): training z < 140, validation z 140..175 (checkpoint and decode
 # threshold are chosen there), test z 175..250 (scored once, at the chosen threshold).
-# Model affinities: by default still a STAND-IN made from the ground truth plus noise
-# (examples/stand_in_affinities.py), so the run exercises tuning, decoding and evaluation on real
-# EM labels, not a trained model; PYTC_QS_MODEL=train (or --train) runs pytc-train + pytc-infer
-# (needs both on main) and leaves OUT_DIR/model.ckpt.
+# The model: pytc-train (a small MedNeXt, deep supervision, `realistic` augmentation, 400
+# steps) -> OUT_DIR/model.ckpt, then pytc-infer of the validation and test regions.
 # Baselines, decoded, tuned and scored the same way (pytc_core.baselines):
 #   raw_threshold      connected components of raw > t, t chosen on the validation region
 #   smoothed_gradient  affinities from the gradient of the Gaussian-smoothed raw, watershed
 # Writes OUT_DIR/report.json (pytc-eval's report of the test region + the chosen `threshold`),
-# OUT_DIR/baselines/<name>.json, OUT_DIR/slice.png (and OUT_DIR/model.ckpt with a real model).
-# --steps/--size/--gpu (or PYTC_QS_STEPS, PYTC_QS_SIZE, PYTC_QS_GPU=1) set the training run.
+# OUT_DIR/baselines/<name>.json, OUT_DIR/slice.png, OUT_DIR/errors.csv and, when the second
+# FlyEM volume is there (PYTC_QS_GALA, default ../shared/data/flyem_gala_train_50x100x200.h5),
+# OUT_DIR/generalisation/<name>.json: the same checkpoint on a volume it never saw.
+# --steps/--size/--gpu (or PYTC_QS_STEPS, PYTC_QS_SIZE, PYTC_QS_GPU=1) set the training run;
+# --size S, B, M or L trains MedNeXt-S.. instead of the small one (slow on a CPU).
+# --stand-in (PYTC_QS_MODEL=stand-in) skips training: affinities made from the ground truth
+# plus noise (examples/stand_in_affinities.py), a quick check of decoding and evaluation only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,14 +26,16 @@ out=runs/quickstart
 steps="${PYTC_QS_STEPS:-400}"
 size="${PYTC_QS_SIZE:-small}"
 gpu="${PYTC_QS_GPU:-0}"
-model="${PYTC_QS_MODEL:-stand-in}"  # stand-in | train
+model="${PYTC_QS_MODEL:-train}"  # train | stand-in
+gala="${PYTC_QS_GALA:-../shared/data/flyem_gala_train_50x100x200.h5}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) steps="$2"; shift 2 ;;
     --size) size="$2"; shift 2 ;;
     --gpu) gpu=1; shift ;;
     --train) model=train; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --stand-in) model=stand-in; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     -*) echo "quickstart.sh: error: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out="$1"; shift ;;
   esac
@@ -69,8 +75,8 @@ if [ "$model" = train ]; then
   model_test=$(uv run pytc-infer -c "$out/model.ckpt" -i "$data:raw" -o "$out/test/affinities" \
     --bbox "$test_box" --device "$infer_device" --overwrite -q)
 else
-  # STAND-IN (the default until the trained path is measured here): ground truth + noise
-  log "stand-in affinities from the ground truth (PYTC_QS_MODEL=train runs pytc-train + pytc-infer)"
+  # STAND-IN (--stand-in): ground truth + noise, a check of decoding and evaluation only
+  log "stand-in affinities from the ground truth (not a model: drop --stand-in to train one)"
   uv run python examples/stand_in_affinities.py "$data" "$out/val" --z-start 140 --z-stop 175 \
     2>/dev/null >/dev/null
   uv run python examples/stand_in_affinities.py "$data" "$out/test" --z-start 175 --seed 1 \
@@ -127,10 +133,42 @@ tune raw_threshold cc "$out/val/raw_threshold_aff" "$out/test/raw_threshold_aff"
 tune smoothed_gradient ws "$out/val/smoothed_gradient_aff" "$out/test/smoothed_gradient_aff" \
   "$out/baselines/smoothed_gradient.json"
 
-# ---- 4. one section side by side, and the final table
+# ---- 4. the same checkpoint on another FlyEM volume (labels 0 there are membrane, not scored)
+if [ "$model" = train ] && [ -f "$gala" ]; then
+  g=$out/generalisation
+  mkdir -p "$g"
+  t_model=$($tools field "$out/report.json" threshold)
+  t_raw=$($tools field "$out/baselines/raw_threshold.json" threshold)
+  uv run pytc-infer -c "$out/model.ckpt" -i "$gala:raw" -o "$g/affinities" \
+    --device "$infer_device" --overwrite -q >/dev/null
+  $tools baselines "$gala:raw" "$g" --z 0,50 >/dev/null
+  # model and raw threshold at the thresholds chosen on the medulla validation region, and the
+  # raw threshold at each threshold here (its best on this volume: an upper bound for it)
+  {
+    uv run pytc-decode "$g/affinities" -o "$g/model_seg" --method ws --merge-threshold "$t_model" \
+      --min-size 50 --overwrite -q
+    uv run pytc-decode "$g/raw_threshold_aff" -o "$g/raw_threshold_seg" --threshold "$t_raw" \
+      --min-size 50 --overwrite -q
+  } | uv run pytc-eval - --gt "$gala:labels" --json -q > "$g/reports.jsonl"
+  for t in $cc_thresholds; do
+    uv run pytc-decode "$g/raw_threshold_aff" -o "$g/raw_threshold_best_t$t" --threshold "$t" \
+      --min-size 50 --overwrite -q
+  done | uv run pytc-eval - --gt "$gala:labels" --json -q > "$g/raw_threshold_all.jsonl"
+  $tools split "$g/reports.jsonl" "$g/model.json=$t_model" "$g/raw_threshold.json=$t_raw"
+  t=$($tools pick --save "$g/raw_threshold_best.json" < "$g/raw_threshold_all.jsonl")
+  log "generalisation on $gala written"
+fi
+
+# ---- 5. one section side by side, and the final table
 $tools slice "$out/slice.png" --raw "$data:raw" --aff "$model_test" \
   --seg "$out/decode/model/test_seg" --gt "$gt" >/dev/null
 log "done; test region z 175..250:"
 $tools table model="$out/report.json" raw_threshold="$out/baselines/raw_threshold.json" \
   smoothed_gradient="$out/baselines/smoothed_gradient.json" >&2
+if [ -f "$out/generalisation/model.json" ]; then
+  echo "the same checkpoint on $(basename "$gala") (another FlyEM volume, never seen):" >&2
+  $tools table model="$out/generalisation/model.json" \
+    raw_threshold="$out/generalisation/raw_threshold.json" \
+    raw_threshold_best_here="$out/generalisation/raw_threshold_best.json" >&2
+fi
 echo "report: $out/report.json  baselines: $out/baselines/  slice: $out/slice.png  errors: $out/errors.csv" >&2
