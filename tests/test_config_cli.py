@@ -98,7 +98,7 @@ def test_the_example_pipeline_config_is_valid_for_every_stage():
 
     train = resolve_config(TrainConfig, PIPELINE)  # its tables: model, data, optim, train
     assert train.model == model and train.train.max_steps == 1000
-    assert train.data.bbox == (0, 0, 0, 150, 250, 250) and train.data.patch_size == (32, 64, 64)
+    assert train.data.bbox == (0, 0, 0, 140, 250, 250) and train.data.patch_size == (32, 64, 64)
     assert train.optim.warmup_steps == 50
     from pytc_infer.infer import InferConfig
 
