@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from table import emit, peer, ratio_x
 
 from pytc_eval import (
     KimimaroParams,
@@ -123,7 +124,11 @@ def voronoi(shape, n: int, seed: int, jitter: float = 0.0, base=None) -> np.ndar
     return remap[out], pts
 
 
-def bench_rand_voi(size: int, n_ids: int, repeats: int) -> None:
+Row = tuple[str, str, str, str]
+FASTER = "> 1: pytc faster"
+
+
+def bench_rand_voi(size: int, n_ids: int, repeats: int) -> list[Row]:
     import skimage.metrics as skm
 
     print(f"== rand_voi: {size}^3 uint64 pair, ~{n_ids} ids each ==")
@@ -139,19 +144,29 @@ def bench_rand_voi(size: int, n_ids: int, repeats: int) -> None:
     ours_t, ours = median_time(lambda: rand_voi(truth, pred), repeats)
     print(f"  pytc_eval.rand_voi           median {ours_t:.3f} s")
     lib = compile_funlib()
-    if lib is not None:
+    what = f"rand_voi, {size}³ uint64 pair, ~{n_ids} ids"
+    rows: list[Row] = []
+    if lib is None:
+        rows.append(("eval", f"{what} vs funlib's C++ algorithm", "not run: no C++ compiler",
+                     "funlib.evaluate rand_voi.hpp"))
+    else:
         cpp_t, cpp = median_time(lambda: funlib_cpp_rand_voi(lib, truth, pred), repeats)
         worst = max(abs(ours[k] - cpp[k]) / max(abs(cpp[k]), 1e-300) for k in FUNLIB_KEYS)
         print(f"  funlib C++ (std::map, -O3)   median {cpp_t:.3f} s   ratio {cpp_t / ours_t:.1f}x"
               f"   max rel. difference of the 7 metrics {worst:.1e}")
+        rows.append(("eval", f"{what} vs funlib's C++ algorithm transcribed, g++ -O3",
+                     ratio_x(cpp_t / ours_t, FASTER), "funlib.evaluate rand_voi.hpp (std::map)"))
     sk_t, (sk_vi, sk_are) = median_time(
         lambda: (skm.variation_of_information(truth, pred, ignore_labels=(0,)),
                  skm.adapted_rand_error(truth, pred)), max(1, repeats // 2))
     print(f"  skimage VOI + adapted_rand   median {sk_t:.3f} s   ratio {sk_t / ours_t:.1f}x")
+    rows.append(("eval", f"{what} vs variation_of_information + adapted_rand_error",
+                 ratio_x(sk_t / ours_t, FASTER), peer("scikit-image")))
     print(f"  values: voi_split {ours['voi_split']:.6f} voi_merge {ours['voi_merge']:.6f} "
           f"adapted_rand_error {ours['adapted_rand_error']:.6f}")
     print(f"  skimage's values: VI {sk_vi.round(6).tolist()}, adapted_rand_error "
           f"{sk_are[0]:.6f} (skimage leaves self-pairs out of the Rand sums; funlib keeps them)")
+    return rows
 
 
 def synthetic_skeletons(n_skel: int, n_nodes: int, seed: int) -> tuple[Skeletons, np.ndarray]:
@@ -230,7 +245,7 @@ def funlib_networkx_erl(graph, lut: dict, skeleton_lengths: dict) -> tuple[float
     return float(skeletons_erl), {"merge_stats": merges, "split_stats": splits}
 
 
-def bench_erl(n_skel: int, n_nodes: int, repeats: int) -> None:
+def bench_erl(n_skel: int, n_nodes: int, repeats: int) -> list[Row]:
     import networkx as nx
 
     print(f"== ERL: {n_skel} skeletons, {n_nodes} nodes ==")
@@ -267,6 +282,9 @@ def bench_erl(n_skel: int, n_nodes: int, repeats: int) -> None:
           f"funlib {n_split}; edges omitted/split/merged/correct "
           f"{ours['n_edges_omitted']}/{ours['n_edges_split']}/{ours['n_edges_merged']}/"
           f"{ours['n_edges_correct']}")
+    return [("eval", f"expected_run_length, {n_skel} skeletons, {n_nodes} nodes, vs funlib's "
+             "networkx loop transcribed (edge lengths precomputed for it)",
+             ratio_x(ref_t / ours_t, FASTER), peer("networkx", "funlib run_length.py on networkx"))]
 
 
 def bench_end_to_end(size: int, n_objects: int) -> None:
@@ -333,15 +351,15 @@ def main() -> None:
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end run")
     args = parser.parse_args()
     if args.quick:
-        bench_rand_voi(64, 200, 3)
-        bench_erl(100, 20_000, 3)
+        rows = bench_rand_voi(64, 200, 3) + bench_erl(100, 20_000, 3)
         if not args.skip_e2e:
             bench_end_to_end(96, 60)
-        return
-    bench_rand_voi(256, 4000, 7)
-    bench_erl(2000, 1_000_000, 5)
-    if not args.skip_e2e:
-        bench_end_to_end(512, 2500)
+    else:
+        rows = bench_rand_voi(256, 4000, 7) + bench_erl(2000, 1_000_000, 5)
+        if not args.skip_e2e:
+            bench_end_to_end(512, 2500)
+    for row in rows:
+        emit(*row)
 
 
 if __name__ == "__main__":

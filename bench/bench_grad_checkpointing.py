@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from table import emit, ratio_x
+
 STYLES = {"plain": None, "outside_block": "outside_block"}
 
 
@@ -112,6 +114,14 @@ def cpu(reps: int, size: int, batch: int) -> None:
     slow = med["outside_block"]["step_s"] / med["plain"]["step_s"]
     print(f"  memory ratio checkpointed / plain = {mem:.2f}  (target <= 0.60)")
     print(f"  time ratio   checkpointed / plain = {slow:.2f}")
+    emit_row("CPU", size, batch, mem, slow)
+
+
+def emit_row(device: str, size: int, batch: int, mem: float, slow: float) -> None:
+    emit("models", f"MedNeXt-S training memory with / without gradient checkpointing "
+         f"(outside_block, {size}³, batch {batch}, {device})",
+         ratio_x(mem, f"peak memory ratio; < 1: checkpointing saves memory; ≤ 0.60 wanted; "
+                 f"time ratio {slow:.2f}"), "MedNeXt-S without checkpointing")
 
 
 def gpu(reps: int, size: int, batch: int) -> None:
@@ -136,6 +146,8 @@ def gpu(reps: int, size: int, batch: int) -> None:
         torch.cuda.empty_cache()
     print(f"  memory ratio checkpointed / plain = {med['outside_block'][0] / med['plain'][0]:.2f}")
     print(f"  time ratio   checkpointed / plain = {med['outside_block'][1] / med['plain'][1]:.2f}")
+    emit_row(torch.cuda.get_device_name(), size, batch, med["outside_block"][0] / med["plain"][0],
+             med["outside_block"][1] / med["plain"][1])
 
 
 def main() -> None:

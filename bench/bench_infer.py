@@ -62,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from table import emit, peer, ratio_x
 
 from pytc_core.models import build_model, load_model_from_checkpoint, save_checkpoint
 from pytc_core.volume import create_volume, open_volume
@@ -380,6 +381,40 @@ def main() -> None:
         if "memory" not in args.skip:
             report["memory"] = bench_memory(tmp, args.memory_block)
     print(json.dumps(report, indent=1))
+    emit_rows(report)
+
+
+def emit_rows(report: dict) -> None:
+    """One BENCH line per measured comparison of ``report``."""
+    shape = f"{report['size']}³, {report['patch']}³ patches, {report['model']}"
+    if "overhead" in report:
+        o = report["overhead"]
+        emit("infer", f"pytc-infer vs MONAI sliding_window_inference + writing the layer, {shape} "
+             f"(max |diff| {o['max_abs_diff_vs_monai']:.1e})",
+             ratio_x(o["monai_time_over_pytc_time"], "MONAI time / pytc time; > 1: pytc faster"),
+             peer("monai"))
+        emit("infer", f"pytc-infer overhead over the sum of the model's forwards, {shape}",
+             f"{100 * o['overhead_vs_compute']:.1f} % (run time / forward time - 1; ≤ 10 % wanted)",
+             "the model's forward passes")
+    if "bf16" in report:
+        emit("infer", f"bf16 autocast vs fp32 forward on CPU, one {report['patch']}³ window, "
+             f"{report['model']} (max deviation {report['bf16']['bf16_max_abs_deviation']:.1e})",
+             ratio_x(report["bf16"]["bf16_speedup"], "fp32 time / bf16 time; > 1: bf16 faster"),
+             f"torch {torch.__version__} fp32")
+    for key, label in (("write_behind", "local disk"),
+                       ("write_behind_slow_storage", "storage +latency per chunk write")):
+        if key in report:
+            w = report[key]
+            emit("infer", f"write-behind vs write-then-compute, {w['size']}³ in {w['blocks']} "
+                 f"blocks, {label} ({w['latency_per_chunk_s']} s/chunk)",
+                 ratio_x(w["sync_over_write_behind"], "sync time / write-behind time; "
+                         "> 1: write-behind faster"), "pytc-infer write_behind=False")
+    if "memory" in report:
+        m = report["memory"]
+        emit("infer", f"peak RSS of pytc-infer, 8 blocks vs 1 block of {m['block']}³ "
+             f"({m['peak_eight_blocks_MiB']} / {m['peak_one_block_MiB']} MiB)",
+             ratio_x(m["ratio"], "8-block peak / 1-block peak; ≈ 1: memory bounded by the "
+                     "block"), "pytc-infer on one block")
 
 
 if __name__ == "__main__":

@@ -34,10 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from table import emit, peer, ratio_x
+
 ROOT = Path(__file__).resolve().parents[1]
 FLYEM = ROOT / "examples" / "data" / "flyem_medulla_250.h5"
 SMALL = {"architecture": "mednext_custom", "mednext_base_channels": 16, "mednext_exp_r": 2,
          "mednext_block_counts": [1] * 9}
+ROWS: list[tuple[str, str, str, str]] = []  # BENCH lines, printed at the end of main()
 
 
 def _config(run_dir: str, patch, steps: int, model: dict | None = None, **data):
@@ -127,6 +130,10 @@ def overhead(args) -> float:
     ratio = statistics.median(lightning) / statistics.median(plain)
     print(f"overhead: pytc-train / plain loop step time = {ratio:.3f} (target <= 1.05); "
           f"patch {patch}, batch 2, {len(plain)} + {len(lightning)} timed steps")
+    ROWS.append(("train", f"run_train step time vs a plain PyTorch loop (small MedNeXt, batch 2, "
+                 f"{args.patch})", ratio_x(1 / ratio, "plain loop time / pytc-train time; "
+                                          "> 1: pytc faster; ≥ 0.95 wanted"),
+                 peer("torch", "plain torch loop")))
     return statistics.median(plain)
 
 
@@ -154,6 +161,10 @@ def data_rate(args, plain_step: float | None) -> None:
         model_rate = 2 / plain_step
         print(f"data: model consumes {model_rate:.2f} patches/s; data / model = "
               f"{rate / model_rate:.1f} (target >= 3)")
+        ROWS.append(("train", f"data module patches/s vs the model's patches/s ({args.patch}, "
+                     f"{choices.num_workers} worker(s))",
+                     ratio_x(rate / model_rate, "data rate / model rate; ≥ 3 wanted"),
+                     "the plain loop's training step"))
 
 
 def _checkpointing_worker(style: str, steps: int, patch) -> dict:
@@ -188,6 +199,12 @@ def checkpointing(args) -> None:
     print(f"checkpointing through pytc-train ({patch}, batch 2): memory ratio "
           f"{out['outside_block']['peak_mib'] / out['plain']['peak_mib']:.2f}, time ratio "
           f"{out['outside_block']['step_s'] / out['plain']['step_s']:.2f}")
+    ROWS.append(("train", f"small MedNeXt training memory with / without checkpointing "
+                 f"(outside_block, {args.patch}, batch 2)",
+                 ratio_x(out["outside_block"]["peak_mib"] / out["plain"]["peak_mib"],
+                         "peak memory ratio; < 1: checkpointing saves memory; time ratio "
+                         f"{out['outside_block']['step_s'] / out['plain']['step_s']:.2f}"),
+                 "pytc-train without checkpointing"))
 
 
 def learn(args) -> None:
@@ -268,6 +285,8 @@ def main() -> None:
     if args.what == "learn":
         args.checkpoint = args.arg
         learn(args)
+    for row in ROWS:
+        emit(*row)
 
 
 if __name__ == "__main__":

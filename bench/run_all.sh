@@ -1,36 +1,51 @@
 #!/usr/bin/env bash
-# Run every benchmark in bench/ with short settings (< 15 min on an idle 2-core machine) and
-# keep each one's output in bench/results/<date>/<name>.log; prints the ratio lines at the end.
-# Copy them into bench/README.md's table (with the date) after a run on an idle machine.
-#   bash bench/run_all.sh            # all
-#   bash bench/run_all.sh decode ws  # only bench_decode.py and bench_ws.py
+# Run every benchmark in bench/ with short settings (< 15 min on an idle 2-core machine), keep
+# each one's output in bench/results/<date>/<name>.log (+ <name>.meta: command, exit code,
+# seconds, date, CPUs and load average at its start), then rewrite the table of bench/README.md between its bench-table markers from
+# the BENCH| lines of those logs (bench/table.py). A benchmark that fails gets a
+# "failed: see log" row; the script goes on.
+#   bash bench/run_all.sh            # all, then the table
+#   bash bench/run_all.sh decode ws  # only bench_decode.py and bench_ws.py (the table keeps
+#                                    # the other rows of today's bench/results/<date>/)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-dir="bench/results/$(date +%F)"
+today=$(date +%F)
+dir="bench/results/$today"
 mkdir -p "$dir"
 declare -A args=(
   [decode]="--sizes 256 --repeats 3"
   [ws]="--repeats 3"
   [eval]="--quick --skip-e2e"
   [eval_kernels]="--quick"
-  [infer]="--size 128 --repeats 1"
+  [infer]="--size 128 --repeats 1 --wb-repeats 2"
+  [train]="all --steps 4 --batches 8"
   [augment]="--patches 50 --steps 1 --skip-mednext-s"
   [grad_checkpointing]="--reps 1 --size 32"
-  [train]="all --steps 4 --batches 8"
 )
+all=(decode ws eval eval_kernels infer train augment grad_checkpointing)
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(decode ws eval eval_kernels infer train augment grad_checkpointing)
+[ ${#names[@]} -gt 0 ] || names=("${all[@]}")
+total=$SECONDS
 for name in "${names[@]}"; do
   script="bench/bench_$name.py"
-  if [ ! -f "$script" ]; then echo "skip $name: $script not in this tree" >&2; continue; fi
-  runner=(uv run)
-  [ "$name" = ws ] && runner=(uv run --with waterz==0.10.1)
-  echo "== $name: ${runner[*]} python $script ${args[$name]}" >&2
+  if [ ! -f "$script" ] || [ -z "${args[$name]+x}" ]; then
+    echo "skip $name: no $script or no settings for it" >&2
+    continue
+  fi
+  runner="uv run"
+  [ "$name" = ws ] && runner="uv run --with waterz==0.10.1"
+  command="$runner python $script ${args[$name]}"
+  echo "== $name: $command" >&2
   start=$SECONDS
+  machine="$(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg) at start"
   # shellcheck disable=SC2086
-  "${runner[@]}" python "$script" ${args[$name]} > "$dir/$name.log" 2>&1 \
-    || echo "   $name failed (exit $?): see $dir/$name.log" >&2
-  echo "   $((SECONDS - start)) s" >&2
+  $command > "$dir/$name.log" 2>&1
+  rc=$?
+  seconds=$((SECONDS - start))
+  printf 'command=%s\nrc=%s\nseconds=%s\ndate=%s\nmachine=%s\n' "$command" "$rc" "$seconds" \
+    "$today" "$machine" > "$dir/$name.meta"
+  [ "$rc" -eq 0 ] || echo "   $name failed (exit $rc): see $dir/$name.log" >&2
+  echo "   $name: $seconds s" >&2
 done
-echo "ratio lines (full output in $dir/):"
-grep -H -i -E "ratio|speed|×|[0-9]x |overhead" "$dir"/*.log || true
+echo "all benchmarks: $((SECONDS - total)) s; results in $dir/" >&2
+uv run python bench/table.py "$dir" bench/README.md --names "${all[@]}"
