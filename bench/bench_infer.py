@@ -390,7 +390,7 @@ def emit_rows(report: dict) -> None:
     if "overhead" in report:
         o = report["overhead"]
         emit("infer", f"pytc-infer vs MONAI sliding_window_inference + writing the layer, {shape} "
-             f"(max |diff| {o['max_abs_diff_vs_monai']:.1e})",
+             f"(max abs difference {o['max_abs_diff_vs_monai']:.1e})",
              ratio_x(o["monai_time_over_pytc_time"], "MONAI time / pytc time; > 1: pytc faster"),
              peer("monai"))
         emit("infer", f"pytc-infer overhead over the sum of the model's forwards, {shape}",
@@ -412,7 +412,8 @@ def emit_rows(report: dict) -> None:
     if "memory" in report:
         m = report["memory"]
         emit("infer", f"peak RSS of pytc-infer, 8 blocks vs 1 block of {m['block']}³ "
-             f"({m['peak_eight_blocks_MiB']} / {m['peak_one_block_MiB']} MiB)",
+             f"({m['peak_eight_blocks_MiB']} / {m['peak_one_block_MiB']} MiB; an 8³ bbox: "
+             f"{m['peak_tiny_bbox_MiB']} MiB)",
              ratio_x(m["ratio"], "8-block peak / 1-block peak; ≈ 1: memory bounded by the "
                      "block"), "pytc-infer on one block")
 

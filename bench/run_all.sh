@@ -17,17 +17,20 @@ declare -A args=(
   [ws]="--repeats 3"
   [eval]="--quick --skip-e2e"
   [eval_kernels]="--quick"
-  [infer]="--size 128 --repeats 1 --wb-repeats 2"
+  [infer]="--size 128 --repeats 1 --skip write-behind"
+  # write-behind on its own with the tiny model (as in bench_infer.py's docstring): with
+  # unet-small its 12 runs alone take ~6 minutes on 2 idle cores
+  [infer_wb]="--size 64 --model tiny --patch 32 --skip overhead bf16 memory blocks --wb-repeats 2"
   [train]="all --steps 4 --batches 8"
   [augment]="--patches 50 --steps 1 --skip-mednext-s"
   [grad_checkpointing]="--reps 1 --size 32"
 )
-all=(decode ws eval eval_kernels infer train augment grad_checkpointing)
+all=(decode ws eval eval_kernels infer infer_wb train augment grad_checkpointing)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${all[@]}")
 total=$SECONDS
 for name in "${names[@]}"; do
-  script="bench/bench_$name.py"
+  script="bench/bench_${name%_wb}.py"  # infer_wb: a second run of bench_infer.py
   if [ ! -f "$script" ] || [ -z "${args[$name]+x}" ]; then
     echo "skip $name: no $script or no settings for it" >&2
     continue
