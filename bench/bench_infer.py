@@ -407,13 +407,15 @@ def emit_rows(report: dict) -> None:
             w = report[key]
             emit("infer", f"write-behind vs write-then-compute, {w['size']}³ in {w['blocks']} "
                  f"blocks, {label} ({w['latency_per_chunk_s']} s/chunk)",
-                 ratio_x(w["sync_over_write_behind"], "sync time / write-behind time; "
-                         "> 1: write-behind faster"), "pytc-infer write_behind=False")
+                 ratio_x(w["sync_over_write_behind"], "median sync time / median write-behind "
+                         "time; > 1: write-behind faster; least disturbed runs: "
+                         f"{w['sync_over_write_behind_min']:.2f}×"),
+                 "pytc-infer write_behind=False")
     if "memory" in report:
         m = report["memory"]
         emit("infer", f"peak RSS of pytc-infer, 8 blocks vs 1 block of {m['block']}³ "
              f"({m['peak_eight_blocks_MiB']} / {m['peak_one_block_MiB']} MiB; an 8³ bbox: "
-             f"{m['peak_tiny_bbox_MiB']} MiB)",
+             f"{m['peak_tiny_bbox_MiB']} MiB: the peak is mostly start-up, see the docstring)",
              ratio_x(m["ratio"], "8-block peak / 1-block peak; ≈ 1: memory bounded by the "
                      "block"), "pytc-infer on one block")
 
