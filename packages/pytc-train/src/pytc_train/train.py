@@ -205,6 +205,7 @@ def _callbacks_module():
             self.saved_step = -1
             self._t0 = time.perf_counter()
             self._step0 = 0
+            self._prev_step = 0
 
         def handle(self, signum: int, frame: Any) -> None:
             self.signum = signum
@@ -215,14 +216,21 @@ def _callbacks_module():
 
         def on_train_start(self, trainer, pl_module) -> None:
             self._t0, self._step0 = time.perf_counter(), trainer.global_step
+            self._prev_step = trainer.global_step
             # take SIGTERM back from Lightning (which stops without saving): ours saves first
             _install_handlers(self.handle)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step
+            # with gradient accumulation, only a batch that ends a group steps the optimizer:
+            # stop, save and log there, never between micro-batches (a resume would restart
+            # the group with Lightning's batch counter out of step with the weights)
+            group_done, self._prev_step = step != self._prev_step, step
             stop = self.signum is not None
             if trainer.world_size > 1:  # every rank saves (a collective) and stops together
                 stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+            if not group_done:
+                return
             if stop:
                 self.signum = self.signum or signal.SIGTERM
                 if self.saved_step != step:
