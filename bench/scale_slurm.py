@@ -51,23 +51,17 @@ def run(*argv: str) -> str:
     return proc.stdout.strip()
 
 
-def wait_for_jobs(directory: Path, timeout: float = 7200) -> list[dict]:
-    """Poll ``pytc-launch``'s status of ``directory`` until every job is final."""
-    from dataclasses import asdict
+def wait_for_jobs(directory: Path, timeout: float = 7200) -> None:
+    """Wait until every job of a launch directory is final; exit unless all completed."""
+    from pytc_launch.status import wait_until_final
 
-    from pytc_launch.slurm import FINAL_STATES
-    from pytc_launch.status import collect_status
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = [asdict(r) for r in collect_status(directory)[1]]
-        if rows and all(r["state"] in FINAL_STATES for r in rows):
-            bad = [r for r in rows if r["state"] != "COMPLETED"]
-            if bad:
-                raise SystemExit(f"jobs of {directory} did not complete: {bad}")
-            return rows
-        time.sleep(2)
-    raise SystemExit(f"jobs of {directory} not finished after {timeout} s")
+    try:
+        rows = wait_until_final(directory, timeout, poll=2.0)
+    except TimeoutError as exc:
+        raise SystemExit(str(exc.args[0])) from None
+    bad = [r for r in rows if r.state != "COMPLETED"]
+    if bad:
+        raise SystemExit(f"jobs of {directory} did not complete: {bad}")
 
 
 def main() -> None:

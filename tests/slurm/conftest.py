@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,16 +66,12 @@ def wait_until_final(directory: Path, timeout: float, env: dict | None = None) -
     poll) until every row is in a final state; the rows as ``status --json`` gives them."""
     from dataclasses import asdict
 
-    from pytc_launch.slurm import FINAL_STATES
-    from pytc_launch.status import collect_status
+    from pytc_launch.status import wait_until_final as wait
 
-    deadline = time.monotonic() + timeout
-    rows: list[dict] = []
-    while time.monotonic() < deadline:
-        rows = [asdict(r) for r in collect_status(directory)[1]]
-        if rows and all(r["state"] in FINAL_STATES for r in rows):
-            return rows
-        time.sleep(3)
+    try:
+        return [asdict(r) for r in wait(directory, timeout)]
+    except TimeoutError as exc:
+        rows = [asdict(r) for r in exc.args[1]]
     logs = "\n".join(Path(r["log"]).read_text() for r in rows
                      if r.get("log") and Path(r["log"]).is_file())
     raise AssertionError(f"jobs of {directory} not finished after {timeout} s: {rows}\n{logs}")

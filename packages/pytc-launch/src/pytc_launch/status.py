@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pytc_launch.ckpt import read_checkpoint
 from pytc_launch.record import LaunchRecord, read_record
-from pytc_launch.slurm import JobState, job_states
+from pytc_launch.slurm import FINAL_STATES, JobState, job_states
 
 __all__ = ["CheckpointInfo", "TaskStatus", "checkpoint_info", "collect_status", "format_table",
-           "leaderboard", "status_json"]
+           "leaderboard", "status_json", "wait_until_final"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,21 @@ def collect_status(directory: str | Path) -> tuple[LaunchRecord, list[TaskStatus
             mode=info.mode, checkpoint=info.best_path, log=str(t.log) if t.log else None,
             params=t.params, run_dir=str(t.run_dir) if t.run_dir else None))
     return record, rows
+
+
+def wait_until_final(directory: str | Path, timeout: float, poll: float = 3.0
+                     ) -> list[TaskStatus]:
+    """Poll :func:`collect_status` every ``poll`` seconds until every row of the launch
+    directory is in a final Slurm state; its rows. TimeoutError after ``timeout`` seconds
+    (the exception's ``args[1]`` holds the last rows)."""
+    deadline = time.monotonic() + timeout
+    rows: list[TaskStatus] = []
+    while time.monotonic() < deadline:
+        rows = collect_status(directory)[1]
+        if rows and all(r.state in FINAL_STATES for r in rows):
+            return rows
+        time.sleep(poll)
+    raise TimeoutError(f"jobs of {directory} not finished after {timeout} s", rows)
 
 
 def _state_from_attempts(last: dict[str, str]) -> str:
