@@ -226,11 +226,11 @@ def _callbacks_module():
             # stop, save and log there, never between micro-batches (a resume would restart
             # the group with Lightning's batch counter out of step with the weights)
             group_done, self._prev_step = step != self._prev_step, step
+            if not group_done:  # the same on every rank: global_step is
+                return
             stop = self.signum is not None
             if trainer.world_size > 1:  # every rank saves (a collective) and stops together
                 stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-            if not group_done:
-                return
             if stop:
                 self.signum = self.signum or signal.SIGTERM
                 if self.saved_step != step:
