@@ -143,19 +143,17 @@ if [ "$model" = train ] && [ -f "$gala" ]; then
     --device "$infer_device" --overwrite -q >/dev/null
   $tools baselines "$gala:raw" "$g" --z 0,50 >/dev/null
   # model and raw threshold at the thresholds chosen on the medulla validation region, and the
-  # raw threshold at each threshold here (its best on this volume: an upper bound for it)
-  {
-    uv run pytc-decode "$g/affinities" -o "$g/model_seg" --method ws --merge-threshold "$t_model" \
-      --min-size 50 --overwrite -q
-    uv run pytc-decode "$g/raw_threshold_aff" -o "$g/raw_threshold_seg" --threshold "$t_raw" \
-      --min-size 50 --overwrite -q
-  } | uv run pytc-eval - --gt "$gala:labels" --json -q > "$g/reports.jsonl"
+  # raw threshold at its best threshold here (an upper bound for it)
+  uv run pytc-decode "$g/affinities" -o "$g/model_seg" --method ws --merge-threshold "$t_model" \
+    --min-size 50 --overwrite -q | uv run pytc-eval - --gt "$gala:labels" --json -q > "$g/model.jsonl"
+  $tools split "$g/model.jsonl" "$g/model.json=$t_model"
   for t in $cc_thresholds; do
-    uv run pytc-decode "$g/raw_threshold_aff" -o "$g/raw_threshold_best_t$t" --threshold "$t" \
+    uv run pytc-decode "$g/raw_threshold_aff" -o "$g/raw_threshold_t$t" --threshold "$t" \
       --min-size 50 --overwrite -q
   done | uv run pytc-eval - --gt "$gala:labels" --json -q > "$g/raw_threshold_all.jsonl"
-  $tools split "$g/reports.jsonl" "$g/model.json=$t_model" "$g/raw_threshold.json=$t_raw"
-  t=$($tools pick --save "$g/raw_threshold_best.json" < "$g/raw_threshold_all.jsonl")
+  $tools pick --threshold "$t_raw" --save "$g/raw_threshold.json" < "$g/raw_threshold_all.jsonl" \
+    >/dev/null
+  $tools pick --save "$g/raw_threshold_best.json" < "$g/raw_threshold_all.jsonl" >/dev/null
   log "generalisation on $gala written"
 fi
 

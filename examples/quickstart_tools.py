@@ -6,7 +6,8 @@
         their URIs, one a line
     pytc-eval seg_t0.3 seg_t0.5 --gt GT --json | python examples/quickstart_tools.py pick
         the best report by pytc-eval's ranking (NERL, else VOI): prints its threshold (the
-        segmentation's ``_t<threshold>`` suffix), the report JSON goes to --save if given
+        segmentation's ``_t<threshold>`` suffix), the report JSON goes to --save if given;
+        --threshold T takes the report at T instead of the best
     python examples/quickstart_tools.py report REPORT.json --threshold 0.3
         prints the report with a top-level ``threshold`` field
     python examples/quickstart_tools.py slice OUT.png --raw R --aff A --seg S --gt G [--z Z]
@@ -73,7 +74,13 @@ def cmd_pick(args: argparse.Namespace) -> None:
     reports = [json.loads(line) for line in sys.stdin if line.strip()]
     if not reports:
         sys.exit("quickstart_tools pick: error: no pytc-eval report on stdin")
-    best = rank_reports(reports)[0]
+    if args.threshold is not None:  # not the best: the report at this threshold
+        best = next((r for r in reports if threshold_of(r["segmentation"]) == args.threshold),
+                    None)
+        if best is None:
+            sys.exit(f"quickstart_tools pick: error: no report at threshold {args.threshold:g}")
+    else:
+        best = rank_reports(reports)[0]
     t = threshold_of(best["segmentation"])
     if t is None:
         sys.exit(f"quickstart_tools pick: error: {best['segmentation']} has no _t<threshold> suffix")
@@ -168,6 +175,7 @@ def main() -> None:
     p.set_defaults(fn=cmd_baselines)
     p = sub.add_parser("pick", help="best threshold from pytc-eval JSON lines on stdin")
     p.add_argument("--save", help="write the best report (with its threshold) here")
+    p.add_argument("--threshold", type=float, help="take the report at this threshold instead")
     p.set_defaults(fn=cmd_pick)
     p = sub.add_parser("report", help="add a top-level threshold to a report")
     p.add_argument("report")
