@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytc_train.autoconfig import Machine, auto_configure
+from pytc_train.autoconfig import Machine, auto_configure, cpu_has_bf16
 
 CPU2 = Machine(cpus=2, memory_gib=24.0)
 A100 = Machine(cpus=16, memory_gib=128.0, gpus=(("A100", (8, 0), 80.0),) * 2)
@@ -20,6 +20,27 @@ def test_cpu_machine_runs_float32_in_one_process():
     c = choose(CPU2)
     assert (c.accelerator, c.devices, c.precision, c.batch_size) == ("cpu", 1, "32", 2)
     assert (c.num_workers, c.threads) == (1, 2)
+
+
+def test_cpu_with_native_bf16_trains_bf16_mixed():
+    c = choose(Machine(cpus=2, memory_gib=24.0, cpu_bf16=True))
+    assert (c.accelerator, c.precision) == ("cpu", "bf16-mixed")
+    assert "native bfloat16" in c.reasons["precision"]
+    # a GPU run follows the GPU, not the host CPU
+    assert choose(Machine(cpus=16, memory_gib=128.0, gpus=V100.gpus, cpu_bf16=True)).precision \
+        == "16-mixed"
+
+
+def test_cpu_bf16_is_read_from_the_cpuinfo_flags(tmp_path):
+    def cpuinfo(flags):
+        path = tmp_path / "cpuinfo"
+        path.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\n")
+        return str(path)
+
+    assert cpu_has_bf16(cpuinfo("fpu avx2 avx512f avx512_bf16 fma"))
+    assert cpu_has_bf16(cpuinfo("fpu avx2 amx_bf16 amx_tile"))
+    assert not cpu_has_bf16(cpuinfo("fpu avx2 avx512f avx512_vnni"))
+    assert not cpu_has_bf16(str(tmp_path / "missing"))  # not Linux: no cpuinfo
 
 
 def test_gpu_precision_follows_compute_capability():

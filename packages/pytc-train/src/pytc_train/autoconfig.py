@@ -13,7 +13,8 @@ from typing import Literal
 
 RunPrecision = Literal["32", "16-mixed", "bf16-mixed"]  # what Lightning's Trainer is given
 
-__all__ = ["AutoChoices", "Machine", "auto_configure", "detect_machine", "gpu_batch_trial"]
+__all__ = ["AutoChoices", "Machine", "auto_configure", "cpu_has_bf16", "detect_machine",
+           "gpu_batch_trial"]
 
 log = logging.getLogger("pytc.train")
 
@@ -27,6 +28,8 @@ class Machine:
     gpus: tuple[tuple[str, tuple[int, int], float], ...] = ()
     #: 1-minute load average (runnable processes) when this process started
     load: float = 0.0
+    #: the CPU has native bfloat16 arithmetic (x86 avx512_bf16 or amx_bf16)
+    cpu_bf16: bool = False
 
 
 def detect_machine() -> Machine:
@@ -52,7 +55,25 @@ def detect_machine() -> Machine:
     busy = busy_cores()
     if busy is not None:  # the 1-minute average lags: a machine idle now counts as idle
         load = min(load, busy)
-    return Machine(cpus, memory, tuple(gpus), load)
+    return Machine(cpus, memory, tuple(gpus), load, cpu_has_bf16())
+
+
+#: /proc/cpuinfo flags of native bfloat16 arithmetic, which oneDNN's bf16 kernels use
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU does bfloat16 arithmetic natively (Linux x86 flags; False elsewhere).
+    There, a bf16-mixed training step of the small MedNeXt took 1.0 s against 1.35 s in
+    float32 (2 cores, AMD EPYC with avx512_bf16); without it, bf16 is emulated and slower."""
+    try:
+        with open(cpuinfo) as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in BF16_FLAGS)
+    except OSError:
+        pass
+    return False
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -147,9 +168,12 @@ def auto_configure(*, accelerator: str, devices: int, precision: str, batch_size
             ampere = min(cc for _, cc, _ in machine.gpus) >= (8, 0)
             chosen = "bf16-mixed" if ampere else "16-mixed"
             reasons["precision"] = "Ampere or newer GPU" if ampere else "pre-Ampere GPU"
+        elif machine.cpu_bf16:
+            chosen = "bf16-mixed"
+            reasons["precision"] = "CPU with native bfloat16 (avx512_bf16/amx_bf16)"
         else:
             chosen = "32"
-            reasons["precision"] = "CPU: float32 is the fast path"
+            reasons["precision"] = "CPU without native bfloat16: float32 is the fast path"
     elif precision in ("32", "16-mixed", "bf16-mixed"):
         chosen = precision  # type: ignore[assignment]  # narrowed by the membership test
         reasons["precision"] = "set"
