@@ -6,8 +6,8 @@
 #
 # Regions (z, voxels of 10 nm): training z < 140, validation z 140..175 (checkpoint and decode
 # threshold are chosen there), test z 175..250 (scored once, at the chosen threshold).
-# The model: pytc-train (a small MedNeXt, deep supervision, `realistic` augmentation, 400
-# steps) -> OUT_DIR/model.ckpt, then pytc-infer of the validation and test regions.
+# The model: pytc-train (a small MedNeXt, deep supervision, `realistic` augmentation, 500
+# steps at lr 3e-3) -> OUT_DIR/model.ckpt, then pytc-infer of the validation and test regions.
 # Baselines, decoded, tuned and scored the same way (pytc_core.baselines):
 #   raw_threshold      connected components of raw > t, t chosen on the validation region
 #   smoothed_gradient  affinities from the gradient of the Gaussian-smoothed raw, watershed
@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=runs/quickstart
-steps="${PYTC_QS_STEPS:-400}"
+steps="${PYTC_QS_STEPS:-500}"
 size="${PYTC_QS_SIZE:-small}"
 gpu="${PYTC_QS_GPU:-0}"
 model="${PYTC_QS_MODEL:-train}"  # train | stand-in
@@ -66,7 +66,7 @@ if [ "$model" = train ]; then
   log "pytc-train: $steps steps, size $size, gpu $gpu"
   ckpt=$(uv run pytc-train --raw "$data:raw" --labels "$gt" --bbox 0,0,0,140,250,250 \
     --val-bbox "$val_box" --patch 32,64,64 --max-steps "$steps" --seed 0 --aug realistic \
-    --run-dir "$out/train" --overwrite -q "${arch[@]}" model.deep_supervision=true \
+    --run-dir "$out/train" --overwrite -q "${arch[@]}" model.deep_supervision=true optim.lr=3e-3 \
     "train.val_every=$(( steps / 4 > 0 ? steps / 4 : 1 ))" data.val_max_patches=8 "train.accelerator=$accel")
   cp "$ckpt" "$out/model.ckpt"
   log "pytc-infer: validation and test regions"

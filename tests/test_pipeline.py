@@ -47,7 +47,7 @@ def test_decode_pipes_into_eval(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_runs_on_the_bundled_volume(tmp_path):
-    """The quickstart's contract, with a short training run (40 steps; the default 400-step
+    """The quickstart's contract, with a short training run (40 steps; the default 500-step
     run and its figures are in the README): model.ckpt, report.json (test region z 175..250,
     with the threshold chosen on the validation region), one report per baseline, slice.png,
     errors.csv, and the same checkpoint on the second FlyEM volume when it is there."""
