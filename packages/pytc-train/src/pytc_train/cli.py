@@ -95,7 +95,9 @@ def train(
     lr
         AdamW learning rate (optim.lr; default 1e-3).
     precision
-        32, 16-mixed, bf16-mixed or auto (train.precision).
+        32, 16-mixed, bf16-mixed or auto (train.precision): auto is bf16-mixed on Ampere or
+        newer GPUs and on CPUs with native bfloat16 (avx512_bf16/amx_bf16), else 16-mixed
+        (older GPUs) or 32.
     devices
         Processes (GPUs, or CPU processes with DDP/gloo) on this node (train.devices).
     run_dir
