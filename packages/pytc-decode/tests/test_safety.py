@@ -206,7 +206,10 @@ def start_hooked(tmp_path: Path, where: str, argv: list, after: int = 0) -> tupl
     reached, release = tmp_path / f".reached{tag}", tmp_path / f".release{tag}"
     proc = subprocess.Popen([sys.executable, "-c", HOOKED, str(reached), str(release), where,
                              str(after), *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a background job of a non-interactive shell inherits SIGINT
+                            # ignored, and Python keeps it so: restore the default (Ctrl-C)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not reached.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -194,7 +194,8 @@ def test_errors_csv_links_open_through_pytc_eval_serve(tmp_path, capsys):
         "edges": [[0, 1], [2, 3]]}))
     server = subprocess.Popen([str(Path(sys.executable).parent / "pytc-eval"), "serve",
                                str(layers), "--host", "127.0.0.1", "--port", "0"],
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,  # Ctrl-C even from a background job
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = server.stderr.readline()
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
