@@ -31,11 +31,14 @@ def _weights(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_sigterm_saves_last_and_resume_matches_an_uninterrupted_run(em_h5, tmp_path, accumulate):
+@pytest.mark.parametrize(("accumulate", "precision"), [(1, "32"), (2, "32"), (1, "bf16-mixed")])
+def test_sigterm_saves_last_and_resume_matches_an_uninterrupted_run(em_h5, tmp_path, accumulate,
+                                                                    precision):
     # with accumulate 2 the signal lands between the two micro-batches of a step half the
-    # time: the run finishes that step before it saves and stops
-    steps = ["--max-steps", "12", "--set", f"optim.accumulate={accumulate}"]
+    # time: the run finishes that step before it saves and stops; bf16-mixed is what
+    # precision auto picks on CPUs with native bfloat16
+    steps = ["--max-steps", "12", "--precision", precision, "--set",
+             f"optim.accumulate={accumulate}"]
     straight = subprocess.run(_command(em_h5, tmp_path / "a", *steps), capture_output=True,
                               text=True, timeout=900)
     assert straight.returncode == 0, straight.stderr
