@@ -146,7 +146,7 @@ if [ "$model" = train ] && [ -f "$gala" ]; then
   # raw threshold at its best threshold here (an upper bound for it)
   uv run pytc-decode "$g/affinities" -o "$g/model_seg" --method ws --merge-threshold "$t_model" \
     --min-size 50 --overwrite -q | uv run pytc-eval - --gt "$gala:labels" --json -q > "$g/model.jsonl"
-  $tools split "$g/model.jsonl" "$g/model.json=$t_model"
+  $tools report "$g/model.jsonl" --threshold "$t_model" > "$g/model.json"
   for t in $cc_thresholds; do
     uv run pytc-decode "$g/raw_threshold_aff" -o "$g/raw_threshold_t$t" --threshold "$t" \
       --min-size 50 --overwrite -q

@@ -15,8 +15,6 @@
         ground truth
     python examples/quickstart_tools.py field REPORT.json threshold
         prints one top-level field of a report
-    python examples/quickstart_tools.py split REPORTS.jsonl A.json=0.3 B.json=0.5
-        writes the i-th JSON line to the i-th file with a top-level ``threshold``
     python examples/quickstart_tools.py table NAME=REPORT.json ...
         the final table (VOI split/merge, adapted Rand error, ERL, NERL, segments) on stdout
 """
@@ -98,17 +96,6 @@ def cmd_field(args: argparse.Namespace) -> None:
     print(json.loads(Path(args.report).read_text())[args.key])
 
 
-def cmd_split(args: argparse.Namespace) -> None:
-    lines = [line for line in Path(args.jsonl).read_text().splitlines() if line.strip()]
-    if len(lines) != len(args.outputs):
-        sys.exit(f"quickstart_tools split: error: {len(lines)} reports for "
-                 f"{len(args.outputs)} outputs")
-    for line, item in zip(lines, args.outputs, strict=True):
-        path, _, threshold = item.partition("=")
-        Path(path).write_text(json.dumps({"threshold": float(threshold), **json.loads(line)})
-                              + "\n")
-
-
 def _label_rgb(labels: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8: each id its own colour (hashed), 0 black."""
     ids = labels.astype(np.uint64)
@@ -185,10 +172,6 @@ def main() -> None:
     p.add_argument("report")
     p.add_argument("key")
     p.set_defaults(fn=cmd_field)
-    p = sub.add_parser("split", help="JSON lines -> one report file each, with a threshold")
-    p.add_argument("jsonl")
-    p.add_argument("outputs", nargs="+", help="PATH=THRESHOLD, one per line, in order")
-    p.set_defaults(fn=cmd_split)
     p = sub.add_parser("slice", help="PNG of one section: raw, affinities, segmentation, GT")
     p.add_argument("png")
     for name in ("raw", "aff", "seg", "gt"):
