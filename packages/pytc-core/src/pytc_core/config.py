@@ -26,6 +26,10 @@ from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get
 import tomli_w
 
 from pytc_core.errors import UserError, closest_match
+from pytc_core.files import write_atomic
+from pytc_core.version import __version__
+from pytc_core.volume import parse_uri, sidecar_path
+from pytc_core.volume.precomputed import to_cloudpath
 
 __all__ = [
     "STAGE_TABLES",
@@ -310,24 +314,17 @@ def save_config_next_to(output_uri: str, config: Any, command: str = "pytc") -> 
     Returns the path written, or None for a remote output (where it is stored with the layer
     through CloudFiles instead).
     """
-    from pytc_core import __version__
-    from pytc_core.volume import parse_uri, sidecar_path
-
     header = (f"# resolved config of `{command}` (pytc {__version__}), written "
               f"{datetime.now(UTC).isoformat(timespec='seconds')}\n"
               f"# command line: {' '.join(sys.argv)}\n")
     text = header + config_to_toml(config)
     path = sidecar_path(output_uri, "pytc_config.toml")
     if path is None:
-        from cloudfiles import CloudFiles
-
-        from pytc_core.volume.precomputed import to_cloudpath
+        from cloudfiles import CloudFiles  # heavy: only for remote outputs
 
         if parse_uri(output_uri).format == "precomputed":
             CloudFiles(to_cloudpath(output_uri)).put("pytc_config.toml", text.encode(),
                                                      content_type="text/plain")
         return None
-    from pytc_core.files import write_atomic
-
     return write_atomic(path, text.encode())
 
