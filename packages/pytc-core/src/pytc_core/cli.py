@@ -109,8 +109,10 @@ class CommonFlags:
     """TOML file with the options (the stage's own table, e.g. ``[decode]``, or the whole file)."""
     set_: Annotated[list[str] | None,
                     Parameter(name="--set", consume_multiple=True, negative_iterable=())] = None
-    """Override any config key: ``--set key=value [key=value ...]`` (repeatable; dotted keys
-    for tables; values are TOML literals). Flags win over the file, ``--set`` over flags."""
+    """Override any config key: ``--set key=value [key=value ...]`` (repeatable; values are
+    TOML literals). Keys as in the file, dotted for tables (``decode.threshold``), the
+    command's own table optional (``threshold``), bare when one table has the key. Flags win
+    over the file, ``--set`` over flags."""
     overwrite: Annotated[bool, Parameter(name="--overwrite", negative="")] = False
     """Replace an existing output (only a volume pytc recognises)."""
     quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False
