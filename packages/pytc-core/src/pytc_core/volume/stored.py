@@ -10,8 +10,8 @@
 - :func:`remove_volume` deletes only the recognised volume: the layer's files (never other
   files in the directory), one HDF5 dataset (never the whole file), one zarr array.
 
-Files whose names start with ``pytc_`` (run records, leases, scratch written by the runs layer,
-:mod:`pytc_core.output`) belong to pytc; this module knows them only by that prefix.
+Files whose names start with ``pytc_`` belong to pytc (the layers above keep their records
+there); this module knows them only by that prefix.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class OutputState:
     """What is at an output URI: ``absent``, a recognised ``volume``, or ``foreign``.
 
     ``what`` describes it for messages (e.g. ``"a regular file"``); ``pytc_only`` is true for
-    a directory holding only pytc's own files (a lease, a run record, scratch) and no volume.
+    a directory holding only pytc's own ``pytc_*`` files and no volume.
     """
 
     uri: str
