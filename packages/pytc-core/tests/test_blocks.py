@@ -60,7 +60,7 @@ def test_run_blocks_shares_resume_and_read_ahead(tmp_path):
     done = BlockProgress(tmp_path / "done")
     got: list = []
     first = run_blocks(blocks, lambda b, data: got.append((b, data)), done=done, share=(1, 2),
-                       read=lambda b: b.start, show_progress=False)
+                       read=lambda b: b.start)
     assert (first.planned, first.skipped, first.processed) == (4, 0, 4)
     assert [b for b, _ in got] == blocks[1::2]
     assert all(data == b.start for b, data in got)  # each block gets its own read
@@ -71,10 +71,10 @@ def test_run_blocks_shares_resume_and_read_ahead(tmp_path):
             raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        run_blocks(blocks, fail_on_third, done=done, show_progress=False)
+        run_blocks(blocks, fail_on_third, done=done)
     # share 1 and the two blocks before the failure are done; the failed block is not
     assert len(done.pending(blocks)) == 8 - 4 - 2
-    rest = run_blocks(blocks, lambda b: None, done=done, show_progress=False)
+    rest = run_blocks(blocks, lambda b: None, done=done)
     assert (rest.planned, rest.skipped, rest.processed) == (8, 6, 2)
     assert done.pending(blocks) == []
 
@@ -109,8 +109,7 @@ def test_run_blocks_writes_behind_the_next_block_with_one_pending_write(tmp_path
             assert processing[blocks[k + 1]].wait(timeout=60), "write did not overlap"
         log(f"wrote {k}")
 
-    got = run_blocks(blocks, process, done=done, read=lambda b: b.start, write=write,
-                     show_progress=False)
+    got = run_blocks(blocks, process, done=done, read=lambda b: b.start, write=write)
     assert (got.planned, got.skipped, got.processed) == (4, 0, 4)
     assert done.pending(blocks) == []
     # at most one pending write: block k+2 is processed only after block k is written
@@ -132,8 +131,7 @@ def test_run_blocks_write_errors_surface_and_nothing_unwritten_is_marked(tmp_pat
         written.append(k)
 
     with pytest.raises(OSError, match="disk full"):
-        run_blocks(blocks, lambda b: blocks.index(b), done=done, write=write,
-                   show_progress=False)
+        run_blocks(blocks, lambda b: blocks.index(b), done=done, write=write)
     assert written == [0]  # the error stopped the run before block 2's write
     assert done.pending(blocks) == blocks[1:]
 
@@ -146,12 +144,11 @@ def test_run_blocks_write_errors_surface_and_nothing_unwritten_is_marked(tmp_pat
     done2 = BlockProgress(tmp_path / "done2")
     written.clear()
     with pytest.raises(RuntimeError, match="model failed"):
-        run_blocks(blocks, process, done=done2, write=lambda b, k: written.append(k),
-                   show_progress=False)
+        run_blocks(blocks, process, done=done2, write=lambda b, k: written.append(k))
     assert written == [0, 1, 2]
     assert done2.pending(blocks) == blocks[3:]
     rest = run_blocks(blocks, lambda b: blocks.index(b), done=done2,
-                      write=lambda b, k: written.append(k), show_progress=False)
+                      write=lambda b, k: written.append(k))
     assert (rest.skipped, rest.processed) == (3, 1) and written == [0, 1, 2, 3]
 
 
@@ -160,7 +157,7 @@ def test_progress_bar_shows_blocks_voxels_per_second_and_eta(monkeypatch):
     import sys
 
     from pytc_core.blocks import run_blocks
-    from pytc_core.cli import format_eta, format_rate
+    from pytc_core.cli import format_eta, format_rate, progress_counter
 
     assert format_rate(3_000_000, 2.0) == "1.50 Mvox/s"
     assert format_rate(500, 1.0) == "500.0 vox/s"
@@ -176,10 +173,11 @@ def test_progress_bar_shows_blocks_voxels_per_second_and_eta(monkeypatch):
     term = Terminal()
     monkeypatch.setattr(sys, "stderr", term)
     blocks = plan_blocks(BBox.from_shape((4, 4, 4)), 2)
-    run_blocks(blocks, lambda b: None, description="infer blocks", show_voxels=True)
+    run_blocks(blocks, lambda b: None, description="infer blocks", show_voxels=True,
+               progress=progress_counter)
     text = term.getvalue()
     assert "infer blocks" in text and "8/8" in text and "vox/s" in text and "ETA" in text
     off = Terminal()
     monkeypatch.setattr(sys, "stderr", off)
-    run_blocks(blocks, lambda b: None, show_voxels=True, show_progress=False)
+    run_blocks(blocks, lambda b: None, show_voxels=True, progress=None)
     assert off.getvalue() == ""

@@ -137,3 +137,71 @@ def test_set_strings_quoted_or_not():
     assert resolve_config(Named, text_overrides={"name": "3"}).name == "3"
     assert resolve_config(Named, text_overrides={"source": '"http://h:1"'}).source == "http://h:1"
     assert resolve_config(Named, text_overrides={"source": "none"}).source is None
+
+
+@dataclass(frozen=True)
+class Loop:
+    max_steps: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Aug:
+    preset: str = "light"
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class TrainLike:
+    model: ModelSection = field(default_factory=ModelSection)
+    train: Loop = field(default_factory=Loop)
+    aug: Aug = field(default_factory=Aug)
+
+
+def test_set_keys_take_the_stage_table_or_none(tmp_path):
+    # a stage whose config is its table: with the table's prefix or without, the same config
+    with_prefix = resolve_config(RunConfig, None, section="decode",
+                                 text_overrides={"decode.threshold": "0.3",
+                                                 "decode.model.size": "M"})
+    bare = resolve_config(RunConfig, None, section="decode",
+                          text_overrides={"threshold": "0.3", "model.size": "M"})
+    assert with_prefix == bare == RunConfig(threshold=0.3, model=ModelSection(size="M"))
+    # a bare key that one table holds: max_steps is train's; preset aug's; size model's
+    cfg = resolve_config(TrainLike, None, text_overrides={"max_steps": "20", "preset": "'heavy'",
+                                                          "size": "L"})
+    assert cfg == resolve_config(TrainLike, None, text_overrides={
+        "train.max_steps": "20", "aug.preset": "heavy", "model.size": "L"})
+    assert (cfg.train.max_steps, cfg.aug.preset, cfg.model.size) == (20, "heavy", "L")
+
+
+@pytest.mark.parametrize(("schema", "section", "key", "message"), [
+    (TrainLike, None, "seed", r"config key 'seed' is in several tables: aug.seed, train.seed "
+                              r"\(write it with its table, e.g. --set aug.seed=...\)"),
+    (RunConfig, "decode", "eval.merge_threshold",
+     r"config key 'eval.merge_threshold' belongs to the \[eval\] table, which this command does "
+     r"not read \(it reads \[decode\]; give 'eval.merge_threshold' to the command that reads "
+     r"\[eval\]\)"),
+    (RunConfig, "decode", "decode.treshold",
+     r"^unknown config key 'treshold' \(did you mean 'threshold'\?"),
+])
+def test_set_keys_that_name_no_one_key(schema, section, key, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config(schema, None, section=section, text_overrides={key: "1"})
+
+
+def test_an_error_about_a_key_from_the_file_names_the_file(tmp_path):
+    path = write(tmp_path, "[decode]\ntreshold = 0.4\n")
+    with pytest.raises(UserError) as exc:
+        resolve_config(RunConfig, path, section="decode")
+    assert str(exc.value) == (f"{path}: unknown config key 'treshold' (did you mean "
+                              "'threshold'? valid keys: threshold, min_size, block_size, "
+                              "verbose, model)")
+    path = write(tmp_path, "[model]\nsize = 'XL'\n")
+    with pytest.raises(UserError, match=f"^{path}: config key 'model.size' must be one of"):
+        resolve_config(RunConfig, path)
+    # the same key given with --set is the command line's, not the file's
+    with pytest.raises(UserError, match="^config key 'model.size' must be one of S, B, M, L, "
+                                        "got 'XXL'"):
+        resolve_config(RunConfig, path, text_overrides={"model.size": "XXL"})
+    # a key the command line fixes is no error of the file
+    assert resolve_config(RunConfig, path, text_overrides={"size": "B"}).model.size == "B"

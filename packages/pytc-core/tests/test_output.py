@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
+from pytc_core import open_volume
 from pytc_core.errors import UserError
 from pytc_core.lease import acquire_lease, read_lease
 from pytc_core.output import (
@@ -24,7 +25,7 @@ from pytc_core.output import (
     remove_output,
 )
 from pytc_core.output_run import claim_output, read_run_record, run_key
-from pytc_core.volume import create_volume, open_volume, volume_exists
+from pytc_core.volume import create_volume, volume_exists
 
 
 def test_recognised_volumes_and_foreign_things(tmp_path):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
+from pytc_core import open_volume
 from pytc_core.errors import UserError
 from pytc_core.models import load_model_from_checkpoint
-from pytc_core.volume import open_volume
 from pytc_infer import InferConfig, predict, predict_volume, run_infer
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pytc_core.targets import NEAREST_OFFSETS, _pair_slices
+from pytc_core.targets import NEAREST_OFFSETS, pair_slices
 
 __all__ = [
     "gaussian_smooth",
@@ -91,7 +91,7 @@ def _edge_max(values: np.ndarray, offsets: Sequence[Sequence[int]]) -> np.ndarra
     ``nan``."""
     out = np.full((len(offsets), *values.shape), np.nan, dtype=np.float32)
     for c, off in enumerate(offsets):
-        pair = _pair_slices(values.shape, off)
+        pair = pair_slices(values.shape, off)
         if pair is None:
             continue
         src, dst = pair

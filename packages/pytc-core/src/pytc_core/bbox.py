@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["BBox", "Vec3"]
+__all__ = ["BBox", "Vec3", "grid_boxes", "vec3"]
 
 Vec3 = tuple[int, int, int]
 
 
-def _vec(values: Sequence[int] | int, name: str) -> Vec3:
+def vec3(values: Sequence[int] | int, name: str) -> Vec3:
+    """``values`` as a (z, y, x) int triple (one int: the same on every axis); ValueError
+    naming ``name`` unless there are 3 entries."""
     if isinstance(values, int):
         return (values, values, values)
     out = [int(v) for v in values]
@@ -31,16 +34,16 @@ class BBox:
     stop: Vec3
 
     def __init__(self, start: Sequence[int] | int, stop: Sequence[int] | int) -> None:
-        object.__setattr__(self, "start", _vec(start, "start"))
-        object.__setattr__(self, "stop", _vec(stop, "stop"))
+        object.__setattr__(self, "start", vec3(start, "start"))
+        object.__setattr__(self, "stop", vec3(stop, "stop"))
         if any(b < a for a, b in zip(self.start, self.stop, strict=True)):
             raise ValueError(f"BBox stop {self.stop} is before start {self.start}")
 
     @classmethod
     def from_shape(cls, shape: Sequence[int], offset: Sequence[int] = (0, 0, 0)) -> BBox:
         """The box of ``shape`` voxels starting at ``offset``."""
-        off = _vec(offset, "offset")
-        shp = _vec(shape, "shape")
+        off = vec3(offset, "offset")
+        shp = vec3(shape, "shape")
         return cls(off, tuple(o + s for o, s in zip(off, shp, strict=True)))
 
     @property
@@ -63,7 +66,7 @@ class BBox:
 
     def relative_to(self, origin: Sequence[int]) -> tuple[slice, slice, slice]:
         """Slices of this box into an array whose first voxel sits at global ``origin``."""
-        o = _vec(origin, "origin")
+        o = vec3(origin, "origin")
         return tuple(slice(a - p, b - p) for a, b, p in zip(self.start, self.stop, o, strict=True))  # type: ignore[return-value]
 
     def intersect(self, other: BBox) -> BBox:
@@ -76,9 +79,9 @@ class BBox:
 
     def grow(self, margin: Sequence[int] | int) -> BBox:
         """The box enlarged by ``margin`` voxels on every side (shrunk for negative margins)."""
-        m = _vec(margin, "margin")
-        return BBox(_vec([a - d for a, d in zip(self.start, m, strict=True)], "start"),
-                    _vec([b + d for b, d in zip(self.stop, m, strict=True)], "stop"))
+        m = vec3(margin, "margin")
+        return BBox(vec3([a - d for a, d in zip(self.start, m, strict=True)], "start"),
+                    vec3([b + d for b, d in zip(self.stop, m, strict=True)], "stop"))
 
     def contains(self, other: BBox) -> bool:
         return all(a <= c and d <= b for a, b, c, d in
@@ -86,3 +89,23 @@ class BBox:
 
     def __str__(self) -> str:
         return "[" + ", ".join(f"{a}:{b}" for a, b in zip(self.start, self.stop, strict=True)) + "]"
+
+
+def grid_boxes(bbox: BBox, size: Sequence[int] | int,
+               grid_origin: Sequence[int] | None = None) -> list[BBox]:
+    """The cells of the grid ``grid_origin + k * size`` (voxels, z, y, x; default origin
+    ``bbox.start``) that overlap ``bbox``, clipped to it, in C order. ``size`` must be positive."""
+    step = vec3(size, "size")
+    if any(s <= 0 for s in step):
+        raise ValueError(f"grid size {step} must be positive")
+    origin = vec3(grid_origin if grid_origin is not None else bbox.start, "grid_origin")
+    ranges = []
+    for a, b, o, s in zip(bbox.start, bbox.stop, origin, step, strict=True):
+        first = o + ((a - o) // s) * s
+        ranges.append(range(first, b, s))
+    boxes = []
+    for z, y, x in itertools.product(*ranges):
+        box = BBox((z, y, x), (z + step[0], y + step[1], x + step[2])).intersect(bbox)
+        if not box.empty:
+            boxes.append(box)
+    return boxes

@@ -8,22 +8,21 @@ interrupted run resumes without redoing them.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytc_core.bbox import BBox, _vec
+from pytc_core.bbox import BBox, grid_boxes, vec3
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
 
-__all__ = ["BlockProgress", "BlockRunResult", "parse_share", "plan_blocks", "run_blocks",
-           "select_share"]
+__all__ = ["BlockProgress", "BlockRunResult", "ProgressReporter", "parse_share", "plan_blocks",
+           "run_blocks", "select_share"]
 
 
 def plan_blocks(bbox: BBox, block_size: Sequence[int] | int,
@@ -34,20 +33,10 @@ def plan_blocks(bbox: BBox, block_size: Sequence[int] | int,
     so choose a block size that is a multiple of the output's chunk size to keep every write
     chunk-aligned. Blocks at the far faces are clipped to ``bbox``.
     """
-    size = _vec(block_size, "block_size")
+    size = vec3(block_size, "block_size")
     if any(s <= 0 for s in size):
         raise UserError(f"block size {size} must be positive", "use positive voxel counts, e.g. 128")
-    origin = _vec(grid_origin if grid_origin is not None else bbox.start, "grid_origin")
-    ranges = []
-    for a, b, o, s in zip(bbox.start, bbox.stop, origin, size, strict=True):
-        first = o + ((a - o) // s) * s
-        ranges.append(range(first, b, s))
-    blocks = []
-    for z, y, x in itertools.product(*ranges):
-        block = BBox((z, y, x), (z + size[0], y + size[1], x + size[2])).intersect(bbox)
-        if not block.empty:
-            blocks.append(block)
-    return blocks
+    return grid_boxes(bbox, size, grid_origin)
 
 
 _SHARE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -98,6 +87,17 @@ class BlockProgress:
         return [b for b in blocks if not self.is_done(b)]
 
 
+#: ``progress(description, total, total_voxels=None)``: a context manager yielding
+#: ``advance(voxels=0)``, called once per finished block, from any thread
+ProgressReporter = Callable[..., AbstractContextManager[Callable[..., None]]]
+
+
+@contextmanager
+def _no_progress(description: str, total: int | None, *,
+                 total_voxels: int | None = None) -> Iterator[Callable[..., None]]:
+    yield lambda voxels=0: None
+
+
 @dataclass(frozen=True)
 class BlockRunResult:
     """What :func:`run_blocks` did: blocks in this task's share, already done, processed now."""
@@ -111,16 +111,18 @@ def run_blocks(blocks: Sequence[BBox], process: Callable[..., Any], *,
                done: BlockProgress | None = None, share: tuple[int, int] | None = None,
                read: Callable[[BBox], Any] | None = None,
                write: Callable[[BBox, Any], object] | None = None,
-               description: str = "blocks", show_progress: bool = True,
+               description: str = "blocks", progress: ProgressReporter | None = None,
                show_voxels: bool = False) -> BlockRunResult:
     """Run ``process`` on this task's share of the pending blocks; mark each done after it.
 
     The one blockwise loop of every stage (daisy's process/check split): ``share=(i, n)``
     takes task i of n (:func:`select_share`), ``done`` skips blocks already marked finished
     and marks a block only after its output is complete (so a killed run never marks a block
-    whose output is incomplete), and a progress bar shows on stderr (on a terminal): blocks
-    done, elapsed time and ETA, with ``show_voxels`` voxels/s (each block counts
-    ``block.size`` voxels) and the ETA at that rate.
+    whose output is incomplete). ``progress`` reports the finished blocks (the CLI passes
+    :func:`pytc_core.cli.progress_counter`, a bar on stderr: blocks done, elapsed time and
+    ETA, with ``show_voxels`` voxels/s); it is called as ``progress(description, blocks,
+    total_voxels=...)`` and yields ``advance(voxels)``, called once per finished block (each
+    block counts ``block.size`` voxels; ``total_voxels`` is None without ``show_voxels``).
 
     With ``read``, the next block's input is read in a background thread while the current
     one is processed, and ``process(block, data)`` gets it; without, ``process(block)``.
@@ -133,14 +135,12 @@ def run_blocks(blocks: Sequence[BBox], process: Callable[..., Any], *,
     complete when ``process`` returns. The blocks are processed in plan order, one at a time,
     on the calling thread.
     """
-    from pytc_core.cli import progress_counter
-
     mine = select_share(blocks, share) if share is not None else list(blocks)
     pending = done.pending(mine) if done is not None else mine
     skipped = len(mine) - len(pending)
     total_voxels = sum(b.size for b in pending) if show_voxels else None
-    with progress_counter(description, len(pending), enabled=show_progress,
-                          total_voxels=total_voxels) as advance, \
+    report = progress if progress is not None else _no_progress
+    with report(description, len(pending), total_voxels=total_voxels) as advance, \
             ExitStack() as stack:
 
         def finish(block: BBox) -> None:

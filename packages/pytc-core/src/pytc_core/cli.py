@@ -21,14 +21,18 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
+import cyclopts
 from cyclopts import Parameter
 
+from pytc_core.config import parse_set_options
 from pytc_core.errors import UserError
 
 __all__ = [
     "CommonFlags",
+    "current_command",
     "emit",
     "parse_block_size",
     "make_app",
@@ -47,12 +51,21 @@ __all__ = [
 
 T = TypeVar("T")
 log = logging.getLogger("pytc")
-_current_command: str | None = None  # set by run_entry_point (see pytc_core.output_run)
+_current_command: str | None = None  # set by run_entry_point; read by current_command()
+
+
+def current_command() -> str:
+    """The command line being run, as its user typed it (``pytc-decode aff -o seg``): what a
+    stage passes to :func:`pytc_core.output_run.claim_output` as the command that resumes its
+    output. Set by :func:`run_entry_point` (also in-process); else this process's argv."""
+    if _current_command:
+        return _current_command
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def stderr_console():
     """A rich Console writing to stderr (imported lazily so ``--help`` stays fast)."""
-    from rich.console import Console
+    from rich.console import Console  # keeps --help fast: rich loads only to draw
 
     return Console(stderr=True, highlight=False)
 
@@ -96,8 +109,10 @@ class CommonFlags:
     """TOML file with the options (the stage's own table, e.g. ``[decode]``, or the whole file)."""
     set_: Annotated[list[str] | None,
                     Parameter(name="--set", consume_multiple=True, negative_iterable=())] = None
-    """Override any config key: ``--set key=value [key=value ...]`` (repeatable; dotted keys
-    for tables; values are TOML literals). Flags win over the file, ``--set`` over flags."""
+    """Override any config key: ``--set key=value [key=value ...]`` (repeatable; values are
+    TOML literals). Keys as in the file, dotted for tables (``decode.threshold``), the
+    command's own table optional (``threshold``), bare when one table has the key. Flags win
+    over the file, ``--set`` over flags."""
     overwrite: Annotated[bool, Parameter(name="--overwrite", negative="")] = False
     """Replace an existing output (only a volume pytc recognises)."""
     quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False
@@ -113,8 +128,6 @@ class CommonFlags:
 
     def text_overrides(self) -> dict[str, str]:
         """The ``--set`` options as ``{dotted key: text value}`` for ``resolve_config``."""
-        from pytc_core.config import parse_set_options
-
         return parse_set_options(self.set_)
 
 
@@ -248,7 +261,7 @@ def progress_counter(description: str, total: int | None, *, enabled: bool = Tru
     if not enabled or not getattr(sys.stderr, "isatty", lambda: False)():
         yield lambda voxels=0: None
         return
-    from rich.progress import (
+    from rich.progress import (  # keeps --help fast: rich loads only to draw a bar
         BarColumn,
         MofNCompleteColumn,
         Progress,
@@ -258,7 +271,7 @@ def progress_counter(description: str, total: int | None, *, enabled: bool = Tru
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-    from rich.text import Text
+    from rich.text import Text  # as above
 
     class VoxelRate(ProgressColumn):
         def render(self, task: Task) -> Text:
@@ -295,8 +308,6 @@ def _conventions() -> Parameter:
 def make_app(name: str, version: str, **kwargs: Any):
     """A cyclopts ``App`` with pytc's conventions: no generated ``--empty-X`` / ``--no-X``
     flags (a stage that wants a negative flag names it on the parameter)."""
-    import cyclopts
-
     kwargs.setdefault("default_parameter", _conventions())
     return cyclopts.App(name=name, version=version, **kwargs)
 

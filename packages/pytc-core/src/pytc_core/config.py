@@ -9,6 +9,11 @@ and the closest match. The resolved config is dumped as TOML beside every output
 One TOML file may configure a whole pipeline: each stage reads its own table (``[decode]``,
 ``[eval]``, ...) and ignores the tables of the other stages, which are listed once in
 :data:`STAGE_TABLES`; a top-level table that belongs to no stage is still an error.
+
+``--set`` keys follow one rule in every command: a key is written as in the file, with its
+table (``decode.merge_threshold``, as under ``[decode]``; ``train.max_steps``), or bare when
+that names one key (``merge_threshold``; ``max_steps``, the only table of pytc-train's config
+that has it). An error about a key from the file names the file.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get
 import tomli_w
 
 from pytc_core.errors import UserError, closest_match
+from pytc_core.files import write_atomic
+from pytc_core.version import __version__
+from pytc_core.volume import parse_uri, sidecar_path
+from pytc_core.volume.precomputed import to_cloudpath
 
 __all__ = [
     "STAGE_TABLES",
@@ -35,10 +44,19 @@ __all__ = [
     "load_toml",
     "resolve_config",
     "save_config_next_to",
+    "set_key",
 ]
 
 T = TypeVar("T")
 _MISSING = object()
+
+
+class _KeyError(UserError):
+    """A UserError about config key ``key`` (dotted), so the error can say where it came from."""
+
+    def __init__(self, key: str, what: str, fix: str | None = None) -> None:
+        super().__init__(what, fix)
+        self.key = key
 
 #: Top-level tables of a pipeline TOML file, each read by one stage (or shared by the stages
 #: that train and run a model). A stage ignores the ones it does not read; any other top-level
@@ -84,7 +102,7 @@ def _parse_text(value: str) -> Any:
 def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
     """Check ``value`` against type ``tp`` and convert losslessly (int → float, list → tuple)."""
     def bad() -> UserError:
-        return UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}",
+        return _KeyError(key, f"config key '{key}' must be {_type_name(tp)}, got {value!r}",
                          "fix the value in the TOML file or on the command line")
 
     if tp is Any:
@@ -109,11 +127,12 @@ def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
             return value
         choices = [str(a) for a in get_args(tp)]
         guess = closest_match(str(value), choices)
-        raise UserError(f"config key '{key}' must be one of {', '.join(choices)}, got {value!r}",
-                        f"did you mean '{guess}'?" if guess else "pick one of those")
+        raise _KeyError(key, f"config key '{key}' must be one of {', '.join(choices)}, got "
+                        f"{value!r}", f"did you mean '{guess}'?" if guess else "pick one of those")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise UserError(f"config key '{key}' must be a table", f"write it as [{key}] in the TOML file")
+            raise _KeyError(key, f"config key '{key}' must be a table",
+                            f"write it as [{key}] in the TOML file")
         return _build(cast(type, tp), value, key + ".", from_text)
     if from_text and isinstance(value, str):
         parsed = _parse_text(value)
@@ -130,8 +149,8 @@ def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
         args = get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                raise UserError(f"config key '{key}' needs {len(args)} values, got {len(value)}",
-                                f"give {_type_name(tp)}")
+                raise _KeyError(key, f"config key '{key}' needs {len(args)} values, got "
+                                f"{len(value)}", f"give {_type_name(tp)}")
             return tuple(_coerce(v, a, key, from_text) for v, a in zip(value, args, strict=True))
         inner = args[0] if args else Any
         items = [_coerce(v, inner, key, from_text) for v in value]
@@ -173,13 +192,13 @@ def _build(schema: type[T], values: Mapping[str, Any], prefix: str, from_text: b
         key = unknown[0]
         guess = closest_match(key, fields)
         hint = f"did you mean '{prefix}{guess}'? " if guess else ""
-        raise UserError(f"unknown config key '{prefix}{key}'",
+        raise _KeyError(prefix + key, f"unknown config key '{prefix}{key}'",
                         hint + "valid keys: " + ", ".join(prefix + f for f in fields))
     kwargs = {name: _coerce(v, hints[name], prefix + name, from_text) for name, v in values.items()}
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise UserError(f"missing required config key '{prefix}{missing[0]}'",
+        raise _KeyError(prefix + missing[0], f"missing required config key '{prefix}{missing[0]}'",
                         "set it in the TOML file or on the command line")
     try:
         return schema(**kwargs)
@@ -242,19 +261,67 @@ def resolve_config(schema: type[T], config_file: str | os.PathLike[str] | None =
     table) the whole file is the config, except the other stages' tables, which are ignored.
     ``overrides``: typed values from the command line under flat dotted keys; None values are
     ignored (flag not given). ``text_overrides``: ``key -> "string"`` values (``--set k=v``)
-    parsed as TOML literals. Raises UserError on unknown keys and tables and wrong types.
+    parsed as TOML literals, each key with the stage's table prefix (``section.key``) or
+    without, or bare when one table holds it (:func:`set_key`). Raises UserError on unknown
+    keys and tables and wrong types; an error about a key from ``config_file`` names the file.
     """
     tree: dict[str, Any] = {}
     if config_file is not None:
         tree = _deep_copy(_stage_tree(load_toml(config_file), schema, section, config_file))
+    given: set[str] = set()  # keys given on the command line (the others come from the file)
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)
+            given.add(key)
     text_keys = set()
     for key, value in (text_overrides or {}).items():
+        key = set_key(schema, key, section)
         _set_dotted(tree, key, value)
         text_keys.add(key)
-    return _build(schema, tree, "", from_text=bool(text_keys))
+    try:
+        return _build(schema, tree, "", from_text=bool(text_keys))
+    except _KeyError as exc:
+        if config_file is None or _given(exc.key, given | text_keys):
+            raise
+        raise UserError(f"{config_file}: {exc.what}", exc.fix) from None
+
+
+def _given(key: str, keys: Iterable[str]) -> bool:
+    """Whether ``key`` is, lies inside or holds one of the dotted ``keys``."""
+    return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in keys)
+
+
+def set_key(schema: type, key: str, section: str | None = None) -> str:
+    """The dotted key of ``schema`` that the ``--set`` key ``key`` names (one rule for every
+    command): ``section.rest`` is ``rest`` when the schema is the stage's table ``[section]``
+    (``decode.merge_threshold`` in pytc-decode); a bare key that is no field of the schema is
+    the field of the one table that has it (``max_steps`` → ``train.max_steps``). A bare key
+    that several tables hold, and a key of another stage's table, are UserErrors; any other
+    key is returned unchanged (an unknown one is named, with the valid keys, when resolved).
+    """
+    fields = {f.name for f in dataclasses.fields(schema) if f.init}
+    head, dot, rest = key.partition(".")
+    if head not in fields and dot and head == section:
+        key = rest
+        head, dot, rest = key.partition(".")
+    if head in fields:
+        return key
+    hints = get_type_hints(schema)
+    tables = sorted(name for name in fields if dataclasses.is_dataclass(hints[name]))
+    if dot:
+        if head in STAGE_TABLES and head not in fields:
+            own = f"[{section}]" if section else ", ".join(f"[{t}]" for t in tables)
+            raise UserError(f"config key '{key}' belongs to the [{head}] table, which this "
+                            f"command does not read", f"it reads {own}; give '{key}' to the "
+                            f"command that reads [{head}]")
+        return key
+    holders = [t for t in tables
+               if head in {f.name for f in dataclasses.fields(hints[t]) if f.init}]
+    if len(holders) > 1:
+        raise UserError(f"config key '{key}' is in several tables: "
+                        + ", ".join(f"{t}.{key}" for t in holders),
+                        f"write it with its table, e.g. --set {holders[0]}.{key}=...")
+    return f"{holders[0]}.{key}" if holders else key
 
 
 def parse_set_options(items: list[str] | tuple[str, ...] | None) -> dict[str, str]:
@@ -310,24 +377,17 @@ def save_config_next_to(output_uri: str, config: Any, command: str = "pytc") -> 
     Returns the path written, or None for a remote output (where it is stored with the layer
     through CloudFiles instead).
     """
-    from pytc_core import __version__
-    from pytc_core.volume import parse_uri, sidecar_path
-
     header = (f"# resolved config of `{command}` (pytc {__version__}), written "
               f"{datetime.now(UTC).isoformat(timespec='seconds')}\n"
               f"# command line: {' '.join(sys.argv)}\n")
     text = header + config_to_toml(config)
     path = sidecar_path(output_uri, "pytc_config.toml")
     if path is None:
-        from cloudfiles import CloudFiles
-
-        from pytc_core.volume.precomputed import to_cloudpath
+        from cloudfiles import CloudFiles  # heavy: only for remote outputs
 
         if parse_uri(output_uri).format == "precomputed":
             CloudFiles(to_cloudpath(output_uri)).put("pytc_config.toml", text.encode(),
                                                      content_type="text/plain")
         return None
-    from pytc_core.files import write_atomic
-
     return write_atomic(path, text.encode())
 

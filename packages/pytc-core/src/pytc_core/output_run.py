@@ -10,8 +10,9 @@ Every stage that writes a volume does it inside :func:`claim_output`::
 
 The run record ``pytc_run.json`` (inside a directory output, beside a file output, named like
 ``pytc_config.toml``) says which command writes the output and whether it finished: ``state``
-is ``running`` until :meth:`OutputRun.complete`, then ``complete``. :func:`open_volume`
-refuses a volume whose record is not complete, naming the command that resumes it.
+is ``running`` until :meth:`OutputRun.complete`, then ``complete``. :func:`open_input` (what
+stages open their inputs with; ``pytc_core.open_volume``) refuses a volume whose record is not
+complete, naming the command that resumes it.
 
 Rules (the README's conventions section states them for users):
 
@@ -44,7 +45,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pytc_core.config import config_to_dict
 from pytc_core.errors import UserError
+from pytc_core.files import write_atomic
 from pytc_core.lease import Lease, acquire_lease, read_lease
 from pytc_core.output import (
     LEASE_NAME,
@@ -54,14 +57,16 @@ from pytc_core.output import (
     inspect_output,
     remove_output,
 )
-from pytc_core.volume import Volume, parse_uri, sidecar_path
+from pytc_core.version import __version__
+from pytc_core.volume import Volume, create_volume, open_volume, parse_uri, sidecar_path
+from pytc_core.volume.precomputed import local_layer_path, to_cloudpath
 
 __all__ = [
     "OutputRun",
     "RunRecord",
     "Terminated",
     "claim_output",
-    "current_command",
+    "open_input",
     "read_run_record",
     "require_complete",
     "run_key",
@@ -97,21 +102,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def current_command() -> str:
-    """The command line of this process, as a user would type it (``pytc-decode aff -o seg``)."""
-    from pytc_core import cli
-
-    command = getattr(cli, "_current_command", None)
-    if command:
-        return command
+def _process_command() -> str:
+    """This process's own command line (``pytc-decode aff -o seg``): the default for library
+    callers; a command passes what its user typed (:func:`pytc_core.cli.current_command`)."""
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def _normalised(uri: str) -> str:
     loc = parse_uri(uri)
     if loc.format == "precomputed":
-        from pytc_core.volume.precomputed import local_layer_path
-
         path = local_layer_path(uri)
         return uri.rstrip("/") if path is None else os.path.realpath(path)
     assert loc.path is not None
@@ -125,8 +124,6 @@ def run_key(stage: str, inputs: Sequence[str | None], config: Any,
     ``config`` is a dataclass or mapping; ``exclude`` names top-level keys that do not change
     the output (e.g. a summary option). Two runs with the same key write the same output.
     """
-    from pytc_core.config import config_to_dict
-
     values = config_to_dict(config) if config is not None else {}
     values = {k: v for k, v in values.items() if k not in set(exclude)}
     text = json.dumps({"stage": stage, "inputs": [_normalised(u) if u else None for u in inputs],
@@ -135,9 +132,7 @@ def run_key(stage: str, inputs: Sequence[str | None], config: Any,
 
 
 def _remote_files(uri: str):
-    from cloudfiles import CloudFiles
-
-    from pytc_core.volume.precomputed import to_cloudpath
+    from cloudfiles import CloudFiles  # heavy: only for remote outputs
 
     return CloudFiles(to_cloudpath(uri))
 
@@ -165,8 +160,6 @@ def read_run_record(uri: str) -> RunRecord | None:
 
 
 def _write_record(uri: str, record: RunRecord) -> None:
-    from pytc_core.files import write_atomic
-
     data = json.dumps(asdict(record), indent=1).encode()
     path = sidecar_path(uri, RECORD_NAME)
     if path is None:
@@ -190,6 +183,18 @@ def require_complete(uri: str) -> None:
                     f"rerun `{record.command}` to resume it")
 
 
+def open_input(uri: str, *, fill_missing: bool = False, allow_incomplete: bool = False) -> Volume:
+    """Open a volume a stage reads (``pytc_core.open_volume``): the run policy, then the I/O.
+
+    The output of a pytc run that did not finish (its run record is not complete) is a
+    UserError naming the command that resumes it (``allow_incomplete`` is for the run writing
+    it); everything else as :func:`pytc_core.volume.open_volume`.
+    """
+    if not allow_incomplete:
+        require_complete(uri)
+    return open_volume(uri, fill_missing=fill_missing)
+
+
 def _is_interrupt(exc: BaseException | None) -> bool:
     return isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and exc.code == 130)
 
@@ -203,7 +208,7 @@ class OutputRun:
         self.uri, self.stage, self.key = uri, stage, key
         self.explain_mismatch = explain_mismatch
         self.inputs, self.overwrite, self.join = list(inputs), overwrite, join
-        self.command = command or current_command()
+        self.command = command or _process_command()
         #: ``fresh`` (this run creates the output) or ``resume`` (it goes on with one)
         self.mode = "fresh"
         self.lease: Lease | None = None
@@ -293,8 +298,6 @@ class OutputRun:
         self._created_dirs = missing  # deepest first
 
     def _write_running(self, started: str | None = None) -> None:
-        from pytc_core import __version__
-
         _write_record(self.uri, RunRecord(
             state="running", key=self.key, stage=self.stage, command=self.command,
             host=socket.gethostname(), pid=os.getpid(), started=started or _now(),
@@ -312,8 +315,6 @@ class OutputRun:
         ``restart``: a stage that cannot resume starts an unfinished output of its own run
         again (the old volume is replaced).
         """
-        from pytc_core.volume import create_volume
-
         if self.mode == "resume" and restart and (self.lease is None or self.lease.owner):
             state = inspect_output(self.uri)
             if state.kind == "volume":
@@ -326,9 +327,7 @@ class OutputRun:
 
     def open(self) -> Volume:
         """The output volume, open for writing (it is not complete yet)."""
-        from pytc_core.volume import open_volume
-
-        return open_volume(self.uri, allow_incomplete=True, fill_missing=True)
+        return open_volume(self.uri, fill_missing=True)
 
     def made_progress(self) -> None:
         """Finished work worth resuming exists: an interrupt keeps the partial output."""
@@ -404,8 +403,9 @@ def claim_output(uri: str, *, stage: str, key: str, inputs: Sequence[str | None]
     read), takes the output's lease and decides whether this run starts afresh or resumes.
     ``stage`` names the stage (``decode``), ``key`` is the run's :func:`run_key`, ``inputs``
     the input URIs (an output that is an input is refused), ``join`` lets runs with the same
-    key (shares of a blockwise run) work side by side, ``command`` (default: this process's
-    command line) is what the record and the error messages name as the command to resume.
+    key (shares of a blockwise run) work side by side, ``command`` is what the record and the
+    error messages name as the command to resume (a stage passes
+    :func:`pytc_core.cli.current_command`; default: this process's command line).
     ``explain_mismatch(record)`` is called before an unfinished output of another key is
     refused, so the stage can raise a UserError that says what differs.
     """

@@ -17,7 +17,7 @@ __all__ = ["make_server", "serve_folder"]
 
 def make_server(root: str | os.PathLike[str], host: str = "localhost", port: int = 8080):
     """An HTTP server (not yet serving) for the files under folder ``root``."""
-    from cloudvolume.server import ViewerServerHandler
+    from cloudvolume.server import ViewerServerHandler  # heavy: only when serving
 
     path = os.path.abspath(os.fspath(root))
     if not os.path.isdir(path):

@@ -106,7 +106,7 @@ def synthetic_labels(
     # later neurites may cut earlier ones into pieces: every 6-connected piece becomes its own
     # neuron and pieces under min_piece voxels become background, so each id is one connected
     # object with no isolated voxels (its affinities decode back to it exactly)
-    import cc3d
+    import cc3d  # only when synthetic labels are made
 
     pieces = cc3d.connected_components(labels, connectivity=6, out_dtype=np.uint64)
     sizes = np.bincount(pieces.ravel().astype(np.intp))

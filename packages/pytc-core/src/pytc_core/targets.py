@@ -18,6 +18,7 @@ __all__ = [
     "boundary_from_labels",
     "foreground_from_labels",
     "long_range_offsets",
+    "pair_slices",
 ]
 
 #: the three nearest-neighbour offsets (z, y, x): the edges to the previous voxel along each axis
@@ -41,7 +42,7 @@ def long_range_offsets(distances: Sequence[int] = (3, 9, 27),
     return tuple(dict.fromkeys(out))  # drop duplicates, keep order
 
 
-def _pair_slices(shape: Sequence[int], offset: Sequence[int]):
+def pair_slices(shape: Sequence[int], offset: Sequence[int]):
     """Slices (of v, of v + offset) covering every v whose partner lies inside ``shape``."""
     src, dst = [], []
     for n, d in zip(shape, offset, strict=True):
@@ -74,7 +75,7 @@ def affinities_from_labels(
     for c, off in enumerate(offsets):
         if len(off) != 3:
             raise ValueError(f"offset {off} must have 3 entries (z, y, x)")
-        pair = _pair_slices(labels.shape, off)
+        pair = pair_slices(labels.shape, off)
         if pair is None:
             continue
         src, dst = pair

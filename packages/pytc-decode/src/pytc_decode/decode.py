@@ -28,10 +28,11 @@ import numpy as np
 
 from pytc_core.bbox import BBox
 from pytc_core.blocks import BlockProgress, BlockRunResult, plan_blocks, run_blocks
+from pytc_core.cli import current_command, progress_counter
 from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.files import write_atomic
-from pytc_core.output_run import OutputRun, claim_output
-from pytc_core.volume import Volume, open_volume, parse_uri, sidecar_path
+from pytc_core.output_run import OutputRun, claim_output, open_input
+from pytc_core.volume import Volume, parse_uri, sidecar_path
 from pytc_decode.blockwise import BlockSummary, label_block, reduce_blocks, relabel_block
 from pytc_decode.cc import (
     affinity_cc,
@@ -541,7 +542,8 @@ def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | 
 
     # bad input found partway (e.g. NaN) in a fresh run: the claim removes everything
     return run_blocks(run.blocks, process, done=run.progress("label"), share=share,
-                      read=read, description="label blocks", show_progress=show_progress)
+                      read=read, description="label blocks",
+                      progress=progress_counter if show_progress else None)
 
 
 def reduce_step(run: BlockwiseRun) -> DecodeStats:
@@ -599,7 +601,8 @@ def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] 
 
     done = run.progress("relabel")
     result = run_blocks(run.blocks, process, done=done, share=share, read=read,
-                        description="relabel blocks", show_progress=show_progress)
+                        description="relabel blocks",
+                        progress=progress_counter if show_progress else None)
     if share is None or not done.pending(run.blocks):
         _finish_output(claim, run.cfg)  # every block of the output is written
     if share is None:
@@ -654,9 +657,9 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     if share is not None and step not in ("label", "relabel"):
         raise UserError("--blocks i/n selects the blocks of the label or relabel step",
                         "add --step label (then --step reduce, then --step relabel)")
-    aff_vol = open_volume(aff_uri, fill_missing=cfg.fill_missing)
+    aff_vol = open_input(aff_uri, fill_missing=cfg.fill_missing)
     out_uri = output or default_output_uri(aff_uri)
-    mask_vol = open_volume(cfg.mask, fill_missing=cfg.fill_missing) if cfg.mask else None
+    mask_vol = open_input(cfg.mask, fill_missing=cfg.fill_missing) if cfg.mask else None
     check_config(cfg, aff_vol)
     _check_mask(mask_vol, aff_vol)
     timings: dict[str, float] = {}
@@ -687,7 +690,8 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
         # before any input data is read: each output's checks, its lease, fresh run or resume
         claims = [stack.enter_context(claim_output(
             uri, stage="decode", key=key, inputs=[aff_uri, cfg.mask], overwrite=overwrite,
-            join=step != "all", explain_mismatch=explain)) for uri, key in zip(out_uris, keys, strict=True)]
+            join=step != "all", explain_mismatch=explain, command=current_command()))
+            for uri, key in zip(out_uris, keys, strict=True)]
         if run is None:
             log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, cfg.method)
             all_stats = _decode_whole(aff_vol, mask_vol, claims, out_cfgs, cfg, timings)

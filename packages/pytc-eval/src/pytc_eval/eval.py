@@ -145,7 +145,8 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     from pytc_core.blocks import plan_blocks
     from pytc_core.config import config_to_toml
     from pytc_core.files import write_atomic
-    from pytc_core.volume import open_volume, require_integer_labels
+    from pytc_core.output_run import open_input
+    from pytc_core.volume import require_integer_labels
     from pytc_eval.align import bbox_from_values, check_voxel_sizes, evaluation_box
     from pytc_eval.links import error_rows, errors_csv, serve_root
     from pytc_eval.score import evaluate_volumes
@@ -161,9 +162,9 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
                    [ground_truth, *segmentations, skeleton_file])
     timer = _Timer()
     with timer.phase("open and check volumes"):
-        gt = open_volume(ground_truth, fill_missing=config.fill_missing)
+        gt = open_input(ground_truth, fill_missing=config.fill_missing)
         require_integer_labels(gt)
-        segs = [open_volume(uri, fill_missing=config.fill_missing) for uri in segmentations]
+        segs = [open_input(uri, fill_missing=config.fill_missing) for uri in segmentations]
         for seg in segs:
             require_integer_labels(seg)
         voxel_size = check_voxel_sizes(gt, segs, config.voxel_size)

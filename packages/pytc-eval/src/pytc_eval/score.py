@@ -12,6 +12,7 @@ import numpy as np
 
 from pytc_core.bbox import BBox
 from pytc_core.blocks import plan_blocks, run_blocks
+from pytc_core.cli import progress_counter
 from pytc_core.volume import Volume, require_integer_labels
 from pytc_eval.align import evaluation_box
 from pytc_eval.erl import expected_run_length
@@ -71,7 +72,8 @@ def evaluate_volumes(seg: Volume, gt: Volume, skeletons: Skeletons | None = None
             node_seg[inside] = values.astype(np.uint64)
 
     blocks = plan_blocks(box, block_size, grid_origin=gt.offset)
-    run_blocks(blocks, process, read=read, show_progress=show_progress,
+    run_blocks(blocks, process, read=read,
+               progress=progress_counter if show_progress else None,
                description=f"evaluating {os.path.basename(seg.uri.rstrip('/'))}")
     voxel = rand_voi_from_table(*table.pairs(include_background=True))
     warnings = []

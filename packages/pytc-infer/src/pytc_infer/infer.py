@@ -335,9 +335,9 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         raise UserError("no checkpoint given", "pass --checkpoint run.ckpt")
     if not cfg.input:
         raise UserError("no input volume given", "pass --input RAW_URI")
-    from pytc_core.volume import open_volume
+    from pytc_core.output_run import open_input
 
-    vol = open_volume(cfg.input)
+    vol = open_input(cfg.input)
     box = _parse_bbox(cfg.bbox, vol)
     if not Path(cfg.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {cfg.checkpoint}", "check the --checkpoint path")
@@ -440,6 +440,7 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
                        batch_size=cfg.batch_size, cuda=device.startswith("cuda"))
     from pytc_core import __version__ as core_version
     from pytc_core.blocks import BlockProgress, plan_blocks, run_blocks
+    from pytc_core.cli import progress_counter
     from pytc_infer import __version__
 
     record: dict[str, Any] = {
@@ -495,11 +496,13 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         if write_behind:  # the writer thread writes a block while the next one is computed
             result = run_blocks(blocks, process, done=done, share=share, read=read,
                                 write=write, description="infer blocks",
-                                show_progress=show_progress, show_voxels=True)
+                                progress=progress_counter if show_progress else None,
+                                show_voxels=True)
         else:
             result = run_blocks(blocks, lambda b, d: write(b, process(b, d)), done=done,
                                 share=share, read=read, description="infer blocks",
-                                show_progress=show_progress, show_voxels=True)
+                                progress=progress_counter if show_progress else None,
+                                show_voxels=True)
         complete = done is None or not done.pending(blocks)
         if complete:
             _finish_provenance(out_uri, record)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shlex
 
-__all__ = ["requeue_wrapper"]
+__all__ = ["requeue_wrapper", "shell_quote"]
 
 _TEMPLATE = """\
 # --- requeue wrapper (pytc-launch) -----------------------------------------------------
@@ -71,7 +71,7 @@ if [ "$signalled" = 1 ] && [ "$rc" != 0 ]; then   # rc 0: the work finished anyw
 fi"""
 
 
-def _quote(word: str) -> str:
+def shell_quote(word: str) -> str:
     """Shell-quote ``word`` unless it is a ``"$VAR/..."`` expression the script expands."""
     if word.startswith('"$') and word.endswith('"'):
         return word
@@ -84,7 +84,7 @@ def requeue_wrapper(command: str, *, max_restarts: int, attempts_log: str | None
     ``scontrol requeue``; ``attempts_log`` records every start/end (``status`` reads it)."""
     return _TEMPLATE.format(
         max_restarts=int(max_restarts),
-        attempts_log=_quote(attempts_log) if attempts_log else '""',
+        attempts_log=shell_quote(attempts_log) if attempts_log else '""',
         command=command,
         grace_note=grace_note,
         requeue_block=_REQUEUE if requeue else "# (submitted without --requeue)",

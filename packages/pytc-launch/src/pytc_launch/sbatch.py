@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pytc_core.errors import UserError
-from pytc_launch.requeue import _quote, requeue_wrapper
+from pytc_launch.requeue import requeue_wrapper, shell_quote
 
 __all__ = ["SlurmOptions", "render_script", "validate_time"]
 
@@ -123,4 +123,4 @@ def render_script(opts: SlurmOptions, command: Sequence[str], *, job_name: str, 
 
 
 def _shell_words(command: Sequence[str]) -> str:
-    return " ".join(_quote(word) for word in command)
+    return " ".join(shell_quote(word) for word in command)

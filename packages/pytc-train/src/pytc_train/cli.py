@@ -161,14 +161,14 @@ def train(
         emit(preview.image_uri)
         return 0
 
-    from pytc_train.train import EXIT_PREEMPTED, Preempted, _process_rank, run_train
+    from pytc_train.train import EXIT_PREEMPTED, Preempted, process_rank, run_train
 
     try:
         result = run_train(config, overwrite=common.overwrite, verbose=common.verbose)
     except Preempted as exc:
         sys.stderr.write(f"pytc-train: {exc}; continue with --resume auto\n")
         return EXIT_PREEMPTED
-    if _process_rank() == 0:
+    if process_rank() == 0:
         scores = result.val_scores
         log.info("trained %d steps in %.0f s%s; run directory %s", result.steps, result.seconds,
                  f"; validation F1 {scores['f1']:.4f} (boundary F1 {scores['boundary_f1']:.4f})"

@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
+from pytc_core.output_run import open_input
 from pytc_core.targets import affinities_from_labels
-from pytc_core.volume import Volume, open_volume
+from pytc_core.volume import Volume
 from pytc_train.config import DataConfig, SourceConfig
 
 __all__ = [
@@ -59,7 +60,7 @@ class VolumePair:
 
 def _open(uri: str, what: str) -> Volume:
     try:
-        return open_volume(uri)
+        return open_input(uri)
     except UserError:
         raise
     except Exception as exc:  # a format library's own error on a damaged file
@@ -115,7 +116,7 @@ def norm_stats_for(config: DataConfig, pair: VolumePair, samples: int = 8,
     (None when not needed or already set)."""
     if config.normalize in ("auto", "none") or (config.mean is not None and config.std is not None):
         return None
-    vol = open_volume(pair.raw)
+    vol = open_input(pair.raw)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(samples):
@@ -195,7 +196,7 @@ class _Handles:
         if self._pid != os.getpid():
             self._pid, self._open = os.getpid(), {}
         if uri not in self._open:
-            self._open[uri] = open_volume(uri)
+            self._open[uri] = open_input(uri)
         return self._open[uri]
 
     def __getstate__(self) -> dict:

@@ -105,7 +105,8 @@ def _pick_box(labels_vol: Any, region: BBox, read_shape: Sequence[int],
 
 def run_preview(config: PreviewConfig) -> PreviewResult:
     """Augment one patch ``config.count`` times; write the volume and the PNG (see module doc)."""
-    from pytc_core.volume import create_volume, open_volume, require_integer_labels, volume_exists
+    from pytc_core.output_run import open_input
+    from pytc_core.volume import create_volume, require_integer_labels, volume_exists
     from pytc_train.augment.pipeline import build_augmentation
 
     if isinstance(config.count, bool) or not isinstance(config.count, int) or config.count < 1:
@@ -123,7 +124,7 @@ def run_preview(config: PreviewConfig) -> PreviewResult:
         if png.exists():
             raise UserError(f"output exists: {png}", "pass --overwrite or another --output")
     transform, margin = build_augmentation(config.aug, config.patch, seed=config.seed)
-    raw_vol, lab_vol = open_volume(config.raw), open_volume(config.labels)
+    raw_vol, lab_vol = open_input(config.raw), open_input(config.labels)
     if raw_vol.ndim != 3:
         raise UserError(f"--raw {config.raw} has shape {raw_vol.shape}",
                         "the preview takes a single-channel (z, y, x) raw volume")

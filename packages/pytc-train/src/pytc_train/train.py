@@ -29,7 +29,7 @@ import numpy as np
 from pytc_core.bbox import BBox
 from pytc_core.config import config_to_dict
 from pytc_core.errors import UserError
-from pytc_core.volume import open_volume
+from pytc_core.output_run import open_input
 from pytc_train.augment.config import AugConfig
 from pytc_train.config import DataConfig, TrainConfig
 
@@ -38,6 +38,7 @@ __all__ = [
     "Preempted",
     "TrainResult",
     "check_patch_for_model",
+    "process_rank",
     "run_train",
 ]
 
@@ -69,7 +70,7 @@ class TrainResult:
     val_scores: dict[str, float] | None = None
 
 
-def _process_rank() -> int:
+def process_rank() -> int:
     """This process's rank before the trainer exists (DDP children, Slurm tasks), else 0."""
     for key in ("RANK", "LOCAL_RANK", "NODE_RANK"):
         if int(os.environ.get(key, "0") or 0) > 0:
@@ -125,7 +126,7 @@ def _check_foreground(dataset) -> None:
     rng = np.random.default_rng(dataset.seed)
     cfg = dataset.config
     for pair in dataset.pairs:
-        labels = open_volume(pair.labels)
+        labels = open_input(pair.labels)
         found = False
         for _ in range(max(1, cfg.max_resample)):
             start = [int(rng.integers(a, b - p + 1)) for a, b, p in
@@ -337,7 +338,7 @@ def _augmentation(config: TrainConfig, pairs: Sequence[Any]
         return None, (0, 0, 0)
     from pytc_train.augment import build_augmentation
 
-    sizes = {tuple(open_volume(p.raw).voxel_size) for p in pairs}
+    sizes = {tuple(open_input(p.raw).voxel_size) for p in pairs}
     voxel = sizes.pop() if len(sizes) == 1 else None  # axis permutation needs one voxel size
     return build_augmentation(config.aug, config.data.patch_size, voxel)
 
@@ -356,7 +357,7 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
     :class:`Preempted` when SIGUSR1/SIGTERM stopped it (last.ckpt saved).
     """
     t0 = time.perf_counter()
-    rank = _process_rank()
+    rank = process_rank()
     from pytc_core.models.registry import get_architecture_builder
 
     get_architecture_builder(config.model.architecture)  # unknown name: closest match

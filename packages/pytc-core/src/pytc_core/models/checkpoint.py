@@ -22,7 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytc_core.config import config_to_dict
 from pytc_core.errors import UserError
+from pytc_core.files import write_atomic
+from pytc_core.models.registry import build_model
+from pytc_core.version import __version__
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -45,15 +49,11 @@ def _lightning_version() -> str:
 
 
 def _pytc_version() -> str:
-    from pytc_core import __version__
-
     return __version__
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        from pytc_core.config import config_to_dict
-
         config = config_to_dict(config)
     if not isinstance(config, Mapping) or not isinstance(config.get("model"), Mapping):
         raise ValueError("save_checkpoint needs the full resolved config with a 'model' table")
@@ -87,8 +87,6 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, config: Mapp
             "pytc_checkpoint_format": CHECKPOINT_FORMAT,
         },
     }
-    from pytc_core.files import write_atomic
-
     return write_atomic(path, lambda fh: torch.save(ckpt, fh))
 
 
@@ -137,8 +135,6 @@ def load_model_from_checkpoint(path: str | os.PathLike[str], map_location: Any =
     """Rebuild the model of a pytc checkpoint and load its weights: ``(model in eval mode,
     full config dict)``. UserError for a missing file, a non-pytc file, or another format.
     ``trusted=True`` allows arbitrary pickled objects (only for files you trust)."""
-    from pytc_core.models.registry import build_model
-
     ckpt = _read(path, map_location, trusted)
     config = dict(ckpt["hyper_parameters"]["config"])
     model = build_model(config["model"])

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytc_core.config import resolve_config
 from pytc_core.errors import UserError
 
 __all__ = ["ModelConfig", "model_config_from_dict", "model_config_to_dict"]
@@ -79,8 +80,6 @@ def model_config_from_dict(table: Mapping[str, Any] | ModelConfig) -> ModelConfi
     if not isinstance(table, Mapping):
         raise UserError(f"model config must be a table, got {type(table).__name__}",
                         "pass the [model] table as a dict")
-    from pytc_core.config import resolve_config
-
     return resolve_config(ModelConfig, None, overrides={k: v for k, v in table.items()})
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pytc_core.errors import UserError
+from pytc_core.models.mednext import NnunetMedNeXtAdapter
 
 __all__ = ["dkfz_to_pytc_name", "load_nnunet_mednext_weights", "nnunet_mednext_state_dict"]
 
@@ -78,8 +79,6 @@ def load_nnunet_mednext_weights(model: nn.Module, state_dict: Mapping[str, Tenso
     """Load a state dict saved by ``nnunet_mednext``'s ``MedNeXt`` into ``model`` (built by
     ``build_model`` with the matching ``mednext``/``mednext_custom`` config), strictly: every
     tensor mapped, none missing, shapes equal; a UserError otherwise. Returns ``model``."""
-    from pytc_core.models.mednext import NnunetMedNeXtAdapter
-
     if isinstance(model, NnunetMedNeXtAdapter):  # DKFZ's own network: names already agree
         model.net.load_state_dict(_unwrap(state_dict), strict=True)
         return model

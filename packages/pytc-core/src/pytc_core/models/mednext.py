@@ -250,8 +250,9 @@ def _build(config: ModelConfig, custom: bool) -> nn.Module:
 
 def _build_nnunet(config: ModelConfig, kw: dict, custom: bool) -> nn.Module:
     try:
+        # optional: DKFZ's package (not on PyPI), needed only for backend = 'nnunet_mednext'
         from nnunet_mednext import MedNeXt as DKFZMedNeXt
-        from nnunet_mednext import create_mednext_v1
+        from nnunet_mednext import create_mednext_v1  # as above
     except ImportError:
         raise UserError("model.backend = 'nnunet_mednext' needs DKFZ's nnunet_mednext package, "
                         "which is not installed",

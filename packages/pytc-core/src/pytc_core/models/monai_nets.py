@@ -43,7 +43,7 @@ def _norm(config: ModelConfig) -> Any:
 
 def build_monai_basic_unet3d(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.BasicUNet``; ``filters`` gives its 5 encoder widths (+ last = first)."""
-    from monai.networks.nets import BasicUNet
+    from monai.networks.nets import BasicUNet  # heavy (every MONAI net): only when built
 
     _no_deep_supervision(config)
     features = list(config.filters)
@@ -59,7 +59,7 @@ def build_monai_basic_unet3d(config: ModelConfig) -> nn.Module:
 
 def build_monai_unet(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.UNet`` with channels ``filters`` and stride 2 between levels."""
-    from monai.networks.nets import UNet
+    from monai.networks.nets import UNet  # heavy (every MONAI net): only when built
 
     _no_deep_supervision(config)
     if len(config.filters) < 2:
@@ -73,7 +73,7 @@ def build_monai_unet(config: ModelConfig) -> nn.Module:
 
 def build_monai_unetr(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.UNETR`` for patches of exactly ``input_size`` (multiples of 16)."""
-    from monai.networks.nets import UNETR
+    from monai.networks.nets import UNETR  # heavy (every MONAI net): only when built
 
     _no_deep_supervision(config)
     size = tuple(config.input_size)
@@ -91,7 +91,7 @@ def build_monai_unetr(config: ModelConfig) -> nn.Module:
 
 def build_monai_swin_unetr(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.SwinUNETR`` (inputs multiples of 32; feature_size multiple of 12)."""
-    from monai.networks.nets import SwinUNETR
+    from monai.networks.nets import SwinUNETR  # heavy (every MONAI net): only when built
 
     _no_deep_supervision(config)
     feature_size = config.feature_size or 24
@@ -105,7 +105,7 @@ def build_monai_swin_unetr(config: ModelConfig) -> nn.Module:
 
 def build_monai_segresnet(config: ModelConfig) -> nn.Module:
     """``monai.networks.nets.SegResNet`` with ``init_filters = filters[0]`` (inputs multiples of 8)."""
-    from monai.networks.nets import SegResNet
+    from monai.networks.nets import SegResNet  # heavy (every MONAI net): only when built
 
     _no_deep_supervision(config)
     return SegResNet(spatial_dims=3, init_filters=config.filters[0],

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytc_core.errors import unknown_name_error
+from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.models.config import ModelConfig, model_config_from_dict
 from pytc_core.models.input_size import InputSizeRule
 
@@ -137,8 +137,6 @@ def build_model(config: Mapping[str, Any] | ModelConfig) -> nn.Module:
         if args and isinstance(args[0], torch.Tensor):
             x = args[0]
             if x.ndim != rule.spatial_dims + 2:
-                from pytc_core.errors import UserError
-
                 raise UserError(f"{arch.name} takes (N, C, {rule.spatial_dims} spatial axes) "
                                 f"tensors, got shape {tuple(x.shape)}",
                                 "add the batch and channel axes")
@@ -161,7 +159,7 @@ def describe_architectures(in_channels: int = 1, out_channels: int = 3
                            ) -> list[tuple[str, int, str]]:
     """``(name, parameters, summary)`` for every architecture with its default config (and
     each MedNeXt size as ``mednext/<size>``), for ``in_channels`` → ``out_channels``."""
-    from pytc_core.models.mednext import MEDNEXT_SIZES
+    from pytc_core.models.mednext import MEDNEXT_SIZES  # family modules load on first use
 
     rows = []
     for name in list_architectures():

@@ -16,13 +16,12 @@ delete, sidecar placement) listed in ``BACKENDS``.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from pytc_core.errors import UserError
+from pytc_core.volume.backends import BACKENDS, backend, sidecar_path
 from pytc_core.volume.base import (
     FormatBackend,
     Volume,
@@ -33,6 +32,7 @@ from pytc_core.volume.base import (
 )
 from pytc_core.volume.location import VolumeLocation, parse_uri
 from pytc_core.volume.metadata import check_ndim
+from pytc_core.volume.stored import check_creatable, inspect_output, remove_volume
 
 __all__ = [
     "BACKENDS",
@@ -52,36 +52,18 @@ __all__ = [
     "volume_exists",
 ]
 
-#: format name -> module defining its ``BACKEND`` (imported on first use, so opening an .npy
-#: does not import CloudVolume)
-BACKENDS: dict[str, str] = {
-    "precomputed": "pytc_core.volume.precomputed",
-    "hdf5": "pytc_core.volume.hdf5",
-    "zarr": "pytc_core.volume.zarr_array",
-    "tiff": "pytc_core.volume.tiff",
-    "npy": "pytc_core.volume.npy",
-}
 
-
-def backend(fmt: str) -> FormatBackend:
-    """The backend of format ``fmt`` (a key of ``BACKENDS``)."""
-    return importlib.import_module(BACKENDS[fmt]).BACKEND
-
-
-def open_volume(uri: str, *, fill_missing: bool = False, allow_incomplete: bool = False) -> Volume:
+def open_volume(uri: str, *, fill_missing: bool = False) -> Volume:
     """Open the volume at ``uri`` lazily (metadata only; data is read by ``.read(bbox)``).
 
-    Raises UserError for a missing file, a missing dataset, a corrupt layer, data that is
-    not 3D (Z, Y, X) / 4D (C, Z, Y, X), and the output of a pytc run that did not finish
-    (its run record is not complete; ``allow_incomplete`` is for the run writing it).
-    A missing chunk of a precomputed layer is a UserError when read, unless ``fill_missing``
-    (layers sparse on purpose: missing chunks read as zeros).
+    I/O only: whether the volume is a finished pytc output is not checked here; a stage
+    opens its inputs with :func:`pytc_core.open_volume` (:func:`pytc_core.output_run.open_input`),
+    which refuses an unfinished one. Raises UserError for a missing file, a missing dataset,
+    a corrupt layer, and data that is not 3D (Z, Y, X) / 4D (C, Z, Y, X). A missing chunk of
+    a precomputed layer is a UserError when read, unless ``fill_missing`` (layers sparse on
+    purpose: missing chunks read as zeros).
     """
     loc = parse_uri(uri)
-    if not allow_incomplete:
-        from pytc_core.output_run import require_complete
-
-        require_complete(uri)
     vol = backend(loc.format).open(loc, fill_missing)
     check_ndim(vol.shape, uri)
     return vol
@@ -89,18 +71,15 @@ def open_volume(uri: str, *, fill_missing: bool = False, allow_incomplete: bool 
 
 def volume_exists(uri: str) -> bool:
     """Whether a volume (or anything else) is at ``uri``; pytc's own lease, run record or
-    scratch files alone do not count (see :func:`pytc_core.output.inspect_output`)."""
-    from pytc_core.output import inspect_output
-
+    scratch files alone do not count (see :func:`pytc_core.volume.stored.inspect_output`)."""
     return inspect_output(uri).kind != "absent"
 
 
 def delete_volume(uri: str) -> None:
     """Delete the volume at ``uri`` with pytc's files about it (nothing happens if it is
-    absent); only a volume pytc recognises, else UserError (:func:`pytc_core.output.remove_output`)."""
-    from pytc_core.output import remove_output
-
-    remove_output(uri)
+    absent); only a volume pytc recognises, else UserError
+    (:func:`pytc_core.volume.stored.remove_volume`)."""
+    remove_volume(uri)
 
 
 def _default_chunk(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -147,8 +126,6 @@ def create_volume(
     chunks = tuple(int(c) for c in (chunk_size or _default_chunk(shape)))
     if len(chunks) != 3 or any(c <= 0 for c in chunks):
         raise UserError(f"bad chunk size {chunk_size}", "give 3 positive voxel counts (z, y, x)")
-    from pytc_core.output import check_creatable, inspect_output, remove_output
-
     check_creatable(uri)
     state = inspect_output(uri)
     if state.kind == "foreign":
@@ -156,9 +133,9 @@ def create_volume(
                         "choose another output; pytc never deletes files it did not write")
     if state.kind == "volume":
         if overwrite:
-            remove_output(uri)
+            remove_volume(uri)
         elif exist_ok:
-            vol = open_volume(uri, allow_incomplete=True, fill_missing=True)  # its writer's view
+            vol = open_volume(uri, fill_missing=True)  # its writer's view
             if vol.shape != shape or vol.dtype != dtype:
                 raise UserError(f"{uri} exists with shape {vol.shape} {vol.dtype}, not {shape} {dtype}",
                                 "pass --overwrite to replace it, or choose another output")
@@ -167,13 +144,3 @@ def create_volume(
             raise UserError(f"output {uri} already exists", "pass --overwrite to replace it, or choose another output")
     spec = VolumeSpec(shape, dtype, voxel, off, chunks, layer_type, compress, zarr_format)  # type: ignore[arg-type]
     return backend(loc.format).create(loc, spec)
-
-
-def sidecar_path(uri: str, name: str) -> Path | None:
-    """Where a file called ``name`` describing the output at ``uri`` lives (local outputs).
-
-    Inside directory outputs (precomputed layers, zarr arrays): ``<dir>/<name>``; beside file
-    outputs: ``<file>[.<dataset>].<name>``. None for remote outputs.
-    """
-    loc = parse_uri(uri)
-    return backend(loc.format).sidecar(loc, name)

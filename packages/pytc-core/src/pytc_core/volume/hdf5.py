@@ -25,7 +25,7 @@ def _short(exc: BaseException) -> str:
 
 def list_datasets(path: Path) -> list[str]:
     """Every dataset name in an HDF5 file."""
-    import h5py
+    import h5py  # heavy: only when an HDF5 file is used
 
     names: list[str] = []
     with _open_file(path) as fh:
@@ -34,7 +34,7 @@ def list_datasets(path: Path) -> list[str]:
 
 
 def _open_file(path: Path, mode: str = "r"):
-    import h5py
+    import h5py  # heavy: only when an HDF5 file is used
 
     try:
         return h5py.File(path, mode)
@@ -49,7 +49,7 @@ class Hdf5Volume(Volume):
     format = "hdf5"
 
     def __init__(self, uri: str, path: Path, dataset: str | None) -> None:
-        import h5py
+        import h5py  # heavy: only when an HDF5 file is used
 
         self.uri, self.path, self.dataset = uri, path, dataset
         if not path.exists():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytc_core.bbox import BBox, _vec
+from pytc_core.bbox import BBox, grid_boxes, vec3
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
 from pytc_core.volume.base import FormatBackend, Volume, VolumeSpec
@@ -26,14 +26,14 @@ from pytc_core.volume.location import REMOTE_PREFIXES, VolumeLocation, local_pat
 
 log = logging.getLogger("pytc.volume")
 
-__all__ = ["BACKEND", "PrecomputedVolume", "local_layer_path", "to_cloudpath"]
+__all__ = ["BACKEND", "PrecomputedVolume", "local_layer_path", "stdout_to_stderr", "to_cloudpath"]
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
                     "float32", "float64")
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr():
+def stdout_to_stderr():
     """CloudFiles prints credential warnings on stdout, where pytc prints only results: they
     are captured and logged at debug level (``--verbose``) instead."""
     buffer = io.StringIO()
@@ -63,14 +63,14 @@ def local_layer_path(uri: str) -> Path | None:
 
 
 def _read_info(uri: str) -> dict:
-    from cloudfiles import CloudFiles
+    from cloudfiles import CloudFiles  # heavy: only for precomputed I/O
 
     cloudpath = to_cloudpath(uri)
     local = local_layer_path(uri)
     if local is not None and not local.exists():
         raise UserError(f"no such volume: {uri}", "check the path (a precomputed layer is a directory with an 'info' file)")
     try:
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             raw = CloudFiles(cloudpath).get("info")
     except Exception as exc:  # network or permission problems
         raise UserError(f"cannot reach {uri}: {' '.join(str(exc).split())[:200]}",
@@ -125,7 +125,7 @@ class PrecomputedVolume(Volume):
     @property
     def cv(self):
         if self._cv is None:
-            from cloudvolume import CloudVolume
+            from cloudvolume import CloudVolume  # heavy: only for precomputed I/O
 
             self._cv = CloudVolume(self.cloudpath, mip=0, fill_missing=self.fill_missing, bounded=True,
                                    progress=False, info=self.info, parallel=1,
@@ -142,7 +142,7 @@ class PrecomputedVolume(Volume):
             for box in self._covering_chunks(bbox):
                 if not self.chunk_exists(box):
                     raise self._missing_chunk_error(self._chunk_name(box))
-        from cloudvolume.exceptions import EmptyVolumeException
+        from cloudvolume.exceptions import EmptyVolumeException  # as above
 
         try:
             data = self._read_xyzc(bbox)
@@ -161,7 +161,7 @@ class PrecomputedVolume(Volume):
 
     def _read_xyzc(self, bbox: BBox) -> np.ndarray:
         (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             return np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
 
     def _bad_chunk(self, bbox: BBox) -> str:
@@ -184,9 +184,7 @@ class PrecomputedVolume(Volume):
                                  f"{self.chunk_size} from {vol.start}; plan blocks with plan_blocks()")
 
     def chunk_boxes(self, bbox: BBox) -> list[BBox]:
-        from pytc_core.blocks import plan_blocks
-
-        return plan_blocks(bbox, self.chunk_size, grid_origin=self.offset)
+        return grid_boxes(bbox, self.chunk_size, grid_origin=self.offset)
 
     def _covering_chunks(self, bbox: BBox) -> list[BBox]:
         """The whole storage chunks (clipped to the volume) that ``bbox`` touches."""
@@ -194,7 +192,7 @@ class PrecomputedVolume(Volume):
         start = tuple(o + ((a - o) // s) * s for a, o, s in zip(bbox.start, vol.start, self.chunk_size, strict=True))
         stop = tuple(min(e, o + -(-(b - o) // s) * s)
                      for b, o, s, e in zip(bbox.stop, vol.start, self.chunk_size, vol.stop, strict=True))
-        return self.chunk_boxes(BBox(_vec(start, "start"), _vec(stop, "stop")))
+        return self.chunk_boxes(BBox(vec3(start, "start"), vec3(stop, "stop")))
 
     def _chunk_name(self, box: BBox) -> str:
         (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
@@ -206,7 +204,7 @@ class PrecomputedVolume(Volume):
         if local is None:
             (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
             data = array if self.ndim == 4 else array[None]
-            with _stdout_to_stderr():
+            with stdout_to_stderr():
                 self.cv[x0:x1, y0:y1, z0:z1] = np.transpose(data, (3, 2, 1, 0))
             return
         if self.encoding != "raw":
@@ -240,10 +238,10 @@ def _exists(loc: VolumeLocation) -> bool:
     local = local_layer_path(loc.uri)
     if local is not None:
         return local.exists() and (not local.is_dir() or any(local.iterdir()))
-    from cloudfiles import CloudFiles
+    from cloudfiles import CloudFiles  # heavy: only for precomputed I/O
 
     try:
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             return CloudFiles(to_cloudpath(loc.uri)).exists("info")
     except Exception as exc:
         raise UserError(f"cannot reach {loc.uri}: {' '.join(str(exc).split())[:200]}",
@@ -258,15 +256,15 @@ def _delete(loc: VolumeLocation) -> None:
         elif local.exists():
             local.unlink()
         return
-    from cloudfiles import CloudFiles
+    from cloudfiles import CloudFiles  # heavy: only for precomputed I/O
 
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         cf = CloudFiles(to_cloudpath(loc.uri))
         cf.delete(cf.list())
 
 
 def _create(loc: VolumeLocation, spec: VolumeSpec) -> PrecomputedVolume:
-    from cloudvolume import CloudVolume
+    from cloudvolume import CloudVolume  # heavy: only for precomputed I/O
 
     uri, dtype = loc.uri, spec.dtype
     if dtype.name not in SUPPORTED_DTYPES:
@@ -289,9 +287,9 @@ def _create(loc: VolumeLocation, spec: VolumeSpec) -> PrecomputedVolume:
     if local is not None:
         write_atomic(local / "info", json.dumps(info, indent=2).encode())
     else:
-        from cloudfiles import CloudFiles
+        from cloudfiles import CloudFiles  # heavy: only for precomputed I/O
 
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             CloudFiles(to_cloudpath(uri)).put_json("info", info)
     return PrecomputedVolume(uri, info, fill_missing=True)  # a new layer reads as zeros
 

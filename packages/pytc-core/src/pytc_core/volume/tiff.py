@@ -95,7 +95,7 @@ class TiffVolume(Volume):
     format = "tiff"
 
     def __init__(self, uri: str, path: Path) -> None:
-        import tifffile
+        import tifffile  # only when a TIFF file is used
 
         self.uri, self.path = uri, path
         if not path.exists():
@@ -141,7 +141,7 @@ class TiffVolume(Volume):
         return data.reshape(self.shape)
 
     def _array(self) -> np.ndarray:
-        import tifffile
+        import tifffile  # only when a TIFF file is used
 
         if self._data is None:
             data: np.ndarray
@@ -160,7 +160,7 @@ class TiffVolume(Volume):
         return np.array(self._array()[self.array_index(bbox)])
 
     def _write(self, array: np.ndarray, bbox: BBox) -> None:
-        import tifffile
+        import tifffile  # only when a TIFF file is used
 
         mm = tifffile.memmap(self.path, mode="r+")
         view = self._as_pytc(mm)
@@ -181,7 +181,7 @@ def _delete(loc: VolumeLocation) -> None:
 
 
 def _create(loc: VolumeLocation, spec: VolumeSpec) -> TiffVolume:
-    import tifffile
+    import tifffile  # only when a TIFF file is used
 
     assert loc.path is not None
     loc.path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def _short(exc: BaseException) -> str:
 
 
 def _list_arrays(root: Path) -> list[str]:
-    import zarr
+    import zarr  # heavy: only when a zarr store is used
 
     try:
         group = zarr.open_group(str(root), mode="r")
@@ -45,7 +45,7 @@ def _list_arrays(root: Path) -> list[str]:
 
 def _open_node(root: Path, inner: str, uri: str):
     """The zarr array or group at ``inner`` of the store ``root``."""
-    import zarr
+    import zarr  # heavy: only when a zarr store is used
 
     try:
         return zarr.open(str(root), path=inner, mode="r")
@@ -65,7 +65,7 @@ class ZarrVolume(Volume):
     format = "zarr"
 
     def __init__(self, uri: str, root: Path, inner: str) -> None:
-        import zarr
+        import zarr  # heavy: only when a zarr store is used
 
         self.uri, self.root = uri, root
         if not root.exists():
@@ -118,7 +118,7 @@ class ZarrVolume(Volume):
                             f"({type(exc).__name__}: {_short(exc)})", "recreate or restore the array") from None
 
     def _write(self, array: np.ndarray, bbox: BBox) -> None:
-        import zarr
+        import zarr  # heavy: only when a zarr store is used
 
         if self._writable is None:
             self._writable = zarr.open_array(str(self.root), path=self.array_path, mode="r+")
@@ -150,7 +150,7 @@ def _delete(loc: VolumeLocation) -> None:
 
 def _create(loc: VolumeLocation, spec: VolumeSpec) -> ZarrVolume:
     """An OME-Zarr image at the URI: a group with NGFF metadata holding the array ``0``."""
-    import zarr
+    import zarr  # heavy: only when a zarr store is used
 
     assert loc.path is not None
     if spec.zarr_format not in (2, 3):
