@@ -464,6 +464,7 @@ def start_view(uris: Sequence[str], *, raw: str | None = None, gt: str | None = 
                                                   layers[0].volume.spatial_shape, strict=True)]
             s.position = [center[2] + 0.5, center[1] + 0.5, center[0] + 0.5]
         s.layout = layout
+        s.cross_section_scale = 0.5  # 2 screen pixels per voxel
     if served:
         server.app.add_handlers(r".*", [(rf"/pytc-files/{re.escape(viewer.token)}/{route}/(.*)",
                                          _files_handler(), {"path": path})
