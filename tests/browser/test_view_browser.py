@@ -10,9 +10,7 @@ segmentation drawn around it, and the view moved after pressing ``n``.
 import concurrent.futures
 import os
 import shutil
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,8 +132,6 @@ def test_first_error_drawn_and_stepping_moves_the_view(tmp_path, driver):
 
     from selenium.webdriver.common.action_chains import ActionChains
 
-    done = threading.Event()
-    view.viewer.shared_state.add_changed_callback(lambda: done.set())
     for _ in range(3):  # a key press lost while the page takes focus is retried
         ActionChains(driver).move_to_element(
             driver.find_element("css selector", ".neuroglancer-rendered-data-panel")

@@ -149,7 +149,7 @@ def test_zarr_is_served_as_files_with_pytc_coordinates(tmp_path, kind):
                                 chunks=(4, 8, 8), zarr_format=2)
         arr[:] = lab
         arr.attrs.update({"resolution": list(VOXEL), "offset": [o * v for o, v in
-                                                                 zip(OFFSET, VOXEL)]})
+                                                                 zip(OFFSET, VOXEL, strict=True)]})
         uri = str(tmp_path / "seg.zarr")
     else:  # pytc's OME-Zarr image (NGFF 0.5, zarr v3)
         uri = write(tmp_path / "seg.zarr", lab, chunk_size=(4, 8, 8))

@@ -420,14 +420,17 @@ def start_view(uris: Sequence[str], *, raw: str | None = None, gt: str | None = 
                             "not of a segmentation given",
                             "give the segmentation it was written for (or none: it is opened)")
         seg_layer = seg.name
-        if not sites:
-            raise UserError(f"{errors} has no error of {seg.uri}", "nothing to step through")
-        if error is None:
+        if not sites and error is None:
+            announce(f"pytc-eval view: {errors} has no error of {seg.uri}")
+        elif error is None:
             error = sites[0].row
-        if error not in [s.row for s in sites]:
-            rows = [s.row for s in sites]
+        rows = [s.row for s in sites]
+        if sites and error not in rows:
             raise UserError(f"--error {error}: {errors} has no such row for {seg.uri}",
                             f"give a row number from {rows[0]} to {rows[-1]}")
+        if not sites and error is not None:
+            raise UserError(f"--error {error}: {errors} has no error of {seg.uri}",
+                            "leave out --error")
     elif error is not None:
         raise UserError("--error needs --errors", "give the errors.csv as well")
 
