@@ -139,43 +139,62 @@ def test_precomputed_is_served_as_files(tmp_path):
     assert np.array_equal(data, expected)
 
 
-@pytest.mark.parametrize("kind", ["zarr", "ome-zarr"])
-def test_zarr_is_served_as_files_with_pytc_coordinates(tmp_path, kind):
+def test_plain_zarr_array_is_read_lazily_with_pytc_coordinates(tmp_path):
+    """A zarr array without OME metadata: Neuroglancer cannot read pytc's voxel size from
+    its attributes, so it is served like HDF5 (LocalVolume, chunk by chunk)."""
     import zarr
 
     lab = labels()
-    if kind == "zarr":  # a plain zarr v2 array with pytc's attributes
-        arr = zarr.create_array(str(tmp_path / "seg.zarr"), shape=lab.shape, dtype=lab.dtype,
-                                chunks=(4, 8, 8), zarr_format=2)
-        arr[:] = lab
-        arr.attrs.update({"resolution": list(VOXEL), "offset": [o * v for o, v in
-                                                                 zip(OFFSET, VOXEL, strict=True)]})
-        uri = str(tmp_path / "seg.zarr")
-    else:  # pytc's OME-Zarr image (NGFF 0.5, zarr v3)
-        uri = write(tmp_path / "seg.zarr", lab, chunk_size=(4, 8, 8))
+    arr = zarr.create_array(str(tmp_path / "seg.zarr"), shape=lab.shape, dtype=lab.dtype,
+                            chunks=(4, 8, 8), zarr_format=2)
+    arr[:] = lab
+    arr.attrs.update({"resolution": list(VOXEL),
+                      "offset": [o * v for o, v in zip(OFFSET, VOXEL, strict=True)]})
+    uri = str(tmp_path / "seg.zarr")
+    view = start_view([uri])
+    base, key, info = _local_volume_info(view, "seg.zarr")
+    assert info["coordinateSpace"] == {"z": [40e-9, "m"], "y": [4e-9, "m"], "x": [8e-9, "m"]}
+    assert [int(v) for v in info["voxelOffset"]] == list(OFFSET)
+    body = get(f"{base}/neuroglancer/npz/{key}/1,1,1/0,8,16/4,16,24")[2]
+    assert np.array_equal(np.load(io.BytesIO(zlib.decompress(body))), lab[0:4, 8:16, 16:24])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_ome_zarr_is_served_as_files_with_pytc_coordinates(tmp_path, zarr_format):
+    """pytc's OME-Zarr image (NGFF 0.4 on zarr v2, 0.5 on v3): the group is served as files
+    and Neuroglancer reads the same scale and translation pytc reads."""
+    import zarr
+
+    lab = labels()
+    uri = write(tmp_path / "seg.zarr", lab, chunk_size=(4, 8, 8), zarr_format=zarr_format)
     vol = open_volume(uri)
     assert vol.voxel_size == VOXEL and vol.offset == OFFSET
     view = start_view([uri])
     source = view.viewer.state.layers["seg.zarr"].source[0]
-    scheme = "zarr2" if kind == "zarr" else "zarr3"
-    assert source.url.startswith(f"{scheme}://http://127.0.0.1:")
-    transform = source.transform
-    assert transform.output_dimensions.to_json() == {"z": [40e-9, "m"], "y": [4e-9, "m"],
-                                                     "x": [8e-9, "m"]}
-    assert transform.matrix.tolist() == [[1, 0, 0, 3], [0, 1, 0, 5], [0, 0, 1, 7]]
-    # a chunk fetched over HTTP decodes (with the served metadata) to the array's slice
+    assert source.url.startswith(f"zarr{zarr_format}://http://127.0.0.1:")
+    assert source.transform is None  # Neuroglancer's own NGFF reading
     url = source.url.split("://", 1)[1]
     copy = tmp_path / "fetched.zarr"
     copy.mkdir()
-    meta = ["zarr.json"] if kind == "ome-zarr" else [".zarray", ".zattrs"]
-    for name in meta:
+    group_meta = ["zarr.json"] if zarr_format == 3 else [".zgroup", ".zattrs"]
+    for name in group_meta:
         status, headers, body = get(f"{url}/{name}")
         assert headers["Access-Control-Allow-Origin"] == "*"
         (copy / name).write_bytes(body)
-    chunk_key = "c/0/1/2" if kind == "ome-zarr" else "0.1.2"
-    (copy / chunk_key).parent.mkdir(parents=True, exist_ok=True)
-    (copy / chunk_key).write_bytes(get(f"{url}/{chunk_key}")[2])
-    fetched = zarr.open_array(str(copy), mode="r")
+    attrs = json.loads((copy / group_meta[-1]).read_bytes())
+    ms = (attrs["attributes"]["ome"] if zarr_format == 3 else attrs)["multiscales"][0]
+    transforms = {t["type"]: t for t in ms["datasets"][0]["coordinateTransformations"]}
+    assert transforms["scale"]["scale"] == list(VOXEL)  # nm, z y x
+    assert transforms["translation"]["translation"] == [o * v for o, v in
+                                                        zip(OFFSET, VOXEL, strict=True)]
+    level = ms["datasets"][0]["path"]
+    # a chunk fetched over HTTP decodes (with the served metadata) to the array's slice
+    array_meta = ["zarr.json"] if zarr_format == 3 else [".zarray"]
+    chunk_key = "c/0/1/2" if zarr_format == 3 else "0.1.2"
+    (copy / level / chunk_key).parent.mkdir(parents=True, exist_ok=True)
+    for name in [*array_meta, chunk_key]:
+        (copy / level / name).write_bytes(get(f"{url}/{level}/{name}")[2])
+    fetched = zarr.open_array(str(copy / level), mode="r")
     assert np.array_equal(fetched[0:4, 8:16, 16:24], lab[0:4, 8:16, 16:24])
 
 

@@ -4,12 +4,13 @@ The PyPI ``neuroglancer`` package serves its bundled browser client and the data
 local web server (no internet, never the hosted client). Every volume opens in pytc's global
 coordinates (its voxel size in nm and offset in voxels, as pytc-eval aligns them):
 
-- local precomputed layers and zarr / OME-Zarr arrays are served as files (read by the
-  browser, which decodes them; nothing is copied or read whole); a zarr array gets an
-  explicit transform (pytc's voxel size and offset), an OME-Zarr image is served at its
-  level 0 the same way;
-- HDF5, TIFF and ``.npy`` volumes are served through ``neuroglancer.LocalVolume`` over a
-  :class:`VolumeArray`, which reads only the box the browser asks for;
+- local precomputed layers and single-channel OME-Zarr images are served as files (read by
+  the browser, which decodes them and reads the same info / NGFF scale and translation as
+  pytc; nothing is copied or read whole);
+- HDF5, TIFF, ``.npy`` volumes and other zarr arrays (plain arrays, whose voxel size
+  Neuroglancer cannot read, a level other than 0, channels) are served through
+  ``neuroglancer.LocalVolume`` over a :class:`VolumeArray`, which reads only the box the
+  browser asks for;
 - ``gs://`` / ``s3://`` / ``http(s)://`` layers are Neuroglancer ``precomputed://`` sources.
 
 Integer volumes are segmentation layers (uint8 single-channel ones are images), float and
@@ -20,6 +21,7 @@ nearest-neighbour affinities, z y x).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import socket
@@ -278,22 +280,11 @@ def _source(layer: ViewLayer, base_url: str, token: str, served: dict[str, str])
         return f"precomputed://{base_url}/pytc-files/{token}/{route}"
     names = (["c^"] if vol.ndim == 4 else []) + spatial
     scales = ([1.0] if vol.ndim == 4 else []) + list(vol.voxel_size)
-    if loc.format == "zarr":
-        assert loc.path is not None
-        array_dir = os.path.join(os.path.abspath(loc.path), getattr(vol, "array_path", loc.inner))
+    if loc.format == "zarr" and _ome_image_dir(vol, loc) is not None:
         route = f"{len(served)}"
-        served[route] = array_dir
-        scheme = "zarr3" if os.path.exists(os.path.join(array_dir, "zarr.json")) else "zarr2"
-        rank = vol.ndim
-        matrix = np.zeros((rank, rank + 1))
-        matrix[:, :rank] = np.eye(rank)
-        matrix[-3:, rank] = vol.offset
-        output = neuroglancer.CoordinateSpace(
-            names=names, units=([""] if rank == 4 else []) + ["nm"] * 3, scales=scales)
-        return neuroglancer.LayerDataSource(
-            url=f"{scheme}://{base_url}/pytc-files/{token}/{route}",
-            transform=neuroglancer.CoordinateSpaceTransform(output_dimensions=output,
-                                                            matrix=matrix))
+        served[route] = _ome_image_dir(vol, loc)  # type: ignore[assignment]
+        scheme = "zarr3" if os.path.exists(os.path.join(served[route], "zarr.json")) else "zarr2"
+        return f"{scheme}://{base_url}/pytc-files/{token}/{route}"
     kind = layer_kind(vol)
     dims = neuroglancer.CoordinateSpace(
         names=names, units=([""] if vol.ndim == 4 else []) + ["nm"] * 3, scales=scales)
@@ -301,6 +292,29 @@ def _source(layer: ViewLayer, base_url: str, token: str, served: dict[str, str])
         VolumeArray(vol), dimensions=dims,
         volume_type="segmentation" if kind == "segmentation" else "image",
         voxel_offset=([0] if vol.ndim == 4 else []) + list(vol.offset))
+
+
+def _ome_image_dir(vol: Volume, loc: Any) -> str | None:
+    """The folder of the OME-Zarr image group ``vol`` is level 0 of, when it is a
+    single-channel one the URI names (Neuroglancer then reads its NGFF scale and translation,
+    as pytc does); None otherwise (plain zarr arrays, other levels, channels)."""
+    array_path = getattr(vol, "array_path", loc.inner)
+    inner = loc.inner.strip("/")
+    if vol.ndim != 3 or array_path.strip("/") == inner or loc.path is None:
+        return None
+    level = array_path.strip("/")[len(inner):].strip("/")
+    group = os.path.join(os.path.abspath(loc.path), inner)
+    try:
+        with open(os.path.join(group, "zarr.json"), encoding="utf-8") as fh:
+            attrs = json.load(fh).get("attributes", {}).get("ome", {})
+    except (OSError, ValueError):
+        try:
+            with open(os.path.join(group, ".zattrs"), encoding="utf-8") as fh:
+                attrs = json.load(fh)
+        except (OSError, ValueError):
+            return None
+    datasets = (attrs.get("multiscales") or [{}])[0].get("datasets") or [{}]
+    return group if datasets[0].get("path") == level else None
 
 
 def _layer(layer: ViewLayer, source) -> Any:
