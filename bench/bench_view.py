@@ -125,11 +125,16 @@ def first_frame(screenshot: str | None) -> float:
     run_eval([str(tmp / "seg")], f"{data}:labels", EvalConfig(skeletons="kimimaro",
                                                               bbox=(*box.start, *box.stop)),
              errors=str(errors), raw=f"{data}:raw")
+    from pytc_eval.view import read_errors_csv
+
+    sites = read_errors_csv(str(errors))  # show the error nearest the centre of the section
+    k = min(sites, key=lambda s: abs(s.zyx[1] - 125) + abs(s.zyx[2] - 125)).row
     view = start_view([str(tmp / "seg")], raw=f"{data}:raw", gt=f"{data}:labels",
-                      errors=str(errors), layout="xy")
+                      errors=str(errors), error=k, layout="xy")
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,800"):
+    for arg in ("--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,800",
+                "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options,
                               service=webdriver.ChromeService("/usr/bin/chromedriver"))
@@ -154,11 +159,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--browser", action="store_true")
+    parser.add_argument("--browser-only", action="store_true", help="skip URL and memory")
     parser.add_argument("--screenshot", default=None)
     parser.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
         child_memory(args.child_memory)
+        return
+    if args.browser_only:
+        print(f"time to the first drawn frame in chromium: {first_frame(args.screenshot):.2f} s")
         return
     with tempfile.TemporaryDirectory() as tmp:
         uri = make_h5(Path(tmp) / "big.h5", args.size)
