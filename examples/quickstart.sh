@@ -122,7 +122,7 @@ tune() {
       --min-size 50 --overwrite -q
   else
     uv run pytc-decode "$test_aff" -o "$dir/test_seg" --threshold "$t" --min-size 50 --overwrite -q
-  fi | score test "$test_box" --overwrite ${6:+--errors "$6"} > "$dir/test.json"
+  fi | score test "$test_box" --overwrite ${6:+--errors "$6" --raw "$data:raw"} > "$dir/test.json"
   $tools report "$dir/test.json" --threshold "$t" > "$report"
 }
 

@@ -37,7 +37,7 @@ def _shows_an_example(text: str, command: str) -> bool:
                                or f"| {command} " in line for line in rest.splitlines())
 
 
-SUBCOMMANDS = [("pytc-eval", "serve"), ("pytc-launch", "train"), ("pytc-launch", "sweep"),
+SUBCOMMANDS = [("pytc-eval", "serve"), ("pytc-eval", "view"), ("pytc-launch", "train"), ("pytc-launch", "sweep"),
                ("pytc-launch", "status"), ("pytc-launch", "cancel"), ("pytc-launch", "resubmit"),
                ("pytc-launch", "blocks"), ("pytc-launch", "blocks infer"),
                ("pytc-launch", "blocks decode")]

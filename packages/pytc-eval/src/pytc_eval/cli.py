@@ -51,6 +51,7 @@ def evaluate(
     skeletons: Annotated[str | None, Parameter(name="--skeletons")] = None,
     json_only: Annotated[bool, Parameter(name="--json")] = False,
     errors: Annotated[str | None, Parameter(name="--errors")] = None,
+    raw: Annotated[str | None, Parameter(name="--raw")] = None,
     save_skeletons: Annotated[str | None, Parameter(name="--save-skeletons")] = None,
     merge_threshold: Annotated[int | None, Parameter(name="--merge-threshold")] = None,
     block_size: Annotated[str | None, Parameter(name="--block-size")] = None,
@@ -77,7 +78,8 @@ def evaluate(
         pytc-eval seg_t0.3 seg_t0.5 seg_t0.7 --gt gt_layer --skeletons kimimaro --errors err.csv
         pytc-eval full_seg --gt gt_layer --bbox 175,0,0,250,250,250
         pytc-decode aff.zarr | pytc-eval - --gt labels.h5:labels --skeletons skel.json
-        pytc-eval serve runs/quickstart      # serve local layers for the errors' links
+        pytc-eval seg --gt gt.h5:labels --skeletons kimimaro --errors err.csv --raw raw.h5:raw
+        pytc-eval view seg --gt gt.h5:labels --raw raw.h5:raw --errors err.csv  # look at them
 
     Parameters
     ----------
@@ -93,9 +95,14 @@ def evaluate(
     json_only
         No table on stderr (the JSON on stdout is printed either way).
     errors
-        Write every merge and split with a voxel coordinate (z, y, x) to this CSV file, with
-        a Neuroglancer link when both volumes are precomputed layers (local layers through
-        ``pytc-eval serve``; addresses in ``[eval.neuroglancer]``).
+        Write every merge (one row per segment) and split (one row per skeleton and segment
+        pair) with the skeleton edges and path length (nm) involved and a voxel (z, y, x) to
+        this CSV file; its ``view`` column is the ``pytc-eval view`` command that opens the
+        row offline (any format), its ``neuroglancer`` column a hosted-Neuroglancer link when
+        every layer is precomputed (local ones through ``pytc-eval serve``; addresses in
+        ``[eval.neuroglancer]``).
+    raw
+        The raw EM volume, a layer of the ``--errors`` table's views and links.
     save_skeletons
         Write the skeletons used (e.g. kimimaro's) as a JSON node/edge list.
     merge_threshold
@@ -121,7 +128,7 @@ def evaluate(
     }, section="eval", text_overrides=common.text_overrides())
     report = run_eval(resolve_input_uris(segmentations), gt, cfg, errors=errors,
                       save_skeletons=save_skeletons, overwrite=common.overwrite,
-                      show_progress=not common.quiet)
+                      show_progress=not common.quiet, raw=raw)
     for seg_report in report.segmentations:
         emit(seg_report.to_json())
     if not json_only and not common.quiet:
@@ -160,6 +167,80 @@ def serve(
     from pytc_core.serve import serve_folder
 
     serve_folder(root, host, port, announce=lambda text: sys.stderr.write(text + "\n"))
+    return 0
+
+
+@app.command(name="view")
+def view(
+    uris: Annotated[list[str] | None, Parameter(name="URI", consume_multiple=True,
+                                                   allow_leading_hyphen=True)] = None,
+    /,
+    *,
+    raw: Annotated[str | None, Parameter(name="--raw")] = None,
+    gt: Annotated[str | None, Parameter(name="--gt")] = None,
+    errors: Annotated[str | None, Parameter(name="--errors")] = None,
+    error: Annotated[int | None, Parameter(name="--error")] = None,
+    bind: Annotated[str, Parameter(name="--bind")] = "127.0.0.1",
+    port: Annotated[int, Parameter(name="--port")] = 0,
+    token: Annotated[str | None, Parameter(name="--token")] = None,
+    layout: Annotated[str, Parameter(name="--layout")] = "4panel",
+) -> int:
+    """Look at volumes and step through an evaluation's errors in a local Neuroglancer.
+
+    Prints the viewer's URL (this machine's server, with Neuroglancer's bundled client: no
+    internet) as the one line on stdout and serves until Ctrl-C. Volumes open in pytc's
+    global coordinates (voxel size and offset); label volumes are segmentation layers,
+    3-channel affinities an RGB image. With ``--errors`` each merge (magenta) and split
+    (cyan) of the errors.csv is a point linked to its segments; the view opens at the first
+    (or ``--error K``) with its segments selected; keys ``n`` / ``p`` step to the next /
+    previous error and stderr names the error shown.
+
+    Examples::
+
+        pytc-eval view runs/quickstart/decode/model/test_seg \\
+            --raw examples/data/flyem_medulla_250.h5:raw \\
+            --gt examples/data/flyem_medulla_250.h5:labels --errors runs/quickstart/errors.csv
+        pytc-decode aff.zarr -o seg | pytc-eval view - --raw raw.h5:raw --gt gt.h5:labels
+        pytc-eval view seg --bind 0.0.0.0 --port 9000 --token mine   # on a cluster node
+
+    Parameters
+    ----------
+    uris
+        Volumes to show (precomputed layer, ``x.h5:dataset``, ``.zarr``, ``.tif``, ``.npy``,
+        ``gs://``, ``s3://``); ``-`` reads them from stdin, one per line. Without any, the
+        segmentation named in ``--errors``.
+    raw
+        The raw EM volume (an image layer, shown first).
+    gt
+        The ground-truth labels (a segmentation layer).
+    errors
+        An errors.csv written by ``pytc-eval --errors``: its rows become annotations.
+    error
+        Open at this row of the errors.csv (1-based, as its ``view`` column names it).
+    bind
+        Interface to listen on (default 127.0.0.1: this machine only); ``0.0.0.0`` for an
+        SSH tunnel from your computer to a cluster node (the command is printed on stderr).
+    port
+        TCP port (default 0: any free one).
+    token
+        The URL's secret part; fixed (with ``--port``) the URL survives a restart.
+    layout
+        Neuroglancer layout: ``4panel``, ``xy``, ``xz``, ``yz``, ``3d``, ...
+    """
+    from pytc_eval.view import serve_forever, start_view, tunnel_hint
+
+    def announce(text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    viewer = start_view(resolve_input_uris(uris or []), raw=raw, gt=gt, errors=errors,
+                        error=error, bind=bind, port=port, token=token, layout=layout,
+                        announce=announce)
+    emit(viewer.url)
+    if bind in ("0.0.0.0", "::"):
+        announce(tunnel_hint(int(viewer.url.split(":")[2].split("/")[0]), viewer.url))
+    announce("pytc-eval view: serving until Ctrl-C")
+    serve_forever()
     return 0
 
 

@@ -86,11 +86,11 @@ class _Timer:
 
 def _is_errors_csv(path: Path) -> bool:
     """Whether ``path`` is an errors table pytc-eval wrote (its header line)."""
-    from pytc_eval.links import ERROR_COLUMNS
+    from pytc_eval.links import ERROR_COLUMNS, OLD_ERROR_COLUMNS
 
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.readline().strip() == ",".join(ERROR_COLUMNS)
+            return fh.readline().strip() in (",".join(ERROR_COLUMNS), ",".join(OLD_ERROR_COLUMNS))
     except OSError:
         return False
 
@@ -131,7 +131,8 @@ def _hull(boxes: Sequence[BBox]) -> BBox:
 
 def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig = EvalConfig(),
              *, errors: str | None = None, save_skeletons: str | None = None,
-             overwrite: bool = False, show_progress: bool = False) -> EvalReport:
+             overwrite: bool = False, show_progress: bool = False,
+             raw: str | None = None) -> EvalReport:
     """Score each segmentation URI against the ground-truth URI.
 
     Volumes are aligned by global coordinates: each segmentation is scored on the
@@ -139,8 +140,9 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     records that box; different voxel sizes and boxes that do not overlap are UserErrors.
     Skeletons (``config.skeletons``) are loaded once, or computed with kimimaro from the
     ground truth inside the boxes scored; ``save_skeletons`` writes them as JSON, ``errors``
-    writes every merge and split as CSV (existing files need ``overwrite``). Nothing is
-    written before every input has been checked.
+    writes every merge and split as CSV (existing files need ``overwrite``), each row with
+    the ``pytc-eval view`` command that opens it (with ``raw``, the raw EM volume, as a layer).
+    Nothing is written before every input has been checked.
     """
     from pytc_core.blocks import plan_blocks
     from pytc_core.config import config_to_toml
@@ -148,7 +150,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     from pytc_core.output_run import open_input
     from pytc_core.volume import require_integer_labels
     from pytc_eval.align import bbox_from_values, check_voxel_sizes, evaluation_box
-    from pytc_eval.links import error_rows, errors_csv, serve_root
+    from pytc_eval.links import error_rows, errors_csv, serve_root, view_command
     from pytc_eval.score import evaluate_volumes
     from pytc_eval.skeletons import load_skeletons, node_voxels, skeletons_from_labels
     from pytc_eval.skeletons import save_skeletons as save_skeletons_json
@@ -159,7 +161,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     skeleton_file = (config.skeletons if config.skeletons not in (None, "kimimaro")
                      and "://" not in str(config.skeletons) else None)
     _check_outputs(errors, save_skeletons, overwrite,
-                   [ground_truth, *segmentations, skeleton_file])
+                   [ground_truth, *segmentations, skeleton_file, raw])
     timer = _Timer()
     with timer.phase("open and check volumes"):
         gt = open_input(ground_truth, fill_missing=config.fill_missing)
@@ -168,6 +170,12 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         for seg in segs:
             require_integer_labels(seg)
         voxel_size = check_voxel_sizes(gt, segs, config.voxel_size)
+        raw_vol = open_volume(raw) if raw is not None else None
+        if raw_vol is not None and config.voxel_size is None and not all(
+                abs(a - b) < 1e-6 for a, b in zip(raw_vol.voxel_size, gt.voxel_size, strict=True)):
+            raise UserError(f"--raw {raw} has voxel size {tuple(raw_vol.voxel_size)} nm but the "
+                            f"ground truth {tuple(gt.voxel_size)} nm",
+                            "give the raw EM volume the ground truth was traced on")
         user_box = bbox_from_values(config.bbox) if config.bbox is not None else None
         boxes = [evaluation_box(seg, gt, user_box) for seg in segs]
     for seg, box in zip(segs, boxes, strict=True):
@@ -215,13 +223,17 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     n_errors, root = 0, None
     if errors:
         with timer.phase("errors table"):
-            root = serve_root([gt, *segs], config.neuroglancer)
-            rows = {seg.uri: error_rows(ev, seg, gt, config.neuroglancer, root)
+            root = serve_root([gt, *segs, *([raw_vol] if raw_vol else [])], config.neuroglancer)
+            rows = {seg.uri: error_rows(ev, seg, gt, config.neuroglancer, root, raw_vol)
                     for seg, ev in zip(segs, evaluations, strict=True)}
             n_errors = sum(len(r) for r in rows.values())
-            write_atomic(errors, errors_csv(rows))
-        log.info("wrote %d merges and splits to %s", n_errors, errors)
-        if root is not None and n_errors:
+            write_atomic(errors, errors_csv(rows, lambda seg_uri, k: view_command(
+                seg_uri, gt.uri, raw, errors, k)))
+        n_links = sum(bool(row["neuroglancer"]) for r in rows.values() for row in r)
+        log.info("wrote %d merges and splits to %s%s", n_errors, errors,
+                 f"; open one with its 'view' column, e.g. `{view_command(segs[0].uri, gt.uri, raw, errors, 1)}`"
+                 if n_errors else "")
+        if root is not None and n_links:
             port = urllib.parse.urlsplit(config.neuroglancer.local_server).port or 80
             log.info("its Neuroglancer links read the local layers from %s: serve them there "
                      "first with `pytc-eval serve %s --port %d`",
