@@ -170,7 +170,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         for seg in segs:
             require_integer_labels(seg)
         voxel_size = check_voxel_sizes(gt, segs, config.voxel_size)
-        raw_vol = open_volume(raw) if raw is not None else None
+        raw_vol = open_input(raw) if raw is not None else None
         if raw_vol is not None and config.voxel_size is None and not all(
                 abs(a - b) < 1e-6 for a, b in zip(raw_vol.voxel_size, gt.voxel_size, strict=True)):
             raise UserError(f"--raw {raw} has voxel size {tuple(raw_vol.voxel_size)} nm but the "

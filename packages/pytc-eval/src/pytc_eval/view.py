@@ -35,7 +35,8 @@ import numpy as np
 
 from pytc_core import UserError
 from pytc_core.bbox import BBox
-from pytc_core.volume import Volume, open_volume, parse_uri
+from pytc_core.output_run import open_input
+from pytc_core.volume import Volume, parse_uri
 
 __all__ = ["ERROR_COLORS", "ErrorSite", "ErrorViewer", "VolumeArray", "ViewLayer",
            "layer_kind", "read_errors_csv", "start_view"]
@@ -414,7 +415,7 @@ def start_view(uris: Sequence[str], *, raw: str | None = None, gt: str | None = 
         + [ViewLayer(_unique_name(_layer_name(u), taken), u) for u in uris] \
         + ([ViewLayer(_unique_name("ground truth", taken), gt, role="gt")] if gt else [])
     for layer in layers:
-        layer.volume = open_volume(layer.uri)
+        layer.volume = open_input(layer.uri)
     voxel_size = _check_voxel_sizes(layers)
 
     seg_layer = gt_layer = None
