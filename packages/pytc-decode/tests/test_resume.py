@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import pytc_decode.decode as decode_module
+import pytc_decode.methods.cc as decode_module
 from pytc_core.blocks import BlockProgress
 from pytc_core.cli import run_entry_point
 from pytc_core.synthetic import synthetic_labels

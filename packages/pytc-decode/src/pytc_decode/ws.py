@@ -36,7 +36,12 @@ from numba import njit
 from pytc_core.errors import UserError
 
 __all__ = [
+    "LEVELS",
     "RegionGraph",
+    "boundary_edges",
+    "flood",
+    "nearest_neighbour_float",
+    "number_by_first_voxel",
     "group_pairs",
     "merge_roots",
     "sum_groups",
@@ -52,7 +57,7 @@ __all__ = [
 LEVELS = 256
 
 
-def _nearest_neighbour_float(affinities: np.ndarray) -> np.ndarray:
+def nearest_neighbour_float(affinities: np.ndarray) -> np.ndarray:
     """Channels 0-2 as float32 in [0, 1] (unsigned integers are read as value / dtype max)."""
     aff = np.asarray(affinities)
     if aff.ndim != 4 or aff.shape[0] < 3:
@@ -140,7 +145,7 @@ def fragment_seeds(affinities: np.ndarray, seed_threshold: float = 0.5, seed_rad
     if not 0.0 <= seed_threshold <= 1.0:
         raise UserError(f"seed threshold {seed_threshold} is outside [0, 1]",
                         "use e.g. --set seed_threshold=0.9")
-    aff = _nearest_neighbour_float(affinities)
+    aff = nearest_neighbour_float(affinities)
     interior = _min_affinity(aff) > seed_threshold
     if mask is not None:
         interior &= mask.astype(bool)
@@ -177,7 +182,7 @@ def _label_mask(mask: np.ndarray, in_plane: bool = False) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _flood(aff, seeds, mask, use_mask, levels):
+def flood(aff, seeds, mask, use_mask, levels):
     """Seeded watershed on the affinity graph (a minimum spanning forest grown from the seeds).
 
     Seeds are final at level 0. A final voxel offers each neighbour its label at the level
@@ -288,16 +293,16 @@ def _flood(aff, seeds, mask, use_mask, levels):
 def watershed_fragments(affinities: np.ndarray, seeds: np.ndarray,
                         mask: np.ndarray | None = None) -> np.ndarray:
     """Fragments (Z, Y, X) uint32 grown from ``seeds`` over the nearest-neighbour affinities."""
-    aff = _nearest_neighbour_float(affinities)
+    aff = nearest_neighbour_float(affinities)
     if seeds.shape != aff.shape[1:]:
         raise ValueError(f"seeds {seeds.shape} do not match affinities {aff.shape[1:]}")
     use_mask = mask is not None
     m = np.ascontiguousarray(mask, dtype=bool) if use_mask else np.ones(aff.shape[1:], bool)
-    return _flood(aff, np.ascontiguousarray(seeds, dtype=np.uint32), m, use_mask, LEVELS)
+    return flood(aff, np.ascontiguousarray(seeds, dtype=np.uint32), m, use_mask, LEVELS)
 
 
 @njit(cache=True, nogil=True)
-def _boundary_edges(frag, aff):
+def boundary_edges(frag, aff):
     """(a, b, affinity) for every nearest-neighbour edge between two different fragments."""
     _, Z, Y, X = aff.shape
     count = 0
@@ -372,9 +377,9 @@ def region_graph(fragments: np.ndarray, affinities: np.ndarray, merge_function: 
         from pytc_core.errors import unknown_name_error
 
         raise unknown_name_error("merge function", merge_function, ["mean", "quantile"])
-    aff = _nearest_neighbour_float(affinities)
+    aff = nearest_neighbour_float(affinities)
     frag = np.ascontiguousarray(fragments)
-    a, b, w = _boundary_edges(frag, aff)
+    a, b, w = boundary_edges(frag, aff)
     n = int(frag.max()) if frag.size else 0
     order, starts, u, v = group_pairs(a, b, n, tiebreak=w)
     w = w[order].astype(np.float64)
@@ -468,7 +473,7 @@ def segmentations_at(fragments: np.ndarray, history: np.ndarray,
     out = []
     for t in thresholds:
         roots = merge_roots(history, n, t)
-        out.append(_number_by_first_voxel(roots[fragments].astype(fragments.dtype)))
+        out.append(number_by_first_voxel(roots[fragments].astype(fragments.dtype)))
     return out
 
 
@@ -488,7 +493,7 @@ def merge_roots(history: np.ndarray, num_fragments: int, threshold: float) -> np
         roots = nxt
 
 
-def _number_by_first_voxel(labels: np.ndarray) -> np.ndarray:
+def number_by_first_voxel(labels: np.ndarray) -> np.ndarray:
     """Ids renumbered 1..N in the C order of their first voxel (0 stays 0), in place."""
     from pytc_decode.kernels import remap
 
@@ -530,7 +535,7 @@ def affinity_watershed(
         if not 0.0 <= t <= 1.0:
             raise UserError(f"merge threshold {t} is outside [0, 1]",
                             "use e.g. --merge-threshold 0.5")
-    aff = _nearest_neighbour_float(affinities)
+    aff = nearest_neighbour_float(affinities)
     seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
                            voxel_size=voxel_size, mask=mask)
     fragments = watershed_fragments(aff, seeds, mask)

@@ -34,9 +34,9 @@ from pytc_core.bbox import BBox
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.ws import (
     RegionGraph,
-    _boundary_edges,
-    _nearest_neighbour_float,
-    _number_by_first_voxel,
+    boundary_edges,
+    nearest_neighbour_float,
+    number_by_first_voxel,
     agglomerate,
     fragment_seeds,
     group_pairs,
@@ -102,7 +102,7 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     """Fragments of ``block`` grown on ``context`` (the block plus its halo, inside
     ``volume_box``), whose (C, Z, Y, X) ``affinities`` (and (Z, Y, X) ``mask``) are given;
     returns (local labels of the block, uint32, ids 1..k by first voxel; summary)."""
-    aff = _nearest_neighbour_float(affinities)
+    aff = nearest_neighbour_float(affinities)
     if aff.shape[1:] != context.shape:
         raise ValueError(f"context data {aff.shape[1:]} does not match {context}")
     seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
@@ -110,11 +110,11 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     grown = watershed_fragments(aff, seeds, mask)
     inner = tuple(slice(a - c, b - c) for a, b, c in
                   zip(block.start, block.stop, context.start, strict=True))
-    local = _number_by_first_voxel(np.ascontiguousarray(grown[inner]))
+    local = number_by_first_voxel(np.ascontiguousarray(grown[inner]))
     block_aff = np.ascontiguousarray(aff[(slice(None), *inner)])
     n = int(local.max()) if local.size else 0
     # edges inside the block (a voxel's edge to its previous voxel, both in the block)
-    a, b, w = _boundary_edges(local, block_aff)
+    a, b, w = boundary_edges(local, block_aff)
     order, starts, u, v = group_pairs(a, b, n)
     sums = sum_groups(w[order].astype(np.float64), starts)
     counts = sum_groups(np.ones(w.size, np.int64), starts)
@@ -218,7 +218,7 @@ def affinity_watershed_blockwise(affinities: np.ndarray, merge_threshold: float 
     from pytc_core.blocks import plan_blocks
     from pytc_decode.kernels import remap
 
-    aff = _nearest_neighbour_float(affinities)
+    aff = nearest_neighbour_float(affinities)
     volume_box = BBox.from_shape(aff.shape[1:])
     blocks = plan_blocks(volume_box, block_size)
     local_labels, summaries = {}, []
