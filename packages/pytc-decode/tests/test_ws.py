@@ -97,9 +97,9 @@ def test_mask_min_size_and_bad_options():
     # x 12..20 holds 8 * 16 * 8 = 1024 voxels: removed under min_size 1025
     seg = affinity_watershed(aff, 0.5, mask=mask, min_size=1025)
     assert seg.max() == 1 and np.all(seg[:, :, 12:] == 0)
-    with pytest.raises(UserError, match="merge threshold 1.5 is outside"):
+    with pytest.raises(UserError, match="agglomeration threshold 1.5 is outside"):
         affinity_watershed(aff, 1.5)
-    with pytest.raises(UserError, match="list of merge thresholds is empty"):
+    with pytest.raises(UserError, match="list of agglomeration thresholds is empty"):
         affinity_watershed(aff, [])
     with pytest.raises(UserError, match="seed threshold"):
         affinity_watershed(aff, 0.5, seed_threshold=2.0)

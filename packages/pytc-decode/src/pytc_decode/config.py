@@ -120,11 +120,6 @@ class DecodeConfig:
         for table, values in tables.items():
             object.__setattr__(self, table, replace(getattr(self, table), **values))
 
-    @property
-    def merge_thresholds(self) -> tuple[float, ...]:
-        """Deprecated: ``ws.thresholds`` (the agglomeration thresholds as a tuple)."""
-        return self.ws.thresholds
-
 
 #: the common options that do not change a run's result (only what it prints)
 _SUMMARY_ONLY = ("dust",)

@@ -15,10 +15,11 @@ The shape is that of waterz / lsd (funkelab) and PyTC's waterz decoder:
    "quantile"`` scoring of the initial edges);
 4. **agglomeration**: the pair with the lowest score ``1 - mean affinity`` is merged, scores of
    the merged region's edges are the means over their combined boundary (so scores never
-   decrease), until the lowest score reaches the merge threshold. One pass gives the
+   decrease), until the lowest score reaches the agglomeration threshold. One pass gives the
    segmentation of every threshold of a list: a threshold keeps the merges scored below it.
 
-Thresholds use waterz's convention: ``merge_threshold`` t merges while ``1 - affinity < t``, so
+Thresholds use waterz's convention: ``agglomeration_threshold`` t merges while
+``1 - affinity < t``, so
 a higher threshold merges more (fewer splits, more merges). Arrays are channels first
 (C, Z, Y, X), channels 0-2 the z, y, x nearest-neighbour affinities (channel c at voxel v links
 v and v - e_c); sizes and distances in voxels unless ``voxel_size`` (nm, z, y, x) is given.
@@ -507,7 +508,7 @@ def number_by_first_voxel(labels: np.ndarray) -> np.ndarray:
 
 def affinity_watershed(
     affinities: np.ndarray,
-    merge_threshold: float | Sequence[float] = 0.5,
+    agglomeration_threshold: float | Sequence[float] = 0.5,
     *,
     seed_threshold: float = 0.5,
     seed_radius: int = 2,
@@ -518,23 +519,34 @@ def affinity_watershed(
     mask: np.ndarray | None = None,
     min_size: int = 0,
     small: str = "remove",
+    merge_threshold: float | Sequence[float] | None = None,
 ) -> np.ndarray | list[np.ndarray]:
     """Segment (C, Z, Y, X) affinities by seeded watershed and mean-affinity agglomeration.
 
     Returns uint32 labels (Z, Y, X), 0 = background (outside ``mask``), ids 1..N by first voxel
-    in C order; with a list of merge thresholds, one segmentation per threshold from a single
-    agglomeration pass. Segments under ``min_size`` voxels are removed or merged (``small``)
-    as in :func:`pytc_decode.affinity_cc`.
+    in C order; with a list of agglomeration thresholds, one segmentation per threshold from a
+    single agglomeration pass. Segments under ``min_size`` voxels are removed or merged
+    (``small``) as in :func:`pytc_decode.affinity_cc`. ``merge_threshold`` is the deprecated
+    name of ``agglomeration_threshold`` (a warning; removed in the next release).
     """
-    single = isinstance(merge_threshold, int | float)
-    thresholds = ([float(merge_threshold)] if isinstance(merge_threshold, int | float)
-                  else [float(t) for t in merge_threshold])
+    if merge_threshold is not None:
+        import logging
+
+        logging.getLogger("pytc.decode").warning(
+            "pytc-decode: affinity_watershed(merge_threshold=...) is deprecated and will be "
+            "removed in the next release: use agglomeration_threshold=...")
+        agglomeration_threshold = merge_threshold
+    given = agglomeration_threshold
+    single = isinstance(given, int | float)
+    thresholds = ([float(given)] if isinstance(given, int | float)
+                  else [float(t) for t in given])
     if not thresholds:
-        raise UserError("the list of merge thresholds is empty", "give e.g. 0.3 or 0.2,0.3,0.5")
+        raise UserError("the list of agglomeration thresholds is empty",
+                        "give e.g. 0.3 or 0.2,0.3,0.5")
     for t in thresholds:
         if not 0.0 <= t <= 1.0:
-            raise UserError(f"merge threshold {t} is outside [0, 1]",
-                            "use e.g. --merge-threshold 0.5")
+            raise UserError(f"agglomeration threshold {t} is outside [0, 1]",
+                            "use e.g. --agglomeration-threshold 0.5")
     aff = nearest_neighbour_float(affinities)
     seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
                            voxel_size=voxel_size, mask=mask)
