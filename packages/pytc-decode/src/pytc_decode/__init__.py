@@ -70,9 +70,9 @@ if TYPE_CHECKING:
     from pytc_decode.cc import affinity_cc, label_dtype, merge_small, relabel_consecutive
     from pytc_decode.config import DecodeConfig
     from pytc_decode.methods import DecodeMethod
+    from pytc_decode.mws import mutex_watershed
     from pytc_decode.stage import DecodeResult, run_decode
     from pytc_decode.stats import DecodeStats
-    from pytc_decode.mws import mutex_watershed
     from pytc_decode.ws import affinity_watershed
 
 __getattr__, __dir__ = lazy_exports("pytc_decode", _EXPORTS)

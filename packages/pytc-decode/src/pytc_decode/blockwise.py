@@ -34,9 +34,9 @@ from pytc_decode.cc import (
     check_counts,
     kernel_mask,
     label_array,
+    label_dtype,
     label_slab,
     merge_slabs,
-    label_dtype,
     prepare_affinities,
     value_scale,
 )

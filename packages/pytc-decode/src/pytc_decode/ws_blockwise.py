@@ -36,13 +36,13 @@ from pytc_core.bbox import BBox
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.ws import (
     RegionGraph,
-    boundary_edges,
-    nearest_neighbour_float,
-    number_by_first_voxel,
     agglomerate,
+    boundary_edges,
     fragment_seeds,
     group_pairs,
     merge_roots,
+    nearest_neighbour_float,
+    number_by_first_voxel,
     sum_groups,
     watershed_fragments,
 )
