@@ -73,7 +73,7 @@ def decode(
         pytc-decode aff_layer --output seg_layer --threshold 0.5
         pytc-decode aff.h5:aff -o seg.h5:seg --min-size 100 --small merge --dust
         pytc-decode logits.zarr --logits          # a model output without its sigmoid
-        # watershed + agglomeration, one segmentation per merge threshold, ranked by eval
+        # watershed + agglomeration, one segmentation per threshold, ranked by eval
         pytc-decode aff -o seg --method ws --agglomeration-threshold 0.2,0.3,0.5 \\
           | pytc-eval - --gt labels
         pytc-infer ... | pytc-decode - --block-size 128        # larger than memory
