@@ -185,7 +185,7 @@ def test_a_killed_process_resumes_and_refuses_other_options(tmp_path):
 
     other = subprocess.run([*argv[:-1], "--threshold", "0.6"], capture_output=True, text=True,
                            timeout=300)
-    assert other.returncode == 2 and "differs in: config.threshold" in other.stderr
+    assert other.returncode == 2 and "differs in: config.cc.threshold" in other.stderr
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     m = re.search(r"label: (\d+) of 216 blocks processed, (\d+) done before", again.stderr)
