@@ -40,11 +40,11 @@ from pytc_core.synthetic import synthetic_labels
 from pytc_core.targets import affinities_from_labels
 from pytc_decode import affinity_cc, affinity_cc_blockwise
 from pytc_decode.cc import (
-    _NO_EXT,
-    _label_slabs,
-    _merge_slabs,
-    _slab_bounds,
-    _write_final,
+    NO_EXTENSION,
+    label_slabs,
+    merge_slabs,
+    slab_bounds,
+    write_final,
 )
 
 THRESHOLD = 0.5
@@ -167,15 +167,15 @@ def phase_times(aff: np.ndarray) -> tuple[float, float, float]:
     n = int(np.prod(shape))
     lab = np.empty(shape, np.uint32)
     parent = np.empty(n + 1, np.uint32)
-    bounds = _slab_bounds(shape[0], numba.get_num_threads() * 2)
+    bounds = slab_bounds(shape[0], numba.get_num_threads() * 2)
     m = np.ones((1, 1, 1), np.uint8)
     t0 = time.perf_counter()
-    counts, _, _ = _label_slabs(aff, THRESHOLD, 1.0, m, False, _NO_EXT, _NO_EXT, bounds, lab,
+    counts, _, _ = label_slabs(aff, THRESHOLD, 1.0, m, False, NO_EXTENSION, NO_EXTENSION, bounds, lab,
                                 parent)
     t1 = time.perf_counter()
-    offsets, _ = _merge_slabs(aff, THRESHOLD, bounds, counts, lab, parent)
+    offsets, _ = merge_slabs(aff, THRESHOLD, bounds, counts, lab, parent)
     t2 = time.perf_counter()
-    _write_final(bounds, offsets, lab, parent)
+    write_final(bounds, offsets, lab, parent)
     t3 = time.perf_counter()
     return t1 - t0, t2 - t1, t3 - t2
 

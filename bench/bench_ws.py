@@ -28,7 +28,7 @@ from table import emit, peer, ratio_x
 from pytc_core.synthetic import defective_affinities
 from pytc_core.targets import affinities_from_labels
 from pytc_decode import affinity_cc, affinity_watershed
-from pytc_decode.ws import _flood, fragment_seeds
+from pytc_decode.ws import flood, fragment_seeds
 from pytc_eval import rand_voi
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "flyem_medulla_250.h5"
@@ -97,17 +97,17 @@ def main() -> None:
     # our flood vs scikit-image's watershed on the same seeds
     from skimage.segmentation import watershed
 
-    from pytc_decode.ws import _nearest_neighbour_float
+    from pytc_decode.ws import nearest_neighbour_float
 
-    a3 = _nearest_neighbour_float(aff)
+    a3 = nearest_neighbour_float(aff)
     seeds = fragment_seeds(a3)
     ones = np.ones(seeds.shape, bool)
     boundary = 1.0 - a3.mean(axis=0)
-    _flood(a3, seeds, ones, False, 256)  # compile
+    flood(a3, seeds, ones, False, 256)  # compile
     flood_t, sk_t = [], []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        _flood(a3, seeds, ones, False, 256)
+        flood(a3, seeds, ones, False, 256)
         flood_t.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         watershed(boundary, seeds)

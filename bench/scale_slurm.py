@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8, help="Slurm array tasks per step")
     parser.add_argument("--block", type=int, default=128, help="block edge (voxels)")
     parser.add_argument("--steps", type=int, default=150, help="training steps")
-    parser.add_argument("--merge-threshold", default="0.5")
+    parser.add_argument("--agglomeration-threshold", default="0.5")
     args = parser.parse_args()
     if not os.environ.get("SLURM_CONF") and not Path("/etc/slurm/slurm.conf").exists():
         raise SystemExit("no Slurm: run tests/slurm/local-slurm.sh start and export SLURM_CONF")
@@ -112,7 +112,7 @@ def main() -> None:
                 "launch-infer", "launch-decode"):  # outputs of an earlier run of this script
         shutil.rmtree(out / old, ignore_errors=True)
     infer = ["-c", ckpt, "-i", str(out / "raw"), "--dtype", "uint8", "-q"]
-    decode = ["--method", "ws", "--merge-threshold", args.merge_threshold, "--min-size", "50",
+    decode = ["--method", "ws", "--agglomeration-threshold", args.agglomeration_threshold, "--min-size", "50",
               "-q"]
 
     def slurm(step: str, argv: list[str]) -> None:

@@ -108,7 +108,7 @@ tune() {
   local name=$1 method=$2 val_aff=$3 test_aff=$4 report=$5 dir="$out/decode/$1" t
   mkdir -p "$dir"
   if [ "$method" = ws ]; then
-    uv run pytc-decode "$val_aff" -o "$dir/val_seg" --method ws --merge-threshold "$ws_thresholds" \
+    uv run pytc-decode "$val_aff" -o "$dir/val_seg" --method ws --agglomeration-threshold "$ws_thresholds" \
       --min-size 50 --overwrite -q
   else
     for t in $cc_thresholds; do
@@ -118,7 +118,7 @@ tune() {
   t=$($tools pick --save "$dir/val_best.json" < "$dir/val_reports.jsonl")
   log "$name: threshold $t chosen on the validation region"
   if [ "$method" = ws ]; then
-    uv run pytc-decode "$test_aff" -o "$dir/test_seg" --method ws --merge-threshold "$t" \
+    uv run pytc-decode "$test_aff" -o "$dir/test_seg" --method ws --agglomeration-threshold "$t" \
       --min-size 50 --overwrite -q
   else
     uv run pytc-decode "$test_aff" -o "$dir/test_seg" --threshold "$t" --min-size 50 --overwrite -q
@@ -144,7 +144,7 @@ if [ "$model" = train ] && [ -f "$gala" ]; then
   $tools baselines "$gala:raw" "$g" --z 0,50 >/dev/null
   # model and raw threshold at the thresholds chosen on the medulla validation region, and the
   # raw threshold at its best threshold here (an upper bound for it)
-  uv run pytc-decode "$g/affinities" -o "$g/model_seg" --method ws --merge-threshold "$t_model" \
+  uv run pytc-decode "$g/affinities" -o "$g/model_seg" --method ws --agglomeration-threshold "$t_model" \
     --min-size 50 --overwrite -q | uv run pytc-eval - --gt "$gala:labels" --json -q > "$g/model.jsonl"
   $tools report "$g/model.jsonl" --threshold "$t_model" > "$g/model.json"
   for t in $cc_thresholds; do

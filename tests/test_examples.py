@@ -130,7 +130,7 @@ def test_infer_decode_eval_examples_chain_on_the_test_region():
     assert infer.checkpoint == f"{train.train.run_dir}/checkpoints/best.ckpt"
     assert infer.input == train.data.raw and infer.bbox == TEST_BOX
     decode = _decode(EXAMPLES / "decode.toml")
-    assert decode.method == "ws" and decode.merge_thresholds == (0.3, 0.5, 0.7)
+    assert decode.method == "ws" and decode.ws.thresholds == (0.3, 0.5, 0.7)
     evaluation = _eval(EXAMPLES / "eval.toml")
     assert evaluation.skeletons == "kimimaro" and evaluation.block_size == (128, 256, 256)
     assert evaluation.kimimaro.dust_threshold == 1000

@@ -42,7 +42,7 @@ def test_decode_pipes_into_eval(tmp_path):
     assert report["voi_split"] == report["voi_merge"] == 0.0
     # the resolved config is stored beside the output
     config = tomllib.loads((tmp_path / "seg" / "pytc_config.toml").read_text())
-    assert config["threshold"] == 0.5
+    assert config["cc"]["threshold"] == 0.5  # [decode.cc]
 
 
 @pytest.mark.slow

@@ -46,20 +46,21 @@ def test_pytc_decode(volumes, capsys):
 
     aff = volumes / "aff"
     code, out, err = run("pytc-decode", app, [aff, "-o", volumes / "a", "--set",
-                                              "decode.merge_threshold=0.3", "decode.threshold=0.2"],
+                                              "decode.agglomeration_threshold=0.3", "decode.threshold=0.2"],
                          capsys)
     assert code == 0, err
     code, out, err = run("pytc-decode", app, [aff, "-o", volumes / "b", "--set",
-                                              "merge_threshold=0.3", "threshold=0.2"], capsys)
+                                              "agglomeration_threshold=0.3", "threshold=0.2"],
+                         capsys)
     assert code == 0, err
     a, b = resolved(volumes / "a"), resolved(volumes / "b")
-    assert a == b and a["threshold"] == 0.2 and a["merge_threshold"] == [0.3]
+    assert a == b and a["cc"]["threshold"] == 0.2 and a["ws"]["agglomeration_threshold"] == [0.3]
     config = volumes / "run.toml"
-    config.write_text("[decode]\nmerge_treshold = 0.3\n")
+    config.write_text("[decode]\nagglomeration_treshold = 0.3\n")
     err = one_line_error("pytc-decode", *run("pytc-decode", app, [aff, "-o", volumes / "c",
                                                                   "--config", config], capsys))
-    assert err.startswith(f"{config}: unknown config key 'merge_treshold' (did you mean "
-                          "'merge_threshold'? valid keys: threshold, ")
+    assert err.startswith(f"{config}: unknown config key 'agglomeration_treshold' (did you "
+                          "mean 'agglomeration_threshold'? valid keys: ")
     err = one_line_error("pytc-decode", *run("pytc-decode", app, [
         aff, "-o", volumes / "c", "--set", "eval.merge_threshold=2"], capsys))
     assert err == ("config key 'eval.merge_threshold' belongs to the [eval] table, which this "

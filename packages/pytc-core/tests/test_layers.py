@@ -217,8 +217,6 @@ def test_no_module_imports_another_modules_private_name():
     assert wrong == []
 
 
-@pytest.mark.xfail(strict=False, reason="pytc-decode's blockwise modules use private helpers "
-                   "of cc.py and ws.py until the decode method protocol (issue 22 §2) lands")
 def test_pytc_decode_imports_no_private_name():
     assert [f"{m} takes {what}" for m, what in _private_imports()
             if m.startswith("pytc_decode")] == []

@@ -14,7 +14,7 @@ from pytc_core.errors import UserError
 from pytc_core.synthetic import synthetic_labels
 from pytc_core.targets import affinities_from_labels
 from pytc_decode import affinity_cc, merge_small
-from pytc_decode.cc import _NO_EXT, _label_array, prepare_affinities
+from pytc_decode.cc import NO_EXTENSION, label_array, prepare_affinities
 
 
 def first_voxel_order(labels: np.ndarray) -> np.ndarray:
@@ -193,7 +193,7 @@ def test_result_does_not_depend_on_the_slab_split(slabs):
     aff = aff_of(labels)
     rng = np.random.default_rng(0)
     aff = np.clip(aff + rng.uniform(-0.45, 0.45, aff.shape), 0, 1).astype(np.float32)
-    out, n = _label_array(*prepare_affinities(aff, 0.5), None, _NO_EXT, _NO_EXT, slabs=slabs)
+    out, n = label_array(*prepare_affinities(aff, 0.5), None, NO_EXTENSION, NO_EXTENSION, slabs=slabs)
     np.testing.assert_array_equal(out, reference_cc(aff, 0.5))
     assert n == out.max()
 
@@ -256,15 +256,15 @@ def test_bad_threshold_nan_min_size_and_policy():
 
 def test_the_int64_kernel_for_uint64_outputs_gives_the_same_labels():
     """Volumes of 2**32 voxels or more use int64 label arrays (viewed as uint64)."""
-    from pytc_decode.cc import _label_serial
+    from pytc_decode.cc import label_serial
 
     labels = synthetic_labels((16, 20, 24), seed=8)
     aff = aff_of(labels)
     expected = affinity_cc(aff)
     lab = np.empty(labels.shape, np.int64)
     parent = np.empty(labels.size + 1, np.int64)
-    nseg, nan, outside = _label_serial(aff, 0.5, 1.0, np.ones((1, 1, 1), np.uint8), False,
-                                       _NO_EXT, _NO_EXT, lab, parent)
+    nseg, nan, outside = label_serial(aff, 0.5, 1.0, np.ones((1, 1, 1), np.uint8), False,
+                                       NO_EXTENSION, NO_EXTENSION, lab, parent)
     assert nan == 0 and outside == 0 and nseg == expected.max()
     np.testing.assert_array_equal(lab, expected)
 

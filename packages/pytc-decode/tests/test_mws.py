@@ -88,7 +88,7 @@ def test_mws_small_merge_merges_into_the_strongest_neighbour(tmp_path, capsys):
     aff_uri = str(tmp_path / "aff.npy")
     create_volume(aff_uri, aff.shape, aff.dtype).write(aff)
     base = [aff_uri, "--method", "mws", "--min-size", "10", "--set",
-            "offsets=[[-2,0,0],[0,-2,0],[0,0,-2]]", "-q"]
+            "mws.long_range_offsets=[[-2,0,0],[0,-2,0],[0,0,-2]]", "-q"]
     assert run_entry_point("pytc-decode", app, [*base, "-o", str(tmp_path / "rm.npy")]) == 0
     assert run_entry_point("pytc-decode", app, [*base, "-o", str(tmp_path / "mg.npy"),
                                                 "--small", "merge"]) == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import pytc_decode.decode as decode_module
+import pytc_decode.methods.cc as decode_module
 from pytc_core.blocks import BlockProgress
 from pytc_core.cli import run_entry_point
 from pytc_core.synthetic import synthetic_labels
@@ -185,7 +185,7 @@ def test_a_killed_process_resumes_and_refuses_other_options(tmp_path):
 
     other = subprocess.run([*argv[:-1], "--threshold", "0.6"], capture_output=True, text=True,
                            timeout=300)
-    assert other.returncode == 2 and "differs in: config.threshold" in other.stderr
+    assert other.returncode == 2 and "differs in: config.cc.threshold" in other.stderr
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     m = re.search(r"label: (\d+) of 216 blocks processed, (\d+) done before", again.stderr)

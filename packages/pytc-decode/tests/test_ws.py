@@ -97,9 +97,9 @@ def test_mask_min_size_and_bad_options():
     # x 12..20 holds 8 * 16 * 8 = 1024 voxels: removed under min_size 1025
     seg = affinity_watershed(aff, 0.5, mask=mask, min_size=1025)
     assert seg.max() == 1 and np.all(seg[:, :, 12:] == 0)
-    with pytest.raises(UserError, match="merge threshold 1.5 is outside"):
+    with pytest.raises(UserError, match="agglomeration threshold 1.5 is outside"):
         affinity_watershed(aff, 1.5)
-    with pytest.raises(UserError, match="list of merge thresholds is empty"):
+    with pytest.raises(UserError, match="list of agglomeration thresholds is empty"):
         affinity_watershed(aff, [])
     with pytest.raises(UserError, match="seed threshold"):
         affinity_watershed(aff, 0.5, seed_threshold=2.0)
@@ -139,14 +139,14 @@ def test_cli_several_thresholds_write_one_segmentation_each(tmp_path, capsys):
     create_volume(str(tmp_path / "aff"), aff.shape, aff.dtype, chunk_size=(8, 16, 24),
                   voxel_size=(8, 4, 4)).write(aff)
     code, out, err = run([tmp_path / "aff", "-o", tmp_path / "seg", "--method", "ws",
-                          "--merge-threshold", "0.5,0.99"], capsys)
+                          "--agglomeration-threshold", "0.5,0.99"], capsys)
     assert code == 0, err
     uris = out.splitlines()
     assert uris == [str(tmp_path / "seg_t0.5"), str(tmp_path / "seg_t0.99")]
     assert open_volume(uris[0]).read().max() == 2 and open_volume(uris[1]).read().max() == 1
     for uri, t in zip(uris, (0.5, 0.99), strict=True):
         config = tomllib.loads((Path(uri) / "pytc_config.toml").read_text())
-        assert config["method"] == "ws" and config["merge_threshold"] == [t]
+        assert config["method"] == "ws" and config["ws"]["agglomeration_threshold"] == [t]
     # one threshold: the output is the given URI itself
     code, out, err = run([tmp_path / "aff", "-o", tmp_path / "one", "--method", "ws"], capsys)
     assert code == 0, err
@@ -154,11 +154,11 @@ def test_cli_several_thresholds_write_one_segmentation_each(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--merge-threshold", "0.3,1.2"], "merge threshold 1.2 is outside [0, 1]"),
-    (["--merge-threshold", ","], "list of merge thresholds is empty"),
-    (["--merge-threshold", "a"], "bad --merge-threshold 'a'"),
-    (["--merge-threshold", "0.3,0.3"], "repeat a value"),
-    (["--block-size", "8", "--merge-threshold", "0.2,0.4"], "whole-volume only"),
+    (["--agglomeration-threshold", "0.3,1.2"], "agglomeration threshold 1.2 is outside [0, 1]"),
+    (["--agglomeration-threshold", ","], "list of agglomeration thresholds is empty"),
+    (["--agglomeration-threshold", "a"], "bad --agglomeration-threshold 'a'"),
+    (["--agglomeration-threshold", "0.3,0.3"], "repeat a value"),
+    (["--block-size", "8", "--agglomeration-threshold", "0.2,0.4"], "whole-volume only"),
 ])
 def test_cli_bad_ws_options_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
     aff = two_halves_with_a_bridge(0.6)
@@ -170,10 +170,10 @@ def test_cli_bad_ws_options_are_one_line_and_write_nothing(tmp_path, capsys, arg
     assert not any(p.name.startswith("seg") for p in tmp_path.iterdir())
 
 
-def test_cli_merge_threshold_list_needs_ws(tmp_path, capsys):
+def test_cli_agglomeration_threshold_list_needs_ws(tmp_path, capsys):
     aff = two_halves_with_a_bridge(0.6)
     create_volume(str(tmp_path / "aff"), aff.shape, aff.dtype, chunk_size=(8, 16, 24)).write(aff)
-    code, _, err = run([tmp_path / "aff", "-o", tmp_path / "seg", "--merge-threshold",
+    code, _, err = run([tmp_path / "aff", "-o", tmp_path / "seg", "--agglomeration-threshold",
                         "0.2,0.4"], capsys)
     assert code == 2 and "need --method ws" in err
 
@@ -217,8 +217,8 @@ def test_blockwise_cli_and_its_shares_equal_the_in_memory_twin(tmp_path, noisy_s
         noisy_synthetic)
     twin = affinity_watershed_blockwise(noisy_synthetic, 0.4, (16, 16, 16), halo=4,
                                         min_size=20)
-    common = ["--method", "ws", "--merge-threshold", "0.4", "--block-size", "16",
-              "--min-size", "20", "--set", "ws_halo=4", "-q"]
+    common = ["--method", "ws", "--agglomeration-threshold", "0.4", "--block-size", "16",
+              "--min-size", "20", "--set", "ws.halo=4", "-q"]
     code, out, err = run([aff_uri, "-o", tmp_path / "all", *common], capsys)
     assert code == 0, err
     np.testing.assert_array_equal(open_volume(str(tmp_path / "all")).read(), twin)

@@ -27,10 +27,11 @@ _EXPORTS = {
     "label_block": "blockwise",
     "reduce_blocks": "blockwise",
     "relabel_block": "blockwise",
-    "DecodeConfig": "decode",
-    "DecodeStats": "decode",
-    "DecodeResult": "decode",
-    "run_decode": "decode",
+    "DecodeConfig": "config",
+    "DecodeStats": "stats",
+    "DecodeResult": "stage",
+    "run_decode": "stage",
+    "DecodeMethod": "methods",
     "mutex_watershed": "mws",
     "affinity_watershed": "ws",
 }
@@ -40,6 +41,7 @@ __all__ = [
     "BlockSummary",
     "BlockTables",
     "DecodeConfig",
+    "DecodeMethod",
     "DecodeResult",
     "DecodeStats",
     "affinity_cc",
@@ -66,8 +68,11 @@ if TYPE_CHECKING:
         relabel_block,
     )
     from pytc_decode.cc import affinity_cc, label_dtype, merge_small, relabel_consecutive
-    from pytc_decode.decode import DecodeConfig, DecodeResult, DecodeStats, run_decode
+    from pytc_decode.config import DecodeConfig
+    from pytc_decode.methods import DecodeMethod
     from pytc_decode.mws import mutex_watershed
+    from pytc_decode.stage import DecodeResult, run_decode
+    from pytc_decode.stats import DecodeStats
     from pytc_decode.ws import affinity_watershed
 
 __getattr__, __dir__ = lazy_exports("pytc_decode", _EXPORTS)

@@ -31,12 +31,12 @@ from numba import njit
 from pytc_core.bbox import BBox
 from pytc_core.blocks import plan_blocks
 from pytc_decode.cc import (
-    _check_counts,
-    _kernel_mask,
-    _label_array,
-    _label_slab,
-    _merge_slabs,
+    check_counts,
+    kernel_mask,
+    label_array,
     label_dtype,
+    label_slab,
+    merge_slabs,
     prepare_affinities,
     value_scale,
 )
@@ -119,10 +119,10 @@ def _label_block_serial(aff, t, hi, mask, use_mask, lo_ext, hi_ext, lab, parent,
     :func:`_sizes_and_first`.
     """
     _, Z, Y, X = aff.shape
-    n, nan, outside = _label_slab(aff, t, hi, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent,
+    n, nan, outside = label_slab(aff, t, hi, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent,
                                   0)
     bounds = np.array([0, Z], dtype=np.int64)
-    _, num = _merge_slabs(aff, t, bounds, np.array([np.int64(n)]), lab, parent)
+    _, num = merge_slabs(aff, t, bounds, np.array([np.int64(n)]), lab, parent)
     sizes = np.zeros(num + 1, dtype=np.int64)
     first = np.full(num + 1, -1, dtype=np.int64)
     nxt = 1
@@ -162,14 +162,14 @@ def label_block(affinities: np.ndarray, threshold: float, bbox: BBox, volume_box
     if threads == 1 and label_dtype(bbox.size) == np.uint32:
         lab = out if out is not None and out.dtype == np.uint32 else np.empty(bbox.shape, np.uint32)
         parent = np.empty(bbox.size + 1, np.uint32)
-        m, use_mask = _kernel_mask(mask, bbox.shape)
+        m, use_mask = kernel_mask(mask, bbox.shape)
         num, nan, outside, sizes, first = _label_block_serial(
             aff, t, aff.dtype.type(value_scale(aff.dtype)), m, use_mask, lo_ext, hi_ext, lab, parent, origin,
             vol_shape)
         del parent
-        _check_counts(nan, outside)
+        check_counts(nan, outside)
     else:
-        lab, num = _label_array(aff, t, mask, lo_ext, hi_ext)
+        lab, num = label_array(aff, t, mask, lo_ext, hi_ext)
         sizes, first = _sizes_and_first(lab, num, origin, vol_shape)
         if out is not None:
             out[...] = lab

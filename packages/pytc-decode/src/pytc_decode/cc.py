@@ -31,14 +31,17 @@ from numba import njit
 from pytc_core.errors import UserError
 from pytc_decode.kernels import remap, union, union_pairs
 
-__all__ = ["affinity_cc", "apply_sigmoid", "check_value_range", "label_dtype", "merge_small",
-           "prepare_affinities", "relabel_consecutive", "value_scale"]
+__all__ = ["NO_EXTENSION", "affinity_cc", "apply_sigmoid", "check_counts", "check_value_range",
+           "kernel_mask", "label_array", "label_dtype", "label_serial", "label_slab", "label_slabs",
+           "merge_slabs", "merge_small", "prepare_affinities", "relabel_consecutive", "slab_bounds",
+           "value_scale", "write_final"]
 
-_NO_EXT = np.zeros(3, dtype=np.bool_)
+#: no neighbouring block beyond any face (z, y, x): a whole volume
+NO_EXTENSION = np.zeros(3, dtype=np.bool_)
 
 
 @njit(cache=True, nogil=True)
-def _label_slab(aff, t, hi, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent, pbase):
+def label_slab(aff, t, hi, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent, pbase):
     """Label voxels z in [z0, z1) with provisional labels 1..n stored in ``lab``.
 
     ``parent[pbase + l]`` is label l's union-find parent. Edges to z0 - 1 are left to the slab
@@ -112,11 +115,11 @@ def _label_slab(aff, t, hi, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent,
     return n, nan, outside
 
 
-def _slab_bounds(Z: int, nslabs: int) -> np.ndarray:
+def slab_bounds(Z: int, nslabs: int) -> np.ndarray:
     return np.array([(s * Z) // nslabs for s in range(nslabs + 1)], dtype=np.int64)
 
 
-def _label_slabs(aff, t, hi, mask, use_mask, lo_ext, hi_ext, bounds, lab, parent):
+def label_slabs(aff, t, hi, mask, use_mask, lo_ext, hi_ext, bounds, lab, parent):
     """Phase 1 (one thread per slab): label each z-slab on its own.
 
     Returns (labels per slab, NaN count, out-of-range count). The kernels release the GIL, so a thread pool runs
@@ -126,7 +129,7 @@ def _label_slabs(aff, t, hi, mask, use_mask, lo_ext, hi_ext, bounds, lab, parent
 
     def one(s: int):
         z0, z1 = int(bounds[s]), int(bounds[s + 1])
-        return _label_slab(aff, t, hi, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent,
+        return label_slab(aff, t, hi, mask, use_mask, z0, z1, lo_ext, hi_ext, lab, parent,
                            z0 * plane)
 
     with ThreadPoolExecutor(min(bounds.size - 1, numba.get_num_threads())) as pool:
@@ -136,7 +139,7 @@ def _label_slabs(aff, t, hi, mask, use_mask, lo_ext, hi_ext, bounds, lab, parent
 
 
 @njit(cache=True, nogil=True)
-def _merge_slabs(aff, t, bounds, counts, lab, parent):
+def merge_slabs(aff, t, bounds, counts, lab, parent):
     """Phase 2 (serial): one global label table, unions across slab planes, final ids.
 
     Returns (per-slab label offsets, number of segments); ``parent[offset + local]`` then
@@ -193,7 +196,7 @@ def _write_final_slab(z0, z1, off, lab, parent):
                     lab[z, y, x] = parent[v + off]
 
 
-def _write_final(bounds, offsets, lab, parent):
+def write_final(bounds, offsets, lab, parent):
     """Phase 3 (one thread per slab): replace provisional labels by final ids."""
     def one(s: int) -> None:
         _write_final_slab(int(bounds[s]), int(bounds[s + 1]), int(offsets[s]), lab, parent)
@@ -203,17 +206,17 @@ def _write_final(bounds, offsets, lab, parent):
 
 
 @njit(cache=True, nogil=True)
-def _label_serial(aff, t, hi, mask, use_mask, lo_ext, hi_ext, lab, parent):
+def label_serial(aff, t, hi, mask, use_mask, lo_ext, hi_ext, lab, parent):
     """All three phases on one thread, without releasing into a thread pool (for blocks that
     are labelled concurrently). Returns (number of segments, NaN count, out-of-range count)."""
     Z = aff.shape[1]
-    n, nan, outside = _label_slab(aff, t, hi, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent,
+    n, nan, outside = label_slab(aff, t, hi, mask, use_mask, 0, Z, lo_ext, hi_ext, lab, parent,
                                   0)
     if nan or outside:
         return 0, nan, outside
     bounds = np.array([0, Z], dtype=np.int64)
     counts = np.array([np.int64(n)])
-    offsets, nseg = _merge_slabs(aff, t, bounds, counts, lab, parent)
+    offsets, nseg = merge_slabs(aff, t, bounds, counts, lab, parent)
     _write_final_slab(0, Z, 0, lab, parent)
     return nseg, nan, outside
 
@@ -358,7 +361,7 @@ def check_value_range(values: np.ndarray, where: str) -> None:
         raise _range_error(outside, where)
 
 
-def _kernel_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+def kernel_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
     """The mask as a uint8 array for the kernels (a dummy when None), and whether to use it."""
     if mask is None:
         return np.ones((1, 1, 1), dtype=np.uint8), False
@@ -376,7 +379,7 @@ def _nan_error(count: int) -> UserError:
                      "fix the producing step (e.g. a diverged model) or clean the volume")
 
 
-def _check_counts(nan: int, outside: int) -> None:
+def check_counts(nan: int, outside: int) -> None:
     """The kernels' NaN and out-of-range counts as the one-line error they call for."""
     if nan:
         raise _nan_error(nan)
@@ -384,7 +387,7 @@ def _check_counts(nan: int, outside: int) -> None:
         raise _range_error(outside)
 
 
-def _label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.ndarray,
+def label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.ndarray,
                  hi_ext: np.ndarray, slabs: int | None = None) -> tuple[np.ndarray, int]:
     """Run the kernel on channels 0-2 in ``slabs`` z-slabs (default 2 per thread); returns
     (labels, segments).
@@ -398,18 +401,18 @@ def _label_array(aff: np.ndarray, t: float, mask: np.ndarray | None, lo_ext: np.
     lab = np.empty(shape, dtype=kernel_dtype)
     parent = np.empty(nvox + 1, dtype=kernel_dtype)  # pages are touched only as labels are made
     nslabs = max(1, min(slabs or numba.get_num_threads() * 2, shape[0]))
-    m, use_mask = _kernel_mask(mask, shape)
+    m, use_mask = kernel_mask(mask, shape)
     hi = aff.dtype.type(value_scale(aff.dtype))
     if nslabs == 1:  # one thread: no parallel region (blocks may run in a thread pool)
-        nseg, nan, outside = _label_serial(aff, t, hi, m, use_mask, lo_ext, hi_ext, lab, parent)
+        nseg, nan, outside = label_serial(aff, t, hi, m, use_mask, lo_ext, hi_ext, lab, parent)
     else:
-        bounds = _slab_bounds(shape[0], nslabs)
-        counts, nan, outside = _label_slabs(aff, t, hi, m, use_mask, lo_ext, hi_ext, bounds, lab,
+        bounds = slab_bounds(shape[0], nslabs)
+        counts, nan, outside = label_slabs(aff, t, hi, m, use_mask, lo_ext, hi_ext, bounds, lab,
                                             parent)
-    _check_counts(nan, outside)
+    check_counts(nan, outside)
     if nslabs > 1:
-        offsets, nseg = _merge_slabs(aff, t, bounds, counts, lab, parent)
-        _write_final(bounds, offsets, lab, parent)
+        offsets, nseg = merge_slabs(aff, t, bounds, counts, lab, parent)
+        write_final(bounds, offsets, lab, parent)
     del parent
     if kernel_dtype == np.int64:
         lab = lab.view(np.uint64)
@@ -440,7 +443,7 @@ def affinity_cc(
     if min_size < 0:
         raise UserError(f"min_size {min_size} is negative", "use 0 to keep every segment")
     aff, t = prepare_affinities(np.asarray(affinities)[:3], threshold)
-    lab, _ = _label_array(aff, t, mask, _NO_EXT, _NO_EXT)
+    lab, _ = label_array(aff, t, mask, NO_EXTENSION, NO_EXTENSION)
     if min_size > 1:
         if small == "merge":
             merge_small(lab, aff, min_size)

@@ -1,7 +1,7 @@
 """The ``pytc-decode`` command: affinities → segmentation layer, prints the output URI.
 
-Only parsing: flags → :class:`~pytc_decode.decode.DecodeConfig`, one call of
-:func:`~pytc_decode.decode.run_decode`, the summary on stderr and the URI on stdout.
+Only parsing: flags → :class:`~pytc_decode.config.DecodeConfig`, one call of
+:func:`~pytc_decode.stage.run_decode`, the summary on stderr and the URI on stdout.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def decode(
     logits: Annotated[bool, Parameter(name="--logits", negative="")] = False,
     fill_missing: Annotated[bool, Parameter(name="--fill-missing", negative="")] = False,
     method: Annotated[str | None, Parameter(name="--method")] = None,
+    agglomeration_threshold: Annotated[str | None,
+                                       Parameter(name="--agglomeration-threshold")] = None,
     merge_threshold: Annotated[str | None, Parameter(name="--merge-threshold")] = None,
     block_size: Annotated[str | None, Parameter(name="--block-size")] = None,
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
@@ -71,8 +73,8 @@ def decode(
         pytc-decode aff_layer --output seg_layer --threshold 0.5
         pytc-decode aff.h5:aff -o seg.h5:seg --min-size 100 --small merge --dust
         pytc-decode logits.zarr --logits          # a model output without its sigmoid
-        # watershed + agglomeration, one segmentation per merge threshold, ranked by eval
-        pytc-decode aff -o seg --method ws --merge-threshold 0.2,0.3,0.5 \\
+        # watershed + agglomeration, one segmentation per threshold, ranked by eval
+        pytc-decode aff -o seg --method ws --agglomeration-threshold 0.2,0.3,0.5 \\
           | pytc-eval - --gt labels
         pytc-infer ... | pytc-decode - --block-size 128        # larger than memory
         # Slurm array task I of 16: label shares, one reduce, relabel shares
@@ -90,7 +92,9 @@ def decode(
     output
         Segmentation URI (default: beside the input, ``<name>_seg``).
     threshold
-        Edges with affinity strictly above this join their voxels, in [0, 1] (default 0.5).
+        ``cc``: edges with affinity strictly above this join their voxels; ``mws``: edges
+        above it attract, below it repel; in [0, 1] (default 0.5). Not used by ``ws`` (and
+        not part of a ``ws`` run's resume key).
     min_size
         Segments under this many voxels are removed (default 0: keep all).
     small
@@ -115,17 +119,24 @@ def decode(
     method
         ``cc`` (default); ``ws``: seeded watershed fragments merged by mean boundary affinity
         (robust to leaking edges of an imperfect model; ``seed_threshold``, ``seed_radius``,
-        ``seeds_2d``, ``merge_function``, ``quantile`` in the config); or ``mws``: mutex
-        watershed on all channels (needs the optional ``mwatershed`` package and ``offsets``
-        of the long-range channels in the config).
-    merge_threshold
+        ``seeds_2d``, ``merge_function``, ``quantile``, ``halo`` in the config table
+        ``[decode.ws]``); or ``mws``: mutex watershed on all channels (needs the optional
+        ``mwatershed`` package and ``long_range_offsets`` of the long-range channels in
+        ``[decode.mws]``).
+    agglomeration_threshold
         ``--method ws``: merge fragments while 1 - their mean boundary affinity is below this,
         in [0, 1] (default 0.5; higher merges more). A list ``0.2,0.3,0.5`` writes one
         segmentation per threshold from one agglomeration pass (``<output>_t0.2``, ...), each
         URI on its own stdout line.
+    merge_threshold
+        Deprecated spelling of ``--agglomeration-threshold`` (removed in the next release;
+        pytc-eval's ``merge_threshold`` is funlib's ERL node count).
     block_size
         Decode block by block with blocks of this many voxels (``128`` or ``z,y,x``); use a
-        multiple of the input's chunk size. The result is identical to a whole-volume decode.
+        multiple of the input's chunk size. ``cc``: the result is identical to a
+        whole-volume decode. ``ws``: close to it, not identical (fragments are grown per block
+        with ``halo`` voxels of context, so they differ near block faces). ``mws``: whole
+        volume only.
     blocks
         ``i/n``: only task i's share of the blocks (0-based), with ``--step label|relabel``.
     step
@@ -134,15 +145,23 @@ def decode(
     common.setup_logging()
     from pytc_core.blocks import parse_share
     from pytc_core.config import resolve_config
-    from pytc_decode.decode import DecodeConfig, run_decode
+    from pytc_decode.config import DecodeConfig
+    from pytc_decode.stage import run_decode
 
     cfg = resolve_config(DecodeConfig, common.config, {
         "threshold": threshold, "min_size": min_size, "small": small, "mask": mask,
         "foreground_channel": foreground_channel, "foreground_threshold": foreground_threshold,
         "method": method, "block_size": parse_block_size(block_size), "logits": logits or None,
-        "merge_threshold": _parse_thresholds(merge_threshold),
+        "agglomeration_threshold": _parse_thresholds(agglomeration_threshold,
+                                                     "--agglomeration-threshold"),
+        "merge_threshold": _parse_thresholds(merge_threshold, "--merge-threshold"),
         "fill_missing": fill_missing or None,
         "dust": dust or None}, section="decode", text_overrides=common.text_overrides())
+    if len(cfg.ws.thresholds) > 1 and cfg.method != "ws":
+        from pytc_core.errors import UserError
+
+        raise UserError("several agglomeration thresholds need --method ws",
+                        "add --method ws, or give one threshold")
     result = run_decode(resolve_input_uri(aff_uri), cfg, output=output,
                         overwrite=common.overwrite, step=step,
                         share=None if blocks is None else parse_share(blocks),
@@ -155,7 +174,7 @@ def decode(
     return 0
 
 
-def _parse_thresholds(text: str | None) -> tuple[float, ...] | None:
+def _parse_thresholds(text: str | None, flag: str) -> tuple[float, ...] | None:
     """``0.5`` or ``0.2,0.3,0.5`` → floats (checked against [0, 1] by the library)."""
     if text is None:
         return None
@@ -164,7 +183,7 @@ def _parse_thresholds(text: str | None) -> tuple[float, ...] | None:
     except ValueError:
         from pytc_core.errors import UserError
 
-        raise UserError(f"bad --merge-threshold '{text}'",
+        raise UserError(f"bad {flag} '{text}'",
                         "give numbers in [0, 1], e.g. 0.5 or 0.2,0.3,0.5") from None
 
 

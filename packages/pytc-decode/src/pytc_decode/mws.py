@@ -41,16 +41,26 @@ def _shifted(mask: np.ndarray, offset: Sequence[int]) -> np.ndarray:
     return out
 
 
-def mutex_watershed(affinities: np.ndarray, offsets: Sequence[Sequence[int]] = (),
+def mutex_watershed(affinities: np.ndarray, long_range_offsets: Sequence[Sequence[int]] = (),
                     threshold: float = 0.5, min_size: int = 0, *,
-                    mask: np.ndarray | None = None) -> np.ndarray:
+                    mask: np.ndarray | None = None,
+                    offsets: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """Segment (C, Z, Y, X) affinities with the mutex watershed.
 
-    ``offsets`` (z, y, x voxels) of channels 3..C-1. Values in [0, 1] (unsigned integers as
+    ``long_range_offsets`` (z, y, x voxels) of channels 3..C-1 (``offsets`` is its deprecated
+    name: a warning; removed in the next release). Values in [0, 1] (unsigned integers as
     fractions of their maximum); others are a UserError. One-voxel segments and segments under
     ``min_size`` voxels become background, as do voxels outside ``mask``. Returns consecutive
     ids numbered by first voxel in C order (uint32, or uint64 for huge volumes).
     """
+    if offsets is not None:
+        import logging
+
+        logging.getLogger("pytc.decode").warning(
+            "pytc-decode: mutex_watershed(offsets=...) is deprecated and will be removed in the "
+            "next release: use long_range_offsets=... (offsets lists every channel in train "
+            "and infer)")
+        long_range_offsets = offsets
     try:
         import mwatershed
     except ImportError:
@@ -61,10 +71,10 @@ def mutex_watershed(affinities: np.ndarray, offsets: Sequence[Sequence[int]] = (
         raise UserError("affinities contain NaN/inf values",
                         "fix the producing step (e.g. a diverged model) or clean the volume")
     check_value_range(aff, "the affinity channels")
-    all_offsets = [list(o) for o in NEAREST_OFFSETS] + [list(o) for o in offsets]
+    all_offsets = [list(o) for o in NEAREST_OFFSETS] + [list(o) for o in long_range_offsets]
     if len(all_offsets) != aff.shape[0] or any(len(o) != 3 for o in all_offsets):
         raise UserError(f"{aff.shape[0]} channels but {len(all_offsets)} offsets (3 nearest + "
-                        f"{len(offsets)} long-range)", "give one (z, y, x) offset per long-range channel")
+                        f"{len(long_range_offsets)} long-range)", "give one (z, y, x) offset per long-range channel")
     scale = value_scale(aff.dtype)
     weights = aff.astype(np.float64) / scale - t / scale
     if mask is not None:

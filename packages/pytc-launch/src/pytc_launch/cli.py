@@ -294,8 +294,10 @@ def blocks_decode(
     Task i of the label array runs ``pytc-decode ARGS --step label --blocks i/TASKS``; the
     reduce job (``--dependency=afterok`` on the label array) runs ``--step reduce``; the
     relabel array (afterok on reduce) runs ``--step relabel --blocks i/TASKS``. The result
-    equals one whole-volume pytc-decode. Prints the relabel job id (``--local``: runs the
-    same commands here and prints the segmentation URI).
+    equals one blockwise pytc-decode on one machine; with ``--method cc`` also the
+    whole-volume decode (``ws``: close to it, not identical, it differs near block faces).
+    Prints the relabel job id (``--local``: runs the same commands here and prints the
+    segmentation URI).
 
     Examples::
 

@@ -1,0 +1,241 @@
+"""The decode stage: an affinity volume (URI) → a segmentation volume (URI), whole or blockwise.
+
+:func:`run_decode` opens the volumes, checks the options, runs the method
+(:class:`~pytc_decode.methods.base.DecodeMethod`) on the whole volume or the three blockwise
+steps of :mod:`pytc_decode.steps` through the core block runner, writes the labels and the
+resolved config beside them, and returns a :class:`DecodeResult`. It never names a method:
+whatever differs between methods is behind their interface. Affinities are channels first,
+spatial axes (z, y, x), sizes in voxels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pytc_core.blocks import BlockRunResult
+from pytc_core.cli import current_command
+from pytc_core.errors import UserError, unknown_name_error
+from pytc_core.output_run import OutputRun, claim_output, open_input
+from pytc_core.volume import Volume
+from pytc_decode.config import DecodeConfig, result_options
+from pytc_decode.methods import DecodeMethod, method_of, methods_of
+from pytc_decode.stats import DecodeStats, segment_stats
+from pytc_decode.steps import STEPS, BlockwiseRun, label_step, plan_run, reduce_step, relabel_step
+from pytc_decode.volumes import (
+    check_mask,
+    create_output,
+    default_output_uri,
+    finish_output,
+    read_inputs,
+    suffixed_uri,
+    timed,
+)
+
+__all__ = ["DecodeResult", "check_config", "run_decode"]
+
+log = logging.getLogger("pytc.decode")
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """What :func:`run_decode` did."""
+
+    #: the segmentation's URI
+    output: str
+    step: str
+    #: the segmentation's summary (None after a label step or a share of the relabel step)
+    stats: DecodeStats | None
+    #: blockwise: the blocks this call's steps planned, skipped (done before) and processed
+    blocks: dict[str, BlockRunResult] = field(default_factory=dict)
+    #: seconds per phase (read/segment/write, or label/reduce/relabel)
+    timings: dict[str, float] = field(default_factory=dict)
+    #: a method with several outputs (``ws`` with several agglomeration thresholds): the
+    #: further (output, stats)
+    more: tuple[tuple[str, DecodeStats], ...] = ()
+
+    @property
+    def outputs(self) -> list[str]:
+        """Every segmentation written (one per agglomeration threshold for a multi-threshold
+        ``ws``)."""
+        return [self.output, *(uri for uri, _ in self.more)]
+
+    def summary(self) -> str:
+        """One human-readable line for stderr (a line per segmentation)."""
+        if self.stats is not None:
+            return "\n".join(f"{uri}: {stats.line()}" for uri, stats in
+                             ((self.output, self.stats), *self.more))
+        done = ", ".join(f"{k} {r.processed} of {r.planned} blocks"
+                         + (f" ({r.skipped} done before)" if r.skipped else "")
+                         for k, r in self.blocks.items())
+        return f"{self.output}: step {self.step} done: {done}"
+
+
+def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
+    """UserError for options that cannot work with this affinity volume (before any write):
+    the common options here, the method's own through its :meth:`DecodeMethod.check`."""
+    from pytc_core.volume import require_channels
+
+    require_channels(aff_vol, 3)
+    method = method_of(cfg)
+    if cfg.min_size < 0:
+        raise UserError(f"min size {cfg.min_size} is negative", "use 0 to keep every segment")
+    if (cfg.foreground_channel is None) != (cfg.foreground_threshold is None):
+        raise UserError("--foreground-threshold and --foreground-channel go together",
+                        "give both, e.g. --foreground-channel 3 --foreground-threshold 0.5")
+    if cfg.foreground_channel is not None:
+        c = aff_vol.num_channels or 0
+        if not 0 <= cfg.foreground_channel < c:
+            raise UserError(f"foreground channel {cfg.foreground_channel} does not exist in "
+                            f"{aff_vol.uri} ({c} channels)", f"use a channel in 0..{c - 1}")
+        assert cfg.foreground_threshold is not None
+        if not 0.0 <= cfg.foreground_threshold <= 1.0:
+            raise UserError(f"foreground threshold {cfg.foreground_threshold} is outside [0, 1]",
+                            "use e.g. --foreground-threshold 0.5")
+    if cfg.logits and np.dtype(aff_vol.dtype).kind != "f":
+        raise UserError(f"--logits needs float affinities, {aff_vol.uri} holds {aff_vol.dtype}",
+                        "integer affinities are read as value / max already: drop --logits")
+    if cfg.block_size is not None and cfg.small == "merge" and cfg.min_size > 1:
+        raise UserError("--small merge is not available blockwise",
+                        "use --small remove with --block-size, or decode the whole volume")
+    if cfg.block_size is not None and not method.blockwise:
+        names = [m.name for m in methods_of(cfg).values() if m.blockwise]
+        raise UserError(f"method {method.name} is not available blockwise",
+                        f"use --method {' or '.join(names)}, or drop --block-size")
+    method.check(cfg, aff_vol)
+
+
+def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[OutputRun],
+                  cfgs: Sequence[DecodeConfig], method: DecodeMethod, cfg: DecodeConfig,
+                  timings: dict[str, float]) -> list[DecodeStats]:
+    """Decode in memory and write one segmentation per claimed output (``cfgs`` is each
+    output's config); the stats of each."""
+    with timed(timings, "read"):
+        aff, mask = read_inputs(aff_vol, mask_vol, cfg)
+    with timed(timings, "segment"):
+        segs = method.segment(aff, mask, cfg, aff_vol.voxel_size)
+    del aff
+    stats = []
+    with timed(timings, "write"):
+        for claim, out_cfg, labels in zip(claims, cfgs, segs, strict=True):
+            out = create_output(claim, aff_vol, labels.dtype,
+                                tuple(min(64, s) for s in labels.shape), restart=True)
+            out.write(labels)
+            finish_output(claim, out_cfg)
+            stats.append(segment_stats(np.bincount(labels.reshape(-1)), labels.size, cfg.dust))
+    return stats
+
+
+def _decode_blockwise(run: BlockwiseRun, claim: OutputRun, step: str,
+                      share: tuple[int, int] | None, show_progress: bool,
+                      timings: dict[str, float],
+                      blocks: dict[str, BlockRunResult]) -> DecodeStats | None:
+    stats = None
+    if step in ("all", "label"):
+        with timed(timings, "label"):
+            blocks["label"] = label_step(run, claim, share=share, show_progress=show_progress)
+    if step in ("all", "reduce"):
+        with timed(timings, "reduce"):
+            stats = reduce_step(run)
+    if step in ("all", "relabel"):
+        with timed(timings, "relabel"):
+            blocks["relabel"], relabel_stats = relabel_step(run, claim, share=share,
+                                                            show_progress=show_progress)
+        stats = stats or (relabel_stats if share is None else None)
+    return stats
+
+
+def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: str | None = None,
+               overwrite: bool = False, step: str = "all", share: tuple[int, int] | None = None,
+               show_progress: bool = True) -> DecodeResult:
+    """Decode the affinity volume at ``aff_uri`` into a segmentation volume.
+
+    Whole volume in memory, or block by block with ``config.block_size``: for ``cc`` the
+    result is identical to the whole-volume decode; for ``ws`` it is close to it, not
+    identical (fragments differ near block faces). ``step`` runs one blockwise step only
+    (``label`` and ``relabel`` take ``share=(i, n)``, task i of n, for Slurm array tasks);
+    ``all`` runs the three in turn. An interrupted run started again with the same options
+    resumes where it stopped; with other options (of the method in use) or changed inputs it
+    is refused (``overwrite=True`` starts afresh). The resolved config is written beside the
+    output (``pytc_config.toml``) by every step.
+    """
+    cfg = config
+    log.debug("resolved config:\n%s", _config_text(cfg))
+    if step not in STEPS:
+        raise unknown_name_error("step", step, STEPS)
+    if cfg.block_size is None and (share is not None or step != "all"):
+        raise UserError("--blocks and --step need --block-size", "add e.g. --block-size 128")
+    if share is not None and step not in ("label", "relabel"):
+        raise UserError("--blocks i/n selects the blocks of the label or relabel step",
+                        "add --step label (then --step reduce, then --step relabel)")
+    aff_vol = open_input(aff_uri, fill_missing=cfg.fill_missing)
+    out_uri = output or default_output_uri(aff_uri)
+    mask_vol = open_input(cfg.mask, fill_missing=cfg.fill_missing) if cfg.mask else None
+    check_config(cfg, aff_vol)
+    check_mask(mask_vol, aff_vol)
+    method = method_of(cfg)
+    timings: dict[str, float] = {}
+    blocks: dict[str, BlockRunResult] = {}
+    more: tuple[tuple[str, DecodeStats], ...] = ()
+    run: BlockwiseRun | None = None
+    if cfg.block_size is None:
+        from pytc_core.output_run import run_key
+
+        variants = method.outputs(cfg)
+        out_uris = [suffixed_uri(out_uri, suffix) if suffix else out_uri
+                    for suffix, _ in variants]
+        out_cfgs = [c for _, c in variants]
+        keys = [run_key("decode", [aff_uri, cfg.mask], result_options(c)) for c in out_cfgs]
+    else:
+        run = plan_run(aff_vol, mask_vol, out_uri, cfg)
+        out_uris, out_cfgs = [out_uri], [cfg]
+        keys = [hashlib.sha256(run.key.encode()).hexdigest()[:16]]
+
+    def explain(_record: object) -> None:  # scratch of a blockwise run with other options
+        if run is not None:
+            from pytc_decode.resume import check_run
+
+            check_run(run.workdir, run.key, create=False)  # names what differs
+
+    with ExitStack() as stack:
+        # before any input data is read: each output's checks, its lease, fresh run or resume
+        claims = [stack.enter_context(claim_output(
+            uri, stage="decode", key=key, inputs=[aff_uri, cfg.mask], overwrite=overwrite,
+            join=step != "all", explain_mismatch=explain, command=current_command()))
+            for uri, key in zip(out_uris, keys, strict=True)]
+        if run is None:
+            log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, method.name)
+            all_stats = _decode_whole(aff_vol, mask_vol, claims, out_cfgs, method, cfg, timings)
+            stats: DecodeStats | None = all_stats[0]
+            out_uri, cfg = out_uris[0], out_cfgs[0]
+            more = tuple(zip(out_uris[1:], all_stats[1:], strict=True))
+        else:
+            assert isinstance(cfg.block_size, tuple)
+            mine = len(run.blocks) if share is None else len(run.blocks[share[0]::share[1]])
+            log.debug("block plan: %d blocks of %s voxels over %s; method %s, step %s, this "
+                      "task %d blocks%s; scratch %s", len(run.blocks),
+                      "x".join(map(str, cfg.block_size)), aff_vol.bbox, method.name, step, mine,
+                      "" if share is None else f" (share {share[0]}/{share[1]})", run.workdir)
+            stats = _decode_blockwise(run, claims[0], step, share, show_progress, timings,
+                                      blocks)
+            for name, r in blocks.items():
+                log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
+                          r.planned, r.skipped)
+            if not claims[0].completed:  # a step or share of a blockwise run: its config, too
+                from pytc_core.config import save_config_next_to
+
+                save_config_next_to(out_uri, cfg, command="pytc-decode")
+    if timings:
+        log.debug("timings: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+    return DecodeResult(out_uri, step, stats, blocks, timings, more)
+
+
+def _config_text(cfg: DecodeConfig) -> str:
+    from pytc_core.config import config_to_toml
+
+    return config_to_toml(cfg).strip() or "(defaults)"

@@ -1,0 +1,189 @@
+"""The three blockwise steps of a decode, for every method through its interface.
+
+:func:`plan_run` plans the blocks once; :func:`label_step` (each block → local labels and a
+summary, ``--step label --blocks i/n``), :func:`reduce_step` (every summary → per-block id
+tables, ``--step reduce``) and :func:`relabel_step` (local labels → final ids written to the
+output, ``--step relabel --blocks i/n``) run them through the core block runner, so the local
+loop and Slurm array tasks (``pytc-launch blocks decode``) run the same per-block calls of
+:class:`~pytc_decode.methods.base.DecodeMethod`. Scratch files live beside the output
+(``pytc_decode/``) and belong to one run (:mod:`pytc_decode.resume`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pytc_core.bbox import BBox
+from pytc_core.blocks import BlockProgress, BlockRunResult, plan_blocks, run_blocks
+from pytc_core.cli import progress_counter
+from pytc_core.errors import UserError
+from pytc_core.files import write_atomic
+from pytc_core.output_run import OutputRun
+from pytc_core.volume import Volume, sidecar_path
+from pytc_decode.cc import label_dtype
+from pytc_decode.config import DecodeConfig, result_options
+from pytc_decode.methods import DecodeMethod, method_of
+from pytc_decode.resume import check_run, input_identity, run_key
+from pytc_decode.stats import DecodeStats, segment_stats
+from pytc_decode.volumes import create_output, finish_output, read_inputs
+
+__all__ = ["STEPS", "BlockwiseRun", "label_step", "plan_run", "reduce_step", "relabel_step"]
+
+#: the values of ``--step``
+STEPS = ("all", "label", "reduce", "relabel")
+
+
+@dataclass(frozen=True)
+class BlockwiseRun:
+    """Everything the three blockwise steps share: inputs, output, plan, scratch folder."""
+
+    aff_vol: Volume
+    mask_vol: Volume | None
+    out_uri: str
+    cfg: DecodeConfig
+    blocks: tuple[BBox, ...]
+    workdir: Path
+    key: str
+
+    @property
+    def method(self) -> DecodeMethod:
+        return method_of(self.cfg)
+
+    @property
+    def box(self) -> BBox:
+        return self.aff_vol.bbox
+
+    @property
+    def dtype(self) -> np.dtype:
+        return label_dtype(self.box.size)
+
+    @property
+    def chunk(self) -> tuple[int, ...]:
+        assert isinstance(self.cfg.block_size, tuple)
+        return tuple(b if b < 64 or b % 64 else 64 for b in self.cfg.block_size)
+
+    @property
+    def tables_file(self) -> Path:
+        return self.workdir / "tables.npz"
+
+    def progress(self, step: str) -> BlockProgress:
+        return BlockProgress(self.workdir / step, self.key)
+
+    def block_file(self, block: BBox, kind: str = "block", suffix: str = ".npz") -> Path:
+        return self.workdir / (kind + "_" + "_".join(map(str, block.start)) + suffix)
+
+
+def plan_run(aff_vol: Volume, mask_vol: Volume | None, out_uri: str,
+             cfg: DecodeConfig) -> BlockwiseRun:
+    """The block plan, scratch folder and run key of a blockwise decode."""
+    assert cfg.block_size is not None
+    workdir = sidecar_path(out_uri, "pytc_decode")
+    if workdir is None:
+        raise UserError(f"blockwise decoding needs a local output, got {out_uri}",
+                        "write to a local path, then upload")
+    blocks = tuple(plan_blocks(aff_vol.bbox, cfg.block_size))
+    description = {  # what changes the result: the method in use's options, not the others'
+        "config": result_options(cfg),
+        "affinities": input_identity(aff_vol, out_uri),
+        "mask": None if mask_vol is None else input_identity(mask_vol, out_uri),
+    }
+    return BlockwiseRun(aff_vol, mask_vol, out_uri, cfg, blocks, workdir,
+                        run_key(description))
+
+
+def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | None = None,
+               show_progress: bool = True) -> BlockRunResult:
+    """Step 1: label each block of this share on its own; keep its local labels and summary.
+
+    Creates the output (or, for a share or an interrupted run, reuses it) and the scratch
+    folder with the run's key; blocks already labelled by this run are skipped.
+    """
+    if claim.resuming:  # an interrupted run or a share of this run: keep its finished blocks
+        check_run(run.workdir, run.key, create=False)  # refuse before touching anything
+    else:
+        shutil.rmtree(run.workdir, ignore_errors=True)  # files of an earlier run
+    create_output(claim, run.aff_vol, run.dtype, run.chunk)
+    check_run(run.workdir, run.key, create=True)
+    box, cfg, method = run.box, run.cfg, run.method
+    voxel_size = run.aff_vol.voxel_size
+
+    def read(block: BBox) -> tuple[np.ndarray, np.ndarray | None]:
+        return read_inputs(run.aff_vol, run.mask_vol, cfg, method.context(block, box, cfg))
+
+    def process(block: BBox, data: tuple[np.ndarray, np.ndarray | None]) -> None:
+        aff, mask = data
+        lab, summary = method.label_block(aff, mask, block, method.context(block, box, cfg),
+                                          box, cfg, voxel_size)
+        local = lab.astype(run.dtype, copy=False)
+        write_atomic(run.block_file(block, "labels", ".npy"),
+                     lambda fh: np.save(fh, local, allow_pickle=False))
+        write_atomic(run.block_file(block), summary)
+        claim.made_progress()  # an interrupt now keeps the finished blocks for a resume
+
+    # bad input found partway (e.g. NaN) in a fresh run: the claim removes everything
+    return run_blocks(run.blocks, process, done=run.progress("label"), share=share,
+                      read=read, description="label blocks",
+                      progress=progress_counter if show_progress else None)
+
+
+def reduce_step(run: BlockwiseRun) -> DecodeStats:
+    """Step 2: join the blocks' segments across faces, number them globally, write the tables."""
+    check_run(run.workdir, run.key, create=False)
+    missing = [b for b in run.blocks if not run.block_file(b).exists()]
+    if missing:
+        raise UserError(f"{len(missing)} of {len(run.blocks)} blocks are not labelled yet "
+                        f"(first: {missing[0]})", "run every --step label share first")
+    summaries = [run.block_file(b).read_bytes() for b in run.blocks]
+    tables = run.method.reduce(summaries, run.box, run.cfg, run.dtype)
+    starts = np.array(list(tables.tables))
+    counts = np.array([t.size for t in tables.tables.values()])
+    flat = np.concatenate(list(tables.tables.values()))
+    write_atomic(run.tables_file, lambda fh: np.savez(fh, starts=starts, counts=counts,
+                                                      table=flat, sizes=tables.sizes))
+    return segment_stats(tables.sizes, run.box.size, run.cfg.dust)
+
+
+def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | None = None,
+                 show_progress: bool = True) -> tuple[BlockRunResult, DecodeStats]:
+    """Step 3: map each block's local labels to the final ids and write them to the output.
+
+    Returns what was done and the segmentation's stats (from the reduce step's tables).
+    """
+    check_run(run.workdir, run.key, create=False)
+    if not run.tables_file.exists():
+        raise UserError(f"{run.tables_file} is missing",
+                        "run --step reduce before --step relabel")
+    with np.load(run.tables_file) as f:
+        starts, counts, flat = f["starts"], f["counts"], f["table"]
+        stats = segment_stats(f["sizes"], run.box.size, run.cfg.dust)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    table_of = {tuple(int(v) for v in s): flat[bounds[i]:bounds[i + 1]]
+                for i, s in enumerate(starts)}
+    out = claim.open()
+    method = run.method
+
+    def read(block: BBox) -> np.ndarray:
+        return np.load(run.block_file(block, "labels", ".npy"))
+
+    def process(block: BBox, local: np.ndarray) -> None:
+        out.write(method.relabel(local, table_of[block.start]), offset=block.start)
+        claim.made_progress()
+
+    done = run.progress("relabel")
+    result = run_blocks(run.blocks, process, done=done, share=share, read=read,
+                        description="relabel blocks",
+                        progress=progress_counter if show_progress else None)
+    if share is None or not done.pending(run.blocks):
+        finish_output(claim, run.cfg)  # every block of the output is written
+    if share is None:
+        shutil.rmtree(run.workdir, ignore_errors=True)
+    elif not done.pending(run.blocks):
+        # every block is final: drop the bulky local labels, keep the (small) tables and
+        # markers so a repeated relabel share still finds its blocks done
+        for path in run.workdir.glob("labels_*.npy"):
+            path.unlink(missing_ok=True)
+    return result, stats

@@ -1,0 +1,108 @@
+"""The stage's volume edges: output URIs, reading a box of the inputs, creating and finishing
+an output, and the phase timer. Coordinates are global voxels (z, y, x); affinities are
+channels first."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pytc_core.bbox import BBox
+from pytc_core.errors import UserError
+from pytc_core.output_run import OutputRun
+from pytc_core.volume import Volume, parse_uri
+from pytc_decode.cc import apply_sigmoid, check_value_range, prepare_affinities
+
+if TYPE_CHECKING:
+    from pytc_decode.config import DecodeConfig
+
+__all__ = ["check_mask", "create_output", "default_output_uri", "finish_output", "read_inputs",
+           "suffixed_uri", "timed"]
+
+log = logging.getLogger("pytc.decode")
+
+
+def default_output_uri(aff_uri: str) -> str:
+    """Where the segmentation goes when no ``--output`` is given: beside the affinities.
+
+    ``dir/aff`` → ``dir/aff_seg`` (precomputed), ``x.h5:aff`` → ``x.h5:aff_seg``,
+    ``x.zarr`` → ``x_seg.zarr``, ``x.zarr/aff`` → ``x.zarr/aff_seg``, ``x.npy`` → ``x_seg.npy``.
+    """
+    return suffixed_uri(aff_uri, "_seg", "affinities")
+
+
+def suffixed_uri(uri: str, suffix: str, dataset: str = "segmentation") -> str:
+    """``uri`` with ``suffix`` added to its volume's name, in the same format and place
+    (``dataset`` names an HDF5 file's dataset when the URI gives none)."""
+    loc = parse_uri(uri)
+    if loc.format == "hdf5":
+        return f"{loc.path}:{(loc.inner or dataset)}{suffix}"
+    if loc.format == "zarr" and loc.path is not None:
+        if loc.inner:
+            return f"{loc.path}/{loc.inner}{suffix}"
+        return str(loc.path.with_name(loc.path.stem + suffix + ".zarr"))
+    if loc.format in ("tiff", "npy") and loc.path is not None:
+        return str(loc.path.with_name(loc.path.stem + suffix + loc.path.suffix))
+    return uri.rstrip("/") + suffix
+
+
+def check_mask(mask_vol: Volume | None, aff_vol: Volume) -> None:
+    """UserError unless the mask is a 3D volume over the affinities' box."""
+    if mask_vol is None:
+        return
+    if mask_vol.ndim != 3 or mask_vol.bbox != aff_vol.bbox:
+        raise UserError(f"mask {mask_vol.uri} has shape {mask_vol.shape} at offset "
+                        f"{mask_vol.offset}, the affinities cover {aff_vol.bbox}",
+                        "pass a 3D mask over the same (z, y, x) box")
+
+
+def read_inputs(aff_vol: Volume, mask_vol: Volume | None, cfg: DecodeConfig,
+                box: BBox | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Affinities (sigmoid applied with ``logits``) and the voxels to segment (mask and
+    foreground channel combined; None = all) of ``box`` (default: the whole volume)."""
+    aff = aff_vol.read(box)
+    if cfg.logits:
+        aff = apply_sigmoid(aff)
+    mask = None if mask_vol is None else mask_vol.read(box)
+    if cfg.foreground_channel is None:
+        return aff, mask
+    assert cfg.foreground_threshold is not None
+    fg_channel = aff[cfg.foreground_channel]
+    check_value_range(fg_channel, f"the foreground channel {cfg.foreground_channel}")
+    fg_aff, fg_t = prepare_affinities(aff[[0, 1, cfg.foreground_channel]],
+                                      cfg.foreground_threshold)
+    fg = fg_aff[2] > fg_t
+    return aff, (fg if mask is None else fg & (mask != 0))
+
+
+def create_output(claim: OutputRun, aff_vol: Volume, dtype: np.dtype, chunk: tuple[int, ...],
+                  restart: bool = False) -> Volume:
+    """The output volume: created, or reopened when ``claim`` resumes this run's output
+    (``restart``: a whole-volume decode writes it again from scratch)."""
+    return claim.create(aff_vol.spatial_shape, dtype, voxel_size=aff_vol.voxel_size,
+                        offset=aff_vol.offset, chunk_size=chunk, layer_type="segmentation",
+                        restart=restart)
+
+
+def finish_output(claim: OutputRun, cfg: DecodeConfig) -> None:
+    """The resolved config beside the output, then the output marked complete."""
+    from pytc_core.config import save_config_next_to
+
+    save_config_next_to(claim.uri, cfg, command="pytc-decode")
+    claim.complete()
+
+
+@contextmanager
+def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the seconds the body takes to ``timings[phase]`` (and log them at debug level)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t0
+        log.debug("phase %s: %.2f s", phase, timings[phase])
