@@ -90,7 +90,8 @@ def infer(
         Raw volume URI (precomputed layer, ``x.h5:dataset``, ``.zarr``, ``.tif``, ``.npy``);
         ``-`` reads it from stdin.
     output
-        Output URI (default: a precomputed layer ``<input name>_affinities`` beside the input).
+        Output URI (default: ``<input name>_affinities`` beside the input: the same format
+        for a precomputed layer or zarr, else a precomputed layer named after the file).
     patch
         Window size in voxels, ``64`` or ``z,y,x`` (default: the checkpoint's patch size).
     overlap
