@@ -101,7 +101,7 @@ class RawNormalization:
             raise ValueError(f"unknown raw normalisation keys {unknown}")
         percentiles = data.get("percentiles")
         return cls(mode=data.get("mode", "auto"), mean=data.get("mean"), std=data.get("std"),
-                   percentiles=None if percentiles is None else tuple(percentiles),  # type: ignore[arg-type]
+                   percentiles=None if percentiles is None else tuple(percentiles),
                    dtype=data.get("dtype"))
 
 
