@@ -83,7 +83,7 @@ def checkpoint_settings(config: Mapping[str, Any]) -> CheckpointSettings:
                                   1.0 if std is None else float(std),
                                   str(model.get("architecture", "")))
     try:
-        settings.normalization  # noqa: B018 - checked once, before any data is read
+        _ = settings.normalization  # checked here, before any data is read
     except ValueError as exc:
         raise UserError(f"the checkpoint's data.normalize = {normalize!r} cannot be applied: "
                         f"{exc}", "fix data.mean / data.std in the training config and "
