@@ -23,10 +23,12 @@ LAYERS = {
     "pytc_core.lazy": "io",
     "pytc_core.version": "io",
     "pytc_core.serve": "io",
+    "pytc_core.timing": "io",
     "pytc_core.volume": "io",           # and each format module
     "pytc_core.targets": "arrays",
     "pytc_core.synthetic": "arrays",
     "pytc_core.baselines": "arrays",
+    "pytc_core.normalize": "arrays",
     "pytc_core.config": "config",
     "pytc_core.lease": "runs",
     "pytc_core.output": "runs",
@@ -110,7 +112,11 @@ IMPORTS = [imp for module, path in MODULES.items() for imp in _imports(module, p
 
 
 def _layer(module: str) -> str | None:
-    while module:
+    """The layer of ``module`` or of the nearest package above it that has one; a module
+    directly in ``pytc_core`` needs its own entry (the package's ``api`` does not cover it)."""
+    if module == "pytc_core":
+        return LAYERS[module]
+    while module != "pytc_core":
         if module in LAYERS:
             return LAYERS[module]
         module = module.rpartition(".")[0]

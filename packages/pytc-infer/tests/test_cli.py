@@ -107,6 +107,26 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_ckpt, ra
     assert sorted(p.name for p in Path(foreign).rglob("*")) == before
 
 
+def test_default_output_is_beside_the_input_never_in_its_file(tmp_path, tiny_ckpt, helpers,
+                                                              capsys):
+    """pytc_core's one naming rule: an HDF5 input gets a precomputed layer named after the
+    file, a zarr input a zarr array; both hold the same prediction."""
+    raw = helpers.make_raw((16, 16, 16))
+    predictions = []
+    for uri, expected, fmt in ((f"{tmp_path}/em.h5:raw", tmp_path / "em_affinities",
+                                "precomputed"),
+                               (str(tmp_path / "em.zarr"), tmp_path / "em_affinities.zarr",
+                                "zarr")):
+        create_volume(uri, raw.shape, raw.dtype).write(raw)
+        code, out, err = run(["-c", tiny_ckpt, "-i", uri, "-q"], capsys)
+        assert code == 0, err
+        assert out == f"{expected}\n"
+        vol = open_volume(out.strip())
+        assert vol.format == fmt and vol.shape == (3, 16, 16, 16)
+        predictions.append(vol.read())
+    np.testing.assert_array_equal(predictions[0], predictions[1])
+
+
 @pytest.mark.slow
 def test_other_settings_on_an_existing_prediction_need_overwrite(tmp_path, tiny_ckpt, raw_uri,
                                                                  capsys):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["BBox", "Vec3", "grid_boxes", "vec3"]
+from pytc_core.errors import UserError
+
+__all__ = ["BBox", "Vec3", "grid_boxes", "parse_bbox", "vec3"]
 
 Vec3 = tuple[int, int, int]
 
@@ -109,3 +112,39 @@ def grid_boxes(bbox: BBox, size: Sequence[int] | int,
         if not box.empty:
             boxes.append(box)
     return boxes
+
+
+def parse_bbox(value: str | Sequence[int], flag: str = "--bbox") -> BBox:
+    """A box from ``"z0,y0,x0,z1,y1,x1"`` (a flag's text) or six integers (a config value):
+    global voxels, half-open, (z, y, x).
+
+    The one parser behind every ``--bbox`` flag and ``bbox`` key. UserError naming ``flag``
+    (a flag or a config key) when the value is not six integers or the box is empty or
+    reversed on an axis. Whether the box lies inside a volume is the caller's check.
+    """
+    example = f"{flag} 0,0,0,175,250,250" if flag.startswith("-") else "[0, 0, 0, 175, 250, 250]"
+    values: list[int] = []
+    try:
+        if isinstance(value, str):
+            values = [int(p) for p in value.split(",") if p.strip()]
+        else:
+            values = [operator.index(v) for v in value]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 6:
+        raise UserError(f"bad {flag} '{_shown(value)}'",
+                        f"give z0,y0,x0,z1,y1,x1 in global voxels, e.g. {example}")
+    if any(b <= a for a, b in zip(values[:3], values[3:], strict=True)):
+        raise UserError(f"{flag} {values} is empty or malformed",
+                        "give z0,y0,x0,z1,y1,x1 in global voxels with each stop above its "
+                        f"start, e.g. {example}")
+    return BBox(values[:3], values[3:])
+
+
+def _shown(value: object) -> object:
+    if isinstance(value, str):
+        return value
+    try:
+        return list(value)  # type: ignore[call-overload]
+    except TypeError:
+        return value

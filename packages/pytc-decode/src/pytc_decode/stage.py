@@ -22,6 +22,7 @@ from pytc_core.blocks import BlockRunResult
 from pytc_core.cli import current_command
 from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.output_run import OutputRun, claim_output, open_input
+from pytc_core.timing import PhaseTimer
 from pytc_core.volume import Volume
 from pytc_decode.config import DecodeConfig, result_options
 from pytc_decode.methods import DecodeMethod, method_of, methods_of
@@ -34,7 +35,6 @@ from pytc_decode.volumes import (
     finish_output,
     read_inputs,
     suffixed_uri,
-    timed,
 )
 
 __all__ = ["DecodeResult", "check_config", "run_decode"]
@@ -112,16 +112,16 @@ def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
 
 def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[OutputRun],
                   cfgs: Sequence[DecodeConfig], method: DecodeMethod, cfg: DecodeConfig,
-                  timings: dict[str, float]) -> list[DecodeStats]:
+                  timer: PhaseTimer) -> list[DecodeStats]:
     """Decode in memory and write one segmentation per claimed output (``cfgs`` is each
     output's config); the stats of each."""
-    with timed(timings, "read"):
+    with timer.phase("read"):
         aff, mask = read_inputs(aff_vol, mask_vol, cfg)
-    with timed(timings, "segment"):
+    with timer.phase("segment"):
         segs = method.segment(aff, mask, cfg, aff_vol.voxel_size)
     del aff
     stats = []
-    with timed(timings, "write"):
+    with timer.phase("write"):
         for claim, out_cfg, labels in zip(claims, cfgs, segs, strict=True):
             out = create_output(claim, aff_vol, labels.dtype,
                                 tuple(min(64, s) for s in labels.shape), restart=True)
@@ -133,17 +133,17 @@ def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[Out
 
 def _decode_blockwise(run: BlockwiseRun, claim: OutputRun, step: str,
                       share: tuple[int, int] | None, show_progress: bool,
-                      timings: dict[str, float],
+                      timer: PhaseTimer,
                       blocks: dict[str, BlockRunResult]) -> DecodeStats | None:
     stats = None
     if step in ("all", "label"):
-        with timed(timings, "label"):
+        with timer.phase("label"):
             blocks["label"] = label_step(run, claim, share=share, show_progress=show_progress)
     if step in ("all", "reduce"):
-        with timed(timings, "reduce"):
+        with timer.phase("reduce"):
             stats = reduce_step(run)
     if step in ("all", "relabel"):
-        with timed(timings, "relabel"):
+        with timer.phase("relabel"):
             blocks["relabel"], relabel_stats = relabel_step(run, claim, share=share,
                                                             show_progress=show_progress)
         stats = stats or (relabel_stats if share is None else None)
@@ -179,7 +179,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     check_config(cfg, aff_vol)
     check_mask(mask_vol, aff_vol)
     method = method_of(cfg)
-    timings: dict[str, float] = {}
+    timer = PhaseTimer(log=log)
     blocks: dict[str, BlockRunResult] = {}
     more: tuple[tuple[str, DecodeStats], ...] = ()
     run: BlockwiseRun | None = None
@@ -210,7 +210,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
             for uri, key in zip(out_uris, keys, strict=True)]
         if run is None:
             log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, method.name)
-            all_stats = _decode_whole(aff_vol, mask_vol, claims, out_cfgs, method, cfg, timings)
+            all_stats = _decode_whole(aff_vol, mask_vol, claims, out_cfgs, method, cfg, timer)
             stats: DecodeStats | None = all_stats[0]
             out_uri, cfg = out_uris[0], out_cfgs[0]
             more = tuple(zip(out_uris[1:], all_stats[1:], strict=True))
@@ -221,7 +221,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
                       "task %d blocks%s; scratch %s", len(run.blocks),
                       "x".join(map(str, cfg.block_size)), aff_vol.bbox, method.name, step, mine,
                       "" if share is None else f" (share {share[0]}/{share[1]})", run.workdir)
-            stats = _decode_blockwise(run, claims[0], step, share, show_progress, timings,
+            stats = _decode_blockwise(run, claims[0], step, share, show_progress, timer,
                                       blocks)
             for name, r in blocks.items():
                 log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
@@ -230,9 +230,9 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
                 from pytc_core.config import save_config_next_to
 
                 save_config_next_to(out_uri, cfg, command="pytc-decode")
-    if timings:
-        log.debug("timings: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    return DecodeResult(out_uri, step, stats, blocks, timings, more)
+    if timer.timings:
+        log.debug("timings: %s", timer.line())
+    return DecodeResult(out_uri, step, stats, blocks, timer.timings, more)
 
 
 def _config_text(cfg: DecodeConfig) -> str:

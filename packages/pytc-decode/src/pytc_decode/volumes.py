@@ -1,13 +1,10 @@
 """The stage's volume edges: output URIs, reading a box of the inputs, creating and finishing
-an output, and the phase timer. Coordinates are global voxels (z, y, x); affinities are
+an output. Coordinates are global voxels (z, y, x); affinities are
 channels first."""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,25 +12,25 @@ import numpy as np
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.output_run import OutputRun
-from pytc_core.volume import Volume, parse_uri
+from pytc_core.volume import Volume, naming, parse_uri
 from pytc_decode.cc import apply_sigmoid, check_value_range, prepare_affinities
 
 if TYPE_CHECKING:
     from pytc_decode.config import DecodeConfig
 
 __all__ = ["check_mask", "create_output", "default_output_uri", "finish_output", "read_inputs",
-           "suffixed_uri", "timed"]
+           "suffixed_uri"]
 
 log = logging.getLogger("pytc.decode")
 
 
 def default_output_uri(aff_uri: str) -> str:
-    """Where the segmentation goes when no ``--output`` is given: beside the affinities.
-
-    ``dir/aff`` → ``dir/aff_seg`` (precomputed), ``x.h5:aff`` → ``x.h5:aff_seg``,
-    ``x.zarr`` → ``x_seg.zarr``, ``x.zarr/aff`` → ``x.zarr/aff_seg``, ``x.npy`` → ``x_seg.npy``.
-    """
-    return suffixed_uri(aff_uri, "_seg", "affinities")
+    """Where the segmentation goes when no ``--output`` is given: beside the affinities, by
+    the core's rule (:func:`pytc_core.volume.naming.default_output_uri`): ``dir/aff`` →
+    ``dir/aff_seg`` (precomputed), ``x.zarr`` → ``x_seg.zarr``, ``x.zarr/aff`` →
+    ``x.zarr/aff_seg``, ``x.h5:aff`` / ``x.tif`` / ``x.npy`` → a precomputed layer ``x_seg``
+    beside the file (never inside an input's file)."""
+    return naming.default_output_uri(aff_uri, "_seg")
 
 
 def suffixed_uri(uri: str, suffix: str, dataset: str = "segmentation") -> str:
@@ -97,12 +94,3 @@ def finish_output(claim: OutputRun, cfg: DecodeConfig) -> None:
     claim.complete()
 
 
-@contextmanager
-def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
-    """Add the seconds the body takes to ``timings[phase]`` (and log them at debug level)."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t0
-        log.debug("phase %s: %.2f s", phase, timings[phase])

@@ -15,17 +15,7 @@ from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.volume import Volume
 
-__all__ = ["bbox_from_values", "check_voxel_sizes", "evaluation_box"]
-
-
-def bbox_from_values(values: Sequence[int]) -> BBox:
-    """``(z0, y0, x0, z1, y1, x1)`` (global voxels, half-open) as a BBox; UserError if empty."""
-    v = [int(x) for x in values]
-    if len(v) != 6 or any(b <= a for a, b in zip(v[:3], v[3:], strict=True)):
-        raise UserError(f"bad box {tuple(v)}",
-                        "give z0,y0,x0,z1,y1,x1 in global voxels with each stop above its "
-                        "start, e.g. --bbox 175,0,0,250,250,250")
-    return BBox(tuple(v[:3]), tuple(v[3:]))
+__all__ = ["check_voxel_sizes", "evaluation_box"]
 
 
 def check_voxel_sizes(gt: Volume, segmentations: Sequence[Volume],

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from cyclopts import Parameter
 
+from pytc_core.bbox import parse_bbox
 from pytc_core.cli import (
     CommonFlags,
     emit,
@@ -19,7 +20,6 @@ from pytc_core.cli import (
     resolve_input_uris,
     run_entry_point,
 )
-from pytc_core.errors import UserError
 from pytc_eval import __version__
 
 log = logging.getLogger("pytc.eval")
@@ -28,17 +28,11 @@ app = make_app("pytc-eval", __version__)
 
 
 def _bbox(text: str | None) -> tuple[int, ...] | None:
-    """``"z0,y0,x0,z1,y1,x1"`` → six ints (checked further by the library)."""
+    """``"z0,y0,x0,z1,y1,x1"`` → six ints (:func:`pytc_core.bbox.parse_bbox`)."""
     if text is None:
         return None
-    try:
-        values = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 6:
-        raise UserError(f"bad --bbox '{text}'",
-                        "write it as z0,y0,x0,z1,y1,x1 in global voxels, e.g. 175,0,0,250,250,250")
-    return values
+    box = parse_bbox(text, "--bbox")
+    return box.start + box.stop
 
 
 @app.default

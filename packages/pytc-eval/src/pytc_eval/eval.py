@@ -8,15 +8,14 @@ the command line only parses flags into the config, calls it and prints the repo
 from __future__ import annotations
 
 import logging
-import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytc_core.bbox import BBox
+from pytc_core.bbox import BBox, parse_bbox
 from pytc_core.errors import UserError
+from pytc_core.timing import PhaseTimer
 from pytc_eval.links import LinkSettings
 from pytc_eval.report import SegmentationReport, format_table, ranked_table
 from pytc_eval.skeletons import KimimaroParams
@@ -68,20 +67,6 @@ class EvalReport:
     def table(self) -> str:
         """The segmentations ranked (by NERL with skeletons, else by VOI) as a text table."""
         return format_table(*ranked_table(self.segmentations))
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-            log.debug("%s: %.2f s", name, self.timings[name])
 
 
 def _is_errors_csv(path: Path) -> bool:
@@ -149,7 +134,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     from pytc_core.files import write_atomic
     from pytc_core.output_run import open_input
     from pytc_core.volume import require_integer_labels
-    from pytc_eval.align import bbox_from_values, check_voxel_sizes, evaluation_box
+    from pytc_eval.align import check_voxel_sizes, evaluation_box
     from pytc_eval.links import error_rows, errors_csv, serve_root, view_command
     from pytc_eval.score import evaluate_volumes
     from pytc_eval.skeletons import load_skeletons, node_voxels, skeletons_from_labels
@@ -162,7 +147,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
                      and "://" not in str(config.skeletons) else None)
     _check_outputs(errors, save_skeletons, overwrite,
                    [ground_truth, *segmentations, skeleton_file, raw])
-    timer = _Timer()
+    timer = PhaseTimer(log=log)
     with timer.phase("open and check volumes"):
         gt = open_input(ground_truth, fill_missing=config.fill_missing)
         require_integer_labels(gt)
@@ -176,7 +161,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
             raise UserError(f"--raw {raw} has voxel size {tuple(raw_vol.voxel_size)} nm but the "
                             f"ground truth {tuple(gt.voxel_size)} nm",
                             "give the raw EM volume the ground truth was traced on")
-        user_box = bbox_from_values(config.bbox) if config.bbox is not None else None
+        user_box = parse_bbox(config.bbox, "--bbox") if config.bbox is not None else None
         boxes = [evaluation_box(seg, gt, user_box) for seg in segs]
     for seg, box in zip(segs, boxes, strict=True):
         if seg.bbox != gt.bbox or user_box is not None:
@@ -238,6 +223,6 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
             log.info("its Neuroglancer links read the local layers from %s: serve them there "
                      "first with `pytc-eval serve %s --port %d`",
                      config.neuroglancer.local_server, root, port)
-    log.debug("timings: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timer.timings.items()))
+    log.debug("timings: %s", timer.line())
     return EvalReport(gt.uri, tuple(reports), config.skeletons, errors, n_errors, root,
                       timer.timings)

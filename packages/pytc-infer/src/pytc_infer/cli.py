@@ -9,6 +9,7 @@ from typing import Annotated
 import cyclopts
 from cyclopts import Parameter
 
+from pytc_core.bbox import parse_bbox
 from pytc_core.cli import CommonFlags, emit, resolve_input_uri, run_entry_point
 from pytc_core.errors import UserError
 from pytc_infer import __version__
@@ -30,6 +31,13 @@ def _ints(text: str | None, n: int, flag: str, example: str) -> tuple[int, ...] 
     if len(parts) != n:
         raise UserError(f"bad {flag} '{text}'", f"write it as {example}")
     return tuple(parts)
+
+
+def _bbox(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    box = parse_bbox(text, "--bbox")
+    return box.start + box.stop
 
 
 @app.default
@@ -82,7 +90,8 @@ def infer(
         Raw volume URI (precomputed layer, ``x.h5:dataset``, ``.zarr``, ``.tif``, ``.npy``);
         ``-`` reads it from stdin.
     output
-        Output URI (default: a precomputed layer ``<input name>_affinities`` beside the input).
+        Output URI (default: ``<input name>_affinities`` beside the input: the same format
+        for a precomputed layer or zarr, else a precomputed layer named after the file).
     patch
         Window size in voxels, ``64`` or ``z,y,x`` (default: the checkpoint's patch size).
     overlap
@@ -124,7 +133,7 @@ def infer(
         "patch": _ints(patch, 3, "--patch", "--patch 64 or --patch 32,64,64"),
         "overlap": overlap, "blend": blend, "tta": tta, "dtype": dtype, "device": device,
         "precision": precision,
-        "bbox": _ints(bbox, 6, "--bbox", "--bbox z0,y0,x0,z1,y1,x1"),
+        "bbox": _bbox(bbox),
         "block_size": parse_block_size(block_size),
         "batch_size": batch_size, "memory_limit": memory_limit,
     }, section="infer", text_overrides=common.text_overrides())

@@ -26,9 +26,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pytc_core.bbox import BBox, Vec3
+from pytc_core.bbox import BBox, Vec3, parse_bbox
 from pytc_core.errors import UserError
-from pytc_core.volume import Volume, parse_uri, sidecar_path
+from pytc_core.normalize import normalize_raw
+from pytc_core.volume import Volume, sidecar_path
+from pytc_core.volume.naming import default_output_uri as core_default_output_uri
+from pytc_core.volume.padded import read_padded
 
 __all__ = ["InferConfig", "InferResult", "default_output_uri", "predict", "predict_volume",
            "run_infer"]
@@ -97,47 +100,17 @@ class InferResult:
 
 
 def default_output_uri(in_uri: str) -> str:
-    """Where the prediction goes without ``--output``: a precomputed layer beside the input,
-    ``<name>_affinities`` (``dir/raw.h5:raw`` → ``dir/raw_affinities``)."""
-    loc = parse_uri(in_uri)
-    if loc.format == "precomputed":
-        return in_uri.rstrip("/") + "_affinities"
-    path = loc.path
-    if path is None:  # only precomputed layers are remote
-        raise UserError(f"cannot derive an output URI from {in_uri}", "pass --output")
-    stem = path.name
-    for suffix in (".zarr", ".h5", ".hdf5", ".hdf", ".tiff", ".tif", ".npy"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return str(path.with_name(stem + "_affinities"))
+    """Where the prediction goes without ``--output``: beside the input, ``<name>_affinities``
+    (:func:`pytc_core.volume.naming.default_output_uri`: ``dir/raw.h5:raw`` →
+    ``dir/raw_affinities``, a precomputed layer; ``x.zarr`` → ``x_affinities.zarr``)."""
+    return core_default_output_uri(in_uri, "_affinities")
 
 
-def _read_padded(vol: Volume, box: BBox) -> np.ndarray:
-    """``box`` of ``vol`` as (C, Z, Y, X), zeros where it lies outside the volume."""
-    inside = box.intersect(vol.bbox)
-    data = vol.read(inside)
-    if data.ndim == 3:
-        data = data[None]
-    if inside == box:
-        return data
-    out = np.zeros((data.shape[0], *box.shape), dtype=data.dtype)
-    out[(slice(None), *inside.relative_to(box.start))] = data
-    return out
-
-
-def _parse_bbox(bbox: Sequence[int] | None, vol: Volume) -> BBox:
+def _check_bbox(bbox: Sequence[int] | None, vol: Volume) -> BBox:
+    """The box to predict: ``bbox`` (checked, inside ``vol``) or the whole volume."""
     if bbox is None:
         return vol.bbox
-    if len(bbox) != 6:
-        raise UserError(f"bad bbox {tuple(bbox)}", "give z0,y0,x0,z1,y1,x1 (6 voxel coordinates)")
-    try:
-        box = BBox(tuple(bbox[:3]), tuple(bbox[3:]))
-    except ValueError:
-        box = None
-    if box is None or box.empty:
-        raise UserError(f"bbox {tuple(bbox)} is empty or reversed",
-                        "give z0,y0,x0,z1,y1,x1 with z0 < z1, y0 < y1, x0 < x1")
+    box = parse_bbox(bbox, "--bbox")
     if not vol.bbox.contains(box):
         raise UserError(f"bbox {tuple(bbox)} lies outside {vol.uri} (extent "
                         f"{vol.bbox.start + vol.bbox.stop})", "pass a box inside the volume")
@@ -288,7 +261,7 @@ def predict(model, array: np.ndarray, patch: Sequence[int] = DEFAULT_PATCH,
     patch, overlap and blend mode. ``tta``: ``none``, ``flips`` or ``flips-xy``, with
     ``offsets`` the affinity offset per channel (default: nearest-neighbour z, y, x).
     """
-    from pytc_infer.predictor import NEAREST, make_forward, normalize_raw
+    from pytc_infer.predictor import NEAREST, make_forward
     from pytc_infer.tiling import blend_windows, importance_map, window_grid
     from pytc_infer.tta import tta_forward
 
@@ -338,7 +311,7 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     from pytc_core.output_run import open_input
 
     vol = open_input(cfg.input)
-    box = _parse_bbox(cfg.bbox, vol)
+    box = _check_bbox(cfg.bbox, vol)
     if not Path(cfg.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {cfg.checkpoint}", "check the --checkpoint path")
 
@@ -356,7 +329,6 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         checkpoint_settings,
         file_sha256,
         make_forward,
-        normalize_raw,
         resolve_device,
     )
     from pytc_infer.tiling import blend_windows, importance_map, window_grid
@@ -365,6 +337,7 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     device = resolve_device(cfg.device)
     model, full_config = load_model_from_checkpoint(cfg.checkpoint, map_location=device)
     settings = checkpoint_settings(full_config)
+    normalization = settings.normalization
     check_offsets(settings.offsets, settings.out_channels)
     in_channels = vol.num_channels or 1
     if in_channels != settings.in_channels:
@@ -477,12 +450,13 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         def read(block: BBox) -> tuple[BBox, np.ndarray]:
             # the raw voxels only: the block read ahead holds 1 byte a voxel (uint8), not 4
             span = grid.input_box(block)
-            return span, _read_padded(vol, span)
+            raw = read_padded(vol, span)
+            return span, raw if raw.ndim == 4 else raw[None]
 
         def process(block: BBox, data: tuple[BBox, np.ndarray]) -> np.ndarray:
             nonlocal windows
             span, raw = data
-            image = normalize_raw(raw, settings.normalize, settings.mean, settings.std)
+            image = normalize_raw(raw, normalization)
             windows += len(grid.windows_in(block))
             return blend_windows(forward, image, span, grid, block, weight,
                                  batch_size=plan.batch_size, device=device)

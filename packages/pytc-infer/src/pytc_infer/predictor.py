@@ -5,7 +5,8 @@ Keys read from the checkpoint's config (all optional): ``data.patch_size`` (z, y
 ``data.offsets`` or ``targets.offsets`` (the affinity offset of each output channel, default
 the three nearest-neighbour edges for the first three channels), ``data.normalize``
 (``auto``: integer raw divided by its dtype's maximum, float raw as is; ``none``;
-``meanstd`` / ``percentile`` with ``data.mean`` / ``data.std``, see :func:`normalize_raw`),
+``meanstd`` / ``percentile`` with ``data.mean`` / ``data.std``), applied with
+:func:`pytc_core.normalize.normalize_raw`, the function pytc-train normalised with,
 ``targets.activation`` (``sigmoid``, default, or ``none``).
 """
 
@@ -17,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pytc_core.errors import UserError
+from pytc_core.normalize import NORMALIZE_MODES, RawNormalization, normalize_raw
 
 __all__ = ["CheckpointSettings", "checkpoint_settings", "file_sha256", "make_forward",
            "normalize_raw", "resolve_device"]
@@ -42,6 +42,13 @@ class CheckpointSettings:
     std: float = 1.0
     architecture: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def normalization(self) -> RawNormalization:
+        """The raw normalisation the model was trained with."""
+        if self.normalize in ("meanstd", "percentile"):
+            return RawNormalization(self.normalize, self.mean, self.std)  # type: ignore[arg-type]
+        return RawNormalization(self.normalize)  # type: ignore[arg-type]
 
 
 def _table(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -67,29 +74,21 @@ def checkpoint_settings(config: Mapping[str, Any]) -> CheckpointSettings:
         raise UserError(f"checkpoint asks for output activation '{activation}'",
                         "pytc-infer applies sigmoid or none")
     normalize = str(data.get("normalize", "auto"))
-    if normalize not in ("auto", "none", "meanstd", "percentile"):
+    if normalize not in NORMALIZE_MODES:
         raise UserError(f"checkpoint asks for raw normalisation '{normalize}'",
                         "pytc-infer knows auto, none, meanstd and percentile")
-    return CheckpointSettings(in_ch, out_ch, patch, offsets, activation, normalize,  # type: ignore[arg-type]
-                              float(data.get("mean") or 0.0), float(data.get("std") or 1.0),
-                              str(model.get("architecture", "")))
-
-
-def normalize_raw(array: np.ndarray, mode: str = "auto", mean: float = 0.0,
-                  std: float = 1.0) -> np.ndarray:
-    """Raw voxels as float32, as pytc-train normalised them: ``auto`` divides integer data by
-    its dtype's maximum (uint8 → [0, 1]) and keeps floats; ``none`` only casts; ``meanstd``
-    is (x − mean) / std on the raw values; ``percentile`` the same (mean = low percentile,
-    std = high − low) clipped to [0, 1]."""
-    raw = np.asarray(array)
-    out = raw.astype(np.float32)
-    if mode == "auto" and np.issubdtype(raw.dtype, np.integer):
-        out /= np.float32(np.iinfo(raw.dtype).max)
-    elif mode in ("meanstd", "percentile"):
-        out = (out - np.float32(mean)) / np.float32(std)
-        if mode == "percentile":
-            np.clip(out, 0.0, 1.0, out=out)
-    return out
+    mean, std = data.get("mean"), data.get("std")
+    settings = CheckpointSettings(in_ch, out_ch, patch, offsets, activation, normalize,  # type: ignore[arg-type]
+                                  0.0 if mean is None else float(mean),
+                                  1.0 if std is None else float(std),
+                                  str(model.get("architecture", "")))
+    try:
+        _ = settings.normalization  # checked here, before any data is read
+    except ValueError as exc:
+        raise UserError(f"the checkpoint's data.normalize = {normalize!r} cannot be applied: "
+                        f"{exc}", "fix data.mean / data.std in the training config and "
+                        "retrain") from None
+    return settings
 
 
 def file_sha256(path: str | Path) -> str:

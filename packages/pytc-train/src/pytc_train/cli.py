@@ -130,12 +130,15 @@ def train(
         "train.init_from": init_from, "train.upkern": upkern or None, "train.seed": seed,
         "aug.preset": aug,
     }
-    from pytc_train.config import parse_bbox, parse_zyx
+    from pytc_core.bbox import parse_bbox
+    from pytc_train.config import parse_zyx
 
     if bbox is not None:
-        overrides["data.bbox"] = parse_bbox(bbox, "bbox")
+        box = parse_bbox(bbox, "--bbox")
+        overrides["data.bbox"] = box.start + box.stop
     if val_bbox is not None:
-        overrides["data.val_bbox"] = parse_bbox(val_bbox, "val-bbox")
+        box = parse_bbox(val_bbox, "--val-bbox")
+        overrides["data.val_bbox"] = box.start + box.stop
     if patch is not None:
         overrides["data.patch_size"] = parse_zyx(patch, "patch")
     if upkern and not init_from:

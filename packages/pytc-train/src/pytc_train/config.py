@@ -6,11 +6,14 @@ boxes are in voxels, (z, y, x); a bbox is ``(z0, y0, x0, z1, y1, x1)``, half-ope
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pytc_core.bbox import parse_bbox
 from pytc_core.errors import UserError
 from pytc_core.models.config import ModelConfig
+from pytc_core.normalize import RawNormalization
 from pytc_train.augment.config import AugConfig
 
 __all__ = [
@@ -19,7 +22,6 @@ __all__ = [
     "SourceConfig",
     "TrainConfig",
     "TrainLoopConfig",
-    "parse_bbox",
     "parse_zyx",
 ]
 
@@ -40,26 +42,6 @@ def parse_zyx(text: str, what: str) -> tuple[int, int, int]:
     return tuple(parts)  # type: ignore[return-value]
 
 
-def parse_bbox(text: str, what: str = "bbox") -> tuple[int, ...]:
-    """``"z0,y0,x0,z1,y1,x1"`` as a 6-tuple of voxel coordinates with start < stop."""
-    try:
-        parts = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        parts = ()
-    if len(parts) != 6:
-        raise UserError(f"bad {what} '{text}'", f"give z0,y0,x0,z1,y1,x1 in voxels, e.g. "
-                        f"--{what} 0,0,0,175,250,250")
-    check_bbox(parts, what)
-    return parts
-
-
-def check_bbox(box: tuple[int, ...] | list[int], what: str) -> None:
-    """UserError unless ``box`` is 6 integers with start < stop on every axis."""
-    if len(box) != 6 or any(b <= a for a, b in zip(box[:3], box[3:], strict=True)):
-        raise UserError(f"{what} {list(box)} is empty or malformed",
-                        "give z0,y0,x0,z1,y1,x1 with each start below its stop")
-
-
 @dataclass(frozen=True)
 class SourceConfig:
     """One (raw, labels) pair: ``[[data.train]]`` / ``[[data.val]]`` entries.
@@ -75,7 +57,7 @@ class SourceConfig:
 
     def __post_init__(self) -> None:
         if self.bbox is not None:
-            check_bbox(self.bbox, f"bbox of {self.raw}")
+            parse_bbox(self.bbox, f"bbox of {self.raw}")
         if not self.weight > 0:
             raise UserError(f"weight of source {self.raw} must be > 0, got {self.weight}",
                             "give a positive sampling weight")
@@ -121,7 +103,7 @@ class DataConfig:
         for name in ("bbox", "val_bbox"):
             box = getattr(self, name)
             if box is not None:
-                check_bbox(box, f"data.{name}")
+                parse_bbox(box, f"data.{name}")
         if not 0 <= self.min_foreground < 1:
             raise UserError(f"data.min_foreground must be in [0, 1), got {self.min_foreground}",
                             "give a fraction of voxels")
@@ -130,6 +112,28 @@ class DataConfig:
                             "e.g. offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"data.batch_size must be >= 1, got {self.batch_size}", "give a positive batch size")
+        if self.normalize in ("meanstd", "percentile"):
+            if self.mean is not None and not math.isfinite(self.mean):
+                raise UserError(f"data.mean must be a finite number, got {self.mean}",
+                                "give the raw intensity to subtract, or leave it unset to "
+                                "measure it")
+            if self.std is not None and not (math.isfinite(self.std) and self.std > 0):
+                raise UserError(f"data.std must be a positive number, got {self.std}",
+                                "give the raw intensities' spread, or leave it unset to "
+                                "measure it")
+        if self.normalize == "percentile" and not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise UserError(f"data.percentiles {list(self.percentiles)} must be low < high in "
+                            "[0, 100]", "e.g. percentiles = [1.0, 99.0]")
+
+    def normalization(self) -> RawNormalization:
+        """The raw normalisation these settings describe (:mod:`pytc_core.normalize`; for
+        ``meanstd`` / ``percentile`` mean and std must be set: pytc-train measures unset ones
+        before training and writes them to the resolved config)."""
+        if self.normalize in ("meanstd", "percentile"):
+            return RawNormalization(
+                self.normalize, self.mean, self.std,
+                percentiles=self.percentiles if self.normalize == "percentile" else None)
+        return RawNormalization(self.normalize)
 
     def train_sources(self) -> list[SourceConfig]:
         if self.train:

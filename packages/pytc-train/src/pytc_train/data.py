@@ -22,9 +22,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
+from pytc_core.normalize import fit_normalization
+from pytc_core.normalize import normalize_raw as core_normalize_raw
 from pytc_core.output_run import open_input
 from pytc_core.targets import affinities_from_labels
 from pytc_core.volume import Volume
+from pytc_core.volume.padded import read_padded
 from pytc_train.config import DataConfig, SourceConfig
 
 __all__ = [
@@ -112,8 +115,9 @@ def check_sources(sources: Sequence[SourceConfig], patch: Sequence[int], in_chan
 
 def norm_stats_for(config: DataConfig, pair: VolumePair, samples: int = 8,
                    seed: int = 0) -> tuple[float, float] | None:
-    """(mean, std) for percentile / meanstd normalisation from random patches of ``pair``
-    (None when not needed or already set)."""
+    """(mean, std) for percentile / meanstd normalisation fitted
+    (:func:`pytc_core.normalize.fit_normalization`) to random patches of ``pair`` (None when
+    not needed or already set)."""
     if config.normalize in ("auto", "none") or (config.mean is not None and config.std is not None):
         return None
     vol = open_input(pair.raw)
@@ -123,28 +127,16 @@ def norm_stats_for(config: DataConfig, pair: VolumePair, samples: int = 8,
         start = [int(rng.integers(a, b - p + 1)) for a, b, p in
                  zip(pair.box.start, pair.box.stop, config.patch_size, strict=True)]
         values.append(vol.read(BBox.from_shape(config.patch_size, start)).ravel())
-    data = np.concatenate(values).astype(np.float64)
-    if config.normalize == "percentile":
-        lo, hi = np.percentile(data, config.percentiles)
-        return float(lo), float(max(hi - lo, 1e-6))
-    return float(data.mean()), float(max(data.std(), 1e-6))
+    fitted = fit_normalization(np.concatenate(values), config.normalize, config.percentiles)
+    assert fitted.mean is not None and fitted.std is not None
+    return fitted.mean, fitted.std
 
 
 def normalize_raw(raw: np.ndarray, config: DataConfig) -> np.ndarray:
-    """Raw voxels as float32 (C, Z, Y, X), normalised as ``config.normalize`` says."""
-    x = raw.astype(np.float32)
-    if x.ndim == 3:
-        x = x[None]
-    if config.normalize == "auto":
-        if np.issubdtype(raw.dtype, np.integer):
-            x /= float(np.iinfo(raw.dtype).max)
-    elif config.normalize in ("percentile", "meanstd"):
-        if config.mean is None or config.std is None:
-            raise ValueError("data.mean / data.std must be resolved before reading patches")
-        x = (x - config.mean) / config.std
-        if config.normalize == "percentile":
-            np.clip(x, 0.0, 1.0, out=x)
-    return x
+    """Raw voxels as float32 (C, Z, Y, X), normalised by ``config.normalization()`` with
+    :func:`pytc_core.normalize.normalize_raw` (the function pytc-infer uses)."""
+    x = core_normalize_raw(raw, config.normalization())
+    return x[None] if x.ndim == 3 else x
 
 
 def _as_numpy(value) -> np.ndarray:
@@ -203,17 +195,6 @@ class _Handles:
         return {"_pid": -1, "_open": {}}
 
 
-def _read_padded(volume: Volume, box: BBox) -> tuple[np.ndarray, BBox]:
-    """Read ``box`` (may extend past the volume), zero-padded; also the part inside."""
-    inner = box.intersect(volume.bbox)
-    data = volume.read(inner)
-    if inner == box:
-        return data, inner
-    out = np.zeros(data.shape[:-3] + box.shape, dtype=data.dtype)
-    out[(Ellipsis, *inner.relative_to(box.start))] = data
-    return out, inner
-
-
 class TrainPatches(Dataset):
     """Random training patches: item ``i`` is drawn from ``default_rng([seed, i])``.
 
@@ -267,10 +248,11 @@ class TrainPatches(Dataset):
         s, box, _ = self.draw(index, stream)
         pair = self.pairs[s]
         read_box = box.grow(self.read_margin)
-        raw, inside = _read_padded(self._handles(pair.raw), read_box)
-        label, _ = _read_padded(self._handles(pair.labels), read_box)
+        raw_vol = self._handles(pair.raw)
+        raw = read_padded(raw_vol, read_box)
+        label = read_padded(self._handles(pair.labels), read_box)
         mask = np.zeros(read_box.shape, dtype=np.float32)
-        mask[inside.relative_to(read_box.start)] = 1.0
+        mask[read_box.intersect(raw_vol.bbox).relative_to(read_box.start)] = 1.0
         return {"image": normalize_raw(raw, self.config), "label": label.astype(np.int64),
                 "mask": mask}
 

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from pytc_core.bbox import BBox
+from pytc_core.bbox import BBox, parse_bbox
 from pytc_core.errors import UserError
+from pytc_core.normalize import normalize_raw
 from pytc_train.augment.config import AugConfig
 
 __all__ = ["PreviewConfig", "PreviewResult", "label_colors", "preview_from_train_config",
@@ -79,13 +80,6 @@ def _output_uris(output: str) -> tuple[str, str, Path]:
                     "directory", "e.g. --output preview.h5 or --output preview_layers")
 
 
-def _normalize(raw: np.ndarray) -> np.ndarray:
-    """uint8/uint16 raw -> [0, 1] float32; float raw as is."""
-    if raw.dtype.kind in "ui":
-        return raw.astype(np.float32) / float(np.iinfo(raw.dtype).max)
-    return raw.astype(np.float32)
-
-
 def _pick_box(labels_vol: Any, region: BBox, read_shape: Sequence[int],
               rng: np.random.Generator, tries: int = 12) -> BBox:
     """A read box of ``read_shape`` inside ``region``: of a few random draws, the one with the
@@ -133,7 +127,7 @@ def run_preview(config: PreviewConfig) -> PreviewResult:
         raise UserError(f"raw {raw_vol.spatial_shape} at {raw_vol.offset} and labels "
                         f"{lab_vol.spatial_shape} at {lab_vol.offset} differ",
                         "give raw and labels of the same volume")
-    region = raw_vol.bbox if config.bbox is None else BBox(config.bbox[:3], config.bbox[3:])
+    region = raw_vol.bbox if config.bbox is None else parse_bbox(config.bbox, "bbox")
     if not raw_vol.bbox.contains(region):
         raise UserError(f"--bbox {region} is not inside the volume {raw_vol.bbox}",
                         "give a box inside the volume")
@@ -150,7 +144,7 @@ def run_preview(config: PreviewConfig) -> PreviewResult:
     rng = np.random.default_rng(config.seed)
     box = _pick_box(lab_vol, region, read_shape, rng)
     patch_box = box.grow([-m for m in margin])
-    raw = _normalize(raw_vol.read(box))[None]
+    raw = normalize_raw(raw_vol.read(box))[None]
     labels = lab_vol.read(box).astype(np.int64)
     images = [raw[(slice(None), *patch_box.relative_to(box.start))]]
     label_list = [labels[patch_box.relative_to(box.start)]]
@@ -160,7 +154,7 @@ def run_preview(config: PreviewConfig) -> PreviewResult:
         if transform is not None:
             if transform.needs_partner:
                 pbox = _pick_box(lab_vol, region, read_shape, rng)
-                d["partner_image"] = _normalize(raw_vol.read(pbox))[None]
+                d["partner_image"] = normalize_raw(raw_vol.read(pbox))[None]
                 d["partner_label"] = lab_vol.read(pbox).astype(np.int64)
             transform.set_random_state(seed=config.seed * 1_000_003 + i)
             out = transform(d)
@@ -196,9 +190,7 @@ def preview_from_train_config(config: Any, count: int, *, overwrite: bool = Fals
     src = sources[0]
     run_dir = config.train.run_dir
     output = str(Path(run_dir) / "aug_preview.h5") if run_dir else "aug_preview.h5"
-    bbox = tuple(src.bbox) if src.bbox is not None else None
-    if bbox is not None and len(bbox) != 6:
-        raise UserError(f"bbox {list(bbox)} must be z0,y0,x0,z1,y1,x1", "give 6 integers")
+    bbox = tuple(src.bbox) if src.bbox is not None else None  # checked by run_preview
     return run_preview(PreviewConfig(raw=src.raw, labels=src.labels, count=count,
                                      patch=tuple(config.data.patch_size), output=output,
                                      bbox=bbox, seed=config.train.seed, overwrite=overwrite,
