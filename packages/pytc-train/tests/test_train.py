@@ -74,3 +74,33 @@ def test_bf16_mixed_precision_trains_on_cpu(em_h5, tmp_path, tiny_config):
     result = run_train(config)
     assert result.steps == 2
     assert torch.load(result.last_checkpoint, weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.parametrize("layout", ["pytc-v2", "banis"])
+def test_init_from_pytc_v2_and_banis_checkpoints(trained, tmp_path, layout):
+    """A PyTC v2 (with EMA weights) or BANIS checkpoint of the same MedNeXt initialises the
+    model: PyTC v2's EMA tensors, BANIS's (torch.compile) tensors, each one to one."""
+    from pytc_core.models.dkfz_weights import pytc_to_dkfz_name
+
+    config, result = trained
+    module = AffinityModule(dataclasses.asdict(config))
+    torch.manual_seed(1)
+    own = {k: torch.randn_like(v) for k, v in module.model.state_dict().items()}
+    dkfz = {pytc_to_dkfz_name(k): v for k, v in own.items()}
+    if layout == "pytc-v2":
+        ckpt = {"state_dict": {"model.model." + k: torch.zeros_like(v) for k, v in dkfz.items()},
+                "pytc_metadata": {"format_version": 1, "model_arch": "mednext_custom"},
+                "callbacks": {"EMAWeightsCallback": {"ema_state": {
+                    "model." + k: v for k, v in dkfz.items()}}}}
+    else:
+        ckpt = {"state_dict": {"model._orig_mod." + k: v for k, v in dkfz.items()},
+                "hyper_parameters": {"num_input_channels": 1}, "best_thr_so_far": {}}
+    path = tmp_path / f"{layout}.ckpt"
+    torch.save(ckpt, path)
+    other = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, init_from=str(path), max_steps=1, resume=None))
+    from pytc_train.train import _load_init_weights
+
+    _load_init_weights(module, other)
+    for name, tensor in module.model.state_dict().items():
+        assert torch.equal(tensor, own[name]), name

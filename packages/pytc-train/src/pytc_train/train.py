@@ -141,14 +141,15 @@ def _check_foreground(dataset) -> None:
 
 
 def _load_init_weights(module, config: TrainConfig) -> None:
-    """``train.init_from``: a pytc .ckpt (strict, or UpKern) or DKFZ nnunet_mednext weights."""
-    import torch
+    """``train.init_from``: a pytc .ckpt (strict, or UpKern), a PyTC v2 or BANIS MedNeXt
+    checkpoint (EMA weights where it has them) or DKFZ nnunet_mednext weights."""
+    from pytc_core.models.foreign import checkpoint_layout, torch_load
 
     path = Path(config.train.init_from)  # type: ignore[arg-type]
     if not path.is_file():
         raise UserError(f"--init-from file not found: {path}", "pass a .ckpt or a DKFZ .pth file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch_load(path, "cpu", trusted=False)
     except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
         raise UserError(f"--init-from {path} is not a PyTorch checkpoint "
                         f"({str(exc).splitlines()[0][:120]})",
@@ -157,8 +158,8 @@ def _load_init_weights(module, config: TrainConfig) -> None:
         raise UserError(f"--init-from {path} holds a {type(data).__name__}, not weights",
                         "pass a .ckpt written by pytc-train or a state dict")
     model = module.model
-    hparams = data.get("hyper_parameters")
-    if isinstance(hparams, dict) and "pytc_checkpoint_format" in hparams:
+    layout = checkpoint_layout(data, f"--init-from {path}")
+    if layout == "pytc":
         weights = {k[len("model."):]: v for k, v in data.get("state_dict", {}).items()
                    if k.startswith("model.")}
         if config.train.upkern:
@@ -182,11 +183,14 @@ def _load_init_weights(module, config: TrainConfig) -> None:
         log.info("initialised the model from pytc checkpoint %s (all %d tensors)", path, len(own))
         return
     if config.train.upkern:
-        raise UserError("--upkern needs a pytc .ckpt to --init-from", "drop --upkern for DKFZ weights")
+        raise UserError("--upkern needs a pytc .ckpt to --init-from",
+                        f"drop --upkern for {layout} weights")
     from pytc_core.models import load_nnunet_mednext_weights
+    from pytc_core.models.foreign import foreign_weights, read_foreign_checkpoint
 
-    load_nnunet_mednext_weights(model, data)
-    log.info("initialised the model from DKFZ nnunet_mednext weights %s", path)
+    which, tensors = foreign_weights(read_foreign_checkpoint(data, path), "auto", path)
+    load_nnunet_mednext_weights(model, tensors)
+    log.info("initialised the model from %s %s weights %s", layout, which, path)
 
 
 # --------------------------------------------------------------------------- callbacks

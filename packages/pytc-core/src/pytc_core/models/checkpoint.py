@@ -25,6 +25,18 @@ from torch import nn
 from pytc_core.config import config_to_dict
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
+from pytc_core.models.dkfz_weights import load_nnunet_mednext_weights
+from pytc_core.models.foreign import (
+    ForwardToBackwardAffinities,
+    checkpoint_layout,
+    foreign_weights,
+    mednext_config_from_weights,
+    pytc_named,
+    read_foreign_checkpoint,
+    resolve_model_table,
+    to_device,
+    torch_load,
+)
 from pytc_core.models.registry import build_model
 from pytc_core.version import __version__
 
@@ -90,12 +102,13 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, config: Mapp
     return write_atomic(path, lambda fh: torch.save(ckpt, fh))
 
 
-def _read(path: str | os.PathLike[str], map_location: Any, trusted: bool) -> dict[str, Any]:
+def _load(path: str | os.PathLike[str], map_location: Any, trusted: bool) -> Any:
+    """The checkpoint file as loaded by torch (UserError for a missing or non-torch file)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint not found: {p}", "check the --checkpoint path")
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=not trusted)
+        return torch_load(p, map_location, trusted)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc):
             raise UserError(f"{p} holds Python objects besides tensors and plain data",
@@ -105,6 +118,10 @@ def _read(path: str | os.PathLike[str], map_location: Any, trusted: bool) -> dic
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         raise UserError(f"{p} is not a PyTorch checkpoint ({str(exc).splitlines()[0]})",
                         "pass a .ckpt written by pytc-train") from None
+
+
+def _check_pytc(ckpt: Any, p: str | os.PathLike[str]) -> dict[str, Any]:
+    """``ckpt`` if it is a readable pytc checkpoint of this format, else a UserError."""
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None
     if not isinstance(hparams, Mapping) or "pytc_checkpoint_format" not in hparams:
         raise UserError(f"{p} is not a pytc checkpoint (no hyper_parameters.pytc_checkpoint_format)",
@@ -125,25 +142,59 @@ def _read(path: str | os.PathLike[str], map_location: Any, trusted: bool) -> dic
     return ckpt
 
 
+def _read(path: str | os.PathLike[str], map_location: Any, trusted: bool) -> dict[str, Any]:
+    return _check_pytc(_load(path, map_location, trusted), path)
+
+
 def load_checkpoint_config(path: str | os.PathLike[str], *, trusted: bool = False) -> dict[str, Any]:
     """The full resolved config stored in a pytc checkpoint (no model is built)."""
     return dict(_read(path, "cpu", trusted)["hyper_parameters"]["config"])
 
 
 def load_model_from_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", *,
-                               trusted: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a pytc checkpoint and load its weights: ``(model in eval mode,
-    full config dict)``. UserError for a missing file, a non-pytc file, or another format.
-    ``trusted=True`` allows arbitrary pickled objects (only for files you trust)."""
-    ckpt = _read(path, map_location, trusted)
+                               trusted: bool = False, model: Mapping[str, Any] | None = None,
+                               weights: str = "auto") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint and load its weights: ``(model in eval mode, full
+    config dict)``.
+
+    Reads pytc checkpoints and, through :mod:`pytc_core.models.foreign`, PyTC v2 and BANIS
+    Lightning checkpoints and bare DKFZ MedNeXt weights; for those, ``model`` (a ``[model]``
+    table) supplies what the file does not store, and ``weights`` picks ``raw`` or ``ema``
+    tensors (``auto``: EMA where the file has them). The returned config of a foreign file
+    is pytc's view of it (``model``, ``data``, ``targets`` and ``source`` tables). UserError
+    for a missing file, an unknown layout, tensors that do not map or do not fit, another
+    pytc format. ``trusted=True`` allows arbitrary pickled objects (only for files you trust).
+    """
+    ckpt = _load(path, map_location, trusted)
+    if checkpoint_layout(ckpt, str(path)) != "pytc":
+        return _load_foreign(ckpt, path, map_location, model, weights)
+    ckpt = _check_pytc(ckpt, path)
+    if weights == "ema":
+        raise UserError(f"{Path(path).name} holds no EMA weights", "use --weights raw (or auto)")
     config = dict(ckpt["hyper_parameters"]["config"])
-    model = build_model(config["model"])
-    weights = {k[len(_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_PREFIX)}
-    result = model.load_state_dict(weights, strict=False)
+    for key, value in (model or {}).items():
+        if config["model"].get(key, value) != value:
+            raise UserError(f"model.{key} = {value!r} contradicts the checkpoint's own "
+                            f"{config['model'][key]!r}", f"drop model.{key} from the config")
+    net = build_model(config["model"])
+    state = {k[len(_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_PREFIX)}
+    result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise UserError(f"{path}: weights do not fit the model its config builds "
                         f"(missing {result.missing_keys[:2]}, unexpected {result.unexpected_keys[:2]})",
                         "the checkpoint is damaged or was edited")
-    if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
-        model = model.to(map_location)
-    return model.eval(), config
+    return to_device(net, map_location).eval(), config
+
+
+def _load_foreign(ckpt: Any, path: str | os.PathLike[str], map_location: Any,
+                  model: Mapping[str, Any] | None, weights: str) -> tuple[nn.Module, dict[str, Any]]:
+    foreign = read_foreign_checkpoint(ckpt, path)
+    which, tensors = foreign_weights(foreign, weights, path)
+    shapes = mednext_config_from_weights(pytc_named(tensors, foreign, path))
+    table = resolve_model_table(foreign, shapes, model)
+    net: nn.Module = load_nnunet_mednext_weights(build_model(table), tensors)
+    if foreign.forward_affinities:
+        net = ForwardToBackwardAffinities(net)
+    config = {"model": table, **foreign.config,
+              "source": {"layout": foreign.layout, "weights": which, "path": str(path)}}
+    return to_device(net, map_location).eval(), config

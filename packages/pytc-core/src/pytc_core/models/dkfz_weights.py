@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from pytc_core.errors import UserError
 from pytc_core.models.mednext import NnunetMedNeXtAdapter
 
-__all__ = ["dkfz_to_pytc_name", "load_nnunet_mednext_weights", "nnunet_mednext_state_dict"]
+__all__ = ["dkfz_to_pytc_name", "load_nnunet_mednext_weights", "nnunet_mednext_state_dict",
+           "pytc_to_dkfz_name"]
 
 _RULES: list[tuple[re.Pattern[str], object]] = [
     (re.compile(r"^enc_block_([0-3])\.(.+)$"), lambda m: f"enc_stages.{m[1]}.{m[2]}"),
@@ -56,6 +57,28 @@ def dkfz_to_pytc_name(name: str) -> str | None:
             return re.sub(r"\.grn_(beta|gamma)$", r".global_resp_\1", new)
     raise UserError(f"'{name}' is not a tensor name of nnunet_mednext's MedNeXt",
                     "pass the state dict of an nnunet_mednext MedNeXt network")
+
+
+_INVERSE: list[tuple[re.Pattern[str], object]] = [
+    (re.compile(r"^enc_stages\.([0-3])\.(.+)$"), lambda m: f"enc_block_{m[1]}.{m[2]}"),
+    (re.compile(r"^down_blocks\.([0-3])\.(.+)$"), lambda m: f"down_{m[1]}.{m[2]}"),
+    (re.compile(r"^up_blocks\.([0-3])\.(.+)$"), lambda m: f"up_{3 - int(m[1])}.{m[2]}"),
+    (re.compile(r"^dec_stages\.([0-3])\.(.+)$"), lambda m: f"dec_block_{3 - int(m[1])}.{m[2]}"),
+    (re.compile(r"^out_blocks\.([0-3])\.(.+)$"), lambda m: f"out_{4 - int(m[1])}.{m[2]}"),
+    (re.compile(r"^((?:stem|bottleneck|out_0)\..+)$"), lambda m: m[1]),
+]
+
+
+def pytc_to_dkfz_name(name: str) -> str:
+    """The DKFZ ``nnunet_mednext`` name of pytc MedNeXt tensor ``name`` (the inverse of
+    :func:`dkfz_to_pytc_name`), e.g. to hand weights to a DKFZ, BANIS or PyTC v2 user."""
+    for pattern, rename in _INVERSE:
+        m = pattern.match(name)
+        if m:
+            new = rename(m)  # type: ignore[operator]
+            return re.sub(r"\.global_resp_(beta|gamma)$", r".grn_\1", new)
+    raise UserError(f"'{name}' is not a tensor name of pytc's MedNeXt",
+                    "pass the state dict of a pytc MedNeXt network")
 
 
 def _unwrap(state_dict: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
