@@ -158,6 +158,8 @@ def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise bad()
+        if from_text:  # a free-form table's --set values: TOML literals, like any other key
+            return {k: _parse_text(v) if isinstance(v, str) else v for k, v in value.items()}
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):

@@ -58,6 +58,7 @@ def infer(
     batch_size: Annotated[int | None, Parameter(name="--batch-size")] = None,
     memory_limit: Annotated[str | None, Parameter(name="--memory-limit")] = None,
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
+    weights: Annotated[str | None, Parameter(name="--weights")] = None,
     common: CommonFlags = CommonFlags(),
 ) -> int:
     """Predict affinities (or whatever the model outputs) for a raw volume with a checkpoint.
@@ -79,13 +80,17 @@ def infer(
         pytc-infer -c run.ckpt -i raw_layer --tta flips --dtype uint8 | pytc-decode -
         pytc-infer -c run.ckpt -i gs://lab/raw --bbox 0,0,0,256,1024,1024 --memory-limit 8GiB
         echo raw_layer | pytc-infer -c run.ckpt -i - -o aff --precision bf16
+        # a PyTC v2 or BANIS checkpoint; a setting the file lacks given by hand
+        pytc-infer -c banis.ckpt -i raw_layer -o aff --weights raw --set model.mednext_norm=group
         # Slurm array task I of 16 (same --output; any task may start first)
         pytc-infer -c run.ckpt -i raw_layer -o aff --block-size 256 --blocks $I/16
 
     Parameters
     ----------
     checkpoint
-        A pytc checkpoint (``.ckpt`` written by pytc-train).
+        A pytc checkpoint (``.ckpt`` written by pytc-train), a PyTC v2 or BANIS MedNeXt
+        ``.ckpt`` or DKFZ MedNeXt weights; what a foreign file does not store comes from its
+        tensors' shapes and ``--set model.KEY=VALUE`` (e.g. ``model.mednext_norm=layer``).
     input_
         Raw volume URI (precomputed layer, ``x.h5:dataset``, ``.zarr``, ``.tif``, ``.npy``);
         ``-`` reads it from stdin.
@@ -120,6 +125,8 @@ def infer(
         Cap for the memory plan, e.g. ``8GiB`` (default: 80 % of the available memory).
     blocks
         ``i/n``: predict only task i's share of the blocks (0-based), for Slurm arrays.
+    weights
+        ``auto`` (default: the EMA weights where the checkpoint has them), ``raw`` or ``ema``.
     """
     common.setup_logging()
     from pytc_core.blocks import parse_share
@@ -135,7 +142,7 @@ def infer(
         "precision": precision,
         "bbox": _bbox(bbox),
         "block_size": parse_block_size(block_size),
-        "batch_size": batch_size, "memory_limit": memory_limit,
+        "batch_size": batch_size, "memory_limit": memory_limit, "weights": weights,
     }, section="infer", text_overrides=common.text_overrides())
     if cfg.input == "-":
         from dataclasses import replace

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +70,11 @@ class InferConfig:
     context: tuple[int, int, int] | None = None
     #: output chunk size (default 64³, capped by the output's shape)
     chunk_size: tuple[int, int, int] | None = None
+    #: checkpoint weights: ``auto`` (EMA where the checkpoint has them), ``raw`` or ``ema``
+    weights: Literal["auto", "raw", "ema"] = "auto"
+    #: ``[model]`` keys a foreign checkpoint (PyTC v2, BANIS) does not store, e.g.
+    #: ``mednext_norm = "layer"``; checked against what the checkpoint does store
+    model: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -335,7 +340,12 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     from pytc_infer.tta import tta_forward
 
     device = resolve_device(cfg.device)
-    model, full_config = load_model_from_checkpoint(cfg.checkpoint, map_location=device)
+    model, full_config = load_model_from_checkpoint(cfg.checkpoint, map_location=device,
+                                                    model=cfg.model, weights=cfg.weights)
+    source = full_config.get("source")
+    if isinstance(source, dict):
+        log.info("%s: a %s checkpoint, %s weights, model %s", cfg.checkpoint, source["layout"],
+                 source["weights"], full_config["model"].get("architecture"))
     settings = checkpoint_settings(full_config)
     normalization = settings.normalization
     check_offsets(settings.offsets, settings.out_channels)
@@ -394,6 +404,8 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         "bbox": list(box.start + box.stop), "patch": list(patch), "overlap": cfg.overlap,
         "blend": cfg.blend, "sigma_scale": cfg.sigma_scale, "tta": cfg.tta, "dtype": cfg.dtype,
         "precision": cfg.precision, "context": list(context), "chunk": list(chunk)}
+    if cfg.weights != "auto" or cfg.model:  # only then: earlier runs keep their keys
+        key_fields.update(weights=cfg.weights, model=dict(sorted(cfg.model.items())))
     if overwrite and share is not None:
         raise UserError("--overwrite with --blocks would let every array task delete the "
                         "others' blocks", "delete the old output once before starting the array")
