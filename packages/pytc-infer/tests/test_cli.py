@@ -193,3 +193,25 @@ def test_uint8_affinities_pipe_into_pytc_decode(tmp_path, tiny_ckpt, raw_uri):
     expected = affinity_cc(aff.astype(np.float32) / 255, 0.5, 0)
     np.testing.assert_array_equal(open_volume(str(tmp_path / "seg")).read(), expected)
     assert expected.max() > 1
+
+
+def test_verbose_prints_the_memory_budget_and_its_source(tmp_path, tiny_ckpt, raw_uri, capsys,
+                                                         monkeypatch):
+    """Slurm's --mem-per-cpu x CPUs bounds the plan (a node's free memory would not), and -v
+    says so."""
+    from pytc_core.memory import memory_budget
+
+    monkeypatch.delenv("SLURM_MEM_PER_NODE", raising=False)
+    monkeypatch.setenv("SLURM_MEM_PER_CPU", "1024")
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "3")
+    budget = memory_budget()
+    if not budget.source.startswith("SLURM_MEM_PER_CPU"):
+        pytest.skip(f"this machine has less than 3 GiB free ({budget.line()})")
+    code, out, err = run(["-c", tiny_ckpt, "-i", raw_uri, "-o", tmp_path / "aff", "-v"], capsys)
+    assert code == 0, err
+    line = next(x for x in err.splitlines() if "memory budget:" in x)
+    assert "80 % of" in line and "(SLURM_MEM_PER_CPU=1024 MiB x 3 CPUs" in line, line
+    code, out, err = run(["-c", tiny_ckpt, "-i", raw_uri, "-o", tmp_path / "aff2", "-v",
+                          "--memory-limit", "2GiB"], capsys)
+    assert code == 0, err
+    assert "memory budget: 2.0 GiB (--memory-limit)" in err

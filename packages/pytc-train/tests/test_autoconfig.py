@@ -82,3 +82,14 @@ def test_busy_cores_sees_a_spinning_process():
 def _spin(stop) -> None:
     while not stop.is_set():
         pass
+
+
+def test_the_machine_sees_the_jobs_memory_limit(monkeypatch):
+    """A Slurm job's --mem (1 GiB here), not the node's memory, is what training may use."""
+    from pytc_train.autoconfig import detect_machine
+
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", "1024")
+    machine = detect_machine()
+    assert machine.memory_gib < 1.0
+    assert machine.memory_source.startswith("SLURM_MEM_PER_NODE=1024 MiB") or \
+        machine.memory_source.startswith("cgroup ")

@@ -345,9 +345,10 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     import torch
 
     from pytc_core.models import load_model_from_checkpoint
+    from pytc_core.memory import memory_budget
     from pytc_infer.memory import (
-        available_memory,
         estimate_activation_bytes,
+        format_bytes,
         parse_bytes,
         plan_memory,
     )
@@ -379,8 +380,13 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     weight = importance_map(patch, cfg.blend, cfg.sigma_scale)
 
     # memory: budget, window activations, block plan (nothing written yet)
-    budget = (parse_bytes(cfg.memory_limit) if cfg.memory_limit
-              else int(0.8 * available_memory()))
+    if cfg.memory_limit:
+        budget = parse_bytes(cfg.memory_limit)
+        log.debug("memory budget: %s (--memory-limit)", format_bytes(budget))
+    else:
+        host = memory_budget()
+        budget = int(0.8 * host.available)
+        log.debug("memory budget: %s, 80 %% of %s", format_bytes(budget), host.line())
     if device.startswith("cuda"):
         free, _total = torch.cuda.mem_get_info()
         budget = min(budget, int(0.8 * free)) if not cfg.memory_limit else budget

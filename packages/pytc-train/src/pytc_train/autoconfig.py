@@ -21,7 +21,9 @@ log = logging.getLogger("pytc.train")
 
 @dataclass(frozen=True)
 class Machine:
-    """What this process can use: CPU cores, memory (GiB), GPUs (name, compute capability, GiB)."""
+    """What this process can use: CPU cores, host memory available now (GiB, the job's own
+    cgroup and Slurm limits included, see :mod:`pytc_core.memory`), GPUs (name, compute
+    capability, GiB)."""
 
     cpus: int
     memory_gib: float
@@ -30,20 +32,20 @@ class Machine:
     load: float = 0.0
     #: the CPU has native bfloat16 arithmetic (x86 avx512_bf16 or amx_bf16)
     cpu_bf16: bool = False
+    #: where ``memory_gib`` comes from (the node, a cgroup, a Slurm variable)
+    memory_source: str = ""
 
 
 def detect_machine() -> Machine:
-    """CPU cores available to this process, total memory, visible CUDA devices."""
+    """CPU cores available to this process, the host memory budget (``pytc_core.memory``:
+    the node, the process's own cgroups, Slurm's limit), visible CUDA devices."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS
         cpus = os.cpu_count() or 1
-    try:
-        import psutil
+    from pytc_core.memory import memory_budget
 
-        memory = psutil.virtual_memory().total / 2**30
-    except ImportError:  # pragma: no cover
-        memory = 0.0
+    budget = memory_budget()
     gpus = []
     import torch
 
@@ -55,7 +57,8 @@ def detect_machine() -> Machine:
     busy = busy_cores()
     if busy is not None:  # the 1-minute average lags: a machine idle now counts as idle
         load = min(load, busy)
-    return Machine(cpus, memory, tuple(gpus), load, cpu_has_bf16())
+    return Machine(cpus, budget.available / 2**30, tuple(gpus), load, cpu_has_bf16(),
+                   budget.source)
 
 
 #: /proc/cpuinfo flags of native bfloat16 arithmetic, which oneDNN's bf16 kernels use

@@ -440,8 +440,8 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
     if choices.precision == "16-mixed" and choices.accelerator == "cpu":
         raise UserError("precision 16-mixed needs a GPU", "use --precision bf16-mixed or 32 on CPU")
     if rank == 0:
-        log.info("machine: %d CPU cores, %.0f GiB memory, %d GPU(s)%s", machine.cpus,
-                 machine.memory_gib, len(machine.gpus),
+        log.info("machine: %d CPU cores, %.1f GiB memory available (%s), %d GPU(s)%s",
+                 machine.cpus, machine.memory_gib, machine.memory_source, len(machine.gpus),
                  "" if not machine.gpus else " (" + ", ".join(g[0] for g in machine.gpus) + ")")
         log.info("auto-config: %s", choices.summary())
         names = [name for name, _ in getattr(transform, "transforms", [])]
