@@ -489,8 +489,10 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
             span, raw = data
             image = normalize_raw(raw, settings.normalize, settings.mean, settings.std)
             windows += len(grid.windows_in(block))
-            return blend_windows(forward, image, span, grid, block, weight,
+            pred = blend_windows(forward, image, span, grid, block, weight,
                                  batch_size=plan.batch_size, device=device)
+            check_finite(pred, block)  # before any cast: NaN must never become a number
+            return pred
 
         def write(block: BBox, pred: np.ndarray) -> None:
             if out_dtype == np.uint8:
@@ -515,6 +517,22 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
             run.complete()
     return InferResult(out_uri, out.shape, result.planned, result.skipped, result.processed,
                        windows, grid.count, plan.line(), time.perf_counter() - t0, complete)
+
+
+def check_finite(pred: np.ndarray, block: BBox) -> None:
+    """UserError naming ``block`` (voxels, z, y, x) when the prediction ``pred`` (C, Z, Y, X)
+    holds NaN or ±inf: a cast to uint8 would turn NaN into 0, a cut edge."""
+    finite = np.isfinite(pred)
+    if finite.all():
+        return
+    bad = ~finite
+    channels = [int(c) for c in np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))]
+    nan = int(np.isnan(pred).sum())
+    raise UserError(f"the model predicted non-finite values in block {block} (z, y, x voxels): "
+                    f"{nan} NaN, {int(bad.sum()) - nan} inf in channel(s) "
+                    f"{', '.join(map(str, channels))}; that block was not written",
+                    "check the checkpoint (did its training diverge?) and the input's "
+                    "normalisation, or try --precision 32")
 
 
 def predict_volume(checkpoint: str, in_uri: str, out_uri: str | None = None, *,
