@@ -74,3 +74,59 @@ def test_bf16_mixed_precision_trains_on_cpu(em_h5, tmp_path, tiny_config):
     result = run_train(config)
     assert result.steps == 2
     assert torch.load(result.last_checkpoint, weights_only=True)["global_step"] == 2
+
+
+def test_a_loss_that_goes_non_finite_stops_the_run_and_names_step_and_term(em_h5, tmp_path,
+                                                                            tiny_config):
+    """From the 4th training step the model's output is +inf: BCE is inf (Dice stays finite).
+    Steps 4 and 5 are skipped, the 3rd in a row stops the run naming the step and the term;
+    no checkpoint holds non-finite weights."""
+    from torch import nn
+
+    from pytc_core.models import registry as registry_module
+    from pytc_core.models.registry import register_architecture
+
+    class InfFromStep4(nn.Module):
+        def __init__(self, cin: int, cout: int) -> None:
+            super().__init__()
+            self.conv = nn.Conv3d(cin, cout, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            y = self.conv(x)
+            if self.training:
+                self.calls += 1
+                if self.calls >= 4:
+                    y = y + float("inf")
+            return y
+
+    register_architecture("test_inf_from_step_4")(
+        lambda config: InfFromStep4(config.in_channels, config.out_channels))
+    try:
+        config = tiny_config(em_h5, tmp_path, max_steps=10, val_every=100, checkpoint_every=1)
+        config = dataclasses.replace(config, model=dataclasses.replace(
+            config.model, architecture="test_inf_from_step_4"))
+        with pytest.raises(UserError) as exc:
+            run_train(config)
+    finally:
+        registry_module._REGISTRY.pop("test_inf_from_step_4")
+    assert exc.value.what.startswith("the loss was not finite for 3 steps in a row, the last at "
+                                     "step 6: nan (bce of output, the model's output (24576 "
+                                     "non-finite values)); the run stopped")
+    assert "optim.max_nonfinite_steps" in exc.value.fix
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 5  # skipped steps count, without an update
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    assert not (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
+
+
+def test_non_finite_weights_are_never_saved(trained):
+    config, _ = trained
+    module = AffinityModule(dataclasses.asdict(config))
+    state = module.state_dict()
+    module.on_save_checkpoint({"state_dict": state})  # finite: saved
+    name = next(iter(state))
+    state[name] = state[name].clone().fill_(float("nan"))
+    with pytest.raises(UserError, match=f"weights at step -1 are not finite .*e.g. {name}\\); "
+                                        "not saved"):
+        module.on_save_checkpoint({"state_dict": state})

@@ -164,6 +164,8 @@ class OptimConfig:
     #: gradient-norm clipping (0: off)
     grad_clip: float = 1.0
     accumulate: int = 1
+    #: a step whose loss is NaN or inf is skipped (no update); this many in a row stop the run
+    max_nonfinite_steps: int = 3
 
 
 @dataclass(frozen=True)

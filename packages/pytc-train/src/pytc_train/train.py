@@ -306,7 +306,8 @@ def _quiet_lightning(verbose: bool):
                         ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
                         ".*Checkpoint directory .* exists and is not empty.*",
                         ".*sync_dist=True.*", ".*to update it to be the same.*",
-                        ".*The `srun` command is available.*"):
+                        ".*The `srun` command is available.*",
+                        ".*`training_step` returned `None`.*"):  # a skipped non-finite step
             warnings.filterwarnings("ignore", message=pattern)
         try:
             yield
