@@ -9,12 +9,13 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 RunPrecision = Literal["32", "16-mixed", "bf16-mixed"]  # what Lightning's Trainer is given
 
 __all__ = ["AutoChoices", "Machine", "auto_configure", "cpu_has_bf16", "detect_machine",
-           "gpu_batch_trial"]
+           "gpu_batch_trial", "rank_zero_choice"]
 
 log = logging.getLogger("pytc.train")
 
@@ -147,6 +148,46 @@ def gpu_batch_trial(step: Callable[[int], None], *, start: int = 1, limit: int =
         finally:
             torch.cuda.empty_cache()
     return max(1, int(best * margin))
+
+
+def rank_zero_choice(name: str, compute: Callable[[], int], *, rank: int, folder: Path,
+                     environ: dict[str, str] | None = None, timeout: float = 600.0,
+                     poll: float = 0.5) -> int:
+    """One machine choice (e.g. the GPU batch-size trial) made by rank 0 alone, on its own
+    device, and handed to every other rank, so no rank touches another rank's GPU.
+
+    Rank 0 computes it and publishes it in the environment (``PYTC_TRAIN_AUTO_<NAME>``: the
+    ranks Lightning starts as child processes inherit it) and, under Slurm (every rank started
+    by srun at once), in ``folder/.pytc_auto_<name>.<job id>.<restart count>``. Another rank
+    takes the environment's value, else waits for that file; without either it computes its
+    own (a single process).
+    """
+    env = os.environ if environ is None else environ
+    key = f"PYTC_TRAIN_AUTO_{name.upper()}"
+    job = env.get("SLURM_JOB_ID")
+    path = (folder / f".pytc_auto_{name}.{job}.{env.get('SLURM_RESTART_COUNT', '0')}"
+            if job else None)
+    if rank == 0:
+        value = int(compute())
+        env[key] = str(value)
+        if path is not None:
+            from pytc_core.files import write_atomic
+
+            write_atomic(path, str(value).encode())
+        return value
+    if env.get(key):
+        return int(env[key])
+    if path is None:
+        return int(compute())
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank} waited {timeout:.0f} s for rank 0's {name} in "
+                               f"{path}")
+        time.sleep(poll)
+    return int(path.read_text())
 
 
 def auto_configure(*, accelerator: str, devices: int, precision: str, batch_size: int | None,

@@ -204,6 +204,9 @@ class TrainLoopConfig:
     run_dir: str | None = None
     #: None, "auto" (checkpoints/last.ckpt of the run directory if present) or a path
     resume: str | None = None
+    #: resume although result-changing options differ from the run's saved config (the
+    #: differences are recorded in the run directory's resume_changes.txt)
+    resume_changed: bool = False
     #: a pytc .ckpt (weights, strict) or a DKFZ nnunet_mednext .pth
     init_from: str | None = None
     upkern: bool = False
