@@ -130,3 +130,46 @@ def test_non_finite_weights_are_never_saved(trained):
     with pytest.raises(UserError, match=f"weights at step -1 are not finite .*e.g. {name}\\); "
                                         "not saved"):
         module.on_save_checkpoint({"state_dict": state})
+
+
+def _best_score(path):
+    state = torch.load(path, weights_only=False)["callbacks"]
+    (score,) = [s["best_model_score"] for k, s in state.items() if k.startswith("ModelCheckpoint")]
+    return None if score is None else float(score)
+
+
+def test_a_signal_at_a_validation_keeps_the_best_and_the_history(em_h5, tmp_path, tiny_config):
+    """SIGUSR1 during step 2, whose validation runs after last.ckpt was saved: last.ckpt is
+    saved again after best.ckpt (same best score, so the resumed run never replaces a better
+    best.ckpt), and the resumed run appends to logs/metrics.csv."""
+    import csv
+    import os
+    import signal
+
+    import pytorch_lightning as pl
+
+    from pytc_train.train import Preempted
+
+    class SignalDuringStep2(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 1:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    config = tiny_config(em_h5, tmp_path, max_steps=4, val_every=2, checkpoint_every=100,
+                         resume="auto")
+    with pytest.raises(Preempted) as stopped:
+        run_train(config, callbacks=[SignalDuringStep2()])
+    assert stopped.value.step == 2
+    ckpts = tmp_path / "run" / "checkpoints"
+    best_after_1 = _best_score(ckpts / "best.ckpt")
+    assert best_after_1 is not None
+    assert _best_score(ckpts / "last.ckpt") == best_after_1
+    result = run_train(config)
+    assert result.steps == 4 and result.attempt_steps == 2
+    with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    val = {int(r["step"]): float(r["val/boundary_f1"]) for r in rows if r.get("val/boundary_f1")}
+    assert sorted(val) == [1, 3]  # Lightning logs a validation at the step before its count
+    assert sum(1 for r in rows if r.get("train/loss")) == 4
+    assert _best_score(ckpts / "best.ckpt") == pytest.approx(max(val.values()))
+    assert _best_score(ckpts / "best.ckpt") >= best_after_1
