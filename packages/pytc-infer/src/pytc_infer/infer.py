@@ -344,8 +344,8 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
 
     import torch
 
-    from pytc_core.models import load_model_from_checkpoint
     from pytc_core.memory import memory_budget
+    from pytc_core.models import load_model_from_checkpoint
     from pytc_infer.memory import (
         estimate_activation_bytes,
         format_bytes,

@@ -35,10 +35,10 @@ from pytc_launch.record import (
 )
 from pytc_launch.sbatch import SlurmOptions, render_script
 from pytc_launch.slurm import (
-    check_gpu_partition,
     FAILED_STATES,
     FINAL_STATES,
     cancel_jobs,
+    check_gpu_partition,
     job_states,
     require_sbatch,
     submit,
