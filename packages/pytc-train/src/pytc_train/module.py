@@ -167,16 +167,16 @@ class AffinityModule(pl.LightningModule):
             # optim.max_nonfinite_steps in a row. (Single-process only: a skipped step on one
             # DDP rank would leave the others waiting in their gradient all-reduce.)
             self.nonfinite_steps = getattr(self, "nonfinite_steps", 0) + 1
-            value = float(loss.detach())
+            shown = float(loss.detach())
             terms = ", ".join(self._nonfinite_terms(outputs, batch["target"], batch["mask"]))
             limit = int(self._optim.get("max_nonfinite_steps", 3))
             step = self.trainer.global_step + 1 if self._trainer is not None else batch_idx
             log.warning("step %d: the loss is %s (%s); step skipped (%d of %d in a row)",
-                        step, value, terms, self.nonfinite_steps, limit)
+                        step, shown, terms, self.nonfinite_steps, limit)
             if self.nonfinite_steps >= limit:
                 raise UserError(
                     f"the loss was not finite for {self.nonfinite_steps} steps in a row, the last "
-                    f"at step {step}: {value} ({terms}); the run stopped, its checkpoints "
+                    f"at step {step}: {shown} ({terms}); the run stopped, its checkpoints "
                     "hold the last finite weights",
                     "lower optim.lr, keep optim.grad_clip on, try --precision 32, or check the "
                     "data (optim.max_nonfinite_steps sets how many steps are skipped)")

@@ -274,8 +274,9 @@ def _callbacks_module():
             self._t0, self._step0 = time.perf_counter(), trainer.global_step
             self._prev_step = trainer.global_step
             writer = getattr(trainer.logger, "_experiment", None) if trainer.logger else None
-            if trainer.is_global_zero and hasattr(writer, "drop_after"):
-                writer.drop_after(trainer.global_step)  # the history continues from here
+            drop_after = getattr(writer, "drop_after", None)
+            if trainer.is_global_zero and drop_after is not None:
+                drop_after(trainer.global_step)  # the history continues from here
             # take SIGTERM back from Lightning (which stops without saving): ours saves first
             _install_handlers(self.handle)
 
@@ -734,7 +735,7 @@ def _history_logger(run_dir: Path):
     class HistoryLogger(CSVLogger):
         @property
         @rank_zero_experiment
-        def experiment(self):  # type: ignore[override]
+        def experiment(self):
             if self._experiment is None:
                 os.makedirs(self.root_dir, exist_ok=True)
                 self._experiment = HistoryWriter(log_dir=self.log_dir)
