@@ -24,6 +24,7 @@ LAYERS = {
     "pytc_core.version": "io",
     "pytc_core.serve": "io",
     "pytc_core.timing": "io",
+    "pytc_core.memory": "io",
     "pytc_core.volume": "io",           # and each format module
     "pytc_core.targets": "arrays",
     "pytc_core.synthetic": "arrays",

@@ -213,3 +213,67 @@ def test_uint8_affinities_pipe_into_pytc_decode(tmp_path, tiny_ckpt, raw_uri):
     expected = affinity_cc(aff.astype(np.float32) / 255, 0.5, 0)
     np.testing.assert_array_equal(open_volume(str(tmp_path / "seg")).read(), expected)
     assert expected.max() > 1
+
+
+def test_verbose_prints_the_memory_budget_and_its_source(tmp_path, tiny_ckpt, raw_uri, capsys,
+                                                         monkeypatch):
+    """Slurm's --mem-per-cpu x CPUs bounds the plan (a node's free memory would not), and -v
+    says so."""
+    from pytc_core.memory import memory_budget
+
+    monkeypatch.delenv("SLURM_MEM_PER_NODE", raising=False)
+    monkeypatch.setenv("SLURM_MEM_PER_CPU", "1024")
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "3")
+    budget = memory_budget()
+    if not budget.source.startswith("SLURM_MEM_PER_CPU"):
+        pytest.skip(f"this machine has less than 3 GiB free ({budget.line()})")
+    code, out, err = run(["-c", tiny_ckpt, "-i", raw_uri, "-o", tmp_path / "aff", "-v"], capsys)
+    assert code == 0, err
+    line = next(x for x in err.splitlines() if "memory budget:" in x)
+    assert "80 % of" in line and "(SLURM_MEM_PER_CPU=1024 MiB x 3 CPUs" in line, line
+    code, out, err = run(["-c", tiny_ckpt, "-i", raw_uri, "-o", tmp_path / "aff2", "-v",
+                          "--memory-limit", "2GiB"], capsys)
+    assert code == 0, err
+    assert "memory budget: 2.0 GiB (--memory-limit)" in err
+
+
+def test_a_model_that_predicts_nan_on_one_block_is_an_error_naming_it(tmp_path, helpers,
+                                                                     capsys):
+    """NaN must never become a plausible uint8 (0: a cut edge): exit 2 naming the block,
+    nothing marked done (a fresh run aborted by bad input leaves nothing behind)."""
+    import torch
+    from torch import nn
+
+    from pytc_core.models import registry as registry_module
+    from pytc_core.models.registry import register_architecture
+
+    class NanAboveHalf(nn.Module):
+        """A 1x1 conv whose output is NaN wherever the (normalised) input exceeds 0.5."""
+
+        def __init__(self, cin: int, cout: int) -> None:
+            super().__init__()
+            self.conv = nn.Conv3d(cin, cout, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return torch.where(x[:, :1] > 0.5, torch.full_like(y, float("nan")), y)
+
+    register_architecture("test_nan_above_half")(
+        lambda config: NanAboveHalf(config.in_channels, config.out_channels))
+    try:
+        ckpt = helpers.save_tiny_checkpoint(tmp_path / "nan.ckpt", model={
+            "architecture": "test_nan_above_half", "in_channels": 1, "out_channels": 3})
+        raw = np.full((32, 16, 16), 50, np.uint8)
+        raw[30:, 4:8, 4:8] = 250  # only the windows of the second z block reach it
+        raw_uri = helpers.write_layer(str(tmp_path / "raw"), raw)
+        out_uri = tmp_path / "aff"
+        code, out, err = run(["-c", ckpt, "-i", raw_uri, "-o", out_uri, "--dtype", "uint8",
+                              "--block-size", "16", "-q"], capsys)
+    finally:
+        registry_module._REGISTRY.pop("test_nan_above_half")
+    assert code == 2 and out == "", err
+    assert err.count("\n") == 1, err
+    assert err.startswith("pytc-infer: error: the model predicted non-finite values in block "
+                          "[16:32, 0:16, 0:16] (z, y, x voxels): 96 NaN, 0 inf in channel(s) "
+                          "0, 1, 2; that block was not written (check the checkpoint"), err
+    assert not out_uri.exists()

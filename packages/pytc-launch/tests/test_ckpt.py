@@ -50,3 +50,19 @@ def test_not_a_checkpoint(tmp_path):
     assert read_checkpoint(tmp_path / "x.ckpt") is None
     assert read_checkpoint(tmp_path / "missing.ckpt") is None
     assert checkpoint_info(tmp_path).step is None
+
+
+def test_status_takes_the_best_score_from_best_ckpt_and_the_step_from_last(tmp_path):
+    """last.ckpt's copy of the best score can lag one validation behind (saved before the
+    validation at its step): the best checkpoint's own score is the one to report."""
+    key = "ModelCheckpoint{'monitor': 'val/boundary_f1', 'mode': 'max'}"
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for name, step, score in (("best.ckpt", 12, 0.0210), ("last.ckpt", 20, 0.0004)):
+        torch.save({"global_step": step, "callbacks": {key: {
+            "monitor": "val/boundary_f1", "best_model_score": torch.tensor(score),
+            "best_model_path": str(ckpts / "best.ckpt")}}}, ckpts / name)
+    info = checkpoint_info(tmp_path)
+    assert info.step == 20
+    assert info.best_score == pytest.approx(0.0210)
+    assert info.best_path == str(ckpts / "best.ckpt")

@@ -65,7 +65,8 @@ def test_train_dry_run(tmp_path, capsys, monkeypatch):
     config = tmp_path / "train.toml"
     config.write_text("[train]\nmax_steps = 10\n")
     code, out, err = run(["train", str(config), "--dir", str(tmp_path / "run"), "--dry-run",
-                          "--gpus", "2", "--nodes", "2", "--time", "24:00:00"], capsys)
+                          "--gpus", "2", "--nodes", "2", "--time", "24:00:00",
+                          "--partition", "gpu"], capsys)  # (a cluster's default may have none)
     assert code == 0, err
     assert "#SBATCH --ntasks-per-node=2" in out and "#SBATCH --gpus-per-node=2" in out
     assert "--devices 2 --set train.num_nodes=2" in out
@@ -194,3 +195,102 @@ def test_train_config_is_checked_before_submitting(tmp_path, capsys):
     assert f"{config}: unknown config key 'train.max_step'" in err
     assert "did you mean 'train.max_steps'?" in err
     assert not (tmp_path / "run").exists()
+
+
+# --- job scripts that run on a real cluster ------------------------------------------------
+
+def test_setup_lines_from_the_launch_table_and_setup_flags(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "unet.toml"
+    config.write_text('[train]\nmax_steps = 10\n[launch]\nsetup = ["module load cuda/12.1"]\n')
+    code, out, err = run(["train", str(config), "--dir", str(tmp_path / "run"), "--dry-run",
+                          "--setup", "source .venv/bin/activate", "--setup",
+                          "export TMPDIR=/scratch/$USER"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    at = lines.index("module load cuda/12.1")
+    assert lines[at - 1] == f"cd {tmp_path}"
+    assert lines[at + 1:at + 3] == ["source .venv/bin/activate", "export TMPDIR=/scratch/$USER"]
+    assert lines.index("export TMPDIR=/scratch/$USER") < next(
+        i for i, line in enumerate(lines) if "pytc-train" in line and "--run-dir" in line)
+    assert "#SBATCH --job-name=pytc-train-unet" in out
+    # every script of a blocks launch has them too
+    code, out, err = run(["blocks", "decode", "--tasks", "2", "--dir", str(tmp_path / "b"),
+                          "--dry-run", "--setup", "module load gcc", "--", "aff", "-o", "seg",
+                          "--block-size", "128"],
+                         capsys)
+    assert code == 0, err
+    assert out.count("\nmodule load gcc\n") == 3
+
+
+def test_sweep_data_paths_are_relative_to_the_sweep_file_and_the_job_is_named(tmp_path, capsys,
+                                                                                monkeypatch):
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    sweep = folder / "kernels.toml"
+    sweep.write_text(SWEEP.replace("[train]", '[data]\nraw = "data/em.h5:raw"\n'
+                                              'labels = "/abs/em.h5:labels"\n'
+                                              '[[data.val]]\nraw = "val.zarr"\n'
+                                              'labels = "gs://bucket/seg"\n[train]'))
+    from pytc_launch.launch import plan_sweep
+
+    _, _, plan = plan_sweep(sweep)
+    for run_ in plan.runs:
+        assert run_.config["data"]["raw"] == f"{folder}/data/em.h5:raw"
+        assert run_.config["data"]["labels"] == "/abs/em.h5:labels"
+        assert run_.config["data"]["val"] == [{"raw": f"{folder}/val.zarr",
+                                               "labels": "gs://bucket/seg"}]
+    code, out, err = run(["sweep", str(sweep), "--dir", str(tmp_path / "sw"), "--dry-run"],
+                         capsys)
+    assert code == 0, err
+    assert "#SBATCH --job-name=pytc-sweep-kernels\n" in out
+    # a generic file name: the job takes the launch folder's name
+    generic = folder / "sweep.toml"
+    generic.write_text(SWEEP)
+    code, out, err = run(["sweep", str(generic), "--dir", str(tmp_path / "lr-study"),
+                          "--dry-run"], capsys)
+    assert code == 0, err
+    assert "#SBATCH --job-name=pytc-sweep-lr-study\n" in out
+
+
+#: ``sinfo -h -o "%P %G"`` of a cluster whose default partition has no GPUs
+SINFO_CPU_DEFAULT = """cpu* (null)
+gpu gpu:a100:4
+gpu gpu:v100:2(S:0-1)
+bigmem (null)
+"""
+
+
+def test_default_partition_gpus_parses_sinfo():
+    from pytc_launch.slurm import default_partition_gpus
+
+    assert default_partition_gpus(SINFO_CPU_DEFAULT) == ("cpu", False, ["gpu"])
+    assert default_partition_gpus("debug* gpu:4,mps:100\nlong (null)\n") == (
+        "debug", True, ["debug"])
+    assert default_partition_gpus("") == (None, False, [])
+
+
+def test_gpus_without_a_partition_on_a_cpu_default_is_an_error(tmp_path, capsys, monkeypatch):
+    """Where sinfo can tell; with no sinfo (a laptop) the dry run goes on silently."""
+    from pytc_launch import slurm
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "train.toml"
+    config.write_text("[train]\nmax_steps = 10\n")
+    argv = ["train", str(config), "--dir", str(tmp_path / "run"), "--dry-run", "--gpus", "1"]
+    real = slurm.check_gpu_partition
+    monkeypatch.setattr(slurm, "check_gpu_partition", lambda gpus, partition: real(
+        gpus, partition, sinfo_output=SINFO_CPU_DEFAULT))
+    monkeypatch.setattr("pytc_launch.launch.check_gpu_partition", slurm.check_gpu_partition)
+    err = one_line_error(*run(argv, capsys))
+    assert err == ("pytc-launch: error: 1 GPU(s) per node asked for, but no partition is given "
+                   "and the cluster's default partition 'cpu' has no GPUs (pass --partition gpu "
+                   "(or partition = ... in [launch]))\n")
+    code, out, err = run([*argv, "--partition", "gpu"], capsys)
+    assert code == 0, err
+    monkeypatch.setattr("pytc_launch.launch.check_gpu_partition", real)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo: nothing to check
+    code, out, err = run(argv, capsys)
+    assert code == 0, err

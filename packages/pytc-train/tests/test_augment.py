@@ -596,3 +596,42 @@ def test_pipeline_pickles_for_worker_processes():
     copy.set_random_state(seed=5)
     a, b = t(dict(d)), copy(dict(d))
     assert (a["image"] == b["image"]).all() and (a["label"] == b["label"]).all()
+
+
+# --- label ids through geometric warps ------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("make", [lambda: RandRotated(1.0, 20.0, (20, 24)),
+                                  lambda: RandElasticd(1.0, magnitude=3.0, sigma=4.0)],
+                         ids=["rotate", "elastic"])
+def test_ids_near_2_63_stay_distinct_through_a_warp(make, seed):
+    """Two touching objects 2^63-2 | 2^63-1 (one float64 value) keep their own ids, each on
+    its own side of the (warped) boundary, and no other id appears."""
+    t = seeded(make(), seed)
+    shape = (2, 20 + t.margin_zyx[1], 24 + t.margin_zyx[2])
+    a, b = np.uint64(2**63 - 2), np.uint64(2**63 - 1)
+    assert float(a) == float(b)  # why the float64 path merges them
+    gy, gx = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+    label = np.broadcast_to(np.where(gx < shape[2] // 2, a, b), shape).astype(np.uint64)
+    image = np.broadcast_to((gx < shape[2] // 2).astype(np.float32), (1, *shape)).copy()
+    out = t({"image": image, "label": label})
+    assert out["label"].dtype == np.uint64
+    assert set(np.unique(out["label"]).tolist()) == {int(a), int(b)}
+    # nearest-neighbour: where the (linearly warped) image is clearly 1 or 0, the label is a/b
+    sure_a, sure_b = out["image"][0] > 0.99, out["image"][0] < 0.01
+    assert (out["label"][sure_a] == a).all() and (out["label"][sure_b] == b).all()
+    assert sure_a.any() and sure_b.any()
+
+
+def test_warp_ids_keeps_every_uint64_id():
+    from pytc_train.augment.geometric import warp_ids
+
+    ids = np.array([[[0, 2**64 - 1, 864691135000000001, 864691135000000002]]], dtype=np.uint64)
+    same = warp_ids(ids, lambda v: ndimage_shift0(v))
+    np.testing.assert_array_equal(same, ids)
+
+
+def ndimage_shift0(v):
+    from scipy import ndimage
+
+    return ndimage.affine_transform(v, np.eye(3), order=0, mode="nearest")

@@ -82,3 +82,46 @@ def test_busy_cores_sees_a_spinning_process():
 def _spin(stop) -> None:
     while not stop.is_set():
         pass
+
+
+def test_the_machine_sees_the_jobs_memory_limit(monkeypatch):
+    """A Slurm job's --mem (1 GiB here), not the node's memory, is what training may use."""
+    from pytc_train.autoconfig import detect_machine
+
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", "1024")
+    machine = detect_machine()
+    assert machine.memory_gib < 1.0
+    assert machine.memory_source.startswith("SLURM_MEM_PER_NODE=1024 MiB") or \
+        machine.memory_source.startswith("cgroup ")
+
+
+def test_rank_zero_choice_is_made_once_and_handed_to_the_other_ranks(tmp_path):
+    """Rank 0 runs the (GPU) trial; a rank Lightning starts as a child inherits the value
+    through the environment, a rank srun started beside it reads rank 0's file; none runs
+    its own trial."""
+    from pytc_train.autoconfig import rank_zero_choice
+
+    calls = []
+
+    def trial():
+        calls.append(1)
+        return 12
+
+    parent: dict[str, str] = {}
+    assert rank_zero_choice("batch_size", trial, rank=0, folder=tmp_path, environ=parent) == 12
+    assert parent == {"PYTC_TRAIN_AUTO_BATCH_SIZE": "12"} and not list(tmp_path.iterdir())
+    child = dict(parent)
+    assert rank_zero_choice("batch_size", trial, rank=1, folder=tmp_path, environ=child) == 12
+    assert len(calls) == 1
+    # srun: every rank its own process, the job id names the attempt's file
+    slurm0 = {"SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": "2"}
+    slurm1 = dict(slurm0)
+    assert rank_zero_choice("batch_size", lambda: 6, rank=0, folder=tmp_path,
+                            environ=slurm0) == 6
+    assert (tmp_path / ".pytc_auto_batch_size.77.2").read_text() == "6"
+    assert rank_zero_choice("batch_size", trial, rank=1, folder=tmp_path,
+                            environ=slurm1) == 6
+    assert len(calls) == 1
+    with pytest.raises(TimeoutError, match="rank 1 waited 0 s for rank 0's batch_size"):
+        rank_zero_choice("batch_size", trial, rank=1, folder=tmp_path,
+                         environ={"SLURM_JOB_ID": "78"}, timeout=0.0, poll=0.0)

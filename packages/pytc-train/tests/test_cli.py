@@ -152,3 +152,56 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, bad_files, tmp_p
     assert expected in err
     assert not (tmp_path / "run").exists()
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_auto_without_a_run_dir_is_refused(em_h5, tmp_path, capsys, monkeypatch):
+    """It would silently start a new runs/<timestamp> run: name the run or be refused."""
+    raw, labels = em_h5[:2]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTC_TRAIN_RUN_DIR", raising=False)
+    code = run_entry_point("pytc-train", app, ["--raw", raw, "--labels", labels, "--patch",
+                                               "16,16,16", *TINY, "--resume", "auto"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err == ("pytc-train: error: --resume auto needs the run to continue, and no --run-dir "
+                   "names one (pass --run-dir runs/<name> (train.run_dir) of the run to resume)"
+                   "\n")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_changed_options_and_reuses_the_machine_choices(em_h5, tmp_path, capsys):
+    raw, labels = em_h5[:2]
+    run = tmp_path / "run"
+    base = ["--raw", raw, "--labels", labels, "--bbox", "0,0,0,16,48,48", "--patch", "16,16,16",
+            "--run-dir", str(run), *TINY, "data.num_workers=0"]
+    assert run_entry_point("pytc-train", app, [*base, "--max-steps", "2"]) == 0
+    first = (run / "pytc_config.toml").read_text()
+    import tomllib
+
+    chosen = tomllib.loads(first)
+    batch, precision = chosen["data"]["batch_size"], chosen["train"]["precision"]
+    capsys.readouterr()
+    # learning rate and batch changed: refused, listing both; nothing written
+    code = run_entry_point("pytc-train", app, [*base, "--max-steps", "2", "--resume", "auto",
+                                               "--lr", "0.01", "--batch-size", str(batch + 1)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert (f"pytc-train: error: the run in {run} was started with other options that change "
+            f"the result: data.batch_size: {batch} -> {batch + 1}; optim.lr: 0.001 -> 0.01 "
+            "(resume with") in err
+    assert (run / "pytc_config.toml").read_text() == first
+    # the same options (batch, precision, threads left on auto): the first start's choices
+    code = run_entry_point("pytc-train", app, [*base, "--max-steps", "2", "--resume", "auto",
+                                               "--set", "train.threads=0"])
+    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"batch_size {batch} (frozen at the first start)" in err
+    assert f"precision {precision} (frozen at the first start)" in err
+    # --resume-changed continues and records the difference
+    code = run_entry_point("pytc-train", app, [*base, "--max-steps", "3", "--resume", "auto",
+                                               "--resume-changed"])
+    assert code == 0, capsys.readouterr().err
+    recorded = (run / "resume_changes.txt").read_text().splitlines()
+    assert len(recorded) == 1
+    assert recorded[0].endswith(f"resumed from {run / 'checkpoints' / 'last.ckpt'} with "
+                                "train.max_steps: 2 -> 3")

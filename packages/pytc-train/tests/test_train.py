@@ -104,3 +104,102 @@ def test_init_from_pytc_v2_and_banis_checkpoints(trained, tmp_path, layout):
     _load_init_weights(module, other)
     for name, tensor in module.model.state_dict().items():
         assert torch.equal(tensor, own[name]), name
+
+
+def test_a_loss_that_goes_non_finite_stops_the_run_and_names_step_and_term(em_h5, tmp_path,
+                                                                            tiny_config):
+    """From the 4th training step the model's output is +inf: BCE is inf (Dice stays finite).
+    Steps 4 and 5 are skipped, the 3rd in a row stops the run naming the step and the term;
+    no checkpoint holds non-finite weights."""
+    from torch import nn
+
+    from pytc_core.models import registry as registry_module
+    from pytc_core.models.registry import register_architecture
+
+    class InfFromStep4(nn.Module):
+        def __init__(self, cin: int, cout: int) -> None:
+            super().__init__()
+            self.conv = nn.Conv3d(cin, cout, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            y = self.conv(x)
+            if self.training:
+                self.calls += 1
+                if self.calls >= 4:
+                    y = y + float("inf")
+            return y
+
+    register_architecture("test_inf_from_step_4")(
+        lambda config: InfFromStep4(config.in_channels, config.out_channels))
+    try:
+        config = tiny_config(em_h5, tmp_path, max_steps=10, val_every=100, checkpoint_every=1)
+        config = dataclasses.replace(config, model=dataclasses.replace(
+            config.model, architecture="test_inf_from_step_4"))
+        with pytest.raises(UserError) as exc:
+            run_train(config)
+    finally:
+        registry_module._REGISTRY.pop("test_inf_from_step_4")
+    assert exc.value.what.startswith("the loss was not finite for 3 steps in a row, the last at "
+                                     "step 6: nan (bce of output, the model's output (24576 "
+                                     "non-finite values)); the run stopped")
+    assert "optim.max_nonfinite_steps" in exc.value.fix
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 5  # skipped steps count, without an update
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    assert not (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
+
+
+def test_non_finite_weights_are_never_saved(trained):
+    config, _ = trained
+    module = AffinityModule(dataclasses.asdict(config))
+    state = module.state_dict()
+    module.on_save_checkpoint({"state_dict": state})  # finite: saved
+    name = next(iter(state))
+    state[name] = state[name].clone().fill_(float("nan"))
+    with pytest.raises(UserError, match=f"weights at step -1 are not finite .*e.g. {name}\\); "
+                                        "not saved"):
+        module.on_save_checkpoint({"state_dict": state})
+
+
+def _best_score(path):
+    state = torch.load(path, weights_only=False)["callbacks"]
+    (score,) = [s["best_model_score"] for k, s in state.items() if k.startswith("ModelCheckpoint")]
+    return None if score is None else float(score)
+
+
+def test_a_signal_at_a_validation_keeps_the_best_and_the_history(em_h5, tmp_path, tiny_config):
+    """SIGUSR1 during step 2, whose validation runs after last.ckpt was saved: last.ckpt is
+    saved again after best.ckpt (same best score, so the resumed run never replaces a better
+    best.ckpt), and the resumed run appends to logs/metrics.csv."""
+    import csv
+    import os
+    import signal
+
+    import pytorch_lightning as pl
+
+    from pytc_train.train import Preempted
+
+    class SignalDuringStep2(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 1:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    config = tiny_config(em_h5, tmp_path, max_steps=4, val_every=2, checkpoint_every=100,
+                         resume="auto")
+    with pytest.raises(Preempted) as stopped:
+        run_train(config, callbacks=[SignalDuringStep2()])
+    assert stopped.value.step == 2
+    ckpts = tmp_path / "run" / "checkpoints"
+    best_after_1 = _best_score(ckpts / "best.ckpt")
+    assert best_after_1 is not None
+    assert _best_score(ckpts / "last.ckpt") == best_after_1
+    result = run_train(config)
+    assert result.steps == 4 and result.attempt_steps == 2
+    with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    val = {int(r["step"]): float(r["val/boundary_f1"]) for r in rows if r.get("val/boundary_f1")}
+    assert sorted(val) == [1, 3]  # Lightning logs a validation at the step before its count
+    assert sum(1 for r in rows if r.get("train/loss")) == 4
+    assert _best_score(ckpts / "best.ckpt") == pytest.approx(max(val.values()))
+    assert _best_score(ckpts / "best.ckpt") >= best_after_1

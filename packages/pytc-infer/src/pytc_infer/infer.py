@@ -322,10 +322,11 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
 
     import torch
 
+    from pytc_core.memory import memory_budget
     from pytc_core.models import load_model_from_checkpoint
     from pytc_infer.memory import (
-        available_memory,
         estimate_activation_bytes,
+        format_bytes,
         parse_bytes,
         plan_memory,
     )
@@ -362,8 +363,13 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     weight = importance_map(patch, cfg.blend, cfg.sigma_scale)
 
     # memory: budget, window activations, block plan (nothing written yet)
-    budget = (parse_bytes(cfg.memory_limit) if cfg.memory_limit
-              else int(0.8 * available_memory()))
+    if cfg.memory_limit:
+        budget = parse_bytes(cfg.memory_limit)
+        log.debug("memory budget: %s (--memory-limit)", format_bytes(budget))
+    else:
+        host = memory_budget()
+        budget = int(0.8 * host.available)
+        log.debug("memory budget: %s, 80 %% of %s", format_bytes(budget), host.line())
     if device.startswith("cuda"):
         free, _total = torch.cuda.mem_get_info()
         budget = min(budget, int(0.8 * free)) if not cfg.memory_limit else budget
@@ -470,8 +476,10 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
             span, raw = data
             image = normalize_raw(raw, normalization)
             windows += len(grid.windows_in(block))
-            return blend_windows(forward, image, span, grid, block, weight,
+            pred = blend_windows(forward, image, span, grid, block, weight,
                                  batch_size=plan.batch_size, device=device)
+            check_finite(pred, block)  # before any cast: NaN must never become a number
+            return pred
 
         def write(block: BBox, pred: np.ndarray) -> None:
             if out_dtype == np.uint8:
@@ -498,6 +506,22 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
             run.complete()
     return InferResult(out_uri, out.shape, result.planned, result.skipped, result.processed,
                        windows, grid.count, plan.line(), time.perf_counter() - t0, complete)
+
+
+def check_finite(pred: np.ndarray, block: BBox) -> None:
+    """UserError naming ``block`` (voxels, z, y, x) when the prediction ``pred`` (C, Z, Y, X)
+    holds NaN or ±inf: a cast to uint8 would turn NaN into 0, a cut edge."""
+    finite = np.isfinite(pred)
+    if finite.all():
+        return
+    bad = ~finite
+    channels = [int(c) for c in np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))]
+    nan = int(np.isnan(pred).sum())
+    raise UserError(f"the model predicted non-finite values in block {block} (z, y, x voxels): "
+                    f"{nan} NaN, {int(bad.sum()) - nan} inf in channel(s) "
+                    f"{', '.join(map(str, channels))}; that block was not written",
+                    "check the checkpoint (did its training diverge?) and the input's "
+                    "normalisation, or try --precision 32")
 
 
 def predict_volume(checkpoint: str, in_uri: str, out_uri: str | None = None, *,

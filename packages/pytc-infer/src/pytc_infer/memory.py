@@ -7,7 +7,8 @@ parameters and the activations of one batch of windows, estimated from the large
 output of a forward pass on a small patch, scaled to the patch (x6, for the tensors alive
 at once: skip connections, residuals, norm temporaries). The plan takes the largest
 chunk-aligned block whose total fits the budget: ``--memory-limit`` when given, else 80 % of
-the available host memory (and of the free GPU memory on CUDA).
+the available host memory (:func:`pytc_core.memory.memory_budget`: the node, the process's
+cgroups, Slurm's limit; and of the free GPU memory on CUDA).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pytc_core.bbox import BBox, Vec3
 from pytc_core.errors import UserError
+from pytc_core.memory import memory_budget
 
 __all__ = ["MemoryPlan", "available_memory", "block_bytes", "estimate_activation_bytes",
            "format_bytes", "parse_bytes", "plan_memory"]
@@ -63,31 +64,10 @@ def format_bytes(n: float) -> str:
 
 
 def available_memory() -> int:
-    """Host memory available to this process now (bytes): MemAvailable, capped by a cgroup
-    limit when one is set."""
-    avail = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    if avail is None:
-        import os
-
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        usage_path = path.replace("memory.max", "memory.current").replace(
-            "limit_in_bytes", "usage_in_bytes")
-        try:
-            limit = Path(path).read_text().strip()
-            if limit != "max" and int(limit) < 2**60:
-                used = int(Path(usage_path).read_text().strip())
-                avail = min(avail, max(int(limit) - used, 0))
-        except (OSError, ValueError):
-            continue
-    return int(avail)
+    """Host memory available to this process now (bytes): the smallest of the node's
+    MemAvailable, the limits of the process's own cgroup and its parents, and Slurm's
+    ``SLURM_MEM_PER_NODE`` / ``SLURM_MEM_PER_CPU`` (see :mod:`pytc_core.memory`)."""
+    return memory_budget().available
 
 
 def estimate_activation_bytes(model, in_channels: int, patch: Sequence[int], device: str = "cpu",

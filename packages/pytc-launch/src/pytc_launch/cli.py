@@ -71,6 +71,10 @@ class SlurmFlags:
     """Array tasks running at once (``--array=...%N``)."""
     job_name: Annotated[str | None, Parameter(name="--job-name")] = None
     """Slurm job name."""
+    setup: Annotated[list[str] | None, Parameter(name="--setup")] = None
+    """A bash line every script runs before its command (repeatable), after the config's
+    ``[launch] setup`` lines: ``--setup "module load cuda/12.1" --setup "source
+    .venv/bin/activate"``."""
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -81,7 +85,10 @@ def _slurm_options(flags: SlurmFlags, common: CommonFlags, launch_table: dict[st
     from pytc_core.config import resolve_config
     from pytc_launch.sbatch import SlurmOptions
 
-    return resolve_config(SlurmOptions, common.config, {**launch_table, **flags.overrides()},
+    overrides = {**launch_table, **flags.overrides()}
+    if flags.setup:  # --setup adds to the file's [launch] setup lines
+        overrides["setup"] = [*launch_table.get("setup", []), *flags.setup]
+    return resolve_config(SlurmOptions, common.config, overrides,
                           section="launch", text_overrides=common.text_overrides())
 
 

@@ -38,6 +38,7 @@ from pytc_launch.slurm import (
     FAILED_STATES,
     FINAL_STATES,
     cancel_jobs,
+    check_gpu_partition,
     job_states,
     require_sbatch,
     submit,
@@ -141,6 +142,7 @@ def launch_train(config_path: str | os.PathLike[str], *, directory: str | os.Pat
         raise UserError(f"{config_path} has a [sweep] table", "launch it with `pytc-launch sweep`")
     check_train_config(config, str(config_path))
     slurm = _slurm_from_doc(launch_table, slurm, slurm_overrides)
+    check_gpu_partition(slurm.gpus, slurm.partition)
     stem = Path(config_path).stem
     d = Path(directory or Path("runs") / f"{stem}-{_timestamp()}").absolute()
     _check_new_dir(d, overwrite)
@@ -148,7 +150,7 @@ def launch_train(config_path: str | os.PathLike[str], *, directory: str | os.Pat
     script_path = d / "launch" / "train.sbatch"
     text = render_script(
         slurm, _train_command(str(run_config), str(d), slurm, dry_run),
-        job_name=f"pytc-train-{stem}", output=str(d / "launch" / "slurm.out"),
+        job_name=f"pytc-train-{_name(stem, d)}", output=str(d / "launch" / "slurm.out"),
         description=f"pytc-train run {d} (config {Path(config_path).absolute()})",
         setup=[f"cd {_q(os.getcwd())}"], attempts_log=str(d / "launch" / "attempts.log"))
     result = LaunchResult(d, {str(script_path): text})
@@ -181,6 +183,47 @@ def check_train_config(config: dict[str, Any], where: str) -> None:
         raise UserError(f"{where}: {exc.what}", exc.fix) from None
 
 
+#: generic file names that say nothing about the run: the job is named after its folder
+_GENERIC_STEMS = {"sweep", "train", "config", "run"}
+
+
+def _name(stem: str, directory: Path) -> str:
+    """What a job name says runs: the TOML's name, or the launch folder's for a generic one
+    (``examples/sweep.toml --dir runs/lr-study`` → ``lr-study``)."""
+    return directory.name if stem.lower() in _GENERIC_STEMS else stem
+
+
+#: train-config keys holding file paths (``[[data.train]]`` / ``[[data.val]]`` entries too)
+_PATH_KEYS = {"data": ("raw", "labels"), "train": ("init_from",)}
+
+
+def _resolve_path(value: Any, folder: Path) -> Any:
+    """A relative local path (or ``file.h5:dataset``) as ``folder / value``; absolute paths
+    and URLs (``gs://``, ``precomputed://``, ``file://``) unchanged."""
+    if not isinstance(value, str) or not value or "://" in value or os.path.isabs(value):
+        return value
+    return str(folder / value)
+
+
+def resolve_data_paths(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Make the relative data paths of a train config (as TOML tables) relative to
+    ``folder`` (the TOML's own folder), in place; returns ``config``."""
+    for table, keys in _PATH_KEYS.items():
+        section = config.get(table)
+        if not isinstance(section, dict):
+            continue
+        for key in keys:
+            if key in section:
+                section[key] = _resolve_path(section[key], folder)
+        for name in ("train", "val") if table == "data" else ():
+            for source in section.get(name) or []:
+                if isinstance(source, dict):
+                    for key in ("raw", "labels"):
+                        if key in source:
+                            source[key] = _resolve_path(source[key], folder)
+    return config
+
+
 def _q(text: str) -> str:
     import shlex
 
@@ -197,6 +240,9 @@ def plan_sweep(sweep_path: str | os.PathLike[str], *, max_runs: int | None = Non
                         'add one, e.g. [sweep] "model.mednext_kernel_size" = [3, 5]')
     schema = train_config_schema()
     plan = expand_sweep(config, sweep, schema, max_runs=max_runs, seed=seed)
+    folder = Path(sweep_path).absolute().parent
+    for run in plan.runs:  # data paths are relative to the sweep file, not to the cwd
+        resolve_data_paths(run.config, folder)
     if schema is None:  # after expanding: a bad sweep stays a one-line error
         log.warning("pytc-train is not installed here: sweep keys are not checked against its "
                     "config schema")
@@ -217,6 +263,7 @@ def launch_sweep(sweep_path: str | os.PathLike[str], *, directory: str | os.Path
         require_sbatch()
     _, launch_table, plan = plan_sweep(sweep_path, max_runs=max_runs, seed=seed)
     slurm = _slurm_from_doc(launch_table, slurm, slurm_overrides)
+    check_gpu_partition(slurm.gpus, slurm.partition)
     stem = Path(sweep_path).stem
     d = Path(directory or Path("runs") / f"{stem}-{_timestamp()}").absolute()
     _check_new_dir(d, overwrite)
@@ -228,7 +275,7 @@ def launch_sweep(sweep_path: str | os.PathLike[str], *, directory: str | os.Path
              f'RUN_DIR={_q(str(d / "runs"))}/$(printf %0{width}d "$SLURM_ARRAY_TASK_ID")']
     text = render_script(
         slurm, _train_command('"$RUN_DIR/launch/config.toml"', '"$RUN_DIR"', slurm, dry_run),
-        job_name=f"pytc-sweep-{stem}", output=str(d / "runs" / f"%{width}a" / "launch" / "slurm.out"),
+        job_name=f"pytc-sweep-{_name(stem, d)}", output=str(d / "runs" / f"%{width}a" / "launch" / "slurm.out"),
         description=f"pytc-launch sweep {Path(sweep_path).absolute()}: {n} runs, task i trains "
                     f"run i ({d}/runs/NNN)", array=array, setup=setup,
         attempts_log='"$RUN_DIR/launch/attempts.log"')
@@ -337,6 +384,7 @@ def launch_blocks(stage: str, args: Sequence[str], tasks: int, *,
         require_sbatch()
     steps = blocks_commands(stage, args, tasks, dry_run=dry_run)
     slurm = slurm or SlurmOptions()
+    check_gpu_partition(slurm.gpus, slurm.partition)
     d = Path(directory or Path("runs") / f"blocks-{stage}-{_timestamp()}").absolute()
     _check_new_dir(d, overwrite)
     scripts: dict[str, str] = {}

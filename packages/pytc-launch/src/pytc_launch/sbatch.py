@@ -45,6 +45,10 @@ class SlurmOptions:
     job_name: str | None = None
     extra: list[str] = field(default_factory=list)
     """Further ``#SBATCH`` lines, verbatim (``["--mail-type=END"]``)."""
+    setup: list[str] = field(default_factory=list)
+    """bash lines every script runs before its command, in the launch folder
+    (``["module load cuda/12.1", "source .venv/bin/activate", "export TMPDIR=/scratch/$USER"]``).
+    """
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -107,7 +111,8 @@ def render_script(opts: SlurmOptions, command: Sequence[str], *, job_name: str, 
 
     ``command``: argv of the work; words are shell-quoted except ``"$VAR..."`` expressions
     (written with their double quotes, e.g. ``'"$SLURM_ARRAY_TASK_ID/4"'``), which expand;
-    ``setup``: bash lines run before it (e.g. ``RUN_DIR=...``); ``output``: Slurm's
+    ``setup``: bash lines run before it (e.g. ``RUN_DIR=...``), followed by the options' own
+    ``setup`` lines (``module load``, ``source .venv/bin/activate``); ``output``: Slurm's
     ``--output`` pattern (``%j``, ``%A``, ``%a``); ``attempts_log``: a file where each start
     and end of the work is recorded (job id, restart count, exit code) for ``status``.
     """
@@ -118,7 +123,7 @@ def render_script(opts: SlurmOptions, command: Sequence[str], *, job_name: str, 
     lines = ["#!/bin/bash", *header, "",
              f"# {description}",
              "# Written by pytc-launch; resubmit by hand with `sbatch <this file>`.",
-             "set -u", *setup, "", body]
+             "set -u", *setup, *opts.setup, "", body]
     return "\n".join(lines) + "\n"
 
 

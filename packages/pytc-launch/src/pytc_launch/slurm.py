@@ -17,7 +17,8 @@ from pathlib import Path
 
 from pytc_core.errors import UserError
 
-__all__ = ["JobState", "cancel_jobs", "job_states", "require_sbatch", "submit"]
+__all__ = ["JobState", "cancel_jobs", "check_gpu_partition", "default_partition_gpus",
+           "job_states", "require_sbatch", "submit"]
 
 log = logging.getLogger("pytc.launch")
 
@@ -200,3 +201,57 @@ def job_states(job_ids: Sequence[str], plain_ids: dict[str, str] | None = None
             for i in plain[job]:
                 states[i] = state
     return states
+
+
+#: ``sinfo`` output format the partition check parses: partition (default marked ``*``), GRES
+SINFO_FORMAT = "%P %G"
+
+
+def default_partition_gpus(sinfo_output: str) -> tuple[str | None, bool, list[str]]:
+    """From ``sinfo -h -o "%P %G"`` (one line per partition and GRES set): the default
+    partition (``*``), whether any of its nodes has GPUs (a ``gpu`` GRES), and the partitions
+    that have GPUs."""
+    default = None
+    gpus: dict[str, bool] = {}
+    for line in sinfo_output.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        name = fields[0]
+        if name.endswith("*"):
+            name = name[:-1]
+            default = name
+        gres = " ".join(fields[1:])
+        has = any(part.split(":")[0] == "gpu" for part in re.split(r"[,\s]+", gres))
+        gpus[name] = gpus.get(name, False) or has
+    with_gpus = [name for name, has in gpus.items() if has]
+    return default, bool(default is not None and gpus.get(default)), with_gpus
+
+
+def check_gpu_partition(gpus: int, partition: str | None,
+                        sinfo_output: str | None = None) -> None:
+    """UserError when GPUs are asked for without a partition and the cluster's default
+    partition has none (the job would wait forever or be rejected late). ``sinfo_output``:
+    ``sinfo -h -o "%P %G"`` (run here when None); silently nothing when sinfo is absent or
+    fails, or when it cannot tell."""
+    if gpus <= 0 or partition is not None:
+        return
+    if sinfo_output is None:
+        path = shutil.which("sinfo")
+        if path is None:
+            return
+        try:
+            done = _run([path, "-h", "-o", SINFO_FORMAT], timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return
+        if done.returncode != 0:
+            return
+        sinfo_output = done.stdout
+    default, has_gpus, with_gpus = default_partition_gpus(sinfo_output)
+    if default is None or has_gpus:
+        return
+    raise UserError(f"{gpus} GPU(s) per node asked for, but no partition is given and the "
+                    f"cluster's default partition '{default}' has no GPUs",
+                    "pass --partition " + (" or --partition ".join(with_gpus) if with_gpus
+                                           else "<a partition with GPUs> (see `sinfo`)")
+                    + " (or partition = ... in [launch])")

@@ -57,20 +57,26 @@ _MODE = re.compile(r"'mode':\s*'(min|max)'")
 
 
 def checkpoint_info(run_dir: str | Path) -> CheckpointInfo:
-    """Step and best validation metric from ``run_dir/checkpoints/last.ckpt`` (Lightning's
-    ``global_step`` and its ModelCheckpoint callback state; read without torch); empty when
+    """Step from ``run_dir/checkpoints/last.ckpt`` (Lightning's ``global_step``) and the best
+    validation metric from ``best.ckpt``'s own ModelCheckpoint state (the score it was saved
+    with; ``last.ckpt``'s copy can lag one validation behind), read without torch; empty when
     there is none yet."""
     ckpt_dir = Path(run_dir) / "checkpoints"
-    path = ckpt_dir / "last.ckpt"
-    if not path.is_file():
-        path = ckpt_dir / "best.ckpt"
-    if not path.is_file():
-        return CheckpointInfo()
-    ckpt = read_checkpoint(path)  # no torch needed, nothing from the file runs
+    step = None
+    found_any = False
+    for name in ("last.ckpt", "best.ckpt"):
+        if step is None and (ckpt_dir / name).is_file():
+            last = read_checkpoint(ckpt_dir / name)  # no torch needed, nothing from it runs
+            if last is not None:
+                found_any = True
+                value = last.get("global_step")
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    step = int(value)
+    ckpt = read_checkpoint(ckpt_dir / "best.ckpt") if (ckpt_dir / "best.ckpt").is_file() else None
+    if ckpt is None and (ckpt_dir / "last.ckpt").is_file():
+        ckpt = read_checkpoint(ckpt_dir / "last.ckpt")
     if ckpt is None:
-        return CheckpointInfo()
-    step = ckpt.get("global_step")
-    step = int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None
+        return CheckpointInfo(step) if found_any else CheckpointInfo()
     monitor = score = best_path = None
     mode = "max"
     for key, state in (ckpt.get("callbacks") or {}).items():

@@ -9,19 +9,22 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 RunPrecision = Literal["32", "16-mixed", "bf16-mixed"]  # what Lightning's Trainer is given
 
 __all__ = ["AutoChoices", "Machine", "auto_configure", "cpu_has_bf16", "detect_machine",
-           "gpu_batch_trial"]
+           "gpu_batch_trial", "rank_zero_choice"]
 
 log = logging.getLogger("pytc.train")
 
 
 @dataclass(frozen=True)
 class Machine:
-    """What this process can use: CPU cores, memory (GiB), GPUs (name, compute capability, GiB)."""
+    """What this process can use: CPU cores, host memory available now (GiB, the job's own
+    cgroup and Slurm limits included, see :mod:`pytc_core.memory`), GPUs (name, compute
+    capability, GiB)."""
 
     cpus: int
     memory_gib: float
@@ -30,20 +33,20 @@ class Machine:
     load: float = 0.0
     #: the CPU has native bfloat16 arithmetic (x86 avx512_bf16 or amx_bf16)
     cpu_bf16: bool = False
+    #: where ``memory_gib`` comes from (the node, a cgroup, a Slurm variable)
+    memory_source: str = ""
 
 
 def detect_machine() -> Machine:
-    """CPU cores available to this process, total memory, visible CUDA devices."""
+    """CPU cores available to this process, the host memory budget (``pytc_core.memory``:
+    the node, the process's own cgroups, Slurm's limit), visible CUDA devices."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS
         cpus = os.cpu_count() or 1
-    try:
-        import psutil
+    from pytc_core.memory import memory_budget
 
-        memory = psutil.virtual_memory().total / 2**30
-    except ImportError:  # pragma: no cover
-        memory = 0.0
+    budget = memory_budget()
     gpus = []
     import torch
 
@@ -55,7 +58,8 @@ def detect_machine() -> Machine:
     busy = busy_cores()
     if busy is not None:  # the 1-minute average lags: a machine idle now counts as idle
         load = min(load, busy)
-    return Machine(cpus, memory, tuple(gpus), load, cpu_has_bf16())
+    return Machine(cpus, budget.available / 2**30, tuple(gpus), load, cpu_has_bf16(),
+                   budget.source)
 
 
 #: /proc/cpuinfo flags of native bfloat16 arithmetic, which oneDNN's bf16 kernels use
@@ -144,6 +148,46 @@ def gpu_batch_trial(step: Callable[[int], None], *, start: int = 1, limit: int =
         finally:
             torch.cuda.empty_cache()
     return max(1, int(best * margin))
+
+
+def rank_zero_choice(name: str, compute: Callable[[], int], *, rank: int, folder: Path,
+                     environ: dict[str, str] | None = None, timeout: float = 600.0,
+                     poll: float = 0.5) -> int:
+    """One machine choice (e.g. the GPU batch-size trial) made by rank 0 alone, on its own
+    device, and handed to every other rank, so no rank touches another rank's GPU.
+
+    Rank 0 computes it and publishes it in the environment (``PYTC_TRAIN_AUTO_<NAME>``: the
+    ranks Lightning starts as child processes inherit it) and, under Slurm (every rank started
+    by srun at once), in ``folder/.pytc_auto_<name>.<job id>.<restart count>``. Another rank
+    takes the environment's value, else waits for that file; without either it computes its
+    own (a single process).
+    """
+    env = os.environ if environ is None else environ
+    key = f"PYTC_TRAIN_AUTO_{name.upper()}"
+    job = env.get("SLURM_JOB_ID")
+    path = (folder / f".pytc_auto_{name}.{job}.{env.get('SLURM_RESTART_COUNT', '0')}"
+            if job else None)
+    if rank == 0:
+        value = int(compute())
+        env[key] = str(value)
+        if path is not None:
+            from pytc_core.files import write_atomic
+
+            write_atomic(path, str(value).encode())
+        return value
+    if env.get(key):
+        return int(env[key])
+    if path is None:
+        return int(compute())
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank} waited {timeout:.0f} s for rank 0's {name} in "
+                               f"{path}")
+        time.sleep(poll)
+    return int(path.read_text())
 
 
 def auto_configure(*, accelerator: str, devices: int, precision: str, batch_size: int | None,

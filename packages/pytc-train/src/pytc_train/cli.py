@@ -40,6 +40,7 @@ def train(
     devices: Annotated[int | None, Parameter(name="--devices")] = None,
     run_dir: Annotated[str | None, Parameter(name="--run-dir")] = None,
     resume: Annotated[str | None, Parameter(name="--resume")] = None,
+    resume_changed: Annotated[bool, Parameter(name="--resume-changed", negative="")] = False,
     init_from: Annotated[str | None, Parameter(name="--init-from")] = None,
     upkern: Annotated[bool, Parameter(name="--upkern", negative="")] = False,
     seed: Annotated[int | None, Parameter(name="--seed")] = None,
@@ -103,7 +104,13 @@ def train(
     run_dir
         Run directory (train.run_dir; default runs/<timestamp>).
     resume
-        ``auto`` (the run directory's last.ckpt if any) or a .ckpt path (train.resume).
+        ``auto`` (the run directory's last.ckpt if any; needs --run-dir) or a .ckpt path
+        (train.resume). Options that change the result (lr, batch, patch, data, loss, model,
+        ...) must equal the run's saved config; the machine's own choices made at the first
+        start (precision, batch from the memory trial, workers, threads) are reused.
+    resume_changed
+        Resume although result-changing options differ; the differences are recorded in the
+        run directory's ``resume_changes.txt`` (train.resume_changed).
     init_from
         Initial weights: a pytc .ckpt (strict) or DKFZ nnunet_mednext .pth (train.init_from).
     upkern
@@ -127,6 +134,7 @@ def train(
         "data.raw": raw, "data.labels": labels, "data.batch_size": batch_size,
         "optim.lr": lr, "train.max_steps": max_steps, "train.precision": precision,
         "train.devices": devices, "train.run_dir": run_dir, "train.resume": resume,
+        "train.resume_changed": resume_changed or None,
         "train.init_from": init_from, "train.upkern": upkern or None, "train.seed": seed,
         "aug.preset": aug,
     }
@@ -173,7 +181,9 @@ def train(
         return EXIT_PREEMPTED
     if process_rank() == 0:
         scores = result.val_scores
-        log.info("trained %d steps in %.0f s%s; run directory %s", result.steps, result.seconds,
+        steps = (f"{result.steps} steps" if result.attempt_steps in (None, result.steps) else
+                 f"{result.attempt_steps} steps in this attempt ({result.steps} in total)")
+        log.info("trained %s in %.0f s%s; run directory %s", steps, result.seconds,
                  f"; validation F1 {scores['f1']:.4f} (boundary F1 {scores['boundary_f1']:.4f})"
                  if scores else "", result.run_dir)
         emit(str(result.best_checkpoint))

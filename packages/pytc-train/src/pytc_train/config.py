@@ -168,6 +168,8 @@ class OptimConfig:
     #: gradient-norm clipping (0: off)
     grad_clip: float = 1.0
     accumulate: int = 1
+    #: a step whose loss is NaN or inf is skipped (no update); this many in a row stop the run
+    max_nonfinite_steps: int = 3
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,9 @@ class TrainLoopConfig:
     run_dir: str | None = None
     #: None, "auto" (checkpoints/last.ckpt of the run directory if present) or a path
     resume: str | None = None
+    #: resume although result-changing options differ from the run's saved config (the
+    #: differences are recorded in the run directory's resume_changes.txt)
+    resume_changed: bool = False
     #: a pytc .ckpt (weights, strict) or a DKFZ nnunet_mednext .pth
     init_from: str | None = None
     upkern: bool = False

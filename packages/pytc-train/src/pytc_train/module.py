@@ -6,6 +6,7 @@ Tensors are (N, C, Z, Y, X); targets and masks (N, K, Z, Y, X) for K affinity of
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,9 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pytc_core.errors import UserError
 from pytc_core.models import CHECKPOINT_FORMAT, build_model
 
 __all__ = ["AffinityModule", "affinity_counts", "affinity_loss", "lr_factor", "scores_from_counts"]
+
+log = logging.getLogger("pytc.train")
 
 
 def affinity_loss(logits: Tensor, target: Tensor, mask: Tensor, *, bce_weight: float = 1.0,
@@ -137,14 +141,64 @@ class AffinityModule(pl.LightningModule):
             weight_sum += weights[i]
         return total / weight_sum, per_scale
 
-    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+    def _nonfinite_terms(self, outputs: Tensor | Mapping[str, Tensor], target: Tensor,
+                         mask: Tensor) -> list[str]:
+        """Which loss terms are not finite: ``"<scale> <bce|dice>"`` (or the output itself)."""
+        named = {"output": outputs} if isinstance(outputs, Tensor) else dict(outputs)
+        terms = self._loss_terms()
+        bad = []
+        for name, logits in named.items():
+            shape = logits.shape[-3:]
+            t, m = _resize_like(target, shape), _resize_like(mask, shape)
+            for term, weights in (("bce", {"dice_weight": 0.0}), ("dice", {"bce_weight": 0.0})):
+                if terms[f"{term}_weight"] and not torch.isfinite(
+                        affinity_loss(logits, t, m, **{**terms, **weights})):
+                    bad.append(f"{term} of {name}")
+            if not bool(torch.isfinite(logits).all()):
+                bad.append(f"the model's {name} ({int((~torch.isfinite(logits)).sum())} "
+                           "non-finite values)")
+        return bad
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor | None:
         outputs = self.model(batch["image"])
         loss, per_scale = self.compute_loss(outputs, batch["target"], batch["mask"])
+        if not bool(torch.isfinite(loss)):
+            # skip this step (no backward, no update), as AMP skips an overflow; stop after
+            # optim.max_nonfinite_steps in a row. (Single-process only: a skipped step on one
+            # DDP rank would leave the others waiting in their gradient all-reduce.)
+            self.nonfinite_steps = getattr(self, "nonfinite_steps", 0) + 1
+            shown = float(loss.detach())
+            terms = ", ".join(self._nonfinite_terms(outputs, batch["target"], batch["mask"]))
+            limit = int(self._optim.get("max_nonfinite_steps", 3))
+            step = self.trainer.global_step + 1 if self._trainer is not None else batch_idx
+            log.warning("step %d: the loss is %s (%s); step skipped (%d of %d in a row)",
+                        step, shown, terms, self.nonfinite_steps, limit)
+            if self.nonfinite_steps >= limit:
+                raise UserError(
+                    f"the loss was not finite for {self.nonfinite_steps} steps in a row, the last "
+                    f"at step {step}: {shown} ({terms}); the run stopped, its checkpoints "
+                    "hold the last finite weights",
+                    "lower optim.lr, keep optim.grad_clip on, try --precision 32, or check the "
+                    "data (optim.max_nonfinite_steps sets how many steps are skipped)")
+            return None
+        self.nonfinite_steps = 0
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch["image"].shape[0])
         if len(per_scale) > 1:
             for name, value in per_scale.items():
                 self.log(f"train/loss_{name}", value, batch_size=batch["image"].shape[0])
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Never write non-finite weights (last.ckpt, best.ckpt): UserError instead."""
+        bad = [name for name, value in checkpoint.get("state_dict", {}).items()
+               if torch.is_tensor(value) and value.is_floating_point()
+               and not bool(torch.isfinite(value).all())]
+        if bad:
+            step = self.trainer.global_step if self._trainer is not None else -1
+            raise UserError(f"the weights at step {step} are not finite ({len(bad)} tensors, "
+                            f"e.g. {bad[0]}); not saved: the checkpoints hold the last finite "
+                            "weights", "lower optim.lr, keep optim.grad_clip on, or try "
+                            "--precision 32")
 
     def on_validation_epoch_start(self) -> None:
         self._val_counts = torch.zeros(4, dtype=torch.float64, device=self.device)

@@ -68,6 +68,8 @@ class TrainResult:
     steps: int
     seconds: float
     val_scores: dict[str, float] | None = None
+    #: steps of this attempt (``steps`` counts every attempt of a resumed run)
+    attempt_steps: int | None = None
 
 
 def process_rank() -> int:
@@ -99,6 +101,60 @@ def _resolve_run_dir(config: TrainConfig) -> Path:
     if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
         return Path("runs") / f"slurm-{os.environ['SLURM_JOB_ID']}"
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _check_resume_names_a_run(config: TrainConfig) -> None:
+    """``--resume auto`` continues a named run: without a run directory it would silently
+    start a new timestamped one."""
+    named = (config.train.run_dir or os.environ.get(RUN_DIR_ENV)
+             or (os.environ.get("SLURM_JOB_ID")
+                 and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1))
+    if config.train.resume == "auto" and not named:
+        raise UserError("--resume auto needs the run to continue, and no --run-dir names one",
+                        "pass --run-dir runs/<name> (train.run_dir) of the run to resume")
+
+
+#: options that do not change what a run computes: free to differ on resume
+RESUME_FREE = frozenset({
+    "train.resume", "train.resume_changed", "train.run_dir", "train.log_every",
+    "train.checkpoint_every", "train.max_minutes", "train.threads", "train.init_from",
+    "train.upkern", "data.num_workers"})
+#: the machine's own choices (config value -> auto): made at the first start, reused on resume
+FROZEN_CHOICES = {("data", "batch_size"): None, ("data", "num_workers"): None,
+                  ("train", "precision"): "auto", ("train", "accelerator"): "auto",
+                  ("train", "devices"): 0, ("train", "threads"): 0}
+
+
+def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``"key: old -> new"`` for each result-changing option (not in :data:`RESUME_FREE`)
+    that differs between two configs as TOML tables (a missing key reads "unset")."""
+    a, b = _flat(saved), _flat(new)
+    return [f"{k}: {a.get(k, 'unset')!r} -> {b.get(k, 'unset')!r}"
+            for k in sorted(set(a) | set(b))
+            if k not in RESUME_FREE and a.get(k) != b.get(k)]
+
+
+def _frozen(config: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
+    """``config`` with each machine choice left on auto taken from the saved first start, and
+    the names of those choices."""
+    tables: dict[str, dict[str, Any]] = {}
+    for (table, key), auto in FROZEN_CHOICES.items():
+        if getattr(getattr(config, table), key) == auto and key in saved.get(table, {}):
+            tables.setdefault(table, {})[key] = saved[table][key]
+    for table, values in tables.items():
+        config = dataclasses.replace(config, **{
+            table: dataclasses.replace(getattr(config, table), **values)})
+    return config, [key for values in tables.values() for key in values]
 
 
 def _resume_path(config: TrainConfig, ckpt_dir: Path, overwrite: bool) -> Path | None:
@@ -222,6 +278,10 @@ def _callbacks_module():
         def on_train_start(self, trainer, pl_module) -> None:
             self._t0, self._step0 = time.perf_counter(), trainer.global_step
             self._prev_step = trainer.global_step
+            writer = getattr(trainer.logger, "_experiment", None) if trainer.logger else None
+            drop_after = getattr(writer, "drop_after", None)
+            if trainer.is_global_zero and drop_after is not None:
+                drop_after(trainer.global_step)  # the history continues from here
             # take SIGTERM back from Lightning (which stops without saving): ours saves first
             _install_handlers(self.handle)
 
@@ -264,6 +324,33 @@ def _callbacks_module():
                 self._save(trainer)
 
     return RunCallbacks
+
+
+def _best_checkpoint_class():
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class BestCheckpoint(ModelCheckpoint):
+        """ModelCheckpoint that, after a validation, saves last.ckpt again when it was saved
+        at this step before the validation ran (every ``checkpoint_every`` steps, or at a
+        signal): best.ckpt and its score first, then last.ckpt holding that same score, so a
+        resumed run never replaces a better best.ckpt."""
+
+        def __init__(self, *args: Any, run_callbacks: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.run_callbacks = run_callbacks
+
+        @property
+        def state_key(self) -> str:  # Lightning's own key: checkpoints of older runs resume
+            key = super().state_key
+            return "ModelCheckpoint" + key[len(type(self).__qualname__):]
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            super().on_validation_end(trainer, pl_module)
+            if (not trainer.sanity_checking
+                    and self.run_callbacks.saved_step == trainer.global_step):
+                self.run_callbacks._save(trainer)
+
+    return BestCheckpoint
 
 
 def _install_handlers(handler: Callable[[int, Any], None]) -> None:
@@ -311,7 +398,8 @@ def _quiet_lightning(verbose: bool):
                         ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
                         ".*Checkpoint directory .* exists and is not empty.*",
                         ".*sync_dist=True.*", ".*to update it to be the same.*",
-                        ".*The `srun` command is available.*"):
+                        ".*The `srun` command is available.*",
+                        ".*`training_step` returned `None`.*"):  # a skipped non-finite step
             warnings.filterwarnings("ignore", message=pattern)
         try:
             yield
@@ -392,9 +480,17 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
     # one real patch through reading, the transform and the targets
     TrainPatches(train_pairs, config.data, config.train.seed, 1, transform, read_margin)[0]
 
+    _check_resume_names_a_run(config)
     run_dir = _resolve_run_dir(config)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_path = _resume_path(config, ckpt_dir, overwrite or rank > 0)
+    saved: dict[str, Any] | None = None
+    frozen: list[str] = []
+    if ckpt_path is not None and (run_dir / "pytc_config.toml").is_file():
+        from pytc_core.config import load_toml
+
+        saved = load_toml(run_dir / "pytc_config.toml")
+        config, frozen = _frozen(config, saved)
 
     import pytorch_lightning as pl
     import torch
@@ -420,6 +516,13 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         _load_init_weights(module, config)
 
     def gpu_trial() -> int:
+        from pytc_train.autoconfig import rank_zero_choice
+
+        # rank 0 alone tries batches on its own device; the others take its result
+        return rank_zero_choice("batch_size", rank0_gpu_trial, rank=rank,
+                                folder=_resolve_run_dir(config))
+
+    def rank0_gpu_trial() -> int:
         from pytc_train.autoconfig import gpu_batch_trial
 
         net = module.model.cuda().train()
@@ -441,17 +544,11 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
                              precision=config.train.precision, batch_size=config.data.batch_size,
                              num_workers=config.data.num_workers, patch=config.data.patch_size,
                              machine=machine, gpu_trial=gpu_trial, threads=config.train.threads)
+    for name in frozen:  # a requeue onto another node continues the same run
+        choices.reasons[name] = "frozen at the first start"
     torch.set_num_threads(choices.threads)
     if choices.precision == "16-mixed" and choices.accelerator == "cpu":
         raise UserError("precision 16-mixed needs a GPU", "use --precision bf16-mixed or 32 on CPU")
-    if rank == 0:
-        log.info("machine: %d CPU cores, %.0f GiB memory, %d GPU(s)%s", machine.cpus,
-                 machine.memory_gib, len(machine.gpus),
-                 "" if not machine.gpus else " (" + ", ".join(g[0] for g in machine.gpus) + ")")
-        log.info("auto-config: %s", choices.summary())
-        names = [name for name, _ in getattr(transform, "transforms", [])]
-        log.info("augmentation: preset %s (%s); read margin %s voxels per side",
-                 config.aug.preset, ", ".join(names) or "none", tuple(read_margin))
     resolved = dataclasses.replace(
         config,
         data=dataclasses.replace(config.data, batch_size=choices.batch_size,
@@ -459,6 +556,27 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         train=dataclasses.replace(config.train, precision=choices.precision,
                                   accelerator=choices.accelerator, devices=choices.devices,
                                   threads=choices.threads))
+    changes: list[str] = []
+    if saved is not None:
+        import tomllib
+
+        from pytc_core.config import config_to_toml
+
+        changes = config_differences(saved, tomllib.loads(config_to_toml(resolved)))
+        if changes and not config.train.resume_changed:
+            raise UserError(f"the run in {run_dir} was started with other options that change "
+                            f"the result: {'; '.join(changes)}",
+                            "resume with the run's own options (its pytc_config.toml), pass "
+                            "--resume-changed to continue with the new ones (recorded), or "
+                            "start a new --run-dir")
+    if rank == 0:
+        log.info("machine: %d CPU cores, %.1f GiB memory available (%s), %d GPU(s)%s",
+                 machine.cpus, machine.memory_gib, machine.memory_source, len(machine.gpus),
+                 "" if not machine.gpus else " (" + ", ".join(g[0] for g in machine.gpus) + ")")
+        log.info("auto-config: %s", choices.summary())
+        names = [name for name, _ in getattr(transform, "transforms", [])]
+        log.info("augmentation: preset %s (%s); read margin %s voxels per side",
+                 config.aug.preset, ", ".join(names) or "none", tuple(read_margin))
     module.config = config_to_dict(resolved)
     module.hparams["config"] = module.config
 
@@ -478,6 +596,12 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         from pytc_core.config import config_to_toml
         from pytc_core.files import write_atomic
 
+        if changes:
+            stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+            with open(run_dir / "resume_changes.txt", "a") as fh:
+                fh.writelines(f"{stamp} resumed from {ckpt_path} with {c}\n" for c in changes)
+            log.warning("resuming with changed options (recorded in %s): %s",
+                        run_dir / "resume_changes.txt", "; ".join(changes))
         header = f"# resolved config of `pytc-train`\n# command line: {' '.join(sys.argv)}\n"
         write_atomic(run_dir / "pytc_config.toml", (header + config_to_toml(resolved)).encode())
         log.info("run directory %s%s", run_dir, f" (resuming from {ckpt_path})" if ckpt_path else "")
@@ -488,16 +612,17 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
     run_cb = RunCallbacks(ckpt_dir / "last.ckpt", config.train.checkpoint_every,
                           config.train.log_every, config.train.max_steps,
                           log_progress=not show_bar and logging.getLogger("pytc").isEnabledFor(logging.INFO))
-    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 
     monitor = f"val/{config.train.monitor}"
     mode = "min" if config.train.monitor == "loss" else "max"
     all_callbacks: list = [run_cb, *callbacks]
     best_cb = None
     if val_pairs:
-        best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode,
-                                  save_top_k=1, auto_insert_metric_name=False,
-                                  enable_version_counter=False, save_on_train_epoch_end=False)
+        best_cb = _best_checkpoint_class()(
+            dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+            auto_insert_metric_name=False, enable_version_counter=False,
+            save_on_train_epoch_end=False, run_callbacks=run_cb)
         all_callbacks.append(best_cb)
         if config.train.early_stop_patience > 0:
             all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode,
@@ -556,17 +681,69 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         shutil.copyfile(run_cb.last, best)  # no validation: the final weights are the best we know
     scores = getattr(module, "last_val_scores", None)
     return TrainResult(run_dir, best, run_cb.last, trainer.global_step,
-                       time.perf_counter() - t0, scores)
+                       time.perf_counter() - t0, scores,
+                       attempt_steps=trainer.global_step - run_cb._step0)
 
 
 def _make_logger(run_dir: Path):
-    """TensorBoard under ``logs/`` when installed, else CSV (``logs/metrics.csv``)."""
+    """TensorBoard under ``logs/`` when installed (each attempt adds an event file), else CSV:
+    ``logs/metrics.csv``, one history that every attempt of a resumed run appends to."""
     try:
         import tensorboard  # noqa: F401
         from pytorch_lightning.loggers import TensorBoardLogger
 
         return TensorBoardLogger(str(run_dir), name="logs", version="")
     except ImportError:
-        from pytorch_lightning.loggers import CSVLogger
+        return _history_logger(run_dir)
 
-        return CSVLogger(str(run_dir), name="logs", version="")
+
+def _history_logger(run_dir: Path):
+    """Lightning's CSVLogger, except that a resumed run appends to ``logs/metrics.csv``
+    (Lightning deletes it) after dropping the rows of steps past the resumed checkpoint."""
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    class HistoryWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            if os.path.isfile(self.metrics_file_path):  # keep it, and its columns
+                with open(self.metrics_file_path, newline="") as fh:
+                    self.metrics_keys = sorted(next(csv.reader(fh), []))
+
+        def drop_after(self, step: int) -> None:
+            """Forget rows of steps after ``step`` (logged after the checkpoint resumed)."""
+            if not os.path.isfile(self.metrics_file_path):
+                return
+            with open(self.metrics_file_path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                fields = list(reader.fieldnames or [])
+                rows = list(reader)
+            kept = [r for r in rows if not r.get("step") or int(float(r["step"])) <= step]
+            if len(kept) == len(rows):
+                return
+            from pytc_core.files import write_atomic
+
+            def dump(fh) -> None:
+                import io
+
+                text = io.StringIO(newline="")
+                writer = csv.DictWriter(text, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(kept)
+                fh.write(text.getvalue().encode())
+
+            write_atomic(self.metrics_file_path, dump)
+
+    from pytorch_lightning.loggers.logger import rank_zero_experiment
+
+    class HistoryLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            if self._experiment is None:
+                os.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = HistoryWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return HistoryLogger(str(run_dir), name="logs", version="")

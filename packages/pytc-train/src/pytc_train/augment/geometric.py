@@ -1,6 +1,10 @@
 """Geometric transforms: flips, 90° rotations (+ axis permutation), small in-plane rotations,
 elastic deformation. Image interpolated linearly, labels and masks nearest-neighbour. Axes are
-(z, y, x); rotations turn the y/x plane (EM sections)."""
+(z, y, x); rotations turn the y/x plane (EM sections).
+
+scipy interpolates through float64, which holds integers exactly only up to 2^53: integer
+labels are warped as their consecutive indices (:func:`warp_ids`) and mapped back, so ids such
+as MICrONS' 864691135000000001 (up to 2^64 - 1) keep their values and never merge."""
 
 from __future__ import annotations
 
@@ -12,9 +16,22 @@ from scipy import ndimage
 
 from pytc_train.augment.base import IMAGE_KEY, Patch, PatchTransform, label_keys, map_spatial
 
-__all__ = ["RandElasticd", "RandFlipd", "RandRot90d", "RandRotated", "rotation_margin"]
+__all__ = ["RandElasticd", "RandFlipd", "RandRot90d", "RandRotated", "rotation_margin",
+           "warp_ids"]
 
 _AXIS = {"z": -3, "y": -2, "x": -1}
+
+
+def warp_ids(array: np.ndarray, warp: Any) -> np.ndarray:
+    """Apply a nearest-neighbour ``warp`` (a function of one (Z, Y, X) array, see
+    :func:`map_spatial`) to a label or mask array exactly: an integer array is relabelled to
+    consecutive ids 0..n-1 (exact in float64), warped, and mapped back to its own ids; other
+    dtypes are warped as they are."""
+    if array.dtype.kind not in "iub":
+        return map_spatial(array, warp)
+    values, index = np.unique(array, return_inverse=True)
+    small = np.int32 if len(values) < 2**31 else np.int64
+    return values[map_spatial(index.reshape(array.shape).astype(small), warp)]
 
 
 class RandFlipd(PatchTransform):
@@ -135,7 +152,7 @@ class RandRotated(PatchTransform):
                                                       order=order, mode="nearest")
 
         for key in label_keys(d):
-            d[key] = map_spatial(d[key], warp(0))
+            d[key] = warp_ids(d[key], warp(0))
         d[IMAGE_KEY] = map_spatial(d[IMAGE_KEY], warp(1)).astype(d[IMAGE_KEY].dtype, copy=False)
         return d
 
@@ -178,6 +195,6 @@ class RandElasticd(PatchTransform):
             return one
 
         for key in label_keys(d):
-            d[key] = map_spatial(d[key], warp(0))
+            d[key] = warp_ids(d[key], warp(0))
         d[IMAGE_KEY] = map_spatial(d[IMAGE_KEY], warp(1)).astype(d[IMAGE_KEY].dtype, copy=False)
         return d
