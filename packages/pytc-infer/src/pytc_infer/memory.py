@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from pytc_core.bbox import BBox, Vec3
 from pytc_core.errors import UserError
-from pytc_core.memory import memory_budget
+from pytc_core.memory import format_bytes, memory_budget
 
 __all__ = ["MemoryPlan", "available_memory", "block_bytes", "estimate_activation_bytes",
            "format_bytes", "parse_bytes", "plan_memory"]
@@ -52,15 +52,6 @@ def parse_bytes(text: str) -> int:
     if value <= 0:
         raise UserError(f"memory size '{text}' must be positive", "e.g. --memory-limit 8GiB")
     return value
-
-
-def format_bytes(n: float) -> str:
-    """Bytes as a short human string (binary units)."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def available_memory() -> int:

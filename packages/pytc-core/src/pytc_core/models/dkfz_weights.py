@@ -46,15 +46,22 @@ _RULES: list[tuple[re.Pattern[str], object]] = [
 ]
 
 
+def _renamed(name: str, rules: list[tuple[re.Pattern[str], object]]) -> str | None:
+    """``name`` renamed by the first rule whose pattern matches it; None if none does."""
+    for pattern, rename in rules:
+        m = pattern.match(name)
+        if m:
+            return rename(m)  # type: ignore[operator]
+    return None
+
+
 def dkfz_to_pytc_name(name: str) -> str | None:
     """The pytc name of DKFZ tensor ``name``; None for ``dummy_tensor``; UserError if unknown."""
     if name == "dummy_tensor":
         return None
-    for pattern, rename in _RULES:
-        m = pattern.match(name)
-        if m:
-            new = rename(m)  # type: ignore[operator]
-            return re.sub(r"\.grn_(beta|gamma)$", r".global_resp_\1", new)
+    new = _renamed(name, _RULES)
+    if new is not None:
+        return re.sub(r"\.grn_(beta|gamma)$", r".global_resp_\1", new)
     raise UserError(f"'{name}' is not a tensor name of nnunet_mednext's MedNeXt",
                     "pass the state dict of an nnunet_mednext MedNeXt network")
 
@@ -72,11 +79,9 @@ _INVERSE: list[tuple[re.Pattern[str], object]] = [
 def pytc_to_dkfz_name(name: str) -> str:
     """The DKFZ ``nnunet_mednext`` name of pytc MedNeXt tensor ``name`` (the inverse of
     :func:`dkfz_to_pytc_name`), e.g. to hand weights to a DKFZ, BANIS or PyTC v2 user."""
-    for pattern, rename in _INVERSE:
-        m = pattern.match(name)
-        if m:
-            new = rename(m)  # type: ignore[operator]
-            return re.sub(r"\.global_resp_(beta|gamma)$", r".grn_\1", new)
+    new = _renamed(name, _INVERSE)
+    if new is not None:
+        return re.sub(r"\.global_resp_(beta|gamma)$", r".grn_\1", new)
     raise UserError(f"'{name}' is not a tensor name of pytc's MedNeXt",
                     "pass the state dict of a pytc MedNeXt network")
 
