@@ -89,3 +89,13 @@ def test_slurm_variables(tmp_path):
                                             "this process")
     assert budget.line() == ("31.0 GiB available (SLURM_MEM_PER_NODE=32768 MiB, 1.0 GiB used by "
                              "this process)")
+
+
+def test_cube_edge_is_the_largest_fitting_multiple():
+    from pytc_core.memory import cube_edge
+
+    assert cube_edge(10**12, 24) == 256                 # capped
+    assert cube_edge(192**3 * 24, 24) == 192            # exactly fits
+    assert cube_edge(192**3 * 24 - 1, 24) == 128        # one byte short
+    assert cube_edge(0, 24) == 64                       # the smallest plan
+    assert cube_edge(10**12, 1, largest=100, multiple=32) == 96

@@ -254,3 +254,19 @@ def test_verbose_shows_config_block_plan_and_timings(tmp_path, affinities, capsy
     assert "timings: read " in err and " segment " in err and " write " in err
     code, _, err = run([aff_uri, "-o", str(tmp_path / "seg3"), "-v", "-q"], capsys)
     assert code == 2 and "--quiet and --verbose" in err
+
+
+def test_whole_volume_over_the_memory_budget_is_refused(tmp_path, affinities, capsys,
+                                                       monkeypatch):
+    """A job whose Slurm limit cannot hold the volume: one line naming --block-size, nothing
+    written; blockwise it runs."""
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", "1")  # 1 MiB, less than this process uses
+    code, out, err = run([aff_uri, "-o", tmp_path / "seg"], capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert "in memory needs about" in err and "SLURM_MEM_PER_NODE" in err
+    assert "--block-size 256" in err and not (tmp_path / "seg").exists()
+    code, out, err = run([aff_uri, "-o", tmp_path / "seg", "--block-size", "16"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(open_volume(str(tmp_path / "seg")).read(),
+                                  affinity_cc(affinities, 0.5))

@@ -245,3 +245,20 @@ def test_evaluate_volumes_aligns_by_global_coordinates(tmp_path):
     assert report.skeleton_scores.split_stats == {2: [(4, 9)]}
     assert report.skeleton_scores.erl == pytest.approx((22**2 + 6**2) / 30)  # 2 nm edges
     assert report.voxel_size == (2, 2, 2)
+
+
+def test_block_size_follows_the_memory_budget(tmp_path, capsys, monkeypatch):
+    """A Slurm job with little memory scores in 64³ blocks (the smallest plan), with the same
+    report as 256³ blocks; -v says where the budget came from."""
+    rng = np.random.default_rng(0)
+    gt = rng.integers(1, 4, size=(70, 66, 80)).astype(np.uint32)
+    seg = gt.copy()
+    seg[:, :30] = 9  # a merge
+    gt_uri, seg_uri = write(tmp_path / "gt", gt), write(tmp_path / "seg", seg)
+    code, big, err = run(capsys, seg_uri, "--gt", gt_uri, "--json", "--block-size", "256")
+    assert code == 0, err
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", "1")  # 1 MiB: nothing left for a 128³ block
+    code, small, err = run(capsys, seg_uri, "--gt", gt_uri, "--json", "-v")
+    assert code == 0, err
+    assert "blocks of 64³ voxels" in err and "SLURM_MEM_PER_NODE" in err
+    assert json.loads(small) == json.loads(big)

@@ -12,7 +12,8 @@ the smallest of
   x the job's CPUs on this node (``SLURM_CPUS_ON_NODE``, else the CPUs this process may run
   on), less this process's resident memory (when the cgroup says nothing finer).
 
-Used by pytc-infer's block plan and pytc-train's batch-size trial (one budget for all stages).
+Used by pytc-infer's block plan, pytc-train's machine detection, pytc-eval's block size and
+pytc-decode's whole-volume check (one budget for all stages).
 Standard library only; the roots are parameters so tests can hand in a fake tree.
 """
 
@@ -23,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MemoryBudget", "cgroup_limits", "format_bytes", "memory_budget", "slurm_limit"]
+__all__ = ["MemoryBudget", "cgroup_limits", "cube_edge", "format_bytes", "memory_budget",
+           "slurm_limit"]
 
 #: limits at or above this are "no limit" (cgroup v1 writes 2^63 rounded to a page)
 _UNLIMITED = 2**60
@@ -192,3 +194,13 @@ def memory_budget(proc: str | os.PathLike[str] = "/proc",
         candidates.append(MemoryBudget(max(limit - used, 0),
                                        f"{text}, {format_bytes(used)} used by this process"))
     return min(candidates, key=lambda b: b.available)
+
+
+def cube_edge(budget: int, bytes_per_voxel: float, largest: int = 256, multiple: int = 64) -> int:
+    """The edge (voxels) of the largest cube block, a multiple of ``multiple`` and at most
+    ``largest``, whose ``edge³ × bytes_per_voxel`` fits in ``budget`` bytes; ``multiple`` when
+    not even that fits (the smallest block the plans use)."""
+    edge = largest - largest % multiple
+    while edge > multiple and edge ** 3 * bytes_per_voxel > budget:
+        edge -= multiple
+    return max(edge, multiple)

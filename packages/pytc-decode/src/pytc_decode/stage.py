@@ -21,6 +21,7 @@ import numpy as np
 from pytc_core.blocks import BlockRunResult
 from pytc_core.cli import current_command
 from pytc_core.errors import UserError, unknown_name_error
+from pytc_core.memory import format_bytes, memory_budget
 from pytc_core.output_run import OutputRun, claim_output, open_input
 from pytc_core.timing import PhaseTimer
 from pytc_core.volume import Volume
@@ -150,6 +151,24 @@ def _decode_blockwise(run: BlockwiseRun, claim: OutputRun, step: str,
     return stats
 
 
+def _check_whole_volume_fits(aff_vol: Volume, n_outputs: int) -> None:
+    """UserError (naming ``--block-size``) when decoding the whole volume in memory would
+    exceed the memory budget (the job's cgroup or Slurm limit, the node's free memory):
+    the affinities as float32 plus about 32 bytes a voxel of labels and working arrays, and a
+    uint64 label volume per extra output (one per ws threshold)."""
+    voxels = int(np.prod(aff_vol.spatial_shape))
+    need = voxels * (4 * (aff_vol.num_channels or 1) + 32 + 8 * (n_outputs - 1))
+    budget = memory_budget()
+    log.debug("memory budget: %s; the whole volume needs about %s", budget.line(),
+              format_bytes(need))
+    if need > 0.8 * budget.available:
+        raise UserError(f"decoding {aff_vol.uri} ({'x'.join(map(str, aff_vol.spatial_shape))} "
+                        f"voxels) in memory needs about {format_bytes(need)}, more than 80 % of "
+                        f"the {budget.line()}",
+                        "decode it block by block with --block-size 256 (cc: identical result; "
+                        "ws: close to the whole-volume one), or give the job more memory")
+
+
 def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: str | None = None,
                overwrite: bool = False, step: str = "all", share: tuple[int, int] | None = None,
                show_progress: bool = True) -> DecodeResult:
@@ -185,6 +204,8 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     run: BlockwiseRun | None = None
     if cfg.block_size is None:
         from pytc_core.output_run import run_key
+
+        _check_whole_volume_fits(aff_vol, len(method.outputs(cfg)))
 
         variants = method.outputs(cfg)
         out_uris = [suffixed_uri(out_uri, suffix) if suffix else out_uri

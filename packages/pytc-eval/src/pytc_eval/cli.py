@@ -104,7 +104,8 @@ def evaluate(
         nodes (1 = funlib's ERL; ``adapted_merge_threshold`` in the config, default 5, gives
         ``adapted_nerl``).
     block_size
-        Voxels read at a time: ``256`` (a cube) or ``z,y,x`` (default 256).
+        Voxels read at a time: ``256`` (a cube) or ``z,y,x`` (default 256³, smaller when the
+        memory budget of the job, from its cgroup or Slurm, is too small; ``-v`` says which).
     bbox
         Score only this box, ``z0,y0,x0,z1,y1,x1`` in global voxels (stops excluded).
     fill_missing

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from pytc_core.bbox import BBox, parse_bbox
 from pytc_core.errors import UserError
+from pytc_core.memory import cube_edge, memory_budget
 from pytc_core.timing import PhaseTimer
+from pytc_core.volume import Volume
 from pytc_eval.links import LinkSettings
 from pytc_eval.report import SegmentationReport, format_table, ranked_table
 from pytc_eval.skeletons import KimimaroParams
@@ -35,8 +37,9 @@ class EvalConfig:
     merge_threshold: int = 1
     #: the same for ``adapted_erl`` / ``adapted_nerl``
     adapted_merge_threshold: int = 5
-    #: voxels read at a time (z, y, x); one number means a cube
-    block_size: tuple[int, int, int] = (256, 256, 256)
+    #: voxels read at a time (z, y, x); one number means a cube; default: 256³, smaller when
+    #: the memory budget (cgroup, Slurm) is too small for it
+    block_size: tuple[int, int, int] | None = None
     #: voxel size (nm, z y x) of every volume, overriding their metadata
     voxel_size: tuple[float, float, float] | None = None
     #: score only this box: z0, y0, x0, z1, y1, x1 in global voxels (half-open)
@@ -114,6 +117,16 @@ def _hull(boxes: Sequence[BBox]) -> BBox:
     return BBox((z0, y0, x0), (z1, y1, x1))
 
 
+def _planned_block_size(gt: Volume, segs: Sequence[Volume]) -> tuple[int, int, int]:
+    """256³ blocks, or the largest smaller cube whose segmentation and ground truth (three
+    copies each while a block is scored) fit in half the memory budget."""
+    budget = memory_budget()
+    per_voxel = 3 * (gt.dtype.itemsize + max(s.dtype.itemsize for s in segs))
+    edge = cube_edge(budget.available // 2, per_voxel)
+    log.info("memory budget: %s; blocks of %d³ voxels", budget.line(), edge)
+    return (edge, edge, edge)
+
+
 def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig = EvalConfig(),
              *, errors: str | None = None, save_skeletons: str | None = None,
              overwrite: bool = False, show_progress: bool = False,
@@ -188,17 +201,18 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         if save_skeletons:
             save_skeletons_json(skel, save_skeletons)
 
+    block_size = config.block_size or _planned_block_size(gt, segs)
     reports, evaluations = [], []
     for seg, box in zip(segs, boxes, strict=True):
         with timer.phase(f"scoring {seg.uri}"):
             log.debug("%s: %d blocks of %s voxels over %s", seg.uri,
-                      len(plan_blocks(box, config.block_size, grid_origin=gt.offset)),
-                      config.block_size, box)
+                      len(plan_blocks(box, block_size, grid_origin=gt.offset)),
+                      block_size, box)
             result = evaluate_volumes(
                 seg, gt, skel, box=box, voxel_size=voxel_size,
                 merge_threshold=config.merge_threshold,
                 adapted_merge_threshold=config.adapted_merge_threshold,
-                block_size=config.block_size, skeleton_source=config.skeletons,
+                block_size=block_size, skeleton_source=config.skeletons,
                 show_progress=show_progress)
         for warning in result.report.warnings:
             log.warning("%s: %s", seg.uri, warning)
