@@ -100,7 +100,7 @@ def test_two_threads_read_and_write_two_datasets_of_one_hdf5_file(tmp_path):
     src = open_volume(f"{path}:raw")
     boxes = [BBox((z, y, x), (z + 8, y + 8, x + 8))
              for z in range(0, 16, 8) for y in range(0, 32, 8) for x in range(0, 32, 8)]
-    rounds = 8
+    rounds = 40
     errors: list[BaseException] = []
     start = threading.Barrier(2)
 
