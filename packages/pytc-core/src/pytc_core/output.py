@@ -95,8 +95,8 @@ def check_not_an_input(output_uri: str, input_uris: Sequence[str | None], *,
                 raise UserError(f"output {output_uri} overlaps the input {in_uri}",
                                 "write the result to another output")
             if not allow_same_file and out_loc.format in SINGLE_FILE_FORMATS:
-                raise UserError(f"output {output_uri} would be written into the file {out_loc.path} of the "
-                                f"input {in_uri}",
+                raise UserError(f"output {output_uri} would be written into the file "
+                                f"{out_loc.path} of the input {in_uri}",
                                 f"write it to a separate file or a chunked format such as "
                                 f"{_chunked_suggestion(out_loc)}, or pass --allow-same-file")
             continue
