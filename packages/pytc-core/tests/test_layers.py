@@ -26,6 +26,7 @@ LAYERS = {
     "pytc_core.timing": "io",
     "pytc_core.memory": "io",
     "pytc_core.volume": "io",           # and each format module
+    "pytc_core.volume.file_lock": "io",
     "pytc_core.targets": "arrays",
     "pytc_core.synthetic": "arrays",
     "pytc_core.baselines": "arrays",

@@ -21,6 +21,7 @@ from pytc_core.output import (
     check_file_target,
     check_not_an_input,
     check_output_target,
+    check_shareable,
     inspect_output,
     remove_output,
 )
@@ -106,7 +107,21 @@ def test_checks_before_compute(tmp_path):
         check_not_an_input(str(tmp_path / "layer" / "seg"), [str(tmp_path / "layer")])
     with pytest.raises(UserError, match="contains the input"):
         check_not_an_input(str(tmp_path), [str(tmp_path / "aff.npy")])
-    check_not_an_input(f"{tmp_path}/f.h5:seg", [f"{tmp_path}/f.h5:aff"])  # same file: fine
+    with pytest.raises(UserError, match=r"f.h5:seg would be written into the file .*f.h5 of the "
+                       r"input .*f.h5:aff \(write it to a separate file or a chunked format such as "
+                       r".*f_seg \(a precomputed layer\) or .*f_seg.zarr, or pass --allow-same-file\)"):
+        check_not_an_input(f"{tmp_path}/f.h5:seg", [f"{tmp_path}/f.h5:aff"])
+    with pytest.raises(UserError, match="would be written into the file"):
+        check_output_target(f"{tmp_path}/f.h5:seg", inputs=[f"{tmp_path}/f.h5:aff"])
+    check_not_an_input(f"{tmp_path}/f.h5:seg", [f"{tmp_path}/f.h5:aff"], allow_same_file=True)
+    check_not_an_input(f"{tmp_path}/s.zarr/seg", [f"{tmp_path}/s.zarr/aff"])  # chunked: fine
+    for single in (f"{tmp_path}/o.h5:seg", f"{tmp_path}/o.tif", f"{tmp_path}/o.npy"):
+        with pytest.raises(UserError, match=r"--blocks shares cannot write the single .* together "
+                           r"\(write the output to a chunked format such as .*o.* \(a precomputed "
+                           r"layer\) or .*\.zarr\)"):
+            check_shareable(single)
+    check_shareable(f"{tmp_path}/o.zarr")
+    check_shareable(f"{tmp_path}/layer")
     with pytest.raises(UserError, match="overlaps the input"):
         check_not_an_input(f"{tmp_path}/s.zarr/aff/x", [f"{tmp_path}/s.zarr/aff"])
     with pytest.raises(UserError, match="already exists .*--overwrite"):

@@ -72,8 +72,16 @@ def test_blockwise_cli_equals_whole_volume_and_slurm_shares(tmp_path, affinities
                           "-q"], capsys)
     assert code == 0, err
     np.testing.assert_array_equal(open_volume(seg_uri).read(), expected)
+    # shares (separate processes) never write one HDF5/TIFF/.npy file together
+    for single in (f"{tmp_path}/shares.h5:seg", str(tmp_path / "shares.npy")):
+        code, out, err = run([aff_uri, "-o", single, "--block-size", "8,16,16", "--step", "label",
+                              "--blocks", "0/3"], capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith("pytc-decode: error: --blocks shares cannot write the single ")
+        assert "precomputed" in err and ".zarr" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aff.zarr", "seg"]
     # the Slurm way: label shares, one reduce, relabel shares (in a scrambled order)
-    shares_uri = str(tmp_path / "shares.h5:seg")
+    shares_uri = str(tmp_path / "shares")
     base = [aff_uri, "-o", shares_uri, "--block-size", "8,16,16", "--min-size", "5", "-q"]
     for share in ("2/3", "0/3", "1/3"):
         code, out, err = run([*base, "--step", "label", "--blocks", share], capsys)
@@ -83,7 +91,7 @@ def test_blockwise_cli_equals_whole_volume_and_slurm_shares(tmp_path, affinities
     code, out, err = run([*base[:-1], "--step", "reduce"], capsys)
     assert code == 0 and f"{expected.max()} segments" in err
     # every step writes the resolved config beside the output, as a local run does
-    config_file = tmp_path / "shares.h5.seg.pytc_config.toml"
+    config_file = tmp_path / "shares" / "pytc_config.toml"
     assert "min_size = 5" in config_file.read_text()
     config_file.unlink()
     for share in ("1/2", "0/2", "0/2"):  # a repeated share does not relabel twice
@@ -95,7 +103,7 @@ def test_blockwise_cli_equals_whole_volume_and_slurm_shares(tmp_path, affinities
 
 def test_reduce_before_all_labels_is_an_error(tmp_path, affinities, capsys):
     aff_uri = write(str(tmp_path / "aff.npy"), affinities)
-    base = [aff_uri, "-o", str(tmp_path / "seg.npy"), "--block-size", "12,16,16"]
+    base = [aff_uri, "-o", str(tmp_path / "seg"), "--block-size", "12,16,16"]
     assert run([*base, "--step", "label", "--blocks", "0/2"], capsys)[0] == 0
     code, _, err = run([*base, "--step", "reduce"], capsys)
     assert code == 2 and "4 of 8 blocks are not labelled yet" in err
@@ -270,3 +278,21 @@ def test_whole_volume_over_the_memory_budget_is_refused(tmp_path, affinities, ca
     assert code == 0, err
     np.testing.assert_array_equal(open_volume(str(tmp_path / "seg")).read(),
                                   affinity_cc(affinities, 0.5))
+
+
+def test_an_output_in_the_input_file_needs_allow_same_file(tmp_path, affinities, capsys):
+    import h5py
+
+    path = tmp_path / "run.h5"
+    aff_uri = write(f"{path}:aff", affinities)
+    code, out, err = run([aff_uri, "-o", f"{path}:seg"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"pytc-decode: error: output {path}:seg would be written into the file "
+                          f"{path} of the input {aff_uri}")
+    assert "separate file" in err and "--allow-same-file" in err
+    with h5py.File(path, "r") as fh:
+        assert list(fh) == ["aff"]
+    code, out, err = run([aff_uri, "-o", f"{path}:seg", "--allow-same-file"], capsys)
+    assert code == 0, err
+    assert out == f"{path}:seg\n"
+    np.testing.assert_array_equal(open_volume(f"{path}:seg").read(), affinity_cc(affinities, 0.5))

@@ -135,14 +135,17 @@ def test_a_run_with_other_options_never_reuses_blocks(tmp_path, affinities, caps
     assert "differs in: affinities.storage" in capsys.readouterr().err
 
 
-def test_shares_into_the_hdf5_file_of_their_input(tmp_path, affinities, capsys):
-    """Writing the output into the input's own HDF5 file changes the file, not the input:
-    later shares of the same run still match its key."""
+def test_steps_into_the_hdf5_file_of_their_input(tmp_path, affinities, capsys):
+    """Writing the output into the input's own HDF5 file (``--allow-same-file``) changes the
+    file, not the input: later steps of the same run still match its key. Shares (``--blocks``)
+    never write a single-file output."""
     aff_uri = f"{tmp_path / 'run.h5'}:aff"
     create_volume(aff_uri, affinities.shape, np.float32, chunk_size=(8, 16, 16)).write(affinities)
-    base = [aff_uri, "-o", f"{tmp_path / 'run.h5'}:seg", "--block-size", "8,16,16", "-q"]
-    for args in (["--step", "label", "--blocks", "0/2"], ["--step", "label", "--blocks", "1/2"],
-                 ["--step", "reduce"], ["--step", "relabel", "--blocks", "0/1"]):
+    base = [aff_uri, "-o", f"{tmp_path / 'run.h5'}:seg", "--block-size", "8,16,16", "-q",
+            "--allow-same-file"]
+    assert run_entry_point("pytc-decode", app, [*base, "--step", "label", "--blocks", "0/2"]) == 2
+    assert "--blocks shares cannot write the single HDF5 file" in capsys.readouterr().err
+    for args in (["--step", "label"], ["--step", "reduce"], ["--step", "relabel"]):
         assert run_entry_point("pytc-decode", app, [*base, *args]) == 0, capsys.readouterr().err
     np.testing.assert_array_equal(open_volume(f"{tmp_path / 'run.h5'}:seg").read(),
                                   affinity_cc(affinities))
@@ -171,16 +174,20 @@ def test_a_killed_process_resumes_and_refuses_other_options(tmp_path):
     argv = [str(script), aff_uri, "-o", seg_uri, "--block-size", "8,16,16", "--min-size", "4",
             "-v"]  # 216 blocks
     markers = tmp_path / "seg" / "pytc_decode" / "label"
+
+    def finished() -> int:  # markers, not write_atomic's hidden temporary files
+        return len([p for p in markers.iterdir() if not p.name.startswith(".")])
+
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if markers.exists() and len(list(markers.iterdir())) >= 5:
+        if markers.exists() and finished() >= 5:
             break
         time.sleep(0.005)
     assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list(markers.iterdir()))
+    done = finished()
     assert 5 <= done < 216
 
     other = subprocess.run([*argv[:-1], "--threshold", "0.6"], capture_output=True, text=True,

@@ -277,3 +277,59 @@ def test_a_model_that_predicts_nan_on_one_block_is_an_error_naming_it(tmp_path, 
                           "[16:32, 0:16, 0:16] (z, y, x voxels): 96 NaN, 0 inf in channel(s) "
                           "0, 1, 2; that block was not written (check the checkpoint"), err
     assert not out_uri.exists()
+
+
+def _raw_in_h5(path: Path, helpers) -> np.ndarray:
+    raw = helpers.make_raw((32, 64, 64))
+    create_volume(f"{path}:raw", raw.shape, raw.dtype, chunk_size=(16, 16, 16)).write(raw)
+    return raw
+
+
+def test_an_output_in_the_input_file_is_refused_without_allow_same_file(tmp_path, tiny_ckpt,
+                                                                        helpers, capsys):
+    """Issue 23 §5: ``-i x.h5:raw -o x.h5:aff`` grew the input's own file."""
+    import h5py
+
+    path = tmp_path / "x.h5"
+    _raw_in_h5(path, helpers)
+    size = path.stat().st_size
+    code, out, err = run(["-c", tiny_ckpt, "-i", f"{path}:raw", "-o", f"{path}:aff"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("pytc-infer: error: ") and err.count("\n") == 1, err
+    assert f"into the file {path}" in err and "separate file" in err and ".zarr" in err
+    assert "--allow-same-file" in err
+    with h5py.File(path, "r") as fh:
+        assert list(fh) == ["raw"]
+    assert path.stat().st_size == size
+    assert [p.name for p in tmp_path.iterdir()] == ["x.h5"]
+
+
+@pytest.mark.slow
+def test_allow_same_file_writes_into_the_input_file_three_runs_in_a_row(tmp_path, tiny_ckpt,
+                                                                        helpers, capsys):
+    """With read-ahead and write-behind threads on one file, this failed with 'file is already
+    open for read-only' before the file's I/O was serialised (one 16³ window a block, so
+    reads and writes, not the model, take the time)."""
+    path = tmp_path / "x.h5"
+    raw = _raw_in_h5(path, helpers)
+    args = ["-c", tiny_ckpt, "-i", f"{path}:raw", "--block-size", "16", "--patch", "16",
+            "--overlap", "0", "-q"]
+    code, out, err = run([*args, "-o", str(tmp_path / "ref")], capsys)
+    assert code == 0, err
+    expected = open_volume(str(tmp_path / "ref")).read()
+    for i in range(3):  # 32 blocks each: reads ahead and writes behind on the one file
+        code, out, err = run([*args, "-o", f"{path}:aff{i}", "--allow-same-file"], capsys)
+        assert code == 0, err
+        assert out == f"{path}:aff{i}\n"
+        np.testing.assert_array_equal(open_volume(f"{path}:aff{i}").read(), expected)
+    np.testing.assert_array_equal(open_volume(f"{path}:raw").read(), raw)
+
+
+def test_blocks_shares_never_write_a_single_file_output(tmp_path, tiny_ckpt, raw_uri, capsys):
+    for out_uri in (f"{tmp_path}/aff.h5:aff", str(tmp_path / "aff.tif"), str(tmp_path / "aff.npy")):
+        code, out, err = run(["-c", tiny_ckpt, "-i", raw_uri, "-o", out_uri, "--blocks", "0/2"],
+                             capsys)
+        assert code == 2 and out == ""
+        assert err.startswith("pytc-infer: error: --blocks shares cannot write the single ")
+        assert err.count("\n") == 1 and "precomputed" in err and ".zarr" in err
+    assert list(tmp_path.iterdir()) == []

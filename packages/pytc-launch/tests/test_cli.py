@@ -107,6 +107,11 @@ def test_status_of_a_plain_directory(tmp_path, capsys):
      "--blocks is set by pytc-launch blocks"),
     ("infer", ["--tasks", "0", "--", "--input", "raw"], "--tasks must be >= 1"),
     ("infer", ["--tasks", "2"], "no pytc-infer arguments given"),
+    ("infer", ["--tasks", "2", "--", "-c", "run.ckpt", "-i", "raw", "-o", "aff.h5:aff"],
+     "--blocks shares cannot write the single HDF5 file aff.h5 together (write the output to "
+     "a chunked format such as aff_aff (a precomputed layer) or aff_aff.zarr)"),
+    ("decode", ["--tasks", "2", "--", "aff", "--output=seg.npy", "--block-size", "16"],
+     "--blocks shares cannot write the single NPY file seg.npy together"),
 ])
 def test_bad_blocks(tmp_path, capsys, stage, args, message):
     argv = ["blocks", stage, "--dry-run", "--dir", str(tmp_path / "bl"), *args]

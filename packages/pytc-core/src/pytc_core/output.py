@@ -5,8 +5,11 @@ run's whole life: lease, run record, completion, cleanup); what is stored at a U
 recognised by the I/O layer (:mod:`pytc_core.volume.stored`):
 
 - :func:`check_output_target` runs before any input data is read: the output must not be (or
-  lie inside, or contain) an input, its directory must be creatable and writable, and what is
-  there must be absent or a recognised volume.
+  lie inside, or contain) an input, nor another dataset of an input's HDF5 file unless
+  ``allow_same_file``; its directory must be creatable and writable, and what is there must
+  be absent or a recognised volume.
+- :func:`check_shareable` refuses ``--blocks`` shares (separate processes) writing a
+  single-file output (HDF5, TIFF, ``.npy``).
 - :func:`remove_output` deletes only the recognised volume, keeping the lease of the run
   that writes it.
 """
@@ -36,6 +39,7 @@ __all__ = [
     "check_not_an_input",
     "check_output_target",
     "check_file_target",
+    "check_shareable",
     "inspect_output",
     "remove_output",
 ]
@@ -43,6 +47,9 @@ __all__ = [
 #: the lease file (:mod:`pytc_core.lease`) and run record (:mod:`pytc_core.output_run`) names
 LEASE_NAME = "pytc_lease"
 RECORD_NAME = "pytc_run.json"
+#: formats that keep a whole volume (or several, HDF5) in one file: their I/O is serialised
+#: within a process (:mod:`pytc_core.volume.file_lock`) and separate processes never write one
+SINGLE_FILE_FORMATS = ("hdf5", "tiff", "npy")
 
 
 def _identity(loc: VolumeLocation) -> tuple[str, Path | None, tuple[str, ...]]:
@@ -54,9 +61,20 @@ def _identity(loc: VolumeLocation) -> tuple[str, Path | None, tuple[str, ...]]:
     return ("local", real, inner)
 
 
-def check_not_an_input(output_uri: str, input_uris: Sequence[str | None]) -> None:
-    """UserError when the output is one of the inputs, lies inside one, or contains one."""
-    out = _identity(parse_uri(output_uri))
+def _chunked_suggestion(loc: VolumeLocation) -> str:
+    """'NAME (a precomputed layer) or NAME.zarr' beside the file of ``loc``."""
+    assert loc.path is not None
+    stem = loc.path.with_suffix("")
+    name = f"{stem}_{loc.inner.replace('/', '_')}" if loc.inner else str(stem)
+    return f"{name} (a precomputed layer) or {name}.zarr"
+
+
+def check_not_an_input(output_uri: str, input_uris: Sequence[str | None], *,
+                       allow_same_file: bool = False) -> None:
+    """UserError when the output is one of the inputs, lies inside one, or contains one; also
+    when it is another dataset of an input's HDF5 file, unless ``allow_same_file``."""
+    out_loc = parse_uri(output_uri)
+    out = _identity(out_loc)
     for in_uri in input_uris:
         if not in_uri:
             continue
@@ -76,6 +94,11 @@ def check_not_an_input(output_uri: str, input_uris: Sequence[str | None]) -> Non
                                     "write the result to another output")
                 raise UserError(f"output {output_uri} overlaps the input {in_uri}",
                                 "write the result to another output")
+            if not allow_same_file and out_loc.format in SINGLE_FILE_FORMATS:
+                raise UserError(f"output {output_uri} would be written into the file "
+                                f"{out_loc.path} of the input {in_uri}",
+                                f"write it to a separate file or a chunked format such as "
+                                f"{_chunked_suggestion(out_loc)}, or pass --allow-same-file")
             continue
         if i in o.parents:
             raise UserError(f"output {output_uri} lies inside the input {in_uri}",
@@ -86,16 +109,17 @@ def check_not_an_input(output_uri: str, input_uris: Sequence[str | None]) -> Non
 
 
 def check_output_target(uri: str, *, inputs: Sequence[str | None] = (),
-                        overwrite: bool = False) -> OutputState:
+                        overwrite: bool = False, allow_same_file: bool = False) -> OutputState:
     """The checks every stage runs on its output before it reads any input data.
 
     UserError when the output is an input, cannot be created, or holds anything pytc does
     not recognise as a volume of its format; with ``overwrite`` False also when it holds a
     volume (see :class:`pytc_core.output_run.OutputRun` for resuming a pytc run instead).
+    ``allow_same_file`` lets the output be another dataset of an input's file.
     Returns what is there.
     """
     check_creatable(uri)
-    check_not_an_input(uri, inputs)
+    check_not_an_input(uri, inputs, allow_same_file=allow_same_file)
     state = inspect_output(uri)
     if state.kind == "foreign":
         raise UserError(f"output {uri} is not a volume pytc can replace: {state.what}",
@@ -104,6 +128,17 @@ def check_output_target(uri: str, *, inputs: Sequence[str | None] = (),
         raise UserError(f"output {uri} already exists ({state.what})",
                         "pass --overwrite to replace it, or choose another output")
     return state
+
+
+def check_shareable(uri: str) -> None:
+    """UserError when ``uri`` is a single-file output (HDF5, TIFF, ``.npy``), which
+    ``--blocks`` shares (separate processes, Slurm array tasks) cannot write together: pytc
+    serialises a file's I/O only within one process and does not rely on HDF5 file locking."""
+    loc = parse_uri(uri)
+    if loc.format in SINGLE_FILE_FORMATS:
+        raise UserError(f"--blocks shares cannot write the single {loc.format.upper()} file "
+                        f"{loc.path} together",
+                        f"write the output to a chunked format such as {_chunked_suggestion(loc)}")
 
 
 def check_file_target(path: str | os.PathLike[str], *, overwrite: bool = False,

@@ -204,8 +204,10 @@ class OutputRun:
 
     def __init__(self, uri: str, *, stage: str, key: str, inputs: Sequence[str | None] = (),
                  overwrite: bool = False, join: bool = False, command: str | None = None,
-                 explain_mismatch: Callable[[RunRecord], None] | None = None) -> None:
+                 explain_mismatch: Callable[[RunRecord], None] | None = None,
+                 allow_same_file: bool = False) -> None:
         self.uri, self.stage, self.key = uri, stage, key
+        self.allow_same_file = allow_same_file
         self.explain_mismatch = explain_mismatch
         self.inputs, self.overwrite, self.join = list(inputs), overwrite, join
         self.command = command or _process_command()
@@ -223,7 +225,7 @@ class OutputRun:
     def _begin(self) -> None:
         uri = self.uri
         check_creatable(uri)
-        check_not_an_input(uri, self.inputs)
+        check_not_an_input(uri, self.inputs, allow_same_file=self.allow_same_file)
         state = inspect_output(uri)
         if state.kind == "foreign":
             raise UserError(f"output {uri} is not a volume pytc can replace: {state.what}",
@@ -396,7 +398,8 @@ class OutputRun:
 
 def claim_output(uri: str, *, stage: str, key: str, inputs: Sequence[str | None] = (),
                  overwrite: bool = False, join: bool = False, command: str | None = None,
-                 explain_mismatch: Callable[[RunRecord], None] | None = None) -> OutputRun:
+                 explain_mismatch: Callable[[RunRecord], None] | None = None,
+                 allow_same_file: bool = False) -> OutputRun:
     """Claim ``uri`` for one run (a context manager; see the module docstring).
 
     Runs the checks of :func:`pytc_core.output.check_output_target` (before any input data is
@@ -408,6 +411,9 @@ def claim_output(uri: str, *, stage: str, key: str, inputs: Sequence[str | None]
     :func:`pytc_core.cli.current_command`; default: this process's command line).
     ``explain_mismatch(record)`` is called before an unfinished output of another key is
     refused, so the stage can raise a UserError that says what differs.
+    ``allow_same_file`` lets the output be another dataset of an input's HDF5 file
+    (``--allow-same-file``).
     """
     return OutputRun(uri, stage=stage, key=key, inputs=inputs, overwrite=overwrite, join=join,
-                     command=command, explain_mismatch=explain_mismatch)
+                     command=command, explain_mismatch=explain_mismatch,
+                     allow_same_file=allow_same_file)

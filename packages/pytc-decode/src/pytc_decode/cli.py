@@ -52,6 +52,7 @@ def decode(
     block_size: Annotated[str | None, Parameter(name="--block-size")] = None,
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
     step: Annotated[str, Parameter(name="--step")] = "all",
+    allow_same_file: Annotated[bool, Parameter(name="--allow-same-file", negative="")] = False,
     common: CommonFlags = CommonFlags(),
 ) -> int:
     """Segment an affinity volume by connected components of its above-threshold edges.
@@ -141,6 +142,9 @@ def decode(
         ``i/n``: only task i's share of the blocks (0-based), with ``--step label|relabel``.
     step
         Blockwise step: ``all`` (default), ``label``, ``reduce`` or ``relabel``.
+    allow_same_file
+        Let ``--output`` be another dataset of an input's own HDF5 file (refused by default:
+        it grows the input's file; a separate file or a chunked format is safer).
     """
     common.setup_logging()
     from pytc_core.blocks import parse_share
@@ -165,7 +169,7 @@ def decode(
     result = run_decode(resolve_input_uri(aff_uri), cfg, output=output,
                         overwrite=common.overwrite, step=step,
                         share=None if blocks is None else parse_share(blocks),
-                        show_progress=not common.quiet)
+                        show_progress=not common.quiet, allow_same_file=allow_same_file)
     log.info("%s", result.summary())
     if result.stats is not None and result.stats.histogram is not None:
         log.info("%s", result.stats.histogram_text())

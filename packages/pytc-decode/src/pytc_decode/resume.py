@@ -25,6 +25,7 @@ from typing import Any
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
 from pytc_core.volume import Volume, parse_uri
+from pytc_core.volume.file_lock import file_lock
 
 __all__ = ["RUN_FILE", "check_run", "input_identity", "run_key"]
 
@@ -82,7 +83,7 @@ def input_identity(vol: Volume, output_uri: str | None = None) -> dict[str, Any]
     if shared and parse_uri(vol.uri).format == "hdf5":
         import h5py
 
-        with h5py.File(path, "r") as f:
+        with file_lock(path), h5py.File(path, "r") as f:
             dset = f[parse_uri(vol.uri).inner]
             ident["storage"] = {"chunks": list(dset.chunks or ()),
                                 "compression": str(dset.compression),

@@ -22,6 +22,7 @@ from pytc_core.blocks import BlockRunResult
 from pytc_core.cli import current_command
 from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.memory import format_bytes, memory_budget
+from pytc_core.output import check_shareable
 from pytc_core.output_run import OutputRun, claim_output, open_input
 from pytc_core.timing import PhaseTimer
 from pytc_core.volume import Volume
@@ -171,7 +172,7 @@ def _check_whole_volume_fits(aff_vol: Volume, n_outputs: int) -> None:
 
 def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: str | None = None,
                overwrite: bool = False, step: str = "all", share: tuple[int, int] | None = None,
-               show_progress: bool = True) -> DecodeResult:
+               show_progress: bool = True, allow_same_file: bool = False) -> DecodeResult:
     """Decode the affinity volume at ``aff_uri`` into a segmentation volume.
 
     Whole volume in memory, or block by block with ``config.block_size``: for ``cc`` the
@@ -181,7 +182,9 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     ``all`` runs the three in turn. An interrupted run started again with the same options
     resumes where it stopped; with other options (of the method in use) or changed inputs it
     is refused (``overwrite=True`` starts afresh). The resolved config is written beside the
-    output (``pytc_config.toml``) by every step.
+    output (``pytc_config.toml``) by every step. An output in an input's own HDF5 file
+    (another dataset) is refused unless ``allow_same_file``; shares never write a single-file
+    output (HDF5, TIFF, ``.npy``).
     """
     cfg = config
     log.debug("resolved config:\n%s", _config_text(cfg))
@@ -194,6 +197,8 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
                         "add --step label (then --step reduce, then --step relabel)")
     aff_vol = open_input(aff_uri, fill_missing=cfg.fill_missing)
     out_uri = output or default_output_uri(aff_uri)
+    if share is not None:
+        check_shareable(out_uri)
     mask_vol = open_input(cfg.mask, fill_missing=cfg.fill_missing) if cfg.mask else None
     check_config(cfg, aff_vol)
     check_mask(mask_vol, aff_vol)
@@ -227,7 +232,8 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
         # before any input data is read: each output's checks, its lease, fresh run or resume
         claims = [stack.enter_context(claim_output(
             uri, stage="decode", key=key, inputs=[aff_uri, cfg.mask], overwrite=overwrite,
-            join=step != "all", explain_mismatch=explain, command=current_command()))
+            join=step != "all", explain_mismatch=explain, command=current_command(),
+            allow_same_file=allow_same_file))
             for uri, key in zip(out_uris, keys, strict=True)]
         if run is None:
             log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, method.name)

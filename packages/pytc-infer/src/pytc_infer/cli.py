@@ -59,6 +59,7 @@ def infer(
     memory_limit: Annotated[str | None, Parameter(name="--memory-limit")] = None,
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
     weights: Annotated[str | None, Parameter(name="--weights")] = None,
+    allow_same_file: Annotated[bool, Parameter(name="--allow-same-file", negative="")] = False,
     common: CommonFlags = CommonFlags(),
 ) -> int:
     """Predict affinities (or whatever the model outputs) for a raw volume with a checkpoint.
@@ -127,6 +128,9 @@ def infer(
         ``i/n``: predict only task i's share of the blocks (0-based), for Slurm arrays.
     weights
         ``auto`` (default: the EMA weights where the checkpoint has them), ``raw`` or ``ema``.
+    allow_same_file
+        Let ``--output`` be another dataset of the input's own HDF5 file (refused by default:
+        it grows the input's file; a separate file or a chunked format is safer).
     """
     common.setup_logging()
     from pytc_core.blocks import parse_share
@@ -149,7 +153,8 @@ def infer(
 
         cfg = replace(cfg, input=resolve_input_uri("-"))
     result = run_infer(cfg, share=share, overwrite=common.overwrite,
-                       show_progress=not common.quiet, command=" ".join(["pytc-infer", *sys.argv[1:]]))
+                       show_progress=not common.quiet, command=" ".join(["pytc-infer", *sys.argv[1:]]),
+                       allow_same_file=allow_same_file)
     log.info("%s", result.line())
     if not result.complete:
         log.info("%s: this share is done; the output is complete once every --blocks share "

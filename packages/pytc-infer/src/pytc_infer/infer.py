@@ -296,7 +296,7 @@ def predict(model, array: np.ndarray, patch: Sequence[int] = DEFAULT_PATCH,
 
 def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwrite: bool = False,
               show_progress: bool = True, command: str | None = None,
-              write_behind: bool = True) -> InferResult:
+              write_behind: bool = True, allow_same_file: bool = False) -> InferResult:
     """Predict ``cfg.input`` with ``cfg.checkpoint`` into ``cfg.output`` block by block.
 
     Every check on the input happens before anything is written (UserError). An existing
@@ -305,7 +305,9 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     ``share=(i, n)`` only task i's blocks are predicted; the output is marked complete when
     every block is done. Each block is written on a writer thread while the next one is
     predicted (``write_behind``; False writes it before the next starts, for benchmarks) and
-    marked done once written; the next block's input is read ahead.
+    marked done once written; the next block's input is read ahead. An output in the input's
+    own HDF5 file (another dataset) is refused unless ``allow_same_file``; shares never write
+    a single-file output (HDF5, TIFF, ``.npy``).
     """
     t0 = time.perf_counter()
     _check_config(cfg)
@@ -313,6 +315,10 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         raise UserError("no checkpoint given", "pass --checkpoint run.ckpt")
     if not cfg.input:
         raise UserError("no input volume given", "pass --input RAW_URI")
+    if share is not None and cfg.output:
+        from pytc_core.output import check_shareable
+
+        check_shareable(cfg.output)
     from pytc_core.output_run import open_input
 
     vol = open_input(cfg.input)
@@ -444,7 +450,8 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         "pytc_infer_version": __version__, "pytc_core_version": core_version,
         "complete": False}
     with claim_output(out_uri, stage="infer", key=key, inputs=[cfg.input], overwrite=overwrite,
-                      join=share is not None, command=command) as run:
+                      join=share is not None, command=command,
+                      allow_same_file=allow_same_file) as run:
         record = _claim_provenance(out_uri, record)
         planned = record["block_size"]
         if tuple(planned) != plan.block_size:  # another array task planned first

@@ -25,6 +25,7 @@ import tomli_w
 from pytc_core.config import load_toml
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
+from pytc_core.output import check_shareable
 from pytc_launch.record import (
     RECORD,
     JobRecord,
@@ -320,6 +321,17 @@ class BlocksStep:
         return [*self.argv, "--blocks", share]
 
 
+def _output_arg(args: Sequence[str]) -> str | None:
+    """The value of ``-o`` / ``--output`` in a stage's arguments (the last one given)."""
+    found = None
+    for i, a in enumerate(args):
+        if a in ("-o", "--output") and i + 1 < len(args):
+            found = args[i + 1]
+        elif a.startswith("--output="):
+            found = a[len("--output="):]
+    return found
+
+
 def blocks_commands(stage: str, args: Sequence[str], tasks: int, *, dry_run: bool = False
                     ) -> list[BlocksStep]:
     """The jobs of ``pytc-launch blocks infer|decode``: for infer one array of ``tasks``
@@ -340,6 +352,9 @@ def blocks_commands(stage: str, args: Sequence[str], tasks: int, *, dry_run: boo
                             f"remove {flag} from the {_STAGE_COMMANDS[stage]} arguments")
     if any(a == "-" for a in args):
         raise UserError("input '-' (stdin) cannot reach Slurm jobs", "pass the URI itself")
+    output = _output_arg(args)
+    if output is not None:  # array tasks never write one HDF5/TIFF/.npy file together
+        check_shareable(output)
     exe = _executable(_STAGE_COMMANDS[stage], dry_run)
     if stage == "infer":
         return [BlocksStep("infer", [exe, *args], tasks)]

@@ -6,13 +6,17 @@ funlib/CREMI ``resolution`` and ``offset`` in nm).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.volume.base import FormatBackend, Volume, VolumeSpec
+from pytc_core.volume.file_lock import file_lock
 from pytc_core.volume.location import VolumeLocation
 from pytc_core.volume.metadata import metadata_attrs, metadata_from_attrs
 
@@ -33,18 +37,26 @@ def list_datasets(path: Path) -> list[str]:
     return names
 
 
-def _open_file(path: Path, mode: str = "r"):
+@contextlib.contextmanager
+def _open_file(path: Path, mode: str = "r") -> Iterator[Any]:
+    """The open file, holding its lock (:func:`pytc_core.volume.file_lock.file_lock`) until
+    it is closed: reads and writes of one file in this process never overlap."""
     import h5py  # heavy: only when an HDF5 file is used
 
-    try:
-        return h5py.File(path, mode)
-    except OSError as exc:
-        raise UserError(f"cannot open {path} as HDF5 ({_short(exc)})",
-                        "check that the file is a complete HDF5 file") from None
+    with file_lock(path):
+        try:
+            fh = h5py.File(path, mode)
+        except OSError as exc:
+            raise UserError(f"cannot open {path} as HDF5 ({_short(exc)})",
+                            "check that the file is a complete HDF5 file") from None
+        with fh:
+            yield fh
 
 
 class Hdf5Volume(Volume):
-    """One dataset of an HDF5 file, opened per read/write (safe across processes)."""
+    """One dataset of an HDF5 file, opened per read/write under the file's lock: the threads
+    of one process read and write one file in turn. Not safe for several processes writing
+    one file (pytc refuses ``--blocks`` shares with an HDF5 output)."""
 
     format = "hdf5"
 

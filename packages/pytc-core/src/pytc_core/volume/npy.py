@@ -12,6 +12,7 @@ from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
 from pytc_core.volume.base import FormatBackend, Volume, VolumeSpec, file_exists, file_sidecar
+from pytc_core.volume.file_lock import file_lock
 from pytc_core.volume.location import VolumeLocation
 from pytc_core.volume.metadata import metadata_attrs, metadata_from_attrs
 
@@ -60,13 +61,15 @@ class NpyVolume(Volume):
         self.chunk_size = self.spatial_shape
 
     def _read(self, bbox: BBox) -> np.ndarray:
-        return np.array(_load(self.path)[self.array_index(bbox)])
+        with file_lock(self.path):  # one file: reads and writes of this process in turn
+            return np.array(_load(self.path)[self.array_index(bbox)])
 
     def _write(self, array: np.ndarray, bbox: BBox) -> None:
-        mm = _load(self.path, "r+")
-        mm[self.array_index(bbox)] = array
-        mm.flush()
-        del mm
+        with file_lock(self.path):
+            mm = _load(self.path, "r+")
+            mm[self.array_index(bbox)] = array
+            mm.flush()
+            del mm
 
 
 def _open(loc: VolumeLocation, fill_missing: bool = False) -> NpyVolume:
@@ -76,16 +79,18 @@ def _open(loc: VolumeLocation, fill_missing: bool = False) -> NpyVolume:
 
 def _delete(loc: VolumeLocation) -> None:
     assert loc.path is not None
-    loc.path.unlink()
-    npy_sidecar(loc.path).unlink(missing_ok=True)
+    with file_lock(loc.path):
+        loc.path.unlink()
+        npy_sidecar(loc.path).unlink(missing_ok=True)
 
 
 def _create(loc: VolumeLocation, spec: VolumeSpec) -> NpyVolume:
     assert loc.path is not None
     loc.path.parent.mkdir(parents=True, exist_ok=True)
-    mm = np.lib.format.open_memmap(loc.path, mode="w+", dtype=spec.dtype, shape=spec.shape)
-    mm.flush()
-    del mm
+    with file_lock(loc.path):
+        mm = np.lib.format.open_memmap(loc.path, mode="w+", dtype=spec.dtype, shape=spec.shape)
+        mm.flush()
+        del mm
     attrs = metadata_attrs(spec.axes, spec.voxel_size, spec.offset)
     write_atomic(npy_sidecar(loc.path), json.dumps(attrs, indent=2).encode())
     return NpyVolume(loc.uri, loc.path)

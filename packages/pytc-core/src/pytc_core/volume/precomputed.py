@@ -7,14 +7,16 @@ killed writer never leaves a partially written chunk visible.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
+import importlib
 import json
 import logging
 import os
 import shutil
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,24 +28,65 @@ from pytc_core.volume.location import REMOTE_PREFIXES, VolumeLocation, local_pat
 
 log = logging.getLogger("pytc.volume")
 
-__all__ = ["BACKEND", "PrecomputedVolume", "local_layer_path", "stdout_to_stderr", "to_cloudpath"]
+__all__ = ["BACKEND", "PrecomputedVolume", "local_layer_path", "quiet_cloud_libraries",
+           "to_cloudpath"]
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
                     "float32", "float64")
 
 
-@contextlib.contextmanager
-def stdout_to_stderr():
-    """CloudFiles prints credential warnings on stdout, where pytc prints only results: they
-    are captured and logged at debug level (``--verbose``) instead."""
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer):
-            yield
-    finally:
-        text = buffer.getvalue().strip()
-        if text:
-            log.debug("%s", text)
+#: the modules of CloudVolume/CloudFiles that ``print`` on stdout, where pytc prints only
+#: results: credential warnings, read errors, redirects, placeholder mips, sharding and mesh
+#: progress (every module of cloud-volume 12 / cloud-files 6 with a ``print`` call, except the
+#: viewer server's, which pytc does not use)
+_PRINTING_MODULES = (
+    "cloudfiles.compression", "cloudfiles.secrets",
+    "cloudvolume.cacheservice", "cloudvolume.lib", "cloudvolume.mesh", "cloudvolume.secrets",
+    "cloudvolume.storage.storage", "cloudvolume.frontends.precomputed",
+    "cloudvolume.frontends.graphene", "cloudvolume.datasource.precomputed",
+    "cloudvolume.datasource.precomputed.image.rx", "cloudvolume.datasource.precomputed.metadata",
+    "cloudvolume.datasource.precomputed.sharding",
+    "cloudvolume.datasource.precomputed.spatial_index",
+    "cloudvolume.datasource.precomputed.mesh.unsharded",
+    "cloudvolume.datasource.graphene.mesh.unsharded",
+)
+_quieted = False
+_quiet_guard = threading.Lock()
+
+
+def _print_to_log(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+                  flush: bool = False) -> None:
+    """``print`` for the cloud libraries: what would go to stdout is logged at debug level
+    (``--verbose``); output to another stream (stderr) goes there unchanged."""
+    if file is not None and file is not sys.stdout and file is not sys.__stdout__:
+        print(*args, sep=sep, end=end, file=file, flush=flush)
+        return
+    text = (" " if sep is None else sep).join(str(a) for a in args).strip()
+    if text:
+        log.debug("%s", text)
+
+
+def quiet_cloud_libraries() -> None:
+    """Route CloudVolume's and CloudFiles' ``print`` calls to pytc's debug log, once per
+    process (idempotent, thread-safe).
+
+    Nothing swaps ``sys.stdout``: redirecting it from the reader and writer threads of
+    ``run_blocks`` could leave a capture buffer installed when two redirects overlap, and the
+    output URI printed at the end would then never reach stdout. Each module's global
+    ``print`` is shadowed instead, which affects only those modules' own calls."""
+    global _quieted
+    if _quieted:
+        return
+    with _quiet_guard:
+        if _quieted:
+            return
+        for name in _PRINTING_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # another version of the library, or a missing optional extra
+                continue
+            module.print = _print_to_log  # type: ignore[attr-defined]
+        _quieted = True
 
 
 def to_cloudpath(uri: str) -> str:
@@ -64,14 +107,14 @@ def local_layer_path(uri: str) -> Path | None:
 
 def _read_info(uri: str) -> dict:
     from cloudfiles import CloudFiles  # heavy: only for precomputed I/O
+    quiet_cloud_libraries()
 
     cloudpath = to_cloudpath(uri)
     local = local_layer_path(uri)
     if local is not None and not local.exists():
         raise UserError(f"no such volume: {uri}", "check the path (a precomputed layer is a directory with an 'info' file)")
     try:
-        with stdout_to_stderr():
-            raw = CloudFiles(cloudpath).get("info")
+        raw = CloudFiles(cloudpath).get("info")
     except Exception as exc:  # network or permission problems
         raise UserError(f"cannot reach {uri}: {' '.join(str(exc).split())[:200]}",
                         "check the URI and your credentials") from None
@@ -126,6 +169,7 @@ class PrecomputedVolume(Volume):
     def cv(self):
         if self._cv is None:
             from cloudvolume import CloudVolume  # heavy: only for precomputed I/O
+            quiet_cloud_libraries()
 
             self._cv = CloudVolume(self.cloudpath, mip=0, fill_missing=self.fill_missing, bounded=True,
                                    progress=False, info=self.info, parallel=1,
@@ -161,8 +205,7 @@ class PrecomputedVolume(Volume):
 
     def _read_xyzc(self, bbox: BBox) -> np.ndarray:
         (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
-        with stdout_to_stderr():
-            return np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
+        return np.asarray(self.cv[x0:x1, y0:y1, z0:z1])  # (x, y, z, c)
 
     def _bad_chunk(self, bbox: BBox) -> str:
         """'chunk <key>/<name> does not decode ' for the first chunk of ``bbox`` that fails to
@@ -204,8 +247,7 @@ class PrecomputedVolume(Volume):
         if local is None:
             (z0, y0, x0), (z1, y1, x1) = bbox.start, bbox.stop
             data = array if self.ndim == 4 else array[None]
-            with stdout_to_stderr():
-                self.cv[x0:x1, y0:y1, z0:z1] = np.transpose(data, (3, 2, 1, 0))
+            self.cv[x0:x1, y0:y1, z0:z1] = np.transpose(data, (3, 2, 1, 0))
             return
         if self.encoding != "raw":
             raise ValueError(f"{self.uri}: pytc writes only raw-encoded layers, not {self.encoding}")
@@ -239,10 +281,10 @@ def _exists(loc: VolumeLocation) -> bool:
     if local is not None:
         return local.exists() and (not local.is_dir() or any(local.iterdir()))
     from cloudfiles import CloudFiles  # heavy: only for precomputed I/O
+    quiet_cloud_libraries()
 
     try:
-        with stdout_to_stderr():
-            return CloudFiles(to_cloudpath(loc.uri)).exists("info")
+        return CloudFiles(to_cloudpath(loc.uri)).exists("info")
     except Exception as exc:
         raise UserError(f"cannot reach {loc.uri}: {' '.join(str(exc).split())[:200]}",
                         "check the URI and your credentials") from None
@@ -257,14 +299,15 @@ def _delete(loc: VolumeLocation) -> None:
             local.unlink()
         return
     from cloudfiles import CloudFiles  # heavy: only for precomputed I/O
+    quiet_cloud_libraries()
 
-    with stdout_to_stderr():
-        cf = CloudFiles(to_cloudpath(loc.uri))
-        cf.delete(cf.list())
+    cf = CloudFiles(to_cloudpath(loc.uri))
+    cf.delete(cf.list())
 
 
 def _create(loc: VolumeLocation, spec: VolumeSpec) -> PrecomputedVolume:
     from cloudvolume import CloudVolume  # heavy: only for precomputed I/O
+    quiet_cloud_libraries()
 
     uri, dtype = loc.uri, spec.dtype
     if dtype.name not in SUPPORTED_DTYPES:
@@ -288,9 +331,9 @@ def _create(loc: VolumeLocation, spec: VolumeSpec) -> PrecomputedVolume:
         write_atomic(local / "info", json.dumps(info, indent=2).encode())
     else:
         from cloudfiles import CloudFiles  # heavy: only for precomputed I/O
+        quiet_cloud_libraries()
 
-        with stdout_to_stderr():
-            CloudFiles(to_cloudpath(uri)).put_json("info", info)
+        CloudFiles(to_cloudpath(uri)).put_json("info", info)
     return PrecomputedVolume(uri, info, fill_missing=True)  # a new layer reads as zeros
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from pytc_core.errors import UserError
 from pytc_core.volume.location import REMOTE_PREFIXES, local_path
-from pytc_core.volume.precomputed import stdout_to_stderr, to_cloudpath
+from pytc_core.volume.precomputed import quiet_cloud_libraries, to_cloudpath
 
 __all__ = ["LayerSkeleton", "is_precomputed_layer", "read_skeleton_layer"]
 
@@ -41,6 +41,7 @@ def _skeleton_ids(cv) -> list[int]:
     if cv.skeleton.meta.is_sharded():
         return [int(x) for x in cv.skeleton.list()]
     from cloudfiles import CloudFiles  # heavy: only when skeletons are read
+    quiet_cloud_libraries()
 
     path = cv.cloudpath.rstrip("/") + "/" + cv.skeleton.meta.skeleton_path
     names = (n.split(".")[0] for n in CloudFiles(path).list() if "/" not in n)
@@ -51,11 +52,11 @@ def read_skeleton_layer(uri: str) -> list[LayerSkeleton]:
     """Every skeleton of a precomputed layer (a skeleton layer or a segmentation's skeletons),
     sorted by segment id. Raises UserError when the layer has no readable skeletons."""
     from cloudvolume import CloudVolume  # heavy: only when skeletons are read
+    quiet_cloud_libraries()
 
     try:
-        with stdout_to_stderr():
-            cv = CloudVolume(to_cloudpath(uri), progress=False)
-            skels = cv.skeleton.get(_skeleton_ids(cv))
+        cv = CloudVolume(to_cloudpath(uri), progress=False)
+        skels = cv.skeleton.get(_skeleton_ids(cv))
     except Exception as exc:  # cloud-volume raises many types for a missing/odd layer
         raise UserError(f"cannot read skeletons from precomputed layer {uri}: "
                         f"{type(exc).__name__}: {exc}",

@@ -26,6 +26,7 @@ from typing import Literal
 
 from pytc_core.errors import UserError
 from pytc_core.volume.backends import backend, sidecar_path
+from pytc_core.volume.file_lock import file_lock
 from pytc_core.volume.location import VolumeLocation, parse_uri
 from pytc_core.volume.ngff import level_paths
 from pytc_core.volume.npy import npy_sidecar
@@ -159,7 +160,7 @@ def _inspect_hdf5(uri: str, path: Path, dataset: str) -> OutputState:
     try:
         if not h5py.is_hdf5(path):
             return OutputState(uri, "foreign", f"{path} is a file that is not HDF5")
-        with h5py.File(path, "r") as fh:
+        with file_lock(path), h5py.File(path, "r") as fh:
             if not dataset:
                 return OutputState(uri, "foreign", f"{path} is a whole HDF5 file, not one dataset")
             parts = dataset.split("/")
@@ -374,7 +375,7 @@ def _hdf5_is_empty(path: Path) -> bool:
     import h5py  # heavy: only when an HDF5 output is removed
 
     try:
-        with h5py.File(path, "r") as fh:
+        with file_lock(path), h5py.File(path, "r") as fh:
             return len(fh.keys()) == 0 and len(fh.attrs) == 0
     except OSError:
         return False

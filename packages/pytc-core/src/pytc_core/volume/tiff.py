@@ -30,6 +30,7 @@ import numpy as np
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.volume.base import FormatBackend, Volume, VolumeSpec, file_exists, file_sidecar
+from pytc_core.volume.file_lock import file_lock
 from pytc_core.volume.location import VolumeLocation
 from pytc_core.volume.metadata import metadata_from_attrs, nm_per_unit
 
@@ -157,17 +158,19 @@ class TiffVolume(Volume):
         return self._data
 
     def _read(self, bbox: BBox) -> np.ndarray:
-        return np.array(self._array()[self.array_index(bbox)])
+        with file_lock(self.path):  # one file: reads and writes of this process in turn
+            return np.array(self._array()[self.array_index(bbox)])
 
     def _write(self, array: np.ndarray, bbox: BBox) -> None:
         import tifffile  # only when a TIFF file is used
 
-        mm = tifffile.memmap(self.path, mode="r+")
-        view = self._as_pytc(mm)
-        view[self.array_index(bbox)] = array
-        mm.flush()
-        del mm, view
-        self._data = None
+        with file_lock(self.path):
+            mm = tifffile.memmap(self.path, mode="r+")
+            view = self._as_pytc(mm)
+            view[self.array_index(bbox)] = array
+            mm.flush()
+            del mm, view
+            self._data = None
 
 
 def _open(loc: VolumeLocation, fill_missing: bool = False) -> TiffVolume:
@@ -177,7 +180,8 @@ def _open(loc: VolumeLocation, fill_missing: bool = False) -> TiffVolume:
 
 def _delete(loc: VolumeLocation) -> None:
     assert loc.path is not None
-    loc.path.unlink()
+    with file_lock(loc.path):
+        loc.path.unlink()
 
 
 def _create(loc: VolumeLocation, spec: VolumeSpec) -> TiffVolume:
@@ -188,21 +192,22 @@ def _create(loc: VolumeLocation, spec: VolumeSpec) -> TiffVolume:
     vz, vy, vx = spec.voxel_size
     nbytes = int(np.prod(spec.shape, dtype=np.int64)) * spec.dtype.itemsize
     metadata: dict[str, Any]
-    if spec.dtype.name in IMAGEJ_DTYPES and nbytes <= _IMAGEJ_MAX_BYTES:
-        shape = spec.shape if len(spec.shape) == 3 else (spec.shape[1], spec.shape[0], *spec.shape[2:])
-        oz, oy, ox = spec.offset
-        metadata = {"axes": "ZYX" if len(spec.shape) == 3 else "ZCYX", "spacing": float(vz), "unit": "nm",
-                    "zorigin": -oz, "yorigin": -oy, "xorigin": -ox}
-        mm = tifffile.memmap(loc.path, shape=shape, dtype=spec.dtype, imagej=True,
-                             resolution=(1.0 / vx, 1.0 / vy), metadata=metadata)
-    else:
-        metadata = {"axes": spec.axes.upper(), "voxel_size": list(spec.voxel_size),
-                    "voxel_offset": list(spec.offset)}
-        mm = tifffile.memmap(loc.path, shape=spec.shape, dtype=spec.dtype, photometric="minisblack",
-                             metadata=metadata, bigtiff=True, resolution=(1e7 / vx, 1e7 / vy),
-                             resolutionunit="CENTIMETER")
-    mm.flush()
-    del mm
+    with file_lock(loc.path):
+        if spec.dtype.name in IMAGEJ_DTYPES and nbytes <= _IMAGEJ_MAX_BYTES:
+            shape = spec.shape if len(spec.shape) == 3 else (spec.shape[1], spec.shape[0], *spec.shape[2:])
+            oz, oy, ox = spec.offset
+            metadata = {"axes": "ZYX" if len(spec.shape) == 3 else "ZCYX", "spacing": float(vz), "unit": "nm",
+                        "zorigin": -oz, "yorigin": -oy, "xorigin": -ox}
+            mm = tifffile.memmap(loc.path, shape=shape, dtype=spec.dtype, imagej=True,
+                                 resolution=(1.0 / vx, 1.0 / vy), metadata=metadata)
+        else:
+            metadata = {"axes": spec.axes.upper(), "voxel_size": list(spec.voxel_size),
+                        "voxel_offset": list(spec.offset)}
+            mm = tifffile.memmap(loc.path, shape=spec.shape, dtype=spec.dtype, photometric="minisblack",
+                                 metadata=metadata, bigtiff=True, resolution=(1e7 / vx, 1e7 / vy),
+                                 resolutionunit="CENTIMETER")
+        mm.flush()
+        del mm
     return TiffVolume(loc.uri, loc.path)
 
 
