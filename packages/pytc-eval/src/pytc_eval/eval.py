@@ -123,7 +123,7 @@ def _planned_block_size(gt: Volume, segs: Sequence[Volume]) -> tuple[int, int, i
     budget = memory_budget()
     per_voxel = 3 * (gt.dtype.itemsize + max(s.dtype.itemsize for s in segs))
     edge = cube_edge(budget.available // 2, per_voxel)
-    log.info("memory budget: %s; blocks of %d³ voxels", budget.line(), edge)
+    log.debug("memory budget: %s; blocks of %d³ voxels", budget.line(), edge)
     return (edge, edge, edge)
 
 
