@@ -712,14 +712,15 @@ def _history_logger(run_dir: Path):
                     self.metrics_keys = sorted(next(csv.reader(fh), []))
 
         def drop_after(self, step: int) -> None:
-            """Forget rows of steps after ``step`` (logged after the checkpoint resumed)."""
+            """Forget the rows of steps ``step`` and later: a checkpoint of ``step`` finished
+            steps 0 .. step - 1, so those rows were logged by batches the resumed run redoes."""
             if not os.path.isfile(self.metrics_file_path):
                 return
             with open(self.metrics_file_path, newline="") as fh:
                 reader = csv.DictReader(fh)
                 fields = list(reader.fieldnames or [])
                 rows = list(reader)
-            kept = [r for r in rows if not r.get("step") or int(float(r["step"])) <= step]
+            kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
             if len(kept) == len(rows):
                 return
             from pytc_core.files import write_atomic
