@@ -127,8 +127,9 @@ def run_gated(tmp_path: Path, prog: str, module: str,
             deadline = time.monotonic() + 300
             for what in ("ready", "rc"):
                 while len(list(gate.glob(f"{what}_{k}_*"))) < n:
-                    assert all(p.poll() is None for p in procs) or what == "rc", \
-                        [p.stderr.read() for p in procs if p.poll() is not None]
+                    died = [i for i, p in enumerate(procs)
+                            if p.poll() is not None and not (gate / f"rc_{k}_{i}").exists()]
+                    assert not died, f"phase {k}: {procs[died[0]].stderr.read()}"
                     assert time.monotonic() < deadline, f"phase {k} hangs"
                     time.sleep(0.005)
                 if what == "ready":
