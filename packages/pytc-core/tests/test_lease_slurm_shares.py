@@ -239,3 +239,29 @@ def test_the_entry_point_maps_terminated_to_75(capsys):
 
     assert run_entry_point("pytc-x", app, []) == 75
     assert "pytc-x: stopped by SIGUSR1" in capsys.readouterr().err
+
+
+BEFORE_THE_CLAIM = """
+import sys, time
+from pathlib import Path
+from pytc_core.cli import run_entry_point
+
+def main():
+    Path(sys.argv[1]).write_text("in")
+    time.sleep(60)  # imports, planning: no output claimed yet
+
+sys.exit(run_entry_point("pytc-test", lambda argv, **kw: main(), []))
+"""
+
+
+def test_sigusr1_before_a_claim_exits_75_too(tmp_path):
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", BEFORE_THE_CLAIM, str(ready)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err  # not -10 (138 under a shell): the wrapper requeues it
+    assert "pytc-test: stopped by SIGUSR1" in err
