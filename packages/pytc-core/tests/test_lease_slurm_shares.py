@@ -265,3 +265,14 @@ def test_sigusr1_before_a_claim_exits_75_too(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 75, err  # not -10 (138 under a shell): the wrapper requeues it
     assert "pytc-test: stopped by SIGUSR1" in err
+
+
+def test_a_joining_share_takes_the_lease_when_its_creator_leaves_without_a_record(tmp_path):
+    out = str(tmp_path / "seg")
+    first = acquire_lease(tmp_path / "seg" / "pytc_lease", "k", what=out)
+    leaver = threading.Timer(0.3, first.release)  # refused before it wrote its record
+    leaver.start()
+    with claim_output(out, stage="decode", key="k", join=True) as run:
+        assert run.lease is not None and run.lease.owner and run.mode == "fresh"
+        assert read_run_record(out).state == "running"  # this share wrote it
+    leaver.join()

@@ -258,9 +258,18 @@ class OutputRun:
         if lease_path is not None:  # local outputs (a remote layer has no lease)
             self._file_existed = loc.format != "hdf5" or (loc.path is not None and loc.path.exists())
             self._note_created_dirs(lease_path.parent)
-            self.lease = acquire_lease(lease_path, self.key, what=uri, command=self.command)
-            if not self.lease.owner and not self.join:
-                holder = self.lease.holder
+            for _ in range(5):
+                lease = self.lease = acquire_lease(lease_path, self.key, what=uri,
+                                                   command=self.command)
+                if lease.owner or not self.join:
+                    break
+                record = self._wait_for_record(read_run_record(uri))
+                if (record is not None and record.key == self.key) or read_lease(lease_path):
+                    break  # joined: the share holding the lease wrote its record (or still works)
+                lease.release()  # it left without a record (refused?): take the lease anew
+            if not lease.owner and not self.join:
+                holder = lease.holder
+                lease.release()
                 self.lease = None
                 raise UserError(f"output {uri} is being written by another run of the same "
                                 f"command, {holder.describe()}", "wait for that run to finish")
