@@ -283,6 +283,13 @@ class Lease:
         self.path, self.holder, self.owner = path, holder, owner
         self.member = member
 
+    def others(self) -> int:
+        """How many other live runs are under this lease (shares that may still write)."""
+        live = live_members(self.path)
+        mine = None if self.member is None else read_lease(self.member)
+        return len(live) - (mine is not None and any(
+            (m.host, m.pid, m.created) == (mine.host, mine.pid, mine.created) for m in live))
+
     def release(self) -> None:
         """Leave the lease; the last run under it removes it (with its members folder)."""
         member, self.member = self.member, None

@@ -264,7 +264,7 @@ class OutputRun:
                 if lease.owner or not self.join:
                     break
                 record = self._wait_for_record(read_run_record(uri))
-                if (record is not None and record.key == self.key) or read_lease(lease_path):
+                if (record is not None and record.key == self.key) or lease.others():
                     break  # joined: the share holding the lease wrote its record (or still works)
                 lease.release()  # it left without a record (refused?): take the lease anew
             if not lease.owner and not self.join:
@@ -322,8 +322,9 @@ class OutputRun:
         deadline = time.monotonic() + JOIN_WAIT_S
         while record is None or record.key != self.key:
             holder = read_lease(self.lease.path)
-            if holder is None or holder.key != self.key or time.monotonic() > deadline:
-                break
+            if (holder is None or holder.key != self.key or not self.lease.others()
+                    or time.monotonic() > deadline):
+                break  # the lease changed hands, or every other share left (without a record)
             time.sleep(0.05)
             record = read_run_record(self.uri)
         return record
