@@ -108,7 +108,8 @@ for k, argv in enumerate(phases):
     while not (gate / f"go_{k}").exists():
         time.sleep(0.002)
     code = 0 if argv is None else run_entry_point(prog, app, argv)
-    (gate / f"rc_{k}_{name}").write_text(str(code))
+    (gate / f".rc_{k}_{name}").write_text(str(code))
+    (gate / f".rc_{k}_{name}").rename(gate / f"rc_{k}_{name}")  # complete when it appears
 """
 
 
