@@ -16,6 +16,7 @@ import difflib
 import logging
 import os
 import shlex
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +52,9 @@ __all__ = [
 
 T = TypeVar("T")
 log = logging.getLogger("pytc")
+#: exit code of a run stopped by SIGTERM/SIGUSR1, its finished work kept (as pytc-train's;
+#: the same value as ``pytc_core.output_run.EXIT_REQUEUE``)
+EXIT_REQUEUE = 75
 _current_command: str | None = None  # set by run_entry_point; read by current_command()
 
 
@@ -369,12 +373,24 @@ def _usage_message(prog: str, app: Any, exc: BaseException) -> str | None:
     return f"{what} ({hint}; see `{prog} --help`)"
 
 
+def _stopped_by_signal(prog: str, exc: BaseException | None) -> bool:
+    """Whether ``exc`` is ``output_run.Terminated`` (SIGTERM/SIGUSR1 in a claimed run, whose
+    finished work is kept for the requeued job to resume); then it says so on stderr."""
+    signum = getattr(exc, "signum", None)
+    if not isinstance(exc, KeyboardInterrupt) or signum is None:
+        return False
+    sys.stderr.write(f"{prog}: stopped by {signal.Signals(signum).name}; finished blocks are "
+                     "kept: rerun the same command to resume\n")  # (none, before a claim)
+    return True
+
+
 def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | None = None) -> int:
     """Run a cyclopts ``app`` as console script ``prog`` with pytc's error conventions.
 
     Returns the exit code: 0 on success, 2 on a user error (bad flags, bad input),
-    130 on Ctrl-C, 141 when stdout is closed before the result is written (a pipe whose
-    reader exited). Internal bugs propagate (a traceback, exit 1). An unknown option or a
+    75 when SIGUSR1 (anywhere) or SIGTERM (in a claimed run) stopped it, its finished blocks
+    kept for the requeued job to resume, 130 on Ctrl-C, 141 when stdout is closed before the
+    result is written (a pipe whose reader exited). Internal bugs propagate (a traceback, exit 1). An unknown option or a
     stray argument is named with the command's valid flags and the closest match.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -382,13 +398,42 @@ def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | No
     _current_command = shlex.join([prog, *argv])  # what run records name as the command to resume
     if getattr(app, "default_parameter", False) is None:  # an app not made by make_app
         app.default_parameter = _conventions()  # type: ignore[attr-defined]
+    previous_usr1 = None
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL):
+        # Slurm's time-limit warning before a run claimed its output (imports, planning):
+        # stop like Ctrl-C with the requeue code instead of dying with 138 (pytc-train
+        # installs its own handler first, which is kept)
+        previous_usr1 = signal.signal(signal.SIGUSR1, _stop_on_usr1)
+    try:
+        return _run_app(prog, app, argv)
+    finally:
+        if previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, previous_usr1)
+
+
+class _StoppedBySignal(KeyboardInterrupt):
+    """SIGUSR1 outside a claimed run (``output_run.Terminated`` inside one)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on_usr1(signum: int, frame: Any) -> None:
+    raise _StoppedBySignal(signum)
+
+
+def _run_app(prog: str, app: Callable[..., Any], argv: list[str]) -> int:
     try:
         result = app(argv, exit_on_error=False, print_error=False, help_on_error=False,
                      result_action="return_value")
     except UserError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if _stopped_by_signal(prog, exc):
+            return EXIT_REQUEUE
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
     except BrokenPipeError:  # the next command of a pipe exited before reading the result
@@ -399,6 +444,8 @@ def run_entry_point(prog: str, app: Callable[..., Any], argv: Sequence[str] | No
         return 141  # what a shell reports for a process ended by SIGPIPE
     except SystemExit as exc:  # cyclopts turns Ctrl-C into exit code 130
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 130 and _stopped_by_signal(prog, exc.__context__):
+            return EXIT_REQUEUE
         if code == 130:
             sys.stderr.write(f"{prog}: interrupted\n")
         return code

@@ -173,7 +173,7 @@ def check_file_target(path: str | os.PathLike[str], *, overwrite: bool = False,
 
 def remove_output(uri: str, *, keep_lease: bool = True, remove_empty_file: bool = False) -> None:
     """Delete the recognised volume at ``uri`` and pytc's files about it, nothing else
-    (:func:`pytc_core.volume.stored.remove_volume`); the lease file stays unless ``keep_lease``
-    is False."""
-    remove_volume(uri, keep=(LEASE_NAME,) if keep_lease else (),
+    (:func:`pytc_core.volume.stored.remove_volume`); the lease file (and its members folder)
+    stays unless ``keep_lease`` is False."""
+    remove_volume(uri, keep=(LEASE_NAME, LEASE_NAME + ".members") if keep_lease else (),
                   remove_empty_file=remove_empty_file)

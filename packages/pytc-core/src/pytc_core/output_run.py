@@ -23,9 +23,16 @@ Rules (the README's conventions section states them for users):
   ``overwrite``, which replaces only the recognised volume;
 - the lease (:mod:`pytc_core.lease`) keeps other runs out; ``join=True`` lets runs of the
   same key work side by side (the shares of a blockwise run);
-- an abort of a fresh run (bad input such as NaN, Ctrl-C, SIGTERM) removes everything it
-  created, unless the run is interrupted after :meth:`OutputRun.made_progress`: then the
-  partial output stays, marked unfinished, for the same command to resume.
+- an abort of a fresh run (bad input such as NaN, Ctrl-C, SIGTERM, SIGUSR1) removes
+  everything it created, unless the run is interrupted after :meth:`OutputRun.made_progress`:
+  then the partial output stays, marked unfinished, for the same command to resume;
+- SIGTERM and SIGUSR1 (Slurm's time-limit warning, forwarded by pytc-launch's requeue
+  wrapper) raise :class:`Terminated` in the main thread: the block in progress is abandoned
+  (a block is marked done only after its write), finished blocks stay, the lease is left,
+  and the command exits with :data:`EXIT_REQUEUE` (75) for the requeued job to resume;
+- only the share that creates the lease starts a fresh run (and empties its ``scratch``
+  folders, before it writes the run record); a share that joins waits for that record and
+  resumes, so no share ever removes another's finished blocks.
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -62,6 +71,7 @@ from pytc_core.volume import Volume, create_volume, open_volume, parse_uri, side
 from pytc_core.volume.precomputed import local_layer_path, to_cloudpath
 
 __all__ = [
+    "EXIT_REQUEUE",
     "OutputRun",
     "RunRecord",
     "Terminated",
@@ -75,8 +85,21 @@ __all__ = [
 log = logging.getLogger("pytc")
 
 
+#: exit code of a command stopped by SIGTERM/SIGUSR1 with its finished work kept (EX_TEMPFAIL:
+#: retry), as pytc-train's; pytc-launch's requeue wrapper requeues a signalled job that exits != 0
+EXIT_REQUEUE = 75
+
+#: how long a share that joins a run waits for the run record of the share that created it (s)
+JOIN_WAIT_S = 120.0
+
+
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (``scancel``, a Slurm time limit) inside a claimed run: handled like Ctrl-C."""
+    """SIGTERM (``scancel``, preemption) or SIGUSR1 (a Slurm time limit near) inside a claimed
+    run: handled like Ctrl-C (finished blocks kept, lease left), exit :data:`EXIT_REQUEUE`."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -205,9 +228,11 @@ class OutputRun:
     def __init__(self, uri: str, *, stage: str, key: str, inputs: Sequence[str | None] = (),
                  overwrite: bool = False, join: bool = False, command: str | None = None,
                  explain_mismatch: Callable[[RunRecord], None] | None = None,
-                 allow_same_file: bool = False) -> None:
+                 allow_same_file: bool = False,
+                 scratch: Sequence[str | os.PathLike[str]] = ()) -> None:
         self.uri, self.stage, self.key = uri, stage, key
         self.allow_same_file = allow_same_file
+        self.scratch = [Path(p) for p in scratch]
         self.explain_mismatch = explain_mismatch
         self.inputs, self.overwrite, self.join = list(inputs), overwrite, join
         self.command = command or _process_command()
@@ -219,7 +244,7 @@ class OutputRun:
         self.completed = False
         self._created_dirs: list[Path] = []
         self._file_existed = True
-        self._old_sigterm: Any = None
+        self._old_handlers: dict[int, Any] = {}
 
     # -- the claim ------------------------------------------------------------------------
     def _begin(self) -> None:
@@ -235,9 +260,18 @@ class OutputRun:
         if lease_path is not None:  # local outputs (a remote layer has no lease)
             self._file_existed = loc.format != "hdf5" or (loc.path is not None and loc.path.exists())
             self._note_created_dirs(lease_path.parent)
-            self.lease = acquire_lease(lease_path, self.key, what=uri, command=self.command)
-            if not self.lease.owner and not self.join:
-                holder = self.lease.holder
+            for _ in range(5):
+                lease = self.lease = acquire_lease(lease_path, self.key, what=uri,
+                                                   command=self.command)
+                if lease.owner or not self.join:
+                    break
+                record = self._wait_for_record(read_run_record(uri))
+                if (record is not None and record.key == self.key) or lease.others():
+                    break  # joined: the share holding the lease wrote its record (or still works)
+                lease.release()  # it left without a record (refused?): take the lease anew
+            if not lease.owner and not self.join:
+                holder = lease.holder
+                lease.release()
                 self.lease = None
                 raise UserError(f"output {uri} is being written by another run of the same "
                                 f"command, {holder.describe()}", "wait for that run to finish")
@@ -247,10 +281,15 @@ class OutputRun:
                                 "choose another output")
         record = read_run_record(uri)
         owner = self.lease is None or self.lease.owner
+        if not owner:
+            record = self._wait_for_record(record)
+            state = inspect_output(uri)
         if state.kind == "absent":
             self.mode = "fresh"
             if record is not None and record.key == self.key and not record.complete:
                 self.mode = "resume"  # created by a share of this run, volume not yet there
+            elif not owner:  # joined: the share that holds the lease created (or cleans) it
+                self.mode = "resume"
             elif (state.pytc_only or record is not None) and owner:
                 remove_output(uri)  # leftovers (scratch, an old record) of an earlier run
         elif record is None:
@@ -272,9 +311,25 @@ class OutputRun:
                             f"rerun `{record.command}` to finish it, or pass --overwrite to "
                             "replace it")
         if owner and self.mode == "fresh":
+            for folder in self.scratch:  # files of an earlier run: before any share can join
+                shutil.rmtree(folder, ignore_errors=True)
             self._write_running()
         elif owner and record is not None and not record.complete:
             self._write_running(started=record.started)  # resumed here, now
+
+    def _wait_for_record(self, record: RunRecord | None) -> RunRecord | None:
+        """A joined share waits until the share holding the lease has written the run record
+        of this key (or has left the lease): it must never start the run afresh itself."""
+        assert self.lease is not None
+        deadline = time.monotonic() + JOIN_WAIT_S
+        while record is None or record.key != self.key:
+            holder = read_lease(self.lease.path)
+            if (holder is None or holder.key != self.key or not self.lease.others()
+                    or time.monotonic() > deadline):
+                break  # the lease changed hands, or every other share left (without a record)
+            time.sleep(0.05)
+            record = read_run_record(self.uri)
+        return record
 
     def _replace_or_refuse(self, what: str, record: RunRecord | None) -> None:
         if not self.overwrite:
@@ -348,10 +403,20 @@ class OutputRun:
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> OutputRun:
         if threading.current_thread() is threading.main_thread():
-            def on_sigterm(signum, frame):
-                raise Terminated()
+            stopping: list[int] = []
 
-            self._old_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+            def on_signal(signum, frame):
+                if stopping:  # a second signal while the first one unwinds: finish that
+                    return
+                stopping.append(signum)
+                raise Terminated(signum)
+
+            for s in (signal.SIGTERM, signal.SIGUSR1):
+                previous = signal.getsignal(s)
+                if isinstance(previous, type(on_signal)) and previous.__qualname__ == \
+                        on_signal.__qualname__:
+                    continue  # an enclosing claim (several outputs of one run) handles it
+                self._old_handlers[s] = signal.signal(s, on_signal)
         try:
             self._begin()
         except BaseException:
@@ -380,9 +445,9 @@ class OutputRun:
                 self.lease.release()
             if cleanup:
                 self._remove_created_dirs()
-            if self._old_sigterm is not None:
-                signal.signal(signal.SIGTERM, self._old_sigterm)
-                self._old_sigterm = None
+            for s, previous in self._old_handlers.items():
+                signal.signal(s, previous)
+            self._old_handlers = {}
 
     def _remove_created_dirs(self) -> None:
         for d in self._created_dirs:
@@ -399,7 +464,8 @@ class OutputRun:
 def claim_output(uri: str, *, stage: str, key: str, inputs: Sequence[str | None] = (),
                  overwrite: bool = False, join: bool = False, command: str | None = None,
                  explain_mismatch: Callable[[RunRecord], None] | None = None,
-                 allow_same_file: bool = False) -> OutputRun:
+                 allow_same_file: bool = False,
+                 scratch: Sequence[str | os.PathLike[str]] = ()) -> OutputRun:
     """Claim ``uri`` for one run (a context manager; see the module docstring).
 
     Runs the checks of :func:`pytc_core.output.check_output_target` (before any input data is
@@ -412,8 +478,10 @@ def claim_output(uri: str, *, stage: str, key: str, inputs: Sequence[str | None]
     ``explain_mismatch(record)`` is called before an unfinished output of another key is
     refused, so the stage can raise a UserError that says what differs.
     ``allow_same_file`` lets the output be another dataset of an input's HDF5 file
-    (``--allow-same-file``).
+    (``--allow-same-file``). ``scratch``: folders of the run's intermediate files, emptied by a
+    fresh start (only by the share that creates the lease, before it writes the run record;
+    shares that join wait for that record).
     """
     return OutputRun(uri, stage=stage, key=key, inputs=inputs, overwrite=overwrite, join=join,
                      command=command, explain_mismatch=explain_mismatch,
-                     allow_same_file=allow_same_file)
+                     allow_same_file=allow_same_file, scratch=scratch)

@@ -233,7 +233,8 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
         claims = [stack.enter_context(claim_output(
             uri, stage="decode", key=key, inputs=[aff_uri, cfg.mask], overwrite=overwrite,
             join=step != "all", explain_mismatch=explain, command=current_command(),
-            allow_same_file=allow_same_file))
+            allow_same_file=allow_same_file,
+            scratch=[run.workdir] if run is not None else []))
             for uri, key in zip(out_uris, keys, strict=True)]
         if run is None:
             log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, method.name)

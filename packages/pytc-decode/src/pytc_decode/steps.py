@@ -104,8 +104,8 @@ def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | 
     """
     if claim.resuming:  # an interrupted run or a share of this run: keep its finished blocks
         check_run(run.workdir, run.key, create=False)  # refuse before touching anything
-    else:
-        shutil.rmtree(run.workdir, ignore_errors=True)  # files of an earlier run
+    # a fresh run's claim emptied the scratch folder (claim_output(scratch=...)) before any
+    # share could join: never here, where another share's finished blocks may already be
     create_output(claim, run.aff_vol, run.dtype, run.chunk)
     check_run(run.workdir, run.key, create=True)
     box, cfg, method = run.box, run.cfg, run.method

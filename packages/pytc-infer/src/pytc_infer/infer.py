@@ -239,6 +239,17 @@ def _check_existing(out_uri: str, key: str, key_fields: dict[str, Any],
                         "pass --overwrite to predict it again, or choose another --output")
 
 
+def _finished_by_this_run(out_uri: str, key: str) -> bool:
+    """Whether the output at ``out_uri`` is complete and was written by a run of ``key``."""
+    from pytc_core.output import inspect_output
+    from pytc_core.output_run import read_run_record
+
+    if inspect_output(out_uri).kind != "volume":
+        return False
+    record = read_run_record(out_uri)
+    return record is not None and record.complete and record.key == key
+
+
 def _finish_provenance(out_uri: str, record: dict[str, Any]) -> None:
     path = _provenance_path(out_uri)
     if path is not None:
@@ -425,6 +436,11 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
 
     key = run_key("infer", [cfg.input], key_fields)
     previous = _read_provenance(out_uri)
+    if share is not None and _finished_by_this_run(out_uri, key):
+        # a late share (another array task finished every block): nothing to do, not an error
+        log.info("%s is complete (every block predicted by this run's shares)", out_uri)
+        return InferResult(out_uri, out_shape, 0, 0, 0, 0, grid.count, "the run is complete",
+                           time.perf_counter() - t0, True)
     if not overwrite:
         _check_existing(out_uri, key, key_fields, previous, cfg.input)
     block_size = cfg.block_size
