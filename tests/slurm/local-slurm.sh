@@ -42,7 +42,24 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
         if "$@" >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
-    log "error: timed out after ${limit}s waiting for $what (logs in $DIR/log)"; exit 1
+    log "error: timed out after ${limit}s waiting for $what (logs in $DIR/log)"
+    diagnose
+    stop quiet
+    exit 1
+}
+
+diagnose() {  # what CI needs to see when the cluster does not come up: states, reasons, logs
+    local f
+    log "getent hosts localhost: $(getent hosts localhost | tr '\n' ' ')"
+    for f in "$DIR/slurmctld.pid" "$DIR/slurmd.pid" "$MUNGE_DIR/munged.pid"; do
+        if alive "$f"; then log "$(basename "$f" .pid) is running"; else log "$(basename "$f" .pid) is not running"; fi
+    done
+    SLURM_CONF=$CONF sinfo -N -h -o '%N %T %E' 2>&1 | sed 's/^/local-slurm: sinfo: /' >&2 || true
+    for f in "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" "$MUNGE_DIR/munged.log"; do
+        [ -f "$f" ] || continue
+        log "last lines of $f:"
+        tail -n 15 "$f" | sed 's/^/    /' >&2
+    done
 }
 
 write_conf() {
@@ -53,7 +70,8 @@ write_conf() {
     cat > "$CONF" <<CONF
 # single-node Slurm on localhost for pytc tests (written by tests/slurm/local-slurm.sh)
 ClusterName=pytc-local
-SlurmctldHost=localhost
+# explicit addresses: the daemons never depend on how (or whether) "localhost" resolves
+SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -113,12 +131,19 @@ start() {
     wait_for 10 "slurmctld's pid file" alive "$DIR/slurmctld.pid"
     slurmd -f "$CONF" -N localhost
     wait_for 10 "slurmd's pid file" alive "$DIR/slurmd.pid"
-    wait_for 60 "the node to be idle" node_idle
+    wait_for 120 "the node to be idle" node_idle
     log "running: SLURM_CONF=$CONF (stop with: $0 stop)"
 }
 
-node_idle() {
-    [ "$(SLURM_CONF=$CONF sinfo -h -n localhost -o %T 2>/dev/null)" = idle ]
+node_idle() {  # idle, or down/drained for a reason that a resume clears (e.g. an early reboot)
+    local state
+    state=$(SLURM_CONF=$CONF sinfo -h -n localhost -o %T 2>/dev/null) || return 1
+    case "$state" in
+        idle) return 0 ;;
+        down | drained | drain*) SLURM_CONF=$CONF scontrol update NodeName=localhost State=RESUME \
+            >/dev/null 2>&1 || true ;;
+    esac
+    return 1
 }
 
 stop_pid() {  # stop_pid PIDFILE NAME: TERM, wait up to 10 s, then KILL; only that pid

@@ -36,6 +36,7 @@ LAYERS = {
     "pytc_core.output": "runs",
     "pytc_core.output_run": "runs",
     "pytc_core.blocks": "runs",
+    "pytc_core.merge_history": "runs",
     "pytc_core.cli": "cli",
     "pytc_core.models": "models",
 }
