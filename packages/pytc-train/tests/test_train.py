@@ -200,6 +200,37 @@ def test_a_signal_at_a_validation_keeps_the_best_and_the_history(em_h5, tmp_path
         rows = list(csv.DictReader(fh))
     val = {int(r["step"]): float(r["val/boundary_f1"]) for r in rows if r.get("val/boundary_f1")}
     assert sorted(val) == [1, 3]  # Lightning logs a validation at the step before its count
-    assert sum(1 for r in rows if r.get("train/loss")) == 4
+    # one history: each training step once, with the step the weights were at (a resumed
+    # run's logging step is the checkpoint's global step, not one behind it)
+    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [0, 1, 2, 3]
     assert _best_score(ckpts / "best.ckpt") == pytest.approx(max(val.values()))
     assert _best_score(ckpts / "best.ckpt") >= best_after_1
+
+
+def test_a_signal_between_validations_keeps_one_history(em_h5, tmp_path, tiny_config):
+    """SIGUSR1 during step 2 with no validation after it: the resumed run logs steps 2 and 3
+    (the Slurm requeue test found the step before the resume logged twice, every later row
+    one step behind: Lightning's logging counter was saved before its increment)."""
+    import csv
+    import os
+    import signal
+
+    import pytorch_lightning as pl
+
+    from pytc_train.train import Preempted
+
+    class SignalDuringStep2(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 1:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    config = tiny_config(em_h5, tmp_path, max_steps=4, val_every=100, checkpoint_every=100,
+                         resume="auto")
+    with pytest.raises(Preempted) as stopped:
+        run_train(config, callbacks=[SignalDuringStep2()])
+    assert stopped.value.step == 2
+    result = run_train(config)
+    assert result.steps == 4 and result.attempt_steps == 2
+    with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [0, 1, 2, 3]

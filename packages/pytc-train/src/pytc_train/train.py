@@ -285,6 +285,17 @@ def _callbacks_module():
             # take SIGTERM back from Lightning (which stops without saving): ours saves first
             _install_handlers(self.handle)
 
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            # Lightning counts logged steps apart from global_step and increments that count
+            # after on_train_batch_end: a checkpoint saved there (ours, on a signal) holds it
+            # one behind, and the resumed run would log every step one too low (the Slurm
+            # requeue test found one step logged twice per requeue). A batch logs at the
+            # number of optimizer steps done before it, as in a run never interrupted.
+            epoch_loop = trainer.fit_loop.epoch_loop
+            if getattr(epoch_loop, "_batches_that_stepped", None) not in (None,
+                                                                          trainer.global_step):
+                epoch_loop._batches_that_stepped = trainer.global_step
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step
             # with gradient accumulation, only a batch that ends a group steps the optimizer:
