@@ -208,9 +208,10 @@ def test_a_signal_at_a_validation_keeps_the_best_and_the_history(em_h5, tmp_path
 
 
 def test_a_signal_between_validations_keeps_one_history(em_h5, tmp_path, tiny_config):
-    """SIGUSR1 during step 2 with no validation after it: the resumed run logs steps 2 and 3
-    (the Slurm requeue test found the step before the resume logged twice, every later row
-    one step behind: Lightning's logging counter was saved before its increment)."""
+    """SIGUSR1 during step 3, with no validation after it: the resumed run logs steps 3..5
+    and validates after steps 4 and 6, as an uninterrupted run (the Slurm requeue test found
+    the step before each resume logged twice and validations shifted by one per requeue:
+    Lightning's batch counters were saved before their increment)."""
     import csv
     import os
     import signal
@@ -221,16 +222,17 @@ def test_a_signal_between_validations_keeps_one_history(em_h5, tmp_path, tiny_co
 
     class SignalDuringStep2(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == 1:
+            if trainer.global_step == 2:
                 os.kill(os.getpid(), signal.SIGUSR1)
 
-    config = tiny_config(em_h5, tmp_path, max_steps=4, val_every=100, checkpoint_every=100,
+    config = tiny_config(em_h5, tmp_path, max_steps=6, val_every=2, checkpoint_every=100,
                          resume="auto")
     with pytest.raises(Preempted) as stopped:
         run_train(config, callbacks=[SignalDuringStep2()])
-    assert stopped.value.step == 2
+    assert stopped.value.step == 3
     result = run_train(config)
-    assert result.steps == 4 and result.attempt_steps == 2
+    assert result.steps == 6 and result.attempt_steps == 3
     with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [0, 1, 2, 3]
+    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [0, 1, 2, 3, 4, 5]
+    assert [int(r["step"]) for r in rows if r.get("val/boundary_f1")] == [1, 3, 5]

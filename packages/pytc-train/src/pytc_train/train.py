@@ -252,6 +252,24 @@ def _load_init_weights(module, config: TrainConfig) -> None:
 # --------------------------------------------------------------------------- callbacks
 
 
+def _validate_on_schedule_only(trainer) -> None:
+    """Keep Lightning from validating because the run stops (it validates on any
+    ``should_stop``): a stop for a signal spends Slurm's grace time saving, and the resumed
+    run validates at the steps an uninterrupted run would (a validation due at this very
+    step still runs)."""
+    loop = trainer.fit_loop.epoch_loop
+    scheduled = loop._should_check_val_fx
+
+    def should_check_val(data_fetcher) -> bool:
+        trainer.should_stop = False
+        try:
+            return scheduled(data_fetcher)
+        finally:
+            trainer.should_stop = True
+
+    loop._should_check_val_fx = should_check_val
+
+
 def _callbacks_module():
     import pytorch_lightning as pl
 
@@ -312,6 +330,7 @@ def _callbacks_module():
                 if self.saved_step != step:
                     self._save(trainer)
                 trainer.should_stop = True
+                _validate_on_schedule_only(trainer)
                 return
             if step % self.every == 0 and step != self.saved_step:
                 self._save(trainer)
