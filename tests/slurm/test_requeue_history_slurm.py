@@ -90,7 +90,11 @@ max_restarts = 10
     assert train_steps[0] == 0 and train_steps[-1] + 1 == rows[0]["step"]
     val = {int(r["step"]): float(r["val/boundary_f1"]) for r in history
            if r.get("val/boundary_f1")}
-    assert sorted(val) == list(range(4, rows[0]["step"], 5)), sorted(val)
+    # every 5 steps on the schedule of an uninterrupted run (a preemption adds none), plus
+    # the validation Lightning runs when max_time ends the training at another step
+    scheduled = list(range(4, rows[0]["step"], 5))
+    last = rows[0]["step"] - 1
+    assert sorted(val) in (scheduled, [*scheduled, last]), sorted(val)
     # best.ckpt holds the best validation of all attempts, and status reports its own score
     best = _best_score(run / "checkpoints" / "best.ckpt")
     assert best == pytest.approx(max(val.values()))
