@@ -147,113 +147,178 @@ def _label_mask(mask: np.ndarray, in_plane: bool = False) -> np.ndarray:
     return labels
 
 
-@njit(cache=True, nogil=True)
-def flood(aff, seeds, mask, use_mask, levels):
+def flood(aff: np.ndarray, seeds: np.ndarray, mask: np.ndarray, use_mask: bool,
+          levels: int) -> np.ndarray:
     """Seeded watershed on the affinity graph (a minimum spanning forest grown from the seeds).
 
     Seeds are final at level 0. A final voxel offers each neighbour its label at the level
     ``round((1 - a) * (levels - 1))`` of the edge between them (a = its affinity; never below
     the level being processed); a voxel keeps its lowest offer (the first, among equal ones)
     and becomes final when that offer is taken from the bucket queue. So every voxel joins the
-    seed it is linked to through the highest-affinity path, FIFO within a level: deterministic.
-    Voxels outside the mask and voxels no seed reaches stay 0.
+    seed it is linked to through the highest-affinity path, FIFO within a level (neighbours
+    offered in the order -z, +z, -y, +y, -x, +x; seeds queued in C order): deterministic.
+    Voxels outside the mask and voxels no seed reaches stay 0. ``aff`` (C, Z, Y, X) float32,
+    ``seeds`` (Z, Y, X) uint32; returns uint32 (Z, Y, X).
+
+    The volume is padded by one final voxel on every side and the edge levels are quantised
+    once, so the loop has no bounds checks, divisions or float arithmetic.
     """
     _, Z, Y, X = aff.shape
-    n = Z * Y * X
-    lab = seeds.copy().reshape(n)
-    best = np.full(n, levels, np.int32)  # lowest level offered; -1 once final
-    flat_mask = mask.reshape(n)
-    head = np.full(levels, -1, np.int64)
-    tail = np.full(levels, -1, np.int64)
-    # the queue entries (a voxel, the next entry of its level), grown when full
-    ent_voxel = np.empty(n + 64, np.int64)
-    ent_next = np.empty(n + 64, np.int64)
-    size = 0
-    for v in range(n):  # every seed voxel at level 0, in C order
-        if lab[v] != 0:
-            best[v] = 0
-            ent_voxel[size] = v
-            ent_next[size] = -1
-            if tail[0] < 0:
-                head[0] = size
-            else:
-                ent_next[tail[0]] = size
-            tail[0] = size
-            size += 1
-    YX = Y * X
+    shape = (Z + 2, Y + 2, X + 2)
     scale = levels - 1
-    for level in range(levels):
-        while head[level] >= 0:
-            e = head[level]
-            head[level] = ent_next[e]
-            if head[level] < 0:
-                tail[level] = -1
-            v = ent_voxel[e]
-            if best[v] != level:
-                continue  # final already, or offered a lower level since this entry
-            best[v] = -1
-            z = v // YX
-            r = v - z * YX
-            y = r // X
-            x = r - y * X
-            for d in range(6):
-                if d == 0:
-                    if z == 0:
-                        continue
-                    u = v - YX
-                    a = aff[0, z, y, x]
-                elif d == 1:
-                    if z + 1 >= Z:
-                        continue
-                    u = v + YX
-                    a = aff[0, z + 1, y, x]
-                elif d == 2:
-                    if y == 0:
-                        continue
-                    u = v - X
-                    a = aff[1, z, y, x]
-                elif d == 3:
-                    if y + 1 >= Y:
-                        continue
-                    u = v + X
-                    a = aff[1, z, y + 1, x]
-                elif d == 4:
-                    if x == 0:
-                        continue
-                    u = v - 1
-                    a = aff[2, z, y, x]
-                else:
-                    if x + 1 >= X:
-                        continue
-                    u = v + 1
-                    a = aff[2, z, y, x + 1]
-                if best[u] < 0 or (use_mask and not flat_mask[u]):
+    level_dtype = np.uint8 if levels <= 256 else np.uint16
+    lv = np.zeros((3, *shape), level_dtype)
+    for c in range(3):  # the level of the edge between a voxel and its -z/-y/-x neighbour
+        q = (1.0 - aff[c].astype(np.float64)) * scale + 0.5
+        lv[c, 1:-1, 1:-1, 1:-1] = np.clip(q.astype(np.int64), 0, scale)
+    lab = np.zeros(shape, np.uint32)
+    lab[1:-1, 1:-1, 1:-1] = seeds
+    best = np.full(shape, -1, np.int32)  # -1: final, or never entered (border, outside mask)
+    inner = best[1:-1, 1:-1, 1:-1]
+    inner[...] = levels
+    if use_mask:
+        inner[~mask.astype(bool) & (seeds == 0)] = -1
+    n = lab.size
+    entry = np.int32 if n < 2**31 - 1 else np.int64
+    out = _flood_padded(lv.reshape(3, n), lab.reshape(n), best.reshape(n), Y + 2, X + 2,
+                        levels, np.empty(max(n // 4, 64), entry))
+    return out.reshape(shape)[1:-1, 1:-1, 1:-1].copy()
+
+
+#: queue entries per storage block of :func:`_flood_padded` (a level's entries are read in
+#: runs of this many contiguous voxels ids)
+QUEUE_BLOCK = 4096
+
+
+@njit(cache=True, nogil=True)
+def _flood_padded(lv, lab, best, Y, X, levels, entries):
+    """The bucket queue of :func:`flood` on flat padded arrays.
+
+    Each level's FIFO is a chain of blocks of ``QUEUE_BLOCK`` voxel ids (``entries`` is the
+    first storage, grown by doubling); a block is reused once its level has been read, so the
+    storage holds about the voxels queued but not yet taken."""
+    n = lab.size
+    YX = Y * X
+    B = QUEUE_BLOCK
+    nblocks = max(entries.size // B, 2 * levels)
+    data = np.empty(nblocks * B, entries.dtype)
+    nxt = np.full(nblocks, -1, np.int64)
+    free = nblocks - 1  # blocks 0..free are unused: a stack of free block ids
+    stack = np.arange(nblocks - 1, -1, -1, np.int64)
+    head_blk = np.full(levels, -1, np.int64)
+    head_pos = np.zeros(levels, np.int64)
+    tail_blk = np.full(levels, -1, np.int64)
+    tail_pos = np.zeros(levels, np.int64)  # next free slot in the tail block
+    for step in range(2):  # seeds in C order at level 0; then the flooding
+        if step == 0:
+            for v in range(n):
+                if lab[v] != 0:
+                    best[v] = 0
+                    # push v on level 0
+                    if tail_blk[0] < 0 or tail_pos[0] == B:
+                        if free < 0:
+                            old = nblocks
+                            nblocks *= 2
+                            grown = np.empty(nblocks * B, data.dtype)
+                            grown[:old * B] = data
+                            data = grown
+                            gn = np.full(nblocks, -1, np.int64)
+                            gn[:old] = nxt
+                            nxt = gn
+                            stack = np.empty(nblocks, np.int64)
+                            stack[:nblocks - old] = np.arange(nblocks - 1, old - 1, -1)
+                            free = nblocks - old - 1
+                        b = stack[free]
+                        free -= 1
+                        nxt[b] = -1
+                        if tail_blk[0] < 0:
+                            head_blk[0] = b
+                            head_pos[0] = 0
+                        else:
+                            nxt[tail_blk[0]] = b
+                        tail_blk[0] = b
+                        tail_pos[0] = 0
+                    data[tail_blk[0] * B + tail_pos[0]] = v
+                    tail_pos[0] += 1
+            continue
+        for level in range(levels):
+            while head_blk[level] >= 0:
+                hb = head_blk[level]
+                if hb == tail_blk[level] and head_pos[level] == tail_pos[level]:
+                    break  # empty (the tail block has no more entries)
+                if head_pos[level] == B:  # this block is read: next block, recycle it
+                    head_blk[level] = nxt[hb]
+                    head_pos[level] = 0
+                    free += 1
+                    stack[free] = hb
                     continue
-                q = int((1.0 - a) * scale + 0.5)
-                if q < level:
-                    q = level
-                elif q > scale:
-                    q = scale
-                if q >= best[u]:
-                    continue
-                best[u] = q
-                lab[u] = lab[v]
-                if size == ent_voxel.size:
-                    grown = np.empty(2 * size, np.int64)
-                    grown[:size] = ent_voxel
-                    ent_voxel = grown
-                    grown = np.empty(2 * size, np.int64)
-                    grown[:size] = ent_next
-                    ent_next = grown
-                ent_voxel[size] = u
-                ent_next[size] = -1
-                if tail[q] < 0:
-                    head[q] = size
-                else:
-                    ent_next[tail[q]] = size
-                tail[q] = size
-                size += 1
-    return lab.reshape((Z, Y, X))
+                v = data[hb * B + head_pos[level]]
+                head_pos[level] += 1
+                if best[v] != level:
+                    continue  # final already, or offered a lower level since this entry
+                best[v] = -1
+                label = lab[v]
+                for d in range(6):
+                    if d == 0:
+                        u = v - YX
+                        q = lv[0, v]
+                    elif d == 1:
+                        u = v + YX
+                        q = lv[0, u]
+                    elif d == 2:
+                        u = v - X
+                        q = lv[1, v]
+                    elif d == 3:
+                        u = v + X
+                        q = lv[1, u]
+                    elif d == 4:
+                        u = v - 1
+                        q = lv[2, v]
+                    else:
+                        u = v + 1
+                        q = lv[2, u]
+                    bu = best[u]
+                    if bu < 0:
+                        continue
+                    qi = np.int32(q)
+                    if qi < level:
+                        qi = level
+                    if qi >= bu:
+                        continue
+                    best[u] = qi
+                    lab[u] = label
+                    # push u on level qi
+                    if tail_blk[qi] < 0 or tail_pos[qi] == B:
+                        if free < 0:
+                            old = nblocks
+                            nblocks *= 2
+                            grown = np.empty(nblocks * B, data.dtype)
+                            grown[:old * B] = data
+                            data = grown
+                            gn = np.full(nblocks, -1, np.int64)
+                            gn[:old] = nxt
+                            nxt = gn
+                            stack = np.empty(nblocks, np.int64)
+                            stack[:nblocks - old] = np.arange(nblocks - 1, old - 1, -1)
+                            free = nblocks - old - 1
+                        b = stack[free]
+                        free -= 1
+                        nxt[b] = -1
+                        if tail_blk[qi] < 0:
+                            head_blk[qi] = b
+                            head_pos[qi] = 0
+                        else:
+                            nxt[tail_blk[qi]] = b
+                        tail_blk[qi] = b
+                        tail_pos[qi] = 0
+                    data[tail_blk[qi] * B + tail_pos[qi]] = u
+                    tail_pos[qi] += 1
+            if head_blk[level] >= 0:  # the level is done: its last block is free again
+                free += 1
+                stack[free] = head_blk[level]
+                head_blk[level] = -1
+                tail_blk[level] = -1
+    return lab
 
 
 def watershed_fragments(affinities: np.ndarray, seeds: np.ndarray,

@@ -1,0 +1,274 @@
+"""The compiled watershed kernels against plain reference implementations: the array
+agglomeration against a heap over dicts (the implementation it replaced, with the same tie
+rule), the padded bucket-queue flood against the unpadded linked-list flood it replaced, the
+linear pair sums against sort + reduceat, and the one-pass relabelling against np.unique."""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from pytc_decode.agglomeration import (
+    RegionGraph,
+    agglomerate,
+    group_pairs,
+    merge_roots,
+    number_by_first_voxel,
+    pair_sums,
+    segmentations_at,
+    sum_groups,
+)
+from pytc_decode.fragments import flood
+
+
+def reference_agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:
+    """A heap over dicts: ties to the lower edge number, the region with more neighbours
+    kept (the lower id on a tie), combined edges re-pushed with their new score."""
+    adj: list[dict[int, int]] = [{} for _ in range(graph.num_fragments + 1)]
+    eu = graph.u.astype(np.int64).tolist()
+    ev = graph.v.astype(np.int64).tolist()
+    esum = graph.affinity_sum.astype(np.float64).tolist()
+    ecnt = graph.edge_count.astype(np.int64).tolist()
+    stamp = [0] * len(eu)
+    heap = []
+    for e, (u, v, score) in enumerate(zip(eu, ev, graph.score.tolist(), strict=True)):
+        adj[u][v] = e
+        adj[v][u] = e
+        heap.append((score, e, 0))
+    heapq.heapify(heap)
+    history = []
+    while heap:
+        s, e, st = heapq.heappop(heap)
+        if st != stamp[e]:
+            continue
+        if s >= max_threshold:
+            break
+        u, v = eu[e], ev[e]
+        keep, gone = (u, v) if len(adj[u]) >= len(adj[v]) else (v, u)
+        history.append((gone, keep, s))
+        del adj[keep][gone]
+        del adj[gone][keep]
+        stamp[e] = -1
+        for w, f in adj[gone].items():
+            del adj[w][gone]
+            g = adj[keep].get(w)
+            if g is None:
+                adj[keep][w] = f
+                adj[w][keep] = f
+                eu[f], ev[f] = min(keep, w), max(keep, w)
+            else:
+                esum[g] += esum[f]
+                ecnt[g] += ecnt[f]
+                stamp[f] = -1
+                stamp[g] += 1
+                heapq.heappush(heap, (max(1.0 - esum[g] / ecnt[g], s), g, stamp[g]))
+        adj[gone] = {}
+    return np.array(history, dtype=np.float64).reshape(-1, 3)
+
+
+@njit(cache=True)
+def reference_flood(aff, seeds, mask, use_mask, levels):
+    """Seeded watershed on the affinity graph (a minimum spanning forest grown from the seeds).
+
+    Seeds are final at level 0. A final voxel offers each neighbour its label at the level
+    ``round((1 - a) * (levels - 1))`` of the edge between them (a = its affinity; never below
+    the level being processed); a voxel keeps its lowest offer (the first, among equal ones)
+    and becomes final when that offer is taken from the bucket queue. So every voxel joins the
+    seed it is linked to through the highest-affinity path, FIFO within a level: deterministic.
+    Voxels outside the mask and voxels no seed reaches stay 0.
+    """
+    _, Z, Y, X = aff.shape
+    n = Z * Y * X
+    lab = seeds.copy().reshape(n)
+    best = np.full(n, levels, np.int32)  # lowest level offered; -1 once final
+    flat_mask = mask.reshape(n)
+    head = np.full(levels, -1, np.int64)
+    tail = np.full(levels, -1, np.int64)
+    # the queue entries (a voxel, the next entry of its level), grown when full
+    ent_voxel = np.empty(n + 64, np.int64)
+    ent_next = np.empty(n + 64, np.int64)
+    size = 0
+    for v in range(n):  # every seed voxel at level 0, in C order
+        if lab[v] != 0:
+            best[v] = 0
+            ent_voxel[size] = v
+            ent_next[size] = -1
+            if tail[0] < 0:
+                head[0] = size
+            else:
+                ent_next[tail[0]] = size
+            tail[0] = size
+            size += 1
+    YX = Y * X
+    scale = levels - 1
+    for level in range(levels):
+        while head[level] >= 0:
+            e = head[level]
+            head[level] = ent_next[e]
+            if head[level] < 0:
+                tail[level] = -1
+            v = ent_voxel[e]
+            if best[v] != level:
+                continue  # final already, or offered a lower level since this entry
+            best[v] = -1
+            z = v // YX
+            r = v - z * YX
+            y = r // X
+            x = r - y * X
+            for d in range(6):
+                if d == 0:
+                    if z == 0:
+                        continue
+                    u = v - YX
+                    a = aff[0, z, y, x]
+                elif d == 1:
+                    if z + 1 >= Z:
+                        continue
+                    u = v + YX
+                    a = aff[0, z + 1, y, x]
+                elif d == 2:
+                    if y == 0:
+                        continue
+                    u = v - X
+                    a = aff[1, z, y, x]
+                elif d == 3:
+                    if y + 1 >= Y:
+                        continue
+                    u = v + X
+                    a = aff[1, z, y + 1, x]
+                elif d == 4:
+                    if x == 0:
+                        continue
+                    u = v - 1
+                    a = aff[2, z, y, x]
+                else:
+                    if x + 1 >= X:
+                        continue
+                    u = v + 1
+                    a = aff[2, z, y, x + 1]
+                if best[u] < 0 or (use_mask and not flat_mask[u]):
+                    continue
+                q = int((1.0 - a) * scale + 0.5)
+                if q < level:
+                    q = level
+                elif q > scale:
+                    q = scale
+                if q >= best[u]:
+                    continue
+                best[u] = q
+                lab[u] = lab[v]
+                if size == ent_voxel.size:
+                    grown = np.empty(2 * size, np.int64)
+                    grown[:size] = ent_voxel
+                    ent_voxel = grown
+                    grown = np.empty(2 * size, np.int64)
+                    grown[:size] = ent_next
+                    ent_next = grown
+                ent_voxel[size] = u
+                ent_next[size] = -1
+                if tail[q] < 0:
+                    head[q] = size
+                else:
+                    ent_next[tail[q]] = size
+                tail[q] = size
+                size += 1
+    return lab.reshape((Z, Y, X))
+
+
+
+
+def _graph(seed: int, n: int, m: int, ties: bool) -> RegionGraph:
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(1, n + 1, m), rng.integers(1, n + 1, m)
+    keep = a != b
+    a, b = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
+    _, _, u, v = group_pairs(a, b, n)
+    counts = rng.integers(1, 20, u.size).astype(np.int64)
+    mean = rng.integers(0, 5, u.size) / 4.0 if ties else rng.random(u.size)
+    sums = mean * counts
+    return RegionGraph(n, u, v, sums, counts, 1.0 - sums / counts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 60), m=st.integers(1, 400),
+       ties=st.booleans(), threshold=st.sampled_from([0.0, 0.3, 0.5, 1.0, 1.01]))
+def test_agglomerate_equals_the_reference(seed, n, m, ties, threshold):
+    graph = _graph(seed, n, m, ties)
+    ours = agglomerate(graph, threshold)
+    ref = reference_agglomerate(graph, threshold)
+    assert ours.shape == ref.shape
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_agglomerate_by_hand():
+    # 1-2 (0.1), 2-3 (0.2), 1-3 (0.9): merge 1-2 (2 kept: more neighbours? equal, the lower
+    # id 1 is kept), then the two edges to 3 combine: mean of (0.8*1 + 0.1*1) / 2 = 0.45 ->
+    # score 0.55
+    graph = RegionGraph(3, np.array([1, 1, 2]), np.array([2, 3, 3]),
+                        np.array([0.9, 0.1, 0.8]), np.array([1, 1, 1]),
+                        np.array([0.1, 0.9, 0.2]))
+    rows = agglomerate(graph, 1.0)
+    np.testing.assert_allclose(rows, [[2, 1, 0.1], [3, 1, 0.55]])
+    assert agglomerate(graph, 0.5).tolist() == [[2.0, 1.0, 0.1]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), shape=st.tuples(st.integers(1, 9), st.integers(1, 9),
+                                                        st.integers(1, 9)),
+       masked=st.booleans(), coarse=st.booleans())
+def test_flood_equals_the_reference(seed, shape, masked, coarse):
+    rng = np.random.default_rng(seed)
+    aff = rng.random((3, *shape)).astype(np.float32)
+    if coarse:  # many equal levels: the FIFO order decides
+        aff = np.round(aff * 3) / 3
+    seeds = np.zeros(shape, np.uint32)
+    k = max(1, seeds.size // 10)
+    seeds.reshape(-1)[rng.choice(seeds.size, k, replace=False)] = np.arange(1, k + 1)
+    mask = rng.random(shape) > 0.2 if masked else np.ones(shape, bool)
+    for levels in (256, 7):
+        np.testing.assert_array_equal(flood(aff, seeds, mask, masked, levels),
+                                      reference_flood(aff, seeds, mask, masked, levels))
+
+
+def test_flood_queue_grows_past_its_first_storage():
+    # a 1-voxel-wide tube of 5000 voxels: every voxel queued, more than a queue block
+    aff = np.zeros((3, 1, 1, 5000), np.float32)
+    aff[2] = np.linspace(1.0, 0.0, 5000)
+    seeds = np.zeros((1, 1, 5000), np.uint32)
+    seeds[0, 0, 0] = 7
+    out = flood(aff, seeds, np.ones(seeds.shape, bool), False, 256)
+    assert (out == 7).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 30), m=st.integers(0, 300))
+def test_pair_sums_equal_sort_and_reduce(seed, n, m):
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(1, n + 2, m), rng.integers(1, n + 2, m)
+    keep = a != b
+    a, b = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
+    w = rng.random(a.size).astype(np.float32)
+    u, v, sums, counts = pair_sums(a, b, w, n + 1)
+    order, starts, ru, rv = group_pairs(a, b, n + 1)
+    np.testing.assert_array_equal(u, ru)
+    np.testing.assert_array_equal(v, rv)
+    np.testing.assert_array_equal(counts, sum_groups(np.ones(a.size, np.int64), starts))
+    np.testing.assert_allclose(sums, sum_groups(w[order].astype(np.float64), starts),
+                               rtol=1e-12)
+
+
+def test_segmentations_equal_unique_numbering():
+    rng = np.random.default_rng(3)
+    fragments = rng.integers(0, 40, (6, 7, 8)).astype(np.uint32)
+    graph = _graph(5, 39, 300, True)
+    history = agglomerate(graph, 1.01)
+    thresholds = [0.0, 0.3, 0.6, 1.01]
+    for t, seg in zip(thresholds, segmentations_at(fragments, history, thresholds),
+                      strict=True):
+        expected = number_by_first_voxel(merge_roots(history, 39, t)[fragments]
+                                         .astype(np.uint32))
+        np.testing.assert_array_equal(seg, expected)
