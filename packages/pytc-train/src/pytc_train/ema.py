@@ -37,6 +37,12 @@ def ema_update(ema: dict[str, Tensor], model: nn.Module, decay: float) -> None:
             avg.copy_(value)
 
 
+def _net(pl_module: pl.LightningModule) -> nn.Module:
+    net = pl_module.model
+    assert isinstance(net, nn.Module)
+    return net
+
+
 class EMAWeightsCallback(pl.Callback):
     """Keeps the EMA of ``pl_module.model``'s weights with ``decay`` in (0, 1); see the module
     docstring. Put it first among the callbacks: a checkpoint saved at the end of a step
@@ -56,7 +62,7 @@ class EMAWeightsCallback(pl.Callback):
         return EMA_STATE_KEY
 
     def _start(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
-        own = pl_module.model.state_dict()
+        own = _net(pl_module).state_dict()
         if self.ema is None:
             self.ema = {_PREFIX + k: v.detach().clone() for k, v in own.items()}
         else:  # restored from a checkpoint: onto the model's device
@@ -73,14 +79,14 @@ class EMAWeightsCallback(pl.Callback):
             return
         self._step = trainer.global_step
         ema = self.ema if self.ema is not None else self._start(pl_module)
-        ema_update(ema, pl_module.model, self.decay)
+        ema_update(ema, _net(pl_module), self.decay)
         self.updates += 1
 
     @torch.no_grad()
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.ema is None or trainer.sanity_checking:
             return
-        own = pl_module.model.state_dict()
+        own = _net(pl_module).state_dict()
         self._raw = {k: v.detach().clone() for k, v in own.items()}
         for k, v in own.items():
             v.copy_(self.ema[_PREFIX + k])
@@ -89,7 +95,7 @@ class EMAWeightsCallback(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._raw is None:
             return
-        for k, v in pl_module.model.state_dict().items():
+        for k, v in _net(pl_module).state_dict().items():
             v.copy_(self._raw[k])
         self._raw = None
 

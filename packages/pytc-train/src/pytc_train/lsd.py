@@ -37,8 +37,8 @@ def lsd_from_labels(labels: np.ndarray, sigma: float | Sequence[float]) -> np.nd
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"labels must be 3D (Z, Y, X), got shape {labels.shape}")
-    sig = (np.full(3, float(sigma)) if np.isscalar(sigma)
-           else np.asarray([float(s) for s in sigma]))  # type: ignore[union-attr]
+    sig = (np.full(3, float(sigma)) if isinstance(sigma, int | float)
+           else np.asarray([float(s) for s in sigma]))
     if sig.shape != (3,) or not np.all(sig > 0):
         raise ValueError(f"sigma must be one or three positive numbers, got {sigma}")
     radius = [int(_TRUNCATE * s + 0.5) for s in sig]

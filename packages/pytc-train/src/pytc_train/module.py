@@ -140,7 +140,7 @@ class AffinityModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         return self.model(x)
 
-    def _loss_terms(self) -> dict[str, float]:
+    def _loss_terms(self) -> dict[str, Any]:
         t = self._train
         return {"bce_weight": float(t.get("bce_weight", 1.0)),
                 "dice_weight": float(t.get("dice_weight", 1.0)),
