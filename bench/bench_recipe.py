@@ -28,7 +28,6 @@ the seeds, and each seed) and BENCH lines.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
