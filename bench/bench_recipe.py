@@ -23,6 +23,11 @@ the seeds, and each seed) and BENCH lines.
 
     uv run python bench/bench_recipe.py --steps 500 --seeds 0,1,2          # the issue's budget
     uv run python bench/bench_recipe.py --steps 30 --seeds 0 --variants baseline,all
+    uv run python bench/bench_recipe.py --lsd-speed 20    # LSD targets: ours vs lsd-lite
+
+``--lsd-speed N``: instead, the cost of the LSD target of N training patches (32x64x64 of the
+FlyEM training region, sigma ``--lsd-sigma``): ``pytc_train.lsd.lsd_from_labels`` against
+``lsd_lite.get_lsds`` in this process, interleaved, medians, and the largest difference.
 """
 
 from __future__ import annotations
@@ -148,6 +153,35 @@ def evaluate(ckpt: Path, raw: np.ndarray, gt: dict[str, np.ndarray], skeletons: 
     return {"threshold": best_t, **score(seg, gt["test"], skeletons["test"], voxel_size, tmp)}
 
 
+def lsd_speed(patches: int, sigma: float) -> None:
+    import h5py
+    from lsd_lite import __version__ as lsd_lite_version
+    from lsd_lite import get_lsds
+
+    from pytc_train.lsd import lsd_from_labels
+
+    rng = np.random.default_rng(0)
+    with h5py.File(DATA, "r") as f:
+        labels = f["labels"][:TRAIN_BOX[3]]
+    ours, theirs, worst = [], [], 0.0
+    for _ in range(patches):
+        z, y, x = (int(rng.integers(0, n - p + 1)) for n, p in zip(labels.shape, (32, 64, 64),
+                                                                    strict=True))
+        patch = labels[z:z + 32, y:y + 64, x:x + 64].astype(np.int64)
+        t = time.perf_counter()
+        a = lsd_from_labels(patch, sigma)
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        b = get_lsds(patch, sigma)
+        theirs.append(time.perf_counter() - t)
+        worst = max(worst, float(np.abs(a - b).max()))
+    mo, mt = statistics.median(ours), statistics.median(theirs)
+    print(f"LSD targets of {patches} FlyEM patches 32x64x64, sigma {sigma}: pytc {mo * 1e3:.0f} ms,"
+          f" lsd-lite {mt * 1e3:.0f} ms per patch (medians); largest difference {worst:.2e}")
+    print(f"BENCH|train|LSD target per 32x64x64 FlyEM patch, sigma {sigma}: lsd_from_labels vs "
+          f"lsd_lite.get_lsds|{mt / mo:.2f}x (> 1: pytc faster)|lsd-lite {lsd_lite_version}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=500, help="training steps per run")
@@ -161,7 +195,12 @@ def main() -> None:
     parser.add_argument("--no-test", action="store_true",
                         help="validation boundary F1 only (no decoding / VOI / NERL)")
     parser.add_argument("--out", default=None, help="run directories (default: a temp dir)")
+    parser.add_argument("--lsd-speed", type=int, default=0, metavar="N",
+                        help="only time the LSD targets of N patches, ours vs lsd-lite")
     args = parser.parse_args()
+    if args.lsd_speed:
+        lsd_speed(args.lsd_speed, args.lsd_sigma)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = [v for v in args.variants.split(",") if v]
     unknown = set(variants) - set(VARIANTS)
