@@ -25,6 +25,24 @@ the seeds, and each seed) and BENCH lines.
     uv run python bench/bench_recipe.py --steps 30 --seeds 0 --variants baseline,all
     uv run python bench/bench_recipe.py --lsd-speed 20    # LSD targets: ours vs lsd-lite
 
+Preliminary, 2026-12-04, the shared 2-core machine (load 1-4 from other jobs, so CPU times
+are noisy by +-30 %), one seed, far below the quickstart's 500 steps (untrained models; the
+full 6 variants x 3 seeds x 500 steps did not fit the time):
+
+    --steps 20 --seeds 0 --no-test       train CPU-min   val boundary F1
+      baseline                                0.78          0.0085
+      ema (decay 0.9)                         0.75          0.0199
+      per_channel                             0.70          0.0084
+      erode 1                                 0.75          0.1636
+      lsd (sigma 3)                           1.41          0.0000
+      all                                     2.03          0.1832
+    --steps 60 --seeds 0 --variants baseline,erode,all
+                  train CPU-min  val boundary F1  test VOI (split+merge)  test NERL  threshold
+      baseline        3.06           0.1356          5.627 (5.107+0.520)     0.0200      0.1
+      erode           2.18           0.1894          2.534 (1.855+0.679)     0.0103      0.6
+      all             2.99           0.1914          2.571 (1.918+0.654)     0.0104      0.6
+    --lsd-speed 10 --lsd-sigma 3: 257 ms (ours) vs 506 ms (lsd-lite) per patch, equal values
+
 ``--lsd-speed N``: instead, the cost of the LSD target of N training patches (32x64x64 of the
 FlyEM training region, sigma ``--lsd-sigma``): ``pytc_train.lsd.lsd_from_labels`` against
 ``lsd_lite.get_lsds`` in this process, interleaved, medians, and the largest difference.
