@@ -43,3 +43,12 @@ def test_parse_bytes():
     assert parse_bytes("1e9") == 10**9
     with pytest.raises(UserError, match="bad memory size"):
         parse_bytes("lots")
+
+
+def test_lsd_channels_of_a_checkpoint_are_not_written():
+    config = {"model": {"out_channels": 13}, "data": {"offsets": [[-1, 0, 0], [0, -1, 0],
+                                                                  [0, 0, -1]]},
+              "loss": {"lsd_weight": 1.0}}
+    assert checkpoint_settings(config).out_channels == 3  # 3 affinities; the 10 LSDs stay unwritten
+    config["loss"]["lsd_weight"] = 0.0  # without LSDs every channel is written
+    assert checkpoint_settings(config).out_channels == 13

@@ -132,6 +132,10 @@ def _cases(d):
                             "16-mixed needs a GPU"),
         "bad patch flag": ([*ok, *TINY, "--patch=16,32"], "bad patch"),
         "bad bbox": ([*base, "--bbox=0,0,0,10,0,48"], "empty or malformed"),
+        "ema decay": ([*base, "--set", "optim.ema=1.0"], "optim.ema must be a decay in (0, 1)"),
+        "erode > patch": ([*base, "--set", "data.erode=8"], "no object would survive"),
+        "lsd channels": ([*base, "--set", "loss.lsd_weight=1.0"],
+                         "set model.out_channels = 13"),
     }
 
 

@@ -63,7 +63,7 @@ class _KeyError(UserError):
 #: table is an error. Add a stage's table here when a stage adds one.
 STAGE_TABLES = frozenset({
     "train", "infer", "decode", "eval", "launch",   # one per command
-    "model", "data", "optim", "aug",                # shared by train and infer
+    "model", "data", "optim", "aug", "loss",        # shared by train and infer
     "sweep", "slurm",                               # pytc-launch
 })
 

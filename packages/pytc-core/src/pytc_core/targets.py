@@ -16,6 +16,7 @@ __all__ = [
     "NEAREST_OFFSETS",
     "affinities_from_labels",
     "boundary_from_labels",
+    "erode_labels",
     "foreground_from_labels",
     "long_range_offsets",
     "pair_slices",
@@ -106,3 +107,37 @@ def boundary_from_labels(labels: np.ndarray) -> np.ndarray:
         out[tuple(a)] |= diff
         out[tuple(b)] |= diff
     return out.astype(np.float32)
+
+
+def erode_labels(labels: np.ndarray, steps: int, *, in_plane: bool = False) -> np.ndarray:
+    """Shrink every object by ``steps`` voxels per side, so touching objects get a background
+    gap of ``2 * steps`` voxels (``in_plane``: along y and x only, each z slice on its own).
+
+    gunpowder's ``GrowBoundary(steps, only_xy)`` rule: a labelled voxel becomes background (0)
+    unless every voxel within city-block distance ``steps`` (in-plane: within its z slice)
+    carries its label; background counts as another label, so objects also recede from
+    background by ``steps``; voxels outside the array do not count (the array's border
+    erodes nothing). Equivalently, ``steps`` rounds of "keep a voxel only if its 6 (in-plane:
+    4) neighbours inside the array keep its label". Returns a new (Z, Y, X) array, same dtype.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be 3D (Z, Y, X), got shape {labels.shape}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    out = labels.copy()
+    axes = (1, 2) if in_plane else (0, 1, 2)
+    for _ in range(int(steps)):
+        keep = out != 0
+        for axis in axes:
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+            differ = out[tuple(lo)] != out[tuple(hi)]
+            keep[tuple(lo)] &= ~differ
+            keep[tuple(hi)] &= ~differ
+        eroded = np.where(keep, out, 0).astype(labels.dtype, copy=False)
+        if np.array_equal(eroded, out):
+            break
+        out = eroded
+    return out

@@ -484,7 +484,7 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         if device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True
         forward = make_forward(model, activation=settings.activation, precision=cfg.precision,
-                               device=device)
+                               device=device, channels=settings.out_channels)
         forward = tta_forward(forward, cfg.tta, settings.offsets)
         windows = 0
 

@@ -7,7 +7,9 @@ the three nearest-neighbour edges for the first three channels), ``data.normaliz
 (``auto``: integer raw divided by its dtype's maximum, float raw as is; ``none``;
 ``meanstd`` / ``percentile`` with ``data.mean`` / ``data.std``), applied with
 :func:`pytc_core.normalize.normalize_raw`, the function pytc-train normalised with,
-``targets.activation`` (``sigmoid``, default, or ``none``).
+``targets.activation`` (``sigmoid``, default, or ``none``). A model trained with local shape
+descriptors (``loss.lsd_weight`` > 0) has them as extra channels after the affinities; only
+the affinity channels (one per offset) are predicted and written.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def checkpoint_settings(config: Mapping[str, Any]) -> CheckpointSettings:
         offsets = tuple(tuple(int(v) for v in o) if o is not None else None for o in raw_offsets)
     else:
         offsets = NEAREST[:min(3, out_ch)] if out_ch >= 3 else ()
+    loss = _table(config, "loss")
+    if float(loss.get("lsd_weight", 0) or 0) > 0 and 0 < len(offsets) < out_ch:
+        out_ch = len(offsets)  # the LSD channels after the affinities are not written
     activation = str(targets.get("activation", "sigmoid"))
     if activation not in ("sigmoid", "none"):
         raise UserError(f"checkpoint asks for output activation '{activation}'",
@@ -116,9 +121,10 @@ def resolve_device(device: str) -> str:
 
 
 def make_forward(model, *, activation: str = "sigmoid", precision: str = "32",
-                 device: str = "cpu") -> Callable:
+                 device: str = "cpu", channels: int | None = None) -> Callable:
     """A function (N, C_in, Z, Y, X) → (N, C_out, Z, Y, X) float32 running ``model`` under
-    autocast for ``precision`` ``bf16``/``16`` and applying the output ``activation``."""
+    autocast for ``precision`` ``bf16``/``16`` and applying the output ``activation``;
+    ``channels``: keep only the first that many output channels (the affinities)."""
     import torch
 
     if precision not in PRECISIONS:
@@ -136,6 +142,8 @@ def make_forward(model, *, activation: str = "sigmoid", precision: str = "32",
             y = y["output"]
         elif isinstance(y, (list, tuple)):
             y = y[0]
+        if channels is not None:
+            y = y[:, :channels]
         y = y.float()
         return torch.sigmoid(y) if activation == "sigmoid" else y
 

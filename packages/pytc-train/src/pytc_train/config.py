@@ -16,8 +16,13 @@ from pytc_core.models.config import ModelConfig
 from pytc_core.normalize import RawNormalization
 from pytc_train.augment.config import AugConfig
 
+#: channels of the 3D local shape descriptors (mean offset 3, variance 3, Pearson 3, mass 1;
+#: :mod:`pytc_train.lsd`)
+LSD_CHANNELS = 10
+
 __all__ = [
     "DataConfig",
+    "LossConfig",
     "OptimConfig",
     "SourceConfig",
     "TrainConfig",
@@ -98,8 +103,23 @@ class DataConfig:
     max_resample: int = 20
     #: validation patches per validation run (a regular grid over each val region, subsampled)
     val_max_patches: int = 64
+    #: shrink every object by this many voxels per side before the targets are computed, so
+    #: touching objects get a background gap (gunpowder's GrowBoundary; 0: off)
+    erode: int = 0
+    #: erode along y and x only (each z slice on its own), for anisotropic data
+    erode_2d: bool = False
 
     def __post_init__(self) -> None:
+        if self.erode < 0:
+            raise UserError(f"data.erode must be >= 0 voxels, got {self.erode}",
+                            "give the voxels to remove per side, e.g. erode = 1 (0: off)")
+        axes = ("y", "x") if self.erode_2d else ("z", "y", "x")
+        sides = [self.patch_size[i] for i, a in enumerate("zyx") if a in axes]
+        if self.erode and 2 * self.erode >= min(sides):
+            raise UserError(f"data.erode = {self.erode} removes {2 * self.erode} voxels across "
+                            f"an object, as many as the patch {tuple(self.patch_size)} spans "
+                            f"along {'/'.join(axes)}: no object would survive",
+                            f"use data.erode < {(min(sides) + 1) // 2} or a larger patch")
         for name in ("bbox", "val_bbox"):
             box = getattr(self, name)
             if box is not None:
@@ -170,6 +190,49 @@ class OptimConfig:
     accumulate: int = 1
     #: a step whose loss is NaN or inf is skipped (no update); this many in a row stop the run
     max_nonfinite_steps: int = 3
+    #: decay of an exponential moving average of the weights, updated after every optimiser
+    #: step (ema = decay * ema + (1 - decay) * weights); validation, best.ckpt and pytc-infer
+    #: use it. 0: off; e.g. 0.999
+    ema: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.ema != 0 and not 0 < self.ema < 1:
+            raise UserError(f"optim.ema must be a decay in (0, 1), got {self.ema}",
+                            "e.g. optim.ema = 0.999, or 0 to train without weight averaging")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``[loss]``: how the affinity loss is reduced and the LSD auxiliary target.
+
+    The BCE / Dice / boundary weights stay in ``[train]``.
+    """
+
+    #: "pooled": one masked BCE over all affinity channels' valid edges together;
+    #: "per_channel": each channel's masked BCE averaged over its own valid edges, then the
+    #: channel means averaged (channels with few valid edges, e.g. long-range ones, count
+    #: as much as the others)
+    reduction: Literal["pooled", "per_channel"] = "pooled"
+    #: weight of the local shape descriptor loss (Sheridan et al. 2022): 10 extra output
+    #: channels after the affinities, trained (sigmoid + MSE) against LSDs of the labels;
+    #: 0: off. pytc-infer writes only the affinity channels.
+    lsd_weight: float = 0.0
+    #: Gaussian sigma of the LSDs in voxels (z, y, x), one number for all axes
+    lsd_sigma: tuple[float, ...] = (5.0,)
+
+    def __post_init__(self) -> None:
+        if not (self.lsd_weight >= 0 and math.isfinite(self.lsd_weight)):
+            raise UserError(f"loss.lsd_weight must be >= 0, got {self.lsd_weight}",
+                            "e.g. loss.lsd_weight = 1.0, or 0 to train without LSDs")
+        if len(self.lsd_sigma) not in (1, 3) or not all(
+                s > 0 and math.isfinite(s) for s in self.lsd_sigma):
+            raise UserError(f"loss.lsd_sigma must be one or three positive voxel counts, got "
+                            f"{list(self.lsd_sigma)}", "e.g. loss.lsd_sigma = [5.0] or [2, 5, 5]")
+
+    def sigma_zyx(self) -> tuple[float, float, float]:
+        """The LSD sigma per axis (z, y, x), voxels."""
+        s = self.lsd_sigma
+        return (s[0],) * 3 if len(s) == 1 else (s[0], s[1], s[2])
 
 
 @dataclass(frozen=True)
@@ -238,3 +301,14 @@ class TrainConfig:
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     #: ``[aug]``: augmentation preset and per-transform overrides (``pytc_train.augment``)
     aug: AugConfig = field(default_factory=AugConfig)
+    #: ``[loss]``: affinity loss reduction and the LSD auxiliary target
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def affinity_channels(self) -> int:
+        """Model output channels that are affinities (one per ``data.offsets``); with LSDs on,
+        :data:`LSD_CHANNELS` more follow them."""
+        return len(self.data.offsets)
+
+    def output_channels(self) -> int:
+        """Output channels the model must have: affinities, then LSDs when ``loss.lsd_weight``."""
+        return len(self.data.offsets) + (LSD_CHANNELS if self.loss.lsd_weight > 0 else 0)

@@ -25,7 +25,7 @@ from pytc_core.errors import UserError
 from pytc_core.normalize import fit_normalization
 from pytc_core.normalize import normalize_raw as core_normalize_raw
 from pytc_core.output_run import open_input
-from pytc_core.targets import affinities_from_labels
+from pytc_core.targets import affinities_from_labels, erode_labels
 from pytc_core.volume import Volume
 from pytc_core.volume.padded import read_padded
 from pytc_train.config import DataConfig, SourceConfig
@@ -155,26 +155,44 @@ def _center_crop(array: np.ndarray, patch: Sequence[int]) -> np.ndarray:
 
 
 def targets_from_sample(sample: dict, patch: Sequence[int],
-                        offsets: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+                        offsets: Sequence[Sequence[int]], *, erode: int = 0,
+                        erode_2d: bool = False,
+                        lsd_sigma: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
     """Crop a (possibly transformed) patch dict to ``patch`` and add affinity targets.
 
     Returns tensors ``image`` (C, Z, Y, X), ``target`` and ``mask`` (K, Z, Y, X) for K offsets;
-    the mask is 0 for edges leaving the patch or touching a voxel with ``mask`` 0.
+    the mask is 0 for edges leaving the patch or touching a voxel with ``mask`` 0. ``erode``
+    voxels per side are first taken off every object (:func:`pytc_core.targets.erode_labels`,
+    in-plane with ``erode_2d``; on the read patch before the crop). With ``lsd_sigma``
+    (voxels, z, y, x) also ``lsd`` (10, Z, Y, X), the local shape descriptors of the (eroded)
+    labels (:mod:`pytc_train.lsd`), and ``lsd_mask`` (1, Z, Y, X), 0 outside the volume.
     """
     image = _center_crop(_as_numpy(sample["image"]).astype(np.float32, copy=False), patch)
-    label = _center_crop(_as_numpy(sample["label"]), patch)
+    label = _as_numpy(sample["label"])
     if label.ndim == 4:  # a transform that kept a channel axis
         label = label[0]
     label = np.rint(label).astype(np.int64) if label.dtype.kind == "f" else label.astype(np.int64)
+    if erode:
+        label = erode_labels(label, erode, in_plane=erode_2d)
+    label = _center_crop(label, patch)
     target, valid = affinities_from_labels(label, offsets)
+    mask = None
     if "mask" in sample:
         mask = _center_crop(_as_numpy(sample["mask"]), patch)
         if mask.ndim == 4:
             mask = mask[0]
         both, _ = affinities_from_labels((mask > 0.5).astype(np.int64), offsets)
         valid *= both
-    return {"image": torch.from_numpy(np.ascontiguousarray(image)),
-            "target": torch.from_numpy(target), "mask": torch.from_numpy(valid)}
+    out = {"image": torch.from_numpy(np.ascontiguousarray(image)),
+           "target": torch.from_numpy(target), "mask": torch.from_numpy(valid)}
+    if lsd_sigma is not None:
+        from pytc_train.lsd import lsd_from_labels
+
+        inside = np.ones((1, *label.shape), np.float32) if mask is None else \
+            (mask > 0.5).astype(np.float32)[None]
+        out["lsd"] = torch.from_numpy(lsd_from_labels(label, lsd_sigma))
+        out["lsd_mask"] = torch.from_numpy(np.ascontiguousarray(inside))
+    return out
 
 
 class _Handles:
@@ -207,8 +225,10 @@ class TrainPatches(Dataset):
 
     def __init__(self, pairs: Sequence[VolumePair], config: DataConfig, seed: int,
                  length: int, transform: Transform | None = None,
-                 read_margin: Sequence[int] = (0, 0, 0)) -> None:
+                 read_margin: Sequence[int] = (0, 0, 0),
+                 lsd_sigma: Sequence[float] | None = None) -> None:
         self.pairs = list(pairs)
+        self.lsd_sigma = lsd_sigma
         self.config = config
         self.seed = int(seed)
         self.length = int(length)
@@ -271,7 +291,9 @@ class TrainPatches(Dataset):
                 sample["partner_image"], sample["partner_label"] = (partner["image"],
                                                                     partner["label"])
             sample = self.transform(sample)
-        return targets_from_sample(sample, self.config.patch_size, self.config.offsets)
+        return targets_from_sample(sample, self.config.patch_size, self.config.offsets,
+                                   erode=self.config.erode, erode_2d=self.config.erode_2d,
+                                   lsd_sigma=self.lsd_sigma)
 
 
 def grid_starts(start: int, stop: int, size: int) -> list[int]:
@@ -283,7 +305,8 @@ def grid_starts(start: int, stop: int, size: int) -> list[int]:
 
 
 class ValPatches(Dataset):
-    """A fixed grid of patches covering each validation box (evenly thinned to ``max_patches``)."""
+    """A fixed grid of patches covering each validation box (evenly thinned to ``max_patches``);
+    targets from the labels as they are (``data.erode`` applies to training patches only)."""
 
     def __init__(self, pairs: Sequence[VolumePair], config: DataConfig) -> None:
         self.config = config
@@ -308,6 +331,8 @@ class ValPatches(Dataset):
         box = BBox.from_shape(self.config.patch_size, start)
         raw = self._handles(pair.raw).read(box)
         label = self._handles(pair.labels).read(box).astype(np.int64)
+        # the labels as they are (no data.erode, no LSDs): validation scores the affinities
+        # against the real boundaries, comparable whatever the training targets
         return targets_from_sample({"image": normalize_raw(raw, self.config), "label": label},
                                    self.config.patch_size, self.config.offsets)
 
@@ -343,7 +368,7 @@ class PatchDataModule(pl.LightningDataModule):
                  val_pairs: Sequence[VolumePair], *, batch_size: int, num_workers: int,
                  steps: int, accumulate: int = 1, seed: int = 0,
                  transform: Transform | None = None, read_margin: Sequence[int] = (0, 0, 0),
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool = False, lsd_sigma: Sequence[float] | None = None) -> None:
         super().__init__()
         self.config = config
         self.batch_size = int(batch_size)
@@ -352,7 +377,7 @@ class PatchDataModule(pl.LightningDataModule):
         self.accumulate = int(accumulate)
         self.pin_memory = pin_memory
         self.train_set = TrainPatches(train_pairs, config, seed, self.per_rank, transform,
-                                      read_margin)
+                                      read_margin, lsd_sigma)
         self.val_set = ValPatches(val_pairs, config) if val_pairs else None
 
     def _loader_options(self) -> dict:

@@ -1,7 +1,9 @@
-"""The LightningModule: an affinity model from the zoo, masked BCE + soft Dice, deep
-supervision, AdamW with warm-up + cosine, validation precision / recall / F1 at 0.5.
+"""The LightningModule: an affinity model from the zoo, masked BCE + soft Dice (pooled or
+per channel), optional local shape descriptors as an auxiliary target, deep supervision,
+AdamW with warm-up + cosine, validation precision / recall / F1 at 0.5.
 
-Tensors are (N, C, Z, Y, X); targets and masks (N, K, Z, Y, X) for K affinity offsets.
+Tensors are (N, C, Z, Y, X); targets and masks (N, K, Z, Y, X) for K affinity offsets. With
+``loss.lsd_weight`` the model has K + 10 output channels: the affinities, then the LSDs.
 """
 
 from __future__ import annotations
@@ -19,22 +21,39 @@ from torch import Tensor
 from pytc_core.errors import UserError
 from pytc_core.models import CHECKPOINT_FORMAT, build_model
 
-__all__ = ["AffinityModule", "affinity_counts", "affinity_loss", "lr_factor", "scores_from_counts"]
+__all__ = ["AffinityModule", "affinity_counts", "affinity_loss", "lr_factor", "lsd_loss",
+           "scores_from_counts"]
 
 log = logging.getLogger("pytc.train")
 
 
 def affinity_loss(logits: Tensor, target: Tensor, mask: Tensor, *, bce_weight: float = 1.0,
-                  dice_weight: float = 1.0, boundary_weight: float = 1.0) -> Tensor:
+                  dice_weight: float = 1.0, boundary_weight: float = 1.0,
+                  reduction: str = "pooled") -> Tensor:
     """Masked BCE-with-logits (cut edges, target 0, weighted ``boundary_weight``) plus a soft
     Dice over both classes (joined and cut edges), averaged over channels; edges with mask 0
-    count nowhere. Returns a scalar."""
+    count nowhere. The BCE is a weighted mean over all channels' edges together
+    (``reduction="pooled"``) or, ``"per_channel"``, over each channel's own edges, those
+    means then averaged over the channels that have any. Returns a scalar."""
     logits = logits.float()
     loss = logits.new_zeros(())
     if bce_weight:
         weight = mask * (1.0 + (boundary_weight - 1.0) * (1.0 - target))
-        bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
-        loss = loss + bce_weight * bce / weight.sum().clamp_min(1.0)
+        if reduction == "per_channel":
+            dims = (0, *range(2, logits.ndim))
+            bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight,
+                                                     reduction="none").sum(dims)
+            total = weight.sum(dims)
+            has = total > 0
+            per_channel = bce[has] / total[has]
+            bce_mean = per_channel.mean() if bool(has.any()) else bce.sum() * 0.0
+            loss = loss + bce_weight * bce_mean
+        elif reduction == "pooled":
+            bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight,
+                                                     reduction="sum")
+            loss = loss + bce_weight * bce / weight.sum().clamp_min(1.0)
+        else:
+            raise ValueError(f"unknown reduction {reduction!r}: pooled or per_channel")
     if dice_weight:
         prob = torch.sigmoid(logits)
         dims = (0, *range(2, logits.ndim))  # per channel, over batch and space
@@ -45,6 +64,14 @@ def affinity_loss(logits: Tensor, target: Tensor, mask: Tensor, *, bce_weight: f
             dice.append(1.0 - (2.0 * inter + 1.0) / (total + 1.0))
         loss = loss + dice_weight * 0.5 * (dice[0] + dice[1]).mean()
     return loss
+
+
+def lsd_loss(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error of ``sigmoid(logits)`` against LSD targets in [0, 1], over the
+    voxels with ``mask`` 1 (mask (N, 1, Z, Y, X), broadcast over the channels). A scalar."""
+    diff = (torch.sigmoid(logits.float()) - target) ** 2 * mask
+    count = mask.sum() * logits.shape[1]
+    return diff.sum() / count.clamp_min(1.0)
 
 
 def _resize_like(x: Tensor, shape: Sequence[int]) -> Tensor:
@@ -105,25 +132,41 @@ class AffinityModule(pl.LightningModule):
         self.model = build_model(self.config["model"])
         self._train = dict(self.config.get("train", {}))
         self._optim = dict(self.config.get("optim", {}))
+        self._loss = dict(self.config.get("loss", {}))
+        self.lsd_weight = float(self._loss.get("lsd_weight", 0.0))
         self._val_counts: Tensor | None = None
         self._val_loss: list[Tensor] = []
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         return self.model(x)
 
-    def _loss_terms(self) -> dict[str, float]:
+    def _loss_terms(self) -> dict[str, Any]:
         t = self._train
         return {"bce_weight": float(t.get("bce_weight", 1.0)),
                 "dice_weight": float(t.get("dice_weight", 1.0)),
-                "boundary_weight": float(t.get("boundary_weight", 1.0))}
+                "boundary_weight": float(t.get("boundary_weight", 1.0)),
+                "reduction": str(self._loss.get("reduction", "pooled"))}
+
+    def _scale_loss(self, logits: Tensor, target: Tensor, mask: Tensor,
+                    lsd: tuple[Tensor, Tensor] | None) -> Tensor:
+        """One output's loss: affinities on its first K channels, LSDs on the rest."""
+        k = target.shape[1]
+        loss = affinity_loss(logits[:, :k], target, mask, **self._loss_terms())
+        if lsd is not None and self.lsd_weight > 0:
+            shape = logits.shape[-3:]
+            loss = loss + self.lsd_weight * lsd_loss(
+                logits[:, k:], _resize_like(lsd[0], shape), _resize_like(lsd[1], shape))
+        return loss
 
     def compute_loss(self, outputs: Tensor | Mapping[str, Tensor], target: Tensor,
-                     mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                     mask: Tensor, lsd: tuple[Tensor, Tensor] | None = None
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss and the loss of each output scale (deep supervision: ``output``,
-        ``ds_1`` (1/2) ... with weights ``train.ds_weights``, targets resized nearest)."""
-        terms = self._loss_terms()
+        ``ds_1`` (1/2) ... with weights ``train.ds_weights``, targets resized nearest).
+        ``lsd``: (LSD target (N, 10, Z, Y, X), voxel mask (N, 1, Z, Y, X)) when
+        ``loss.lsd_weight`` is on."""
         if isinstance(outputs, Tensor):
-            loss = affinity_loss(outputs, target, mask, **terms)
+            loss = self._scale_loss(outputs, target, mask, lsd)
             return loss, {"output": loss.detach()}
         weights = list(self._train.get("ds_weights", (1.0, 0.5, 0.25, 0.125, 0.0625)))
         names = ["output"] + [f"ds_{i}" for i in range(1, len(outputs))]
@@ -135,7 +178,7 @@ class AffinityModule(pl.LightningModule):
             shape = logits.shape[-3:]
             t = _resize_like(target, shape)
             m = _resize_like(mask, shape)
-            term = affinity_loss(logits, t, m, **terms)
+            term = self._scale_loss(logits, t, m, lsd)
             per_scale[name] = term.detach()
             total = total + weights[i] * term
             weight_sum += weights[i]
@@ -152,7 +195,7 @@ class AffinityModule(pl.LightningModule):
             t, m = _resize_like(target, shape), _resize_like(mask, shape)
             for term, weights in (("bce", {"dice_weight": 0.0}), ("dice", {"bce_weight": 0.0})):
                 if terms[f"{term}_weight"] and not torch.isfinite(
-                        affinity_loss(logits, t, m, **{**terms, **weights})):
+                        affinity_loss(logits[:, :t.shape[1]], t, m, **{**terms, **weights})):
                     bad.append(f"{term} of {name}")
             if not bool(torch.isfinite(logits).all()):
                 bad.append(f"the model's {name} ({int((~torch.isfinite(logits)).sum())} "
@@ -161,7 +204,8 @@ class AffinityModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor | None:
         outputs = self.model(batch["image"])
-        loss, per_scale = self.compute_loss(outputs, batch["target"], batch["mask"])
+        lsd = (batch["lsd"], batch["lsd_mask"]) if "lsd" in batch else None
+        loss, per_scale = self.compute_loss(outputs, batch["target"], batch["mask"], lsd)
         if not bool(torch.isfinite(loss)):
             # skip this step (no backward, no update), as AMP skips an overflow; stop after
             # optim.max_nonfinite_steps in a row. (Single-process only: a skipped step on one
@@ -208,6 +252,7 @@ class AffinityModule(pl.LightningModule):
         logits = self.model(batch["image"])
         if isinstance(logits, Mapping):
             logits = logits["output"]
+        logits = logits[:, :batch["target"].shape[1]]  # the affinities (LSDs follow them)
         loss = affinity_loss(logits, batch["target"], batch["mask"], **self._loss_terms())
         self._val_loss.append(loss.detach().double())
         assert self._val_counts is not None

@@ -493,10 +493,12 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
                                 config.model.in_channels, "training")
     val_pairs = check_sources(config.data.val_sources(), config.data.patch_size,
                               config.model.in_channels, "validation")
-    if len(config.data.offsets) != config.model.out_channels:
+    if config.output_channels() != config.model.out_channels:
+        lsd = (f" and loss.lsd_weight adds {config.output_channels() - len(config.data.offsets)}"
+               " LSD channels" if config.loss.lsd_weight > 0 else "")
         raise UserError(f"model.out_channels is {config.model.out_channels} but data.offsets "
-                        f"lists {len(config.data.offsets)} affinities",
-                        f"set model.out_channels = {len(config.data.offsets)}")
+                        f"lists {len(config.data.offsets)} affinities{lsd}",
+                        f"set model.out_channels = {config.output_channels()}")
     config = dataclasses.replace(config, data=_resolved_data(
         config, norm_stats_for(config.data, train_pairs[0], seed=config.train.seed)))
 
@@ -508,7 +510,8 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
 
     _check_foreground(TrainPatches(train_pairs, config.data, config.train.seed, 1))
     # one real patch through reading, the transform and the targets
-    TrainPatches(train_pairs, config.data, config.train.seed, 1, transform, read_margin)[0]
+    TrainPatches(train_pairs, config.data, config.train.seed, 1, transform, read_margin,
+                 config.loss.sigma_zyx() if config.loss.lsd_weight > 0 else None)[0]
 
     _check_resume_names_a_run(config)
     run_dir = _resolve_run_dir(config)
@@ -614,7 +617,9 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
                          num_workers=choices.num_workers, steps=config.train.max_steps,
                          accumulate=config.optim.accumulate, seed=config.train.seed,
                          transform=transform, read_margin=read_margin,
-                         pin_memory=choices.accelerator == "gpu")
+                         pin_memory=choices.accelerator == "gpu",
+                         lsd_sigma=(config.loss.sigma_zyx() if config.loss.lsd_weight > 0
+                                    else None))
 
     # ---- nothing was written up to here; from now on the run directory is ours
     ckpt_dir = run_dir / "checkpoints"
@@ -647,6 +652,10 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
     monitor = f"val/{config.train.monitor}"
     mode = "min" if config.train.monitor == "loss" else "max"
     all_callbacks: list = [run_cb, *callbacks]
+    if config.optim.ema > 0:  # first: last.ckpt saved at a step holds that step's average
+        from pytc_train.ema import EMAWeightsCallback
+
+        all_callbacks.insert(0, EMAWeightsCallback(config.optim.ema))
     best_cb = None
     if val_pairs:
         best_cb = _best_checkpoint_class()(

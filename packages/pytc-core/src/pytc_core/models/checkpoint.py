@@ -7,6 +7,8 @@ Layout (a dict saved with ``torch.save``; Lightning itself is never imported her
                          targets, normalisation, patch and voxel size as the trainer resolved
                          them), "pytc_version": str, "pytc_checkpoint_format": 1}
     pytorch-lightning_version, epoch, global_step
+    callbacks           {"EMAWeightsCallback": {"ema_state": {"model.<name>": tensor}, ...}}
+                        (only with EMA weights: pytc-train's optim.ema, PyTC v2's place)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pytc_core.models.dkfz_weights import load_nnunet_mednext_weights
 from pytc_core.models.foreign import (
     ForwardToBackwardAffinities,
     checkpoint_layout,
+    ema_weights,
     foreign_weights,
     mednext_config_from_weights,
     pytc_named,
@@ -160,7 +163,8 @@ def load_model_from_checkpoint(path: str | os.PathLike[str], map_location: Any =
     Reads pytc checkpoints and, through :mod:`pytc_core.models.foreign`, PyTC v2 and BANIS
     Lightning checkpoints and bare DKFZ MedNeXt weights; for those, ``model`` (a ``[model]``
     table) supplies what the file does not store, and ``weights`` picks ``raw`` or ``ema``
-    tensors (``auto``: EMA where the file has them). The returned config of a foreign file
+    tensors (``auto``: EMA where the file has them; also for pytc checkpoints of a run with
+    ``optim.ema``, whose config then gets a ``source`` table naming the weights used). The returned config of a foreign file
     is pytc's view of it (``model``, ``data``, ``targets`` and ``source`` tables). UserError
     for a missing file, an unknown layout, tensors that do not map or do not fit, another
     pytc format. ``trusted=True`` allows arbitrary pickled objects (only for files you trust).
@@ -169,7 +173,10 @@ def load_model_from_checkpoint(path: str | os.PathLike[str], map_location: Any =
     if checkpoint_layout(ckpt, str(path)) != "pytc":
         return _load_foreign(ckpt, path, map_location, model, weights)
     ckpt = _check_pytc(ckpt, path)
-    if weights == "ema":
+    if weights not in ("auto", "raw", "ema"):
+        raise UserError(f"unknown weights '{weights}'", "use auto, raw or ema")
+    ema = ema_weights(ckpt)
+    if weights == "ema" and not ema:
         raise UserError(f"{Path(path).name} holds no EMA weights", "use --weights raw (or auto)")
     config = dict(ckpt["hyper_parameters"]["config"])
     for key, value in (model or {}).items():
@@ -177,7 +184,14 @@ def load_model_from_checkpoint(path: str | os.PathLike[str], map_location: Any =
             raise UserError(f"model.{key} = {value!r} contradicts the checkpoint's own "
                             f"{config['model'][key]!r}", f"drop model.{key} from the config")
     net = build_model(config["model"])
-    state = {k[len(_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_PREFIX)}
+    if ema and weights != "raw":  # auto: the EMA weights where the file has them
+        state = ema
+        config["source"] = {"layout": "pytc", "weights": "ema", "path": str(path)}
+    else:
+        state = {k[len(_PREFIX):]: v for k, v in ckpt["state_dict"].items()
+                 if k.startswith(_PREFIX)}
+        if ema:
+            config["source"] = {"layout": "pytc", "weights": "raw", "path": str(path)}
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise UserError(f"{path}: weights do not fit the model its config builds "

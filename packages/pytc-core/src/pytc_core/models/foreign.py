@@ -53,6 +53,7 @@ __all__ = [
     "ForeignCheckpoint",
     "ForwardToBackwardAffinities",
     "checkpoint_layout",
+    "ema_weights",
     "mednext_config_from_weights",
     "read_foreign_checkpoint",
 ]
@@ -123,6 +124,13 @@ def _strip(state: Mapping[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, 
             continue  # not the network's (e.g. a loss module's buffer)
         out[key.removeprefix("_orig_mod.").removeprefix("module.")] = value
     return out
+
+
+def ema_weights(ckpt: Mapping[str, Any]) -> dict[str, Tensor] | None:
+    """The EMA weights a Lightning checkpoint keeps in
+    ``callbacks["EMAWeightsCallback..."]["ema_state"]`` (PyTC v2's callback and pytc-train's
+    ``optim.ema``), their ``model.`` prefix removed; None when it has none."""
+    return _ema_state(ckpt)
 
 
 def _ema_state(ckpt: Mapping[str, Any]) -> dict[str, Tensor] | None:
