@@ -209,3 +209,40 @@ def test_resume_refuses_changed_options_and_reuses_the_machine_choices(em_h5, tm
     assert len(recorded) == 1
     assert recorded[0].endswith(f"resumed from {run / 'checkpoints' / 'last.ckpt'} with "
                                 "train.max_steps: 2 -> 3")
+
+
+def test_quiet_run_prints_progress_and_validates_once_when_no_validation_was_due(
+        em_h5, tmp_path, capsys):
+    """-q hides the start-up report but not the progress lines (step, loss, the last
+    validation score, time left), one per --set train.progress_every steps; with max_steps
+    below val_every the run validates after its last step, so best.ckpt has a score; no
+    Lightning bar or tip on stderr, also with -v."""
+    import torch
+
+    raw, labels = em_h5[:2]
+    argv = ["--raw", raw, "--labels", labels, "--bbox", "0,0,0,16,48,48", "--val-bbox",
+            "16,0,0,32,48,48", "--patch", "16,16,16", "--batch-size", "2", "--max-steps", "4",
+            "--run-dir", str(tmp_path / "run"), "--threads", "1", *TINY,
+            "train.val_every=100", "train.progress_every=2", "data.num_workers=0",
+            "data.val_max_patches=2"]
+    assert run_entry_point("pytc-train", app, [*argv, "-q"]) == 0
+    out, err = capsys.readouterr()
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    assert out == f"{best}\n"
+    lines = err.splitlines()
+    assert [line.split("  ")[0] for line in lines] == ["step 2/4", "step 4/4"], err
+    assert lines[0].split("  ")[2] == "val boundary_f1 -"  # no validation yet
+    assert lines[0].endswith(" left") and " s/step  " in lines[0]
+    assert float(lines[0].split("  ")[1].removeprefix("loss ")) > 0
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 4
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    score = float(state["best_model_score"])
+    assert 0.0 <= score <= 1.0 and state["best_model_path"] == str(best)
+    metrics = (tmp_path / "run" / "logs" / "metrics.csv").read_text()
+    assert "val/boundary_f1" in metrics.splitlines()[0]
+    assert run_entry_point("pytc-train", app, [*argv, "-v", "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "auto-config:" in err and "step 4 validation:" in err
+    assert "Tip" not in err and "Epoch 0" not in err and "litlogger" not in err
+    assert "step 4/4  loss" in err
