@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
     --stand-in) model=stand-in; shift ;;
     --seed) seed="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     -*) echo "quickstart.sh: error: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out="$1"; shift ;;
   esac
