@@ -127,7 +127,7 @@ class CommonFlags:
     overwrite: Annotated[bool, Parameter(name="--overwrite", negative="")] = False
     """Replace an existing output (only a volume pytc recognises)."""
     quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False
-    """Warnings and errors only on stderr."""
+    """Only warnings, errors and a long run's progress lines (pytc-train's steps) on stderr."""
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"], negative="")] = False
     """Debug logging on stderr: resolved config, block plan, timings."""
 
