@@ -246,3 +246,16 @@ def test_quiet_run_prints_progress_and_validates_once_when_no_validation_was_due
     assert "auto-config:" in err and "step 4 validation:" in err
     assert "Tip" not in err and "Epoch 0" not in err and "litlogger" not in err
     assert "step 4/4  loss" in err
+
+
+def test_progress_line_states_step_loss_score_and_time_left():
+    from pytc_train.train import format_duration, progress_line
+
+    assert [format_duration(s) for s in (0, 59.4, 61, 3725, 90000)] == \
+        ["0:00", "0:59", "1:01", "1:02:05", "25:00:00"]
+    assert format_duration(float("nan")) == "?"
+    # 100 steps in 150 s: 1.5 s/step, 400 steps left = 600 s
+    assert progress_line(100, 500, 0.41234, 150.0, 100, "boundary_f1", (100, 0.44)) == \
+        "step 100/500  loss 0.4123  val boundary_f1 0.4400 (step 100)  1.50 s/step  10:00 left"
+    assert progress_line(1, 10, 1.0, 0.0, 0, "loss", None).endswith(
+        "val loss -  nan s/step  ? left")
