@@ -5,18 +5,23 @@
         affinity layers of z 175..250, computed with context; pytc_core.baselines); prints
         their URIs, one a line
     pytc-eval seg_t0.3 seg_t0.5 --gt GT --json | python examples/quickstart_tools.py pick
-        the best report by pytc-eval's ranking (NERL, else VOI): prints its threshold (the
+        the best report: by pytc-eval's ranking (NERL, else VOI; --by rank, the default) or
+        by total VOI (--by voi, what the quickstart tunes with); prints its threshold (the
         segmentation's ``_t<threshold>`` suffix), the report JSON goes to --save if given;
         --threshold T takes the report at T instead of the best
     python examples/quickstart_tools.py report REPORT.json --threshold 0.3
         prints the report with a top-level ``threshold`` field
     python examples/quickstart_tools.py slice OUT.png --raw R --aff A --seg S --gt G [--z Z]
-        one z section side by side: raw | affinities (z, y, x as R, G, B) | segmentation |
-        ground truth
+            [--report REPORT.json] [--baseline NAME=REPORT.json ...]
+        one z section side by side, each panel titled: raw | affinities (z, y, x as R, G, B)
+        | segmentation | ground truth, and a caption with the section and the scores
     python examples/quickstart_tools.py field REPORT.json threshold
         prints one top-level field of a report
     python examples/quickstart_tools.py table NAME=REPORT.json ...
         the final table (VOI split/merge, adapted Rand error, ERL, NERL, segments) on stdout
+    python examples/quickstart_tools.py seeds RUN_DIR ...
+        one row per quickstart run (examples/quickstart_seeds.sh): seed, threads, precision,
+        minutes, model and baseline VOI and NERL, and whether the model beats both baselines
 """
 
 from __future__ import annotations
@@ -66,6 +71,12 @@ def threshold_of(uri: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def total_voi(report: dict) -> float:
+    """VOI split + merge of a report (inf where either is missing: ranks last)."""
+    split, merge = report.get("voi_split"), report.get("voi_merge")
+    return math.inf if split is None or merge is None else float(split) + float(merge)
+
+
 def cmd_pick(args: argparse.Namespace) -> None:
     from pytc_eval.report import rank_reports
 
@@ -77,6 +88,8 @@ def cmd_pick(args: argparse.Namespace) -> None:
                     None)
         if best is None:
             sys.exit(f"quickstart_tools pick: error: no report at threshold {args.threshold:g}")
+    elif args.by == "voi":
+        best = min(reports, key=total_voi)
     else:
         best = rank_reports(reports)[0]
     t = threshold_of(best["segmentation"])
@@ -106,6 +119,31 @@ def _label_rgb(labels: np.ndarray) -> np.ndarray:
     return rgb
 
 
+PANEL_TITLES = ("raw", "affinities (z y x = R G B)", "segmentation", "ground truth")
+
+
+def scores_caption(name: str, report: dict) -> str:
+    """``model (ws 0.2): VOI 2.684 (split 2.177, merge 0.507), NERL 0.0238, 1016 segments``."""
+    t = report.get("threshold")
+    nerl = report.get("nerl")
+    return (f"{name}{f' (threshold {t:g})' if t is not None else ''}: VOI {total_voi(report):.3f} "
+            f"(split {report.get('voi_split', math.nan):.3f}, merge "
+            f"{report.get('voi_merge', math.nan):.3f}), NERL "
+            f"{'-' if nerl is None else f'{nerl:.4f}'}, {report.get('n_segments', '?')} segments")
+
+
+def _text_rows(lines: list[str], width: int, height: int = 16) -> np.ndarray:
+    """(len(lines) * height, width, 3) uint8: black text on white, one line a row (Pillow's
+    built-in font; Pillow comes with pytc-eval's neuroglancer)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height * len(lines)), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((4, i * height + 2), line, fill=(0, 0, 0))
+    return np.asarray(image, dtype=np.uint8)
+
+
 def cmd_slice(args: argparse.Namespace) -> None:
     from pytc_train.preview import write_png
 
@@ -122,12 +160,61 @@ def cmd_slice(args: argparse.Namespace) -> None:
               (255 * np.clip(aff, 0, 1)).astype(np.uint8).transpose(1, 2, 0),
               _label_rgb(seg.read(box)[0]),
               _label_rgb(open_volume(args.gt).read(box)[0])]
-    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
-    row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
-    write_png(args.png, row)
+    gap = np.full((panels[0].shape[0] + TITLE_HEIGHT, GAP, 3), 255, np.uint8)
+    titled = [np.concatenate([_text_rows([title], p.shape[1], TITLE_HEIGHT), p], axis=0)
+              for title, p in zip(PANEL_TITLES, panels, strict=True)]
+    row = np.concatenate([p for panel in titled for p in (panel, gap)][:-1], axis=1)
+    caption = [f"section z {z}, voxels (y, x) {box.start[1]}..{box.stop[1]}, "
+               f"{box.start[2]}..{box.stop[2]}; scores of the whole region {_region(seg)}"]
+    if args.report:
+        caption.append(scores_caption("model", json.loads(Path(args.report).read_text())))
+    for item in args.baseline or []:
+        name, _, path = item.partition("=")
+        caption.append(scores_caption(name, json.loads(Path(path).read_text())))
+    image = np.concatenate([row, _text_rows(caption, row.shape[1], TITLE_HEIGHT)], axis=0)
+    write_png(args.png, image)
     print(args.png)
-    print(f"slice z {z}: raw | affinities (z, y, x = R, G, B) | segmentation | ground truth",
-          file=sys.stderr)
+    print(f"slice z {z}: {' | '.join(PANEL_TITLES)}", file=sys.stderr)
+
+
+#: pixels of one title or caption line, and between panels
+TITLE_HEIGHT = 16
+GAP = 4
+
+
+def _region(vol) -> str:
+    a, b = vol.bbox.start, vol.bbox.stop
+    return f"z {a[0]}..{b[0]}" if (a[1], a[2]) == (0, 0) else f"{tuple(a)}..{tuple(b)}"
+
+
+def cmd_seeds(args: argparse.Namespace) -> None:
+    """The table of examples/quickstart_seeds.sh: one row per run directory."""
+    import tomllib
+
+    header = ["seed", "threads", "precision", "minutes", "model VOI", "model NERL",
+              "raw_threshold VOI", "raw_threshold NERL", "smoothed_gradient VOI",
+              "smoothed_gradient NERL", "beats both VOI", "beats both NERL"]
+    rows = []
+    for run in map(Path, args.runs):
+        config = tomllib.loads((run / "train" / "pytc_config.toml").read_text())
+        seconds = (run / "seconds.txt").read_text().strip() if (run / "seconds.txt").is_file() \
+            else ""
+        model = json.loads((run / "report.json").read_text())
+        base = {name: json.loads((run / "baselines" / f"{name}.json").read_text())
+                for name in ("raw_threshold", "smoothed_gradient")}
+        voi_wins = all(total_voi(model) < total_voi(b) for b in base.values())
+        nerl_wins = all((model.get("nerl") or 0.0) > (b.get("nerl") or 0.0) for b in base.values())
+        rows.append([str(config["train"]["seed"]), str(config["train"]["threads"]),
+                     str(config["train"]["precision"]),
+                     f"{float(seconds) / 60:.1f}" if seconds else "-",
+                     f"{total_voi(model):.3f}", f"{model.get('nerl') or 0.0:.4f}",
+                     *(v for b in base.values()
+                       for v in (f"{total_voi(b):.3f}", f"{b.get('nerl') or 0.0:.4f}")),
+                     "yes" if voi_wins else "no", "yes" if nerl_wins else "no"])
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
 
 
 def cmd_table(args: argparse.Namespace) -> None:
@@ -163,6 +250,8 @@ def main() -> None:
     p = sub.add_parser("pick", help="best threshold from pytc-eval JSON lines on stdin")
     p.add_argument("--save", help="write the best report (with its threshold) here")
     p.add_argument("--threshold", type=float, help="take the report at this threshold instead")
+    p.add_argument("--by", choices=("rank", "voi"), default="rank",
+                   help="rank: pytc-eval's ranking (NERL, else VOI); voi: lowest total VOI")
     p.set_defaults(fn=cmd_pick)
     p = sub.add_parser("report", help="add a top-level threshold to a report")
     p.add_argument("report")
@@ -177,10 +266,15 @@ def main() -> None:
     for name in ("raw", "aff", "seg", "gt"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--z", type=int, help="global z (default: the segmentation's middle)")
+    p.add_argument("--report", help="the model's report: its scores go in the caption")
+    p.add_argument("--baseline", action="append", help="NAME=REPORT.json, also in the caption")
     p.set_defaults(fn=cmd_slice)
     p = sub.add_parser("table", help="final table of NAME=report.json pairs")
     p.add_argument("reports", nargs="+")
     p.set_defaults(fn=cmd_table)
+    p = sub.add_parser("seeds", help="table of quickstart runs (examples/quickstart_seeds.sh)")
+    p.add_argument("runs", nargs="+")
+    p.set_defaults(fn=cmd_seeds)
     args = parser.parse_args()
     args.fn(args)
 

@@ -55,12 +55,20 @@ def test_quickstart_runs_on_the_bundled_volume(tmp_path):
 
     out = tmp_path / "qs"
     result = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh"), str(out),
-                             "--steps", "40"],
+                             "--steps", "40", "--seed", "3"],
                             capture_output=True, text=True, timeout=2400, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     model, config = load_model_from_checkpoint(out / "model.ckpt")
     assert config["model"]["deep_supervision"] is True and config["aug"]["preset"] == "realistic"
     assert config["train"]["max_steps"] == 40
+    # --seed reaches pytc-train; the thread count is the quickstart's, not the machine load's
+    assert (config["train"]["seed"], config["train"]["threads"]) == (3, 2)
+    # progress under pytc-train -q: a line every 40 / 20 = 2 steps, the last with a score
+    progress = [line for line in result.stderr.splitlines() if line.startswith("step ")
+                and "/40  loss " in line]
+    assert [int(line.split()[1].split("/")[0]) for line in progress] == list(range(2, 41, 2))
+    assert "val boundary_f1 0." in progress[-1] and progress[-1].endswith(" left")
+    assert "Epoch 0" not in result.stderr and "Tip" not in result.stderr
     assert config["data"]["bbox"] == [0, 0, 0, 140, 250, 250]  # never the test region
     report = json.loads((out / "report.json").read_text())
     # 75 x 250 x 250 test region, 164 ground-truth bodies there
@@ -76,7 +84,8 @@ def test_quickstart_runs_on_the_bundled_volume(tmp_path):
     png = (out / "slice.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert (width, height) == (4 * 250 + 3 * 4, 250)  # raw | affinities | segmentation | GT
+    # raw | affinities | segmentation | GT, titled; a caption: section, model, 2 baselines
+    assert (width, height) == (4 * 250 + 3 * 4, 16 + 250 + 4 * 16)
     assert (out / "errors.csv").read_text().startswith("segmentation,kind,")
     assert "test region z 175..250" in result.stderr and "raw_threshold" in result.stderr
     gala = ROOT.parent / "shared" / "data" / "flyem_gala_train_50x100x200.h5"

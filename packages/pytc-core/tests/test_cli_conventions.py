@@ -126,6 +126,27 @@ def test_logging_follows_the_current_stderr(capsys):
     assert capsys.readouterr().err == "second\n"
 
 
+def test_quiet_keeps_the_progress_lines_of_a_long_run(capsys):
+    """-q hides information but not progress (pytc.progress.*): a quiet run of minutes
+    must not look like a hang."""
+    import logging
+
+    from pytc_core.cli import PROGRESS_LOGGER, setup_logging
+
+    try:
+        setup_logging(quiet=True)
+        logging.getLogger("pytc.train").info("machine: 2 cores")
+        logging.getLogger(f"{PROGRESS_LOGGER}.train").info("step 25/500")
+        logging.getLogger(f"{PROGRESS_LOGGER}.train").debug("not at debug")
+        assert capsys.readouterr().err == "step 25/500\n"
+        setup_logging(verbose=True)
+        logging.getLogger(f"{PROGRESS_LOGGER}.train").debug("debug line")
+        logging.getLogger("pytc.train").debug("other debug")
+        assert capsys.readouterr().err == "debug line\nother debug\n"
+    finally:
+        setup_logging()
+
+
 def flags_app():
     """A stage-shaped app: one positional, one option, the shared flags."""
     app = core_cli.make_app("pytc-demo", "0")

@@ -108,6 +108,17 @@ def test_several_segmentations_are_ranked_and_errors_csv(tmp_path, capsys):
     table = err[err.index("rank"):].splitlines()[2:]
     assert [row.split()[:2] for row in table] == [["1", "perfect"], ["2", "split"],
                                                   ["3", "merged"]]
+    header = err[err.index("rank"):].splitlines()[0].split("  ")
+    header = [h.strip() for h in header if h.strip()]
+    assert header[2:6] == ["VOI split", "VOI merge", "VOI", "ARAND"]
+    by_name = {r["segmentation"].rsplit("/", 1)[-1]: r for r in reports}
+    for row in table:  # the total VOI column: split + merge of that row's report
+        name, split, merge, total = row.split()[1:5]
+        r = by_name[name]
+        assert (float(split), float(merge)) == pytest.approx((r["voi_split"], r["voi_merge"]),
+                                                             abs=5e-4)
+        assert float(total) == pytest.approx(r["voi_split"] + r["voi_merge"], abs=5e-4)
+    assert float(table[2].split()[4]) > 0  # merged: every voxel of two bodies in one segment
     rows = list(csv.DictReader(errors.read_text().splitlines()))
     merge_rows = [r for r in rows if r["kind"] == "merge"]
     assert [(r["segmentation"], r["segments"], r["skeletons"]) for r in merge_rows] == \

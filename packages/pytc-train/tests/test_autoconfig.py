@@ -57,8 +57,17 @@ def test_given_settings_are_kept_and_unknown_precision_refused():
         choose(CPU2, precision="fp8")
 
 
-def test_busy_machine_gets_fewer_threads():
-    assert choose(Machine(cpus=2, memory_gib=24.0, load=1.6)).threads == 1
+@pytest.mark.parametrize("load", [0.0, 0.4, 1.0, 1.6, 2.0, 7.5])
+def test_thread_count_does_not_follow_the_load(load):
+    """Same command, same machine, same figures: the thread count (which the sums of a
+    weight gradient depend on) is the cores per process whatever the load."""
+    c = choose(Machine(cpus=2, memory_gib=24.0, load=load))
+    assert c.threads == 2
+    assert c.reasons["threads"].startswith("2 core(s) per process, whatever the load")
+    assert ("--threads 1 is faster" in c.reasons["threads"]) == (load >= 0.5)
+    assert choose(Machine(cpus=8, memory_gib=24.0, load=load), accelerator="cpu",
+                  devices=2).threads == 4
+    assert choose(Machine(cpus=2, memory_gib=24.0, load=load), threads=1).threads == 1
 
 
 def test_busy_cores_sees_a_spinning_process():

@@ -209,3 +209,53 @@ def test_resume_refuses_changed_options_and_reuses_the_machine_choices(em_h5, tm
     assert len(recorded) == 1
     assert recorded[0].endswith(f"resumed from {run / 'checkpoints' / 'last.ckpt'} with "
                                 "train.max_steps: 2 -> 3")
+
+
+def test_quiet_run_prints_progress_and_validates_once_when_no_validation_was_due(
+        em_h5, tmp_path, capsys):
+    """-q hides the start-up report but not the progress lines (step, loss, the last
+    validation score, time left), one per --set train.progress_every steps; with max_steps
+    below val_every the run validates after its last step, so best.ckpt has a score; no
+    Lightning bar or tip on stderr, also with -v."""
+    import torch
+
+    raw, labels = em_h5[:2]
+    argv = ["--raw", raw, "--labels", labels, "--bbox", "0,0,0,16,48,48", "--val-bbox",
+            "16,0,0,32,48,48", "--patch", "16,16,16", "--batch-size", "2", "--max-steps", "4",
+            "--run-dir", str(tmp_path / "run"), "--threads", "1", *TINY,
+            "train.val_every=100", "train.progress_every=2", "data.num_workers=0",
+            "data.val_max_patches=2"]
+    assert run_entry_point("pytc-train", app, [*argv, "-q"]) == 0
+    out, err = capsys.readouterr()
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    assert out == f"{best}\n"
+    lines = err.splitlines()
+    assert [line.split("  ")[0] for line in lines] == ["step 2/4", "step 4/4"], err
+    assert lines[0].split("  ")[2] == "val boundary_f1 -"  # no validation yet
+    assert lines[0].endswith(" left") and " s/step  " in lines[0]
+    assert float(lines[0].split("  ")[1].removeprefix("loss ")) > 0
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 4
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    score = float(state["best_model_score"])
+    assert 0.0 <= score <= 1.0 and state["best_model_path"] == str(best)
+    metrics = (tmp_path / "run" / "logs" / "metrics.csv").read_text()
+    assert "val/boundary_f1" in metrics.splitlines()[0]
+    assert run_entry_point("pytc-train", app, [*argv, "-v", "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "auto-config:" in err and "step 4 validation:" in err
+    assert "Tip" not in err and "Epoch 0" not in err and "litlogger" not in err
+    assert "step 4/4  loss" in err
+
+
+def test_progress_line_states_step_loss_score_and_time_left():
+    from pytc_train.train import format_duration, progress_line
+
+    assert [format_duration(s) for s in (0, 59.4, 61, 3725, 90000)] == \
+        ["0:00", "0:59", "1:01", "1:02:05", "25:00:00"]
+    assert format_duration(float("nan")) == "?"
+    # 100 steps in 150 s: 1.5 s/step, 400 steps left = 600 s
+    assert progress_line(100, 500, 0.41234, 150.0, 100, "boundary_f1", (100, 0.44)) == \
+        "step 100/500  loss 0.4123  val boundary_f1 0.4400 (step 100)  1.50 s/step  10:00 left"
+    assert progress_line(1, 10, 1.0, 0.0, 0, "loss", None).endswith(
+        "val loss -  nan s/step  ? left")

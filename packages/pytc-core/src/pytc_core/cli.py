@@ -89,17 +89,24 @@ class _CurrentStderrHandler(logging.StreamHandler):
         pass
 
 
+#: the logger (and its children, e.g. ``pytc.progress.train``) of a long run's periodic
+#: progress lines: shown under --quiet too, so that a quiet run of minutes is not a silent one
+PROGRESS_LOGGER = "pytc.progress"
+
+
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
-    """Send the ``pytc`` loggers to stderr: WARNING with --quiet, DEBUG with --verbose, else INFO."""
+    """Send the ``pytc`` loggers to stderr: WARNING with --quiet, DEBUG with --verbose, else
+    INFO; the progress lines of :data:`PROGRESS_LOGGER` at INFO also with --quiet."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger("pytc")
     root.setLevel(level)
+    logging.getLogger(PROGRESS_LOGGER).setLevel(min(level, logging.INFO))
     if not any(isinstance(h, _CurrentStderrHandler) for h in root.handlers):
         handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
-    for existing in root.handlers:
-        existing.setLevel(level)
+    for existing in root.handlers:  # the loggers' levels filter; the handler passes progress
+        existing.setLevel(min(level, logging.INFO))
     root.propagate = False
 
 
@@ -120,7 +127,7 @@ class CommonFlags:
     overwrite: Annotated[bool, Parameter(name="--overwrite", negative="")] = False
     """Replace an existing output (only a volume pytc recognises)."""
     quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False
-    """Warnings and errors only on stderr."""
+    """Only warnings, errors and a long run's progress lines (pytc-train's steps) on stderr."""
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"], negative="")] = False
     """Debug logging on stderr: resolved config, block plan, timings."""
 

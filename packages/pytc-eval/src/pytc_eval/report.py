@@ -152,7 +152,7 @@ def ranked_table(reports: Sequence[SegmentationReport]) -> tuple[list[str], list
     reports with :func:`rank_reports`: by NERL (higher first) when skeletons were evaluated,
     else by total VOI (lower first); NaN ranks last."""
     with_skel = all(r.skeleton_scores is not None for r in reports)
-    cols = {"voi_split": "VOI split", "voi_merge": "VOI merge",
+    cols = {"voi_split": "VOI split", "voi_merge": "VOI merge", "voi": "VOI",
             "adapted_rand_error": "ARAND", "n_segments": "segments"}
     if with_skel:
         cols.update({"erl": "ERL nm", "nerl": "NERL", "adapted_nerl": "NERL adapt",
@@ -160,6 +160,7 @@ def ranked_table(reports: Sequence[SegmentationReport]) -> tuple[list[str], list
     header = ["rank", "segmentation", *cols.values()]
     rows = []
     for i, flat in enumerate(rank_reports([r.to_dict() for r in reports])):
+        flat = {**flat, "voi": flat["voi_split"] + flat["voi_merge"]}  # total: what ranks
         rows.append([str(i + 1), str(flat["segmentation"]).rstrip("/").rsplit("/", 1)[-1],
                      *(_fmt(flat.get(c)) for c in cols)])
     return header, rows

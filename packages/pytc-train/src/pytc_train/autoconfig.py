@@ -239,13 +239,15 @@ def auto_configure(*, accelerator: str, devices: int, precision: str, batch_size
     else:
         reasons["num_workers"] = "set"
     if threads <= 0:
-        # OpenMP threads that spin on cores other processes hold slow a step down many-fold:
-        # use only the cores that are idle (at least one)
-        per_process = max(1, machine.cpus // max(1, devices))
-        idle = int(machine.cpus - machine.load + 0.5)
-        threads = max(1, min(per_process, idle))
-        reasons["threads"] = (f"{per_process} core(s) per process" if threads == per_process else
-                              f"load {machine.load:.1f} on {machine.cpus} cores: busy machine")
+        # the cores this process may use, never fewer on a busy machine: a weight gradient's
+        # sums depend on the thread count (float32 and bf16 alike), so a thread count that
+        # followed the load would give other weights, and other figures, for the same command
+        threads = max(1, machine.cpus // max(1, devices))
+        reasons["threads"] = f"{threads} core(s) per process, whatever the load"
+        if machine.load >= 0.5:
+            reasons["threads"] += (f"; load {machine.load:.1f} on {machine.cpus} cores now: "
+                                   "steps are slower (--threads 1 is faster on a busy machine, "
+                                   "with other figures)")
     else:
         reasons["threads"] = "set"
     return AutoChoices(accelerator, devices, chosen, batch_size, num_workers, threads, reasons)

@@ -44,6 +44,7 @@ def train(
     init_from: Annotated[str | None, Parameter(name="--init-from")] = None,
     upkern: Annotated[bool, Parameter(name="--upkern", negative="")] = False,
     seed: Annotated[int | None, Parameter(name="--seed")] = None,
+    threads: Annotated[int | None, Parameter(name="--threads")] = None,
     aug: Annotated[str | None, Parameter(name="--aug")] = None,
     preview_aug: Annotated[int | None, Parameter(name="--preview-aug")] = None,
     list_archs: Annotated[bool, Parameter(name="--list-archs", negative="")] = False,
@@ -117,6 +118,9 @@ def train(
         With --init-from a .ckpt of a smaller kernel: UpKern the weights (train.upkern).
     seed
         Seed of weights and patch sampling (train.seed).
+    threads
+        CPU threads of torch per process (train.threads; default: the cores per process,
+        whatever the load, so the same command gives the same figures on this machine).
     aug
         Augmentation preset (aug.preset): light, realistic (default), heavy, superres,
         instance or none; any transform's field via ``--set aug.misalignment.prob=0.3``.
@@ -136,6 +140,7 @@ def train(
         "train.devices": devices, "train.run_dir": run_dir, "train.resume": resume,
         "train.resume_changed": resume_changed or None,
         "train.init_from": init_from, "train.upkern": upkern or None, "train.seed": seed,
+        "train.threads": threads,
         "aug.preset": aug,
     }
     from pytc_core.bbox import parse_bbox

@@ -260,13 +260,17 @@ class TrainLoopConfig:
     #: write checkpoints/last.ckpt every this many steps (and at the end, and on a signal)
     checkpoint_every: int = 100
     log_every: int = 10
+    #: a progress line (step, loss, last validation score, time left) every this many steps
+    #: on stderr, also under -q; 0: every log_every steps
+    progress_every: int = 0
     precision: Precision = "auto"
     #: "auto", "cpu", "gpu"
     accelerator: str = "auto"
     #: number of devices (processes) on this node; 0: auto
     devices: int = 0
     num_nodes: int = 1
-    #: CPU threads per process for torch (0: auto, fewer on a busy machine)
+    #: CPU threads per process for torch (0: auto, the cores per process whatever the load:
+    #: the weights depend on the thread count, so a fixed count gives the same figures)
     threads: int = 0
     run_dir: str | None = None
     #: None, "auto" (checkpoints/last.ckpt of the run directory if present) or a path
@@ -283,6 +287,9 @@ class TrainLoopConfig:
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise UserError(f"train.max_steps must be >= 1, got {self.max_steps}", "give a positive step count")
+        if self.progress_every < 0:
+            raise UserError(f"train.progress_every must be >= 0, got {self.progress_every}",
+                            "give a step count, or 0 for every log_every steps")
         for name in ("val_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}",

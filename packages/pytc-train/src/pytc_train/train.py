@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("pytc.train")
+#: progress lines: shown under -q too (pytc_core.cli.PROGRESS_LOGGER), so that a long quiet
+#: run does not look like a hang
+progress_log = logging.getLogger("pytc.progress.train")
 
 #: exit code of a run stopped by SIGUSR1/SIGTERM after saving last.ckpt (EX_TEMPFAIL: retry)
 EXIT_PREEMPTED = 75
@@ -117,6 +120,7 @@ def _check_resume_names_a_run(config: TrainConfig) -> None:
 #: options that do not change what a run computes: free to differ on resume
 RESUME_FREE = frozenset({
     "train.resume", "train.resume_changed", "train.run_dir", "train.log_every",
+    "train.progress_every",
     "train.checkpoint_every", "train.max_minutes", "train.threads", "train.init_from",
     "train.upkern", "data.num_workers"})
 #: the machine's own choices (config value -> auto): made at the first start, reused on resume
@@ -274,12 +278,18 @@ def _callbacks_module():
     import pytorch_lightning as pl
 
     class RunCallbacks(pl.Callback):
-        """last.ckpt every N steps / at the end / on SIGUSR1 or SIGTERM; progress lines."""
+        """last.ckpt every N steps / at the end / on SIGUSR1 or SIGTERM; progress lines
+        (step, loss, the last validation's ``monitor`` score, time left); a validation at
+        the last step when the run has none yet (``best_checkpoint``: the callback whose
+        best it would be)."""
 
         def __init__(self, last: Path, every: int, log_every: int, max_steps: int,
-                     log_progress: bool) -> None:
+                     log_progress: bool, monitor: str = "boundary_f1") -> None:
             self.last, self.every, self.log_every = last, every, log_every
             self.max_steps, self.log_progress = max_steps, log_progress
+            self.monitor = monitor
+            self.best_checkpoint: Any = None
+            self.last_val: tuple[int, float] | None = None
             self.signum: int | None = None
             self.saved_step = -1
             self._t0 = time.perf_counter()
@@ -302,6 +312,8 @@ def _callbacks_module():
                 drop_after(trainer.global_step)  # the history continues from here
             # take SIGTERM back from Lightning (which stops without saving): ours saves first
             _install_handlers(self.handle)
+            if self.best_checkpoint is not None:
+                _validate_at_the_end_if_never(trainer, self.best_checkpoint)
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             # Lightning counts logged steps apart from global_step and increments that count
@@ -335,15 +347,16 @@ def _callbacks_module():
             if step % self.every == 0 and step != self.saved_step:
                 self._save(trainer)
             if self.log_progress and step % self.log_every == 0 and trainer.is_global_zero:
-                rate = (step - self._step0) / max(time.perf_counter() - self._t0, 1e-9)
-                eta = (self.max_steps - step) / rate if rate > 0 else float("nan")
                 loss = trainer.callback_metrics.get("train/loss")
-                log.info("step %d/%d  loss %.4f  %.2f steps/s  ETA %s", step, self.max_steps,
-                         float(loss) if loss is not None else float("nan"), rate,
-                         time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?")
+                progress_log.info("%s", progress_line(
+                    step, self.max_steps, float(loss) if loss is not None else float("nan"),
+                    time.perf_counter() - self._t0, step - self._step0,
+                    self.monitor, self.last_val))
 
         def on_validation_end(self, trainer, pl_module) -> None:
             scores = getattr(pl_module, "last_val_scores", None)
+            if scores and not trainer.sanity_checking and self.monitor in scores:
+                self.last_val = (trainer.global_step, float(scores[self.monitor]))
             if scores and trainer.is_global_zero and not trainer.sanity_checking:
                 log.info("step %d validation: loss %.4f  precision %.4f  recall %.4f  F1 %.4f  "
                          "boundary F1 %.4f", trainer.global_step, scores["loss"],
@@ -354,6 +367,43 @@ def _callbacks_module():
                 self._save(trainer)
 
     return RunCallbacks
+
+
+def format_duration(seconds: float) -> str:
+    """``1:02:03`` (hours unbounded), ``2:03`` under an hour, ``?`` when unknown."""
+    if not np.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = round(seconds)
+    h, m, sec = s // 3600, s // 60 % 60, s % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def progress_line(step: int, max_steps: int, loss: float, elapsed: float, steps_done: int,
+                  monitor: str, last_val: tuple[int, float] | None) -> str:
+    """One progress line: ``step 25/500  loss 0.4123  val boundary_f1 0.4400 (step 20)
+    1.38 s/step  9:46 left``; ``elapsed`` seconds for ``steps_done`` steps of this attempt
+    (validations included) give the time left."""
+    per_step = elapsed / steps_done if steps_done > 0 else float("nan")
+    val = (f"val {monitor} {last_val[1]:.4f} (step {last_val[0]})" if last_val is not None
+           else f"val {monitor} -")
+    return (f"step {step}/{max_steps}  loss {loss:.4f}  {val}  {per_step:.2f} s/step  "
+            f"{format_duration((max_steps - step) * per_step)} left")
+
+
+def _validate_at_the_end_if_never(trainer, best_checkpoint) -> None:
+    """Validate after the last step when the run (all its attempts) has not validated yet
+    (``max_steps`` below ``val_every``), so best.ckpt is chosen by a score, never a copy of
+    the final weights claimed as best."""
+    loop = trainer.fit_loop.epoch_loop
+    scheduled = loop._should_check_val_fx
+
+    def should_check_val(data_fetcher) -> bool:
+        if scheduled(data_fetcher):
+            return True
+        return (trainer.global_step >= trainer.max_steps and not loop._should_accumulate()
+                and not best_checkpoint.best_model_path)
+
+    loop._should_check_val_fx = should_check_val
 
 
 def _best_checkpoint_class():
@@ -421,6 +471,11 @@ def _quiet_lightning(verbose: bool):
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.INFO if verbose else logging.WARNING)
+    # Lightning's advertisements ("💡 Tip: ... litlogger / litmodels") are no log of a run:
+    # dropped also under -v, where its other info lines (precision, devices) are shown
+    tip_loggers = [logging.getLogger(f"{n}.utilities.rank_zero") for n in names]
+    for logger in tip_loggers:
+        logger.addFilter(_drop_tips)
     with warnings.catch_warnings():
         for pattern in (".*does not have many workers.*", ".*num_workers.*",
                         ".*resuming from a checkpoint that ended before the epoch ended.*",
@@ -436,6 +491,13 @@ def _quiet_lightning(verbose: bool):
         finally:
             for n, level in levels.items():
                 logging.getLogger(n).setLevel(level)
+            for logger in tip_loggers:
+                logger.removeFilter(_drop_tips)
+
+
+def _drop_tips(record: logging.LogRecord) -> bool:
+    """False for Lightning's "💡 Tip:" records (a logging filter)."""
+    return not str(record.msg).lstrip().startswith("\N{ELECTRIC LIGHT BULB} Tip")
 
 
 # --------------------------------------------------------------------------- the stage
@@ -642,11 +704,14 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         log.info("run directory %s%s", run_dir, f" (resuming from {ckpt_path})" if ckpt_path else "")
 
     RunCallbacks = _callbacks_module()
-    tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    show_bar = tty if progress_bar is None else progress_bar
+    # progress lines on stderr, on a terminal too: Lightning's bar (an endless epoch, shown
+    # as "Epoch 0/-2") only when asked for
+    show_bar = bool(progress_bar)
     run_cb = RunCallbacks(ckpt_dir / "last.ckpt", config.train.checkpoint_every,
-                          config.train.log_every, config.train.max_steps,
-                          log_progress=not show_bar and logging.getLogger("pytc").isEnabledFor(logging.INFO))
+                          config.train.progress_every or config.train.log_every,
+                          config.train.max_steps,
+                          log_progress=not show_bar and progress_log.isEnabledFor(logging.INFO),
+                          monitor=config.train.monitor)
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 
     monitor = f"val/{config.train.monitor}"
@@ -663,6 +728,7 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
             auto_insert_metric_name=False, enable_version_counter=False,
             save_on_train_epoch_end=False, run_callbacks=run_cb)
         all_callbacks.append(best_cb)
+        run_cb.best_checkpoint = best_cb
         if config.train.early_stop_patience > 0:
             all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode,
                                            patience=config.train.early_stop_patience))
@@ -717,7 +783,9 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         return TrainResult(run_dir, best, run_cb.last, trainer.global_step,
                            time.perf_counter() - t0)
     if best_cb is None or not best.is_file():
-        shutil.copyfile(run_cb.last, best)  # no validation: the final weights are the best we know
+        # no validation region: best.ckpt is the final weights, and says so
+        log.info("no validation region: %s holds the final weights, not a validated best", best)
+        shutil.copyfile(run_cb.last, best)
     scores = getattr(module, "last_val_scores", None)
     return TrainResult(run_dir, best, run_cb.last, trainer.global_step,
                        time.perf_counter() - t0, scores,
