@@ -21,7 +21,7 @@ import numpy as np
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.merge_history import MergeHistory
-from pytc_eval.kernels import unique_inverse
+from pytc_eval.kernels import group_pairs
 from pytc_eval.sample import Samples
 from pytc_eval.score import Evaluation, evaluation_from_samples
 from pytc_eval.skeletons import Skeletons
@@ -74,28 +74,25 @@ def sweep_labels(pairs: tuple[np.ndarray, np.ndarray, np.ndarray], node_fragment
 
     ``pairs`` = (truth, fragment, count) over every voxel of the box (truth 0 included);
     ``table`` the fragment → segment table; segments with fewer than ``min_size`` voxels in
-    the box become 0. Returns (truth, segment, count) with unique pairs, and the segment
-    under each node.
+    the box become 0. Returns (truth, segment, count) with unique pairs (in order of first
+    appearance), and the segment under each node.
     """
     truth, frag, count = pairs
     seg = table[frag]
     node_seg = table[node_fragment]
     if min_size > 1:
-        ids, inverse = unique_inverse(seg)
-        sizes = np.bincount(inverse, weights=count, minlength=ids.shape[0])
-        small = ids[(sizes < min_size) & (ids != 0)]
-        if small.size:
-            seg = np.where(np.isin(seg, small), np.uint64(0), seg)
-            node_seg = np.where(np.isin(node_seg, small), np.uint64(0), node_seg)
-    order = np.lexsort((seg, truth))
-    truth, seg, count = truth[order], seg[order], count[order]
-    first = np.ones(truth.shape[0], bool)
-    if truth.size:
-        first[1:] = (truth[1:] != truth[:-1]) | (seg[1:] != seg[:-1])
-    starts = np.flatnonzero(first)
-    summed = np.add.reduceat(count, starts) if starts.size else count[:0]
-    return (truth[starts], seg[starts], summed.astype(np.int64)), node_seg.astype(np.uint64)
-
+        sizes = np.bincount(seg.astype(np.intp), weights=count, minlength=table.shape[0])
+        small = sizes < min_size
+        small[0] = False
+        if small.any():
+            seg = np.where(small[seg.astype(np.intp)], np.uint64(0), seg)
+            node_seg = np.where(small[node_seg.astype(np.intp)], np.uint64(0), node_seg)
+    # equal (truth, segment) pairs summed: hash grouping, O(pairs)
+    group, first = group_pairs(np.ascontiguousarray(truth, np.uint64),
+                               np.ascontiguousarray(seg, np.uint64))
+    summed = np.bincount(group, weights=count, minlength=first.shape[0])
+    return ((truth[first], seg[first], np.rint(summed).astype(np.int64)),
+            node_seg.astype(np.uint64))
 
 def sweep_evaluations(seg_uri: str, gt_uri: str, samples: Samples, history: MergeHistory,
                       thresholds: Sequence[float], skeletons: Skeletons | None,
