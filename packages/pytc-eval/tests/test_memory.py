@@ -69,3 +69,19 @@ def test_peak_rss_with_skeletons_is_bounded_by_the_block_at_512(tmp_path):
     assert increment <= 0.25 * seg_bytes, (
         f"peak RSS {runs[512] / 2**20:.0f} MiB at 512³ vs {runs[64] / 2**20:.0f} MiB at 64³: "
         f"{increment / seg_bytes:.1%} of the segmentation's bytes")
+
+
+def test_planned_blocks_are_multiples_of_the_chunks(tmp_path):
+    """Chunks of 48 (z, y) and 100 (x) voxels: 256³ blocks become 240 x 240 x 200, so no
+    chunk straddles two blocks (each is read once); an unchunked axis keeps 256."""
+    from pytc_core import open_volume
+    from pytc_eval.eval import _planned_block_size
+
+    shape = (300, 300, 300)
+    gt = create_volume(str(tmp_path / "gt.zarr"), shape, np.uint32, chunk_size=(48, 48, 100),
+                       layer_type="segmentation")
+    seg = create_volume(str(tmp_path / "seg.zarr"), shape, np.uint32,
+                        chunk_size=(48, 16, 300), layer_type="segmentation")
+    del gt, seg
+    vols = [open_volume(str(tmp_path / n)) for n in ("gt.zarr", "seg.zarr")]
+    assert _planned_block_size(vols[0], vols[1:]) == (240, 240, 200)

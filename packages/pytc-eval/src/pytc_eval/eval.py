@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytc_core.bbox import BBox, parse_bbox
+from pytc_core.bbox import BBox, parse_bbox, vec3
 from pytc_core.errors import UserError
 from pytc_core.memory import cube_edge, memory_budget
 from pytc_core.timing import PhaseTimer
@@ -122,14 +122,28 @@ def _hull(boxes: Sequence[BBox]) -> BBox:
     return BBox((z0, y0, x0), (z1, y1, x1))
 
 
+def _chunk_multiple(vols: Sequence[Volume]) -> tuple[int, int, int]:
+    """Per axis the least common multiple of the volumes' chunk sizes (z, y, x voxels); a
+    volume stored in one piece along an axis (a chunk as long as the volume) does not count."""
+    import math
+
+    return tuple(math.lcm(1, *(int(v.chunk_size[i]) for v in vols  # type: ignore[return-value]
+                               if v.chunk_size[i] < v.spatial_shape[i]))
+                 for i in range(3))
+
+
 def _planned_block_size(gt: Volume, segs: Sequence[Volume]) -> tuple[int, int, int]:
     """256³ blocks, or the largest smaller cube whose segmentation and ground truth (three
-    copies each while a block is scored) fit in half the memory budget."""
+    copies each while a block is scored) fit in half the memory budget; each axis rounded
+    down to a multiple of the volumes' chunks (so each chunk is read once) where one fits."""
     budget = memory_budget()
     per_voxel = 3 * (gt.dtype.itemsize + max(s.dtype.itemsize for s in segs))
     edge = cube_edge(budget.available // 2, per_voxel)
-    log.debug("memory budget: %s; blocks of %d³ voxels", budget.line(), edge)
-    return (edge, edge, edge)
+    multiple = _chunk_multiple([gt, *segs])
+    block = tuple(edge - edge % m if 0 < m <= edge else edge for m in multiple)
+    log.debug("memory budget: %s; blocks of %s voxels", budget.line(),
+              f"{block[0]}³" if len(set(block)) == 1 else block)
+    return block  # type: ignore[return-value]
 
 
 def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig = EvalConfig(),
@@ -257,6 +271,12 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
                      skel.num_edges)
 
     block_size = config.block_size or _planned_block_size(gt, segs)
+    straddled = [m for m, b in zip(_chunk_multiple([gt, *segs]), vec3(block_size, "block"),
+                                   strict=True) if m <= b and b % m]
+    if straddled:
+        log.info("blocks of %s voxels are not multiples of the volumes' chunks %s: chunks on "
+                 "block faces are read once per block they touch", block_size,
+                 _chunk_multiple([gt, *segs]))
     reports, evaluations, written = [], [], []
     for seg, box, history, sweep, min_size in zip(segs, boxes, histories, sweeps, min_sizes,
                                                    strict=True):
