@@ -276,3 +276,26 @@ def create_volume_read(uri):
     from pytc_core import open_volume
 
     return open_volume(uri).read()
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31), origin=st.tuples(*[st.integers(-50, 50)] * 3),
+       size=st.tuples(*[st.integers(1, 9)] * 3), block=st.tuples(*[st.integers(1, 7)] * 3))
+def test_nodes_grouped_by_block_are_the_nodes_each_block_holds(seed, origin, size, block):
+    """NodeBlocks.of(block) is exactly the nodes inside the block (the former scan), for
+    grids whose origin lies outside the box and blocks clipped at both faces."""
+    from pytc_core import BBox
+    from pytc_core.blocks import plan_blocks
+    from pytc_eval.sample import NodeBlocks
+
+    rng = np.random.default_rng(seed)
+    start = np.array(origin) + rng.integers(-5, 6, 3)
+    box = BBox(tuple(int(v) for v in start), tuple(int(v) for v in start + np.array(size) * 3))
+    nodes = rng.integers(box.start, box.stop, (40, 3))
+    groups = NodeBlocks(nodes, origin, block)
+    seen = []
+    for b in plan_blocks(box, block, grid_origin=origin):
+        inside = np.flatnonzero(np.all((nodes >= b.start) & (nodes < b.stop), axis=1))
+        assert sorted(groups.of(b).tolist()) == inside.tolist()
+        seen.extend(inside.tolist())
+    assert sorted(seen) == list(range(40))
