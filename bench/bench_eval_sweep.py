@@ -1,6 +1,6 @@
 """Benchmarks for pytc-eval at scale: a threshold sweep from fragments, node lookup by block.
 
-Run: ``uv run python bench/bench_eval_sweep.py [--size 128] [--repeats 3]``.
+Run: ``uv run python bench/bench_eval_sweep.py [--size 128] [--repeats 3] [--noise 0.15]``.
 
 1. Sweep: fragments of a FlyEM crop (``examples/data/flyem_medulla_250.h5``, noisy affinities
    of its labels → seeded watershed + agglomeration, as ``pytc-decode --method ws`` does),
@@ -12,7 +12,7 @@ Run: ``uv run python bench/bench_eval_sweep.py [--size 128] [--repeats 3]``.
    by block (``NodeBlocks``) and looking up each block's nodes, vs the former scan (every
    block tests every node).
 
-Medians of ``--repeats`` runs in this process, after one warm-up (numba JIT).
+Medians of ``--repeats`` runs in this process (interleaved), after one warm-up (numba JIT).
 """
 
 from __future__ import annotations
@@ -57,6 +57,20 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns, repeats: int) -> list[float]:
+    """Median seconds of each function, the runs interleaved (a shared machine's load
+    changes over time: each round times every function once)."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
 def skeleton_json(gt: np.ndarray, path: Path, rng: np.random.Generator) -> str:
     nodes, edges = [], []
     for sid in np.unique(gt[gt != 0]):
@@ -78,12 +92,12 @@ def write(uri: Path, array: np.ndarray) -> str:
     return str(uri)
 
 
-def bench_sweep(size: int, repeats: int, tmp: Path) -> None:
+def bench_sweep(size: int, repeats: int, tmp: Path, noise: float) -> None:
     with h5py.File(DATA) as f:
         gt = f["labels"][:size, :size, :size].astype(np.uint32)
     rng = np.random.default_rng(0)
     aff = affinities_from_labels(gt)[0]
-    aff = np.clip(aff + rng.normal(0, 0.3, aff.shape).astype(np.float32), 0, 1)
+    aff = np.clip(aff + rng.normal(0, noise, aff.shape).astype(np.float32), 0, 1)
     fragments = watershed_fragments(aff, fragment_seeds(aff, 0.5, 2))
     rows = agglomerate(region_graph(fragments, aff), 1.0)
     frag_uri = write(tmp / "frag.zarr", fragments)
@@ -104,18 +118,19 @@ def bench_sweep(size: int, repeats: int, tmp: Path) -> None:
             else:
                 y = getattr(b, key)
             assert abs(x - y) <= 1e-12, (key, x, y)
-    t_sweep = median_time(lambda: run_eval([frag_uri], gt_uri, cfg), repeats)
-    t_one = median_time(lambda: run_eval([seg_uris[4]], gt_uri, cfg), repeats)
-    t_each = median_time(lambda: run_eval(seg_uris, gt_uri, cfg), repeats)
-    print(f"{size}³ FlyEM, {int(fragments.max())} fragments, 10 thresholds, "
+    t_sweep, t_one, t_each = interleaved_medians([
+        lambda: run_eval([frag_uri], gt_uri, cfg), lambda: run_eval([seg_uris[4]], gt_uri, cfg),
+        lambda: run_eval(seg_uris, gt_uri, cfg)], repeats)
+    print(f"{size}³ FlyEM, noise {noise}, {int(fragments.max())} fragments "
+          f"({fragments.size / max(int(fragments.max()), 1):.0f} voxels each), 10 thresholds, "
           f"{sweep[0].skeleton_scores.n_skeleton_nodes if sweep[0].skeleton_scores else 0} "
           f"nodes: sweep {t_sweep:.3f} s, one segmentation {t_one:.3f} s, each of ten "
           f"{t_each:.3f} s (medians of {repeats})", flush=True)
-    emit("eval", f"sweep of 10 thresholds from fragments vs scoring one segmentation, "
-         f"{size}³ FlyEM + skeletons", ratio_x(t_sweep / t_one, "target ≤ 1.2"),
+    what = (f"{size}³ FlyEM + skeletons, {fragments.size // max(int(fragments.max()), 1)} "
+            "voxels per fragment")
+    emit("eval", f"sweep of 10 thresholds from fragments vs scoring one segmentation, {what}", ratio_x(t_sweep / t_one, "target ≤ 1.2"),
          f"run_eval on one segmentation {t_one:.2f} s")
-    emit("eval", f"sweep of 10 thresholds from fragments vs scoring each of the 10, "
-         f"{size}³ FlyEM + skeletons", ratio_x(t_each / t_sweep, "> 1: sweep faster"),
+    emit("eval", f"sweep of 10 thresholds from fragments vs scoring each of the 10, {what}", ratio_x(t_each / t_sweep, "> 1: sweep faster"),
          f"run_eval on 10 segmentations {t_each:.2f} s")
 
 
@@ -149,11 +164,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128, help="edge of the FlyEM crop")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--noise", type=float, default=0.15,
+                        help="std of the Gaussian noise on the affinities (0.3: ~45 voxels per "
+                             "fragment, 0.15: ~800)")
     args = parser.parse_args()
     logging.getLogger("pytc").setLevel(logging.WARNING)
     bench_lookup(max(args.repeats, 5))
     with tempfile.TemporaryDirectory() as tmp:
-        bench_sweep(args.size, args.repeats, Path(tmp))
+        bench_sweep(args.size, args.repeats, Path(tmp), args.noise)
 
 
 if __name__ == "__main__":
