@@ -17,6 +17,7 @@ declare -A args=(
   [ws]="--repeats 3"
   [eval]="--quick --skip-e2e"
   [eval_kernels]="--quick"
+  [eval_sweep]="--size 128 --repeats 3"
   [infer]="--size 128 --repeats 1 --skip write-behind"
   # write-behind on its own with the tiny model (as in bench_infer.py's docstring): with
   # unet-small its 12 runs alone take ~6 minutes on 2 idle cores
@@ -25,7 +26,7 @@ declare -A args=(
   [augment]="--patches 50 --steps 1 --skip-mednext-s"
   [grad_checkpointing]="--reps 1 --size 32"
 )
-all=(decode ws eval eval_kernels infer infer_wb train augment grad_checkpointing)
+all=(decode ws eval eval_kernels infer infer_wb train augment grad_checkpointing eval_sweep)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${all[@]}")
 total=$SECONDS

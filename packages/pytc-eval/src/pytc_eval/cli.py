@@ -35,6 +35,21 @@ def _bbox(text: str | None) -> tuple[int, ...] | None:
     return box.start + box.stop
 
 
+def _thresholds(text: str | None) -> tuple[float, ...] | None:
+    """``"0.1,0.3"`` → (0.1, 0.3); UserError on anything else."""
+    if text is None:
+        return None
+    from pytc_core.errors import UserError
+
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise UserError(f"bad --thresholds '{text}'", "give numbers in [0, 1], e.g. 0.1,0.3,0.5")
+    return values
+
+
 @app.default
 def evaluate(
     segmentations: Annotated[list[str], Parameter(name="SEG_URI", consume_multiple=True,
@@ -51,6 +66,10 @@ def evaluate(
     block_size: Annotated[str | None, Parameter(name="--block-size")] = None,
     bbox: Annotated[str | None, Parameter(name="--bbox")] = None,
     fill_missing: Annotated[bool, Parameter(name="--fill-missing", negative="")] = False,
+    thresholds: Annotated[str | None, Parameter(name="--thresholds")] = None,
+    step: Annotated[str, Parameter(name="--step")] = "all",
+    blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
+    scratch: Annotated[str | None, Parameter(name="--scratch")] = None,
     common: CommonFlags = CommonFlags(),
 ) -> int:
     """Score one or more segmentations against a ground-truth label volume.
@@ -74,6 +93,9 @@ def evaluate(
         pytc-decode aff.zarr | pytc-eval - --gt labels.h5:labels --skeletons skel.json
         pytc-eval seg --gt gt.h5:labels --skeletons kimimaro --errors err.csv --raw raw.h5:raw
         pytc-eval view seg --gt gt.h5:labels --raw raw.h5:raw --errors err.csv  # look at them
+        pytc-eval frag --gt gt.h5:labels --skeletons skel.json   # a sweep: one line per threshold
+        pytc-eval seg --gt gt --scratch s --block-size 128 --step sample --blocks $I/8
+        pytc-eval seg --gt gt --scratch s --block-size 128 --step reduce
 
     Parameters
     ----------
@@ -111,6 +133,19 @@ def evaluate(
     fill_missing
         Read missing chunks of precomputed volumes as zeros (layers sparse on purpose);
         without it a missing chunk is an error naming it.
+    thresholds
+        For fragments (``pytc-decode --method ws --fragments-only``, their merge history
+        beside them): the merge thresholds to score, ``0.1,0.3,0.5`` (default: the ones the
+        decode was asked for). Every threshold is scored from one pass over the fragments;
+        each JSON line names its ``threshold``.
+    step
+        ``all`` (default); ``sample``: sample only the blocks of ``--blocks i/n`` into
+        ``--scratch`` (prints the folder); ``reduce``: the report from every share's samples
+        (Slurm: ``pytc-launch blocks eval``). Every step needs the same arguments.
+    blocks
+        ``i/n``: task i's share of the blocks (0-based), with ``--step sample``.
+    scratch
+        Folder of the shares' samples (compressed ``.npz``), with ``--step``.
     """
     common.setup_logging()
     from pytc_core.config import resolve_config
@@ -120,10 +155,23 @@ def evaluate(
         "skeletons": skeletons, "merge_threshold": merge_threshold,
         "block_size": parse_block_size(block_size),
         "bbox": _bbox(bbox), "fill_missing": fill_missing or None,
+        "thresholds": _thresholds(thresholds),
     }, section="eval", text_overrides=common.text_overrides())
+    from pytc_core.blocks import parse_share
+
+    share = parse_share(blocks) if blocks is not None else None
+    if share is not None and step != "sample":
+        from pytc_core.errors import UserError
+
+        raise UserError("--blocks takes a share of the blocks for --step sample",
+                        "add --step sample (and --scratch DIR), or drop --blocks")
     report = run_eval(resolve_input_uris(segmentations), gt, cfg, errors=errors,
                       save_skeletons=save_skeletons, overwrite=common.overwrite,
-                      show_progress=not common.quiet, raw=raw)
+                      show_progress=not common.quiet, raw=raw, step=step, share=share,
+                      scratch=scratch)
+    if step == "sample":
+        emit(str(scratch))
+        return 0
     for seg_report in report.segmentations:
         emit(seg_report.to_json())
     if not json_only and not common.quiet:

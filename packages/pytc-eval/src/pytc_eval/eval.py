@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytc_core.bbox import BBox, parse_bbox
+from pytc_core.bbox import BBox, parse_bbox, vec3
 from pytc_core.errors import UserError
 from pytc_core.memory import cube_edge, memory_budget
 from pytc_core.timing import PhaseTimer
@@ -46,6 +46,9 @@ class EvalConfig:
     bbox: tuple[int, int, int, int, int, int] | None = None
     #: read missing chunks of precomputed inputs as zeros (layers sparse on purpose)
     fill_missing: bool = False
+    #: merge thresholds to score when a segmentation is a fragments output (its merge
+    #: history beside it); None: the thresholds the decode was asked for
+    thresholds: tuple[float, ...] | None = None
     kimimaro: KimimaroParams = field(default_factory=KimimaroParams)
     neuroglancer: LinkSettings = field(default_factory=LinkSettings)
 
@@ -66,6 +69,8 @@ class EvalReport:
     serve_root: str | None = None
     #: seconds spent per phase, in order
     timings: dict[str, float] = field(default_factory=dict)
+    #: the samples files written by ``step="sample"`` (one per segmentation)
+    samples: tuple[str, ...] = ()
 
     def table(self) -> str:
         """The segmentations ranked (by NERL with skeletons, else by VOI) as a text table."""
@@ -117,20 +122,35 @@ def _hull(boxes: Sequence[BBox]) -> BBox:
     return BBox((z0, y0, x0), (z1, y1, x1))
 
 
+def _chunk_multiple(vols: Sequence[Volume]) -> tuple[int, int, int]:
+    """Per axis the least common multiple of the volumes' chunk sizes (z, y, x voxels); a
+    volume stored in one piece along an axis (a chunk as long as the volume) does not count."""
+    import math
+
+    return tuple(math.lcm(1, *(int(v.chunk_size[i]) for v in vols  # type: ignore[return-value]
+                               if v.chunk_size[i] < v.spatial_shape[i]))
+                 for i in range(3))
+
+
 def _planned_block_size(gt: Volume, segs: Sequence[Volume]) -> tuple[int, int, int]:
     """256³ blocks, or the largest smaller cube whose segmentation and ground truth (three
-    copies each while a block is scored) fit in half the memory budget."""
+    copies each while a block is scored) fit in half the memory budget; each axis rounded
+    down to a multiple of the volumes' chunks (so each chunk is read once) where one fits."""
     budget = memory_budget()
     per_voxel = 3 * (gt.dtype.itemsize + max(s.dtype.itemsize for s in segs))
     edge = cube_edge(budget.available // 2, per_voxel)
-    log.debug("memory budget: %s; blocks of %d³ voxels", budget.line(), edge)
-    return (edge, edge, edge)
+    multiple = _chunk_multiple([gt, *segs])
+    block = tuple(edge - edge % m if 0 < m <= edge else edge for m in multiple)
+    log.debug("memory budget: %s; blocks of %s voxels", budget.line(),
+              f"{block[0]}³" if len(set(block)) == 1 else block)
+    return block  # type: ignore[return-value]
 
 
 def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig = EvalConfig(),
              *, errors: str | None = None, save_skeletons: str | None = None,
              overwrite: bool = False, show_progress: bool = False,
-             raw: str | None = None) -> EvalReport:
+             raw: str | None = None, step: str = "all",
+             share: tuple[int, int] | None = None, scratch: str | None = None) -> EvalReport:
     """Score each segmentation URI against the ground-truth URI.
 
     Volumes are aligned by global coordinates: each segmentation is scored on the
@@ -141,23 +161,49 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     writes every merge and split as CSV (existing files need ``overwrite``), each row with
     the ``pytc-eval view`` command that opens it (with ``raw``, the raw EM volume, as a layer).
     Nothing is written before every input has been checked.
+
+    A segmentation with a merge history beside it (the fragments of ``pytc-decode --method
+    ws --fragments-only``) is scored at every threshold (``config.thresholds``, default the
+    decode's) from one pass over the fragments: one report per threshold.
+    ``step="sample"`` samples only the blocks of ``share`` (i, n) into ``scratch`` and
+    returns no report; ``step="reduce"`` builds the reports from every share's samples.
     """
-    from pytc_core.blocks import plan_blocks
+    from pytc_core.blocks import plan_blocks, select_share
+    from pytc_core.cli import progress_counter
     from pytc_core.config import config_to_toml
     from pytc_core.files import write_atomic
+    from pytc_core.merge_history import read_merge_history
     from pytc_core.output_run import open_input
     from pytc_core.volume import require_integer_labels
     from pytc_eval.align import check_voxel_sizes, evaluation_box
     from pytc_eval.links import error_rows, errors_csv, serve_root, view_command
-    from pytc_eval.score import evaluate_volumes
+    from pytc_eval.sample import sample_blocks
+    from pytc_eval.score import evaluation_from_samples, prepare_nodes
+    from pytc_eval.shares import pass_key, read_shares, share_path, write_share
     from pytc_eval.skeletons import load_skeletons, node_voxels, skeletons_from_labels
     from pytc_eval.skeletons import save_skeletons as save_skeletons_json
+    from pytc_eval.sweep import check_thresholds, removed_below, sweep_evaluations, sweep_thresholds
 
     log.debug("resolved config:\n%s", config_to_toml(config).rstrip())
     if not segmentations:
         raise UserError("no segmentation to evaluate", "give at least one segmentation URI")
     skeleton_file = (config.skeletons if config.skeletons not in (None, "kimimaro")
                      and "://" not in str(config.skeletons) else None)
+    if step not in ("all", "sample", "reduce"):
+        raise UserError(f"unknown step '{step}'", "use --step sample or --step reduce")
+    if step != "all" and scratch is None:
+        raise UserError(f"--step {step} needs a --scratch folder for the shares' samples",
+                        "add --scratch DIR (the same for every share and the reduce)")
+    if step == "sample" and share is None:
+        raise UserError("--step sample needs --blocks i/n", "e.g. --blocks 0/4")
+    if step != "all" and config.skeletons == "kimimaro":
+        raise UserError("--skeletons kimimaro cannot be computed by each share",
+                        "compute them once (pytc-eval ... --save-skeletons skel.json) and "
+                        "pass --skeletons skel.json")
+    if step != "all" and errors:
+        raise UserError("--errors needs the whole evaluation", "drop --errors with --step")
+    if config.thresholds is not None:
+        check_thresholds(config.thresholds)
     _check_outputs(errors, save_skeletons, overwrite,
                    [ground_truth, *segmentations, skeleton_file, raw])
     timer = PhaseTimer(log=log)
@@ -176,6 +222,31 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
                             "give the raw EM volume the ground truth was traced on")
         user_box = parse_bbox(config.bbox, "--bbox") if config.bbox is not None else None
         boxes = [evaluation_box(seg, gt, user_box) for seg in segs]
+        histories = [read_merge_history(seg.uri) for seg in segs]
+        sweeps: list[list[float] | None] = []
+        min_sizes = []
+        for seg, box, history in zip(segs, boxes, histories, strict=True):
+            if history is None:
+                sweeps.append(None)
+                min_sizes.append(0)
+                continue
+            sweeps.append(sweep_thresholds(history, config.thresholds))
+            min_sizes.append(removed_below(history))
+            if min_sizes[-1] and box != seg.bbox:
+                raise UserError(f"the fragments {seg.uri} were decoded with min_size "
+                                f"{min_sizes[-1]} over {seg.bbox}, but the sweep sees only "
+                                f"{box}, so it cannot tell which segments were removed",
+                                "score the whole fragments volume (ground truth covering it, "
+                                "no --bbox)")
+            if errors:
+                raise UserError(f"--errors lists the errors of one segmentation, but {seg.uri} "
+                                "is a sweep of thresholds",
+                                "score the sweep first, then the chosen threshold's "
+                                "segmentation with --errors")
+        if config.thresholds is not None and all(h is None for h in histories):
+            raise UserError("--thresholds scores the fragments of pytc-decode --method ws "
+                            "--fragments-only, but no input has a merge history beside it",
+                            "give the fragments output, or drop --thresholds")
     for seg, box in zip(segs, boxes, strict=True):
         if seg.bbox != gt.bbox or user_box is not None:
             log.info("%s: scored on %s (global voxels z, y, x): the intersection of its box "
@@ -198,26 +269,63 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
                 node_voxels(skel, gt.spatial_shape, gt.offset)  # nodes outside: UserError
             log.info("%d skeletons, %d nodes, %d edges", skel.num_skeletons, skel.num_nodes,
                      skel.num_edges)
-        if save_skeletons:
-            save_skeletons_json(skel, save_skeletons)
 
     block_size = config.block_size or _planned_block_size(gt, segs)
-    reports, evaluations = [], []
-    for seg, box in zip(segs, boxes, strict=True):
+    straddled = [m for m, b in zip(_chunk_multiple([gt, *segs]), vec3(block_size, "block"),
+                                   strict=True) if m <= b and b % m]
+    if straddled:
+        log.info("blocks of %s voxels are not multiples of the volumes' chunks %s: chunks on "
+                 "block faces are read once per block they touch", block_size,
+                 _chunk_multiple([gt, *segs]))
+    reports, evaluations, written = [], [], []
+    for seg, box, history, sweep, min_size in zip(segs, boxes, histories, sweeps, min_sizes,
+                                                   strict=True):
         with timer.phase(f"scoring {seg.uri}"):
-            log.debug("%s: %d blocks of %s voxels over %s", seg.uri,
-                      len(plan_blocks(box, block_size, grid_origin=gt.offset)),
-                      block_size, box)
-            result = evaluate_volumes(
-                seg, gt, skel, box=box, voxel_size=voxel_size,
-                merge_threshold=config.merge_threshold,
-                adapted_merge_threshold=config.adapted_merge_threshold,
-                block_size=block_size, skeleton_source=config.skeletons,
-                show_progress=show_progress)
-        for warning in result.report.warnings:
-            log.warning("%s: %s", seg.uri, warning)
-        reports.append(result.report)
-        evaluations.append(result)
+            blocks = plan_blocks(box, block_size, grid_origin=gt.offset)
+            log.debug("%s: %d blocks of %s voxels over %s", seg.uri, len(blocks), block_size,
+                      box)
+            seg_skel, node_vox, node_blocks = prepare_nodes(skel, box, gt.offset, block_size)
+            key = pass_key(seg.uri, gt.uri, box, block_size, config.skeletons,
+                           seg_skel.num_nodes if seg_skel is not None else 0)
+            if step == "reduce":
+                assert scratch is not None
+                samples = read_shares(scratch, key, seg.uri)
+            elif step == "sample" and share_path(str(scratch), key, share or (0, 1)).is_file():
+                log.info("%s: share %s already sampled", seg.uri, share)
+                written.append(str(share_path(str(scratch), key, share or (0, 1))))
+                continue
+            else:
+                mine = select_share(blocks, share) if share is not None else blocks
+                samples = sample_blocks(
+                    seg, gt, mine, node_vox, node_blocks=node_blocks,
+                    progress=progress_counter if show_progress else None,
+                    description=f"evaluating {seg.uri.rstrip('/').rsplit('/', 1)[-1]}")
+                if step == "sample":
+                    assert scratch is not None and share is not None
+                    written.append(str(write_share(scratch, key, share, samples)))
+                    continue
+            options = dict(voxel_size=voxel_size, box=box,
+                           merge_threshold=config.merge_threshold,
+                           adapted_merge_threshold=config.adapted_merge_threshold,
+                           skeleton_source=config.skeletons)
+            if history is None:
+                node_seg = (samples.node_labels(seg_skel.num_nodes) if seg_skel is not None
+                            else None)
+                results = [evaluation_from_samples(
+                    seg.uri, gt.uri, samples.table.pairs(include_background=True), seg_skel,
+                    node_seg, node_vox, **options)]  # type: ignore[arg-type]
+            else:
+                assert sweep is not None
+                results = sweep_evaluations(seg.uri, gt.uri, samples, history, sweep,
+                                            seg_skel, node_vox, min_size=min_size,
+                                            **options)  # type: ignore[arg-type]
+        for result in results:
+            for warning in result.report.warnings:
+                log.warning("%s: %s", seg.uri, warning)
+            reports.append(result.report)
+            evaluations.append(result)
+    if save_skeletons and skel is not None and step != "sample":
+        save_skeletons_json(skel, save_skeletons)
 
     n_errors, root = 0, None
     if errors:
@@ -239,4 +347,4 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
                      config.neuroglancer.local_server, root, port)
     log.debug("timings: %s", timer.line())
     return EvalReport(gt.uri, tuple(reports), config.skeletons, errors, n_errors, root,
-                      timer.timings)
+                      timer.timings, tuple(written))

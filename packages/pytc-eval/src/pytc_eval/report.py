@@ -73,6 +73,8 @@ class SegmentationReport:
     skeletons: str | None = None
     skeleton_scores: SkeletonScores | None = None
     warnings: tuple[str, ...] = ()
+    #: the merge threshold of a sweep scored from fragments (absent from the JSON otherwise)
+    threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The flat JSON object: every field, ``bbox`` as [z0, y0, x0, z1, y1, x1], the
@@ -84,6 +86,8 @@ class SegmentationReport:
                 if value is not None:
                     for g in fields(value):
                         out[g.name] = getattr(value, g.name)
+                continue
+            if f.name == "threshold" and value is None:
                 continue
             if isinstance(value, BBox):
                 value = [*value.start, *value.stop]
@@ -161,7 +165,10 @@ def ranked_table(reports: Sequence[SegmentationReport]) -> tuple[list[str], list
     rows = []
     for i, flat in enumerate(rank_reports([r.to_dict() for r in reports])):
         flat = {**flat, "voi": flat["voi_split"] + flat["voi_merge"]}  # total: what ranks
-        rows.append([str(i + 1), str(flat["segmentation"]).rstrip("/").rsplit("/", 1)[-1],
+        name = str(flat["segmentation"]).rstrip("/").rsplit("/", 1)[-1]
+        if flat.get("threshold") is not None:
+            name += f" @ {flat['threshold']:g}"
+        rows.append([str(i + 1), name,
                      *(_fmt(flat.get(c)) for c in cols)])
     return header, rows
 

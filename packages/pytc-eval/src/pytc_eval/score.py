@@ -10,17 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from pytc_core.bbox import BBox
-from pytc_core.blocks import plan_blocks, run_blocks
+from pytc_core.bbox import BBox, vec3
+from pytc_core.blocks import plan_blocks
 from pytc_core.cli import progress_counter
 from pytc_core.volume import Volume, require_integer_labels
 from pytc_eval.align import evaluation_box
 from pytc_eval.erl import expected_run_length
 from pytc_eval.report import VOXEL_KEYS, SegmentationReport, SkeletonScores
+from pytc_eval.sample import NodeBlocks, sample_blocks
 from pytc_eval.skeletons import Skeletons, crop_skeletons, node_voxels
-from pytc_eval.voi import ContingencyTable, rand_voi_from_table
+from pytc_eval.voi import rand_voi_from_table
 
-__all__ = ["Evaluation", "evaluate_volumes"]
+__all__ = ["Evaluation", "evaluate_volumes", "evaluation_from_samples", "prepare_nodes"]
 
 
 @dataclass(frozen=True)
@@ -50,32 +51,40 @@ def evaluate_volumes(seg: Volume, gt: Volume, skeletons: Skeletons | None = None
     require_integer_labels(gt)
     box = evaluation_box(seg, gt) if box is None else box
     vs = tuple(float(v) for v in (voxel_size if voxel_size is not None else gt.voxel_size))
-    table = ContingencyTable()
-    node_vox = node_seg = None
-    if skeletons is not None:
-        skeletons = crop_skeletons(skeletons, box.start, box.stop)
-        node_vox = node_voxels(skeletons, box.shape, box.start)
-        node_seg = np.zeros(skeletons.num_nodes, np.uint64)
-
-    def read(block: BBox) -> tuple[np.ndarray, np.ndarray]:
-        return gt.read(block), seg.read(block)
-
-    def process(block: BBox, data: tuple[np.ndarray, np.ndarray]) -> None:
-        truth, pred = data
-        table.add(truth, pred)
-        if node_vox is not None and node_seg is not None:
-            inside = np.all((node_vox >= block.start) & (node_vox < block.stop), axis=1)
-            local = node_vox[inside] - np.asarray(block.start)
-            values = pred[local[:, 0], local[:, 1], local[:, 2]]
-            if np.issubdtype(values.dtype, np.signedinteger):
-                values = values.astype(np.int64).view(np.uint64)
-            node_seg[inside] = values.astype(np.uint64)
-
     blocks = plan_blocks(box, block_size, grid_origin=gt.offset)
-    run_blocks(blocks, process, read=read,
-               progress=progress_counter if show_progress else None,
-               description=f"evaluating {os.path.basename(seg.uri.rstrip('/'))}")
-    voxel = rand_voi_from_table(*table.pairs(include_background=True))
+    skeletons, node_vox, node_blocks = prepare_nodes(skeletons, box, gt.offset, block_size)
+    samples = sample_blocks(seg, gt, blocks, node_vox, node_blocks=node_blocks,
+                            progress=progress_counter if show_progress else None,
+                            description=f"evaluating {os.path.basename(seg.uri.rstrip('/'))}")
+    node_seg = samples.node_labels(skeletons.num_nodes) if skeletons is not None else None
+    return evaluation_from_samples(
+        seg.uri, gt.uri, samples.table.pairs(include_background=True), skeletons, node_seg,
+        node_vox, voxel_size=vs, box=box, merge_threshold=merge_threshold,
+        adapted_merge_threshold=adapted_merge_threshold, skeleton_source=skeleton_source)
+
+
+def prepare_nodes(skeletons: Skeletons | None, box: BBox, grid_origin: Sequence[int],
+                  block_size: Sequence[int] | int
+                  ) -> tuple[Skeletons | None, np.ndarray | None, NodeBlocks | None]:
+    """The skeletons cropped to ``box``, their nodes' voxels (global) and their grouping by
+    the blocks of ``plan_blocks(box, block_size, grid_origin)``."""
+    if skeletons is None:
+        return None, None, None
+    skeletons = crop_skeletons(skeletons, box.start, box.stop)
+    node_vox = node_voxels(skeletons, box.shape, box.start)
+    return skeletons, node_vox, NodeBlocks(node_vox, grid_origin, vec3(block_size, "block"))
+
+
+def evaluation_from_samples(
+        seg_uri: str, gt_uri: str, pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+        skeletons: Skeletons | None, node_seg: np.ndarray | None,
+        node_vox: np.ndarray | None, *, voxel_size: Sequence[float], box: BBox,
+        merge_threshold: int = 1, adapted_merge_threshold: int = 5,
+        skeleton_source: str | None = None, threshold: float | None = None) -> Evaluation:
+    """The report from a pass's samples: contingency ``pairs`` (truth, label, count; truth 0
+    rows included, unique pairs) and the label under each node of ``skeletons``."""
+    vs = tuple(float(v) for v in voxel_size)
+    voxel = rand_voi_from_table(*pairs)
     warnings = []
     if voxel["n_voxels"] == 0:
         warnings.append("the ground truth is all zero, so no voxel counts: rand_*, nvi_*, nid "
@@ -101,8 +110,9 @@ def evaluate_volumes(seg: Volume, gt: Volume, skeletons: Skeletons | None = None
         if erl["n_edges"] == 0:
             warnings.append("the skeletons have no edges: erl and gt_erl are 0, nerl is NaN")
     report = SegmentationReport(
-        segmentation=seg.uri, ground_truth=gt.uri, **{k: voxel[k] for k in VOXEL_KEYS},
+        segmentation=seg_uri, ground_truth=gt_uri, **{k: voxel[k] for k in VOXEL_KEYS},
         n_voxels=voxel["n_voxels"], n_segments=voxel["n_segments"],
         n_gt_segments=voxel["n_gt_segments"], voxel_size=vs, bbox=box,  # type: ignore[arg-type]
-        skeletons=skeleton_source, skeleton_scores=scores, warnings=tuple(warnings))
+        skeletons=skeleton_source, skeleton_scores=scores, warnings=tuple(warnings),
+        threshold=threshold)
     return Evaluation(report, skeletons, details)

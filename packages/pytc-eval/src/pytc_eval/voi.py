@@ -112,7 +112,13 @@ class ContingencyTable:
 
     def merge(self, other: ContingencyTable) -> ContingencyTable:
         """Add another table's counts to this one (tables of disjoint blocks add up)."""
-        a, b, n = other.pairs(include_background=True)
+        return self.add_pairs(*other.pairs(include_background=True))
+
+    def add_pairs(self, a: np.ndarray, b: np.ndarray, n: np.ndarray) -> ContingencyTable:
+        """Add counts ``n`` (int64) of (truth ``a``, prediction ``b``) pairs (uint64)."""
+        a = np.ascontiguousarray(a, np.uint64)
+        b = np.ascontiguousarray(b, np.uint64)
+        n = np.ascontiguousarray(n, np.int64)
         for start in range(0, a.shape[0], 1 << 16):
             sl = slice(start, start + (1 << 16))
             while self._used + (sl.stop - sl.start) >= self._index.shape[0] // 2:

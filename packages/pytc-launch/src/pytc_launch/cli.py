@@ -29,13 +29,15 @@ Examples::
 """,
     version=__version__,
 )
-blocks_app = cyclopts.App(name="blocks", help="""Blockwise pytc-infer / pytc-decode as job arrays.
+blocks_app = cyclopts.App(name="blocks", help="""Blockwise pytc-infer / pytc-decode / pytc-eval as
+job arrays.
 
 Examples::
 
     pytc-launch blocks infer --tasks 16 --gpus 1 -- -c run.ckpt -i raw -o aff
     pytc-launch blocks decode --tasks 8 -- aff -o seg --block-size 128
     pytc-launch blocks decode --tasks 8 --local -- aff -o seg --block-size 128
+    pytc-launch blocks eval --tasks 8 -- seg --gt gt --block-size 256 --scratch s
 """)
 app.command(blocks_app)
 
@@ -325,6 +327,47 @@ def blocks_decode(
         Run the same commands locally, one after the other (the in-process twin).
     """
     return _blocks("decode", args, tasks, dir, dry_run, local, slurm, common)
+
+
+@blocks_app.command(name="eval")
+def blocks_eval(
+    *args: Annotated[str, _ARGS],
+    tasks: Annotated[int, Parameter(name="--tasks")],
+    dir: Annotated[str | None, Parameter(name="--dir")] = None,
+    dry_run: Annotated[bool, Parameter(name="--dry-run", negative="")] = False,
+    local: Annotated[bool, Parameter(name="--local", negative="")] = False,
+    slurm: SlurmFlags = SlurmFlags(),
+    common: CommonFlags = CommonFlags(),
+) -> int:
+    """pytc-eval as a job array: sample shares, then one reduce job writes the report.
+
+    Task i runs ``pytc-eval ARGS --step sample --blocks i/TASKS`` (its blocks' contingency
+    table and skeleton-node labels, into ``--scratch``); the reduce job (afterok on the
+    array) runs ``--step reduce`` and prints the report, identical to one ``pytc-eval ARGS``
+    (a fragments output: one line per threshold). Prints the reduce job id (``--local``:
+    runs the same commands here and prints the report).
+
+    Examples::
+
+        pytc-launch blocks eval --tasks 8 -- seg --gt gt --skeletons skel.json \\
+            --block-size 256 --scratch runs/eval-scratch
+        pytc-launch blocks eval --tasks 4 --local -- frag --gt gt --block-size 128 --scratch s
+
+    Parameters
+    ----------
+    args
+        pytc-eval's arguments, after ``--`` (with ``--block-size`` and ``--scratch``; without
+        ``--blocks``/``--step``; skeletons as a file, not ``kimimaro``).
+    tasks
+        Number of array tasks (shares of the blocks).
+    dir
+        Launch directory for scripts and logs (default ``runs/blocks-eval-<time>``).
+    dry_run
+        Print the sbatch scripts; submit nothing.
+    local
+        Run the same commands locally, one after the other (the in-process twin).
+    """
+    return _blocks("eval", args, tasks, dir, dry_run, local, slurm, common)
 
 
 @app.command(name="status")

@@ -302,7 +302,7 @@ def launch_sweep(sweep_path: str | os.PathLike[str], *, directory: str | os.Path
 
 # --- blocks -------------------------------------------------------------------------------
 
-_STAGE_COMMANDS = {"infer": "pytc-infer", "decode": "pytc-decode"}
+_STAGE_COMMANDS = {"infer": "pytc-infer", "decode": "pytc-decode", "eval": "pytc-eval"}
 
 
 @dataclass(frozen=True)
@@ -334,10 +334,11 @@ def _output_arg(args: Sequence[str]) -> str | None:
 
 def blocks_commands(stage: str, args: Sequence[str], tasks: int, *, dry_run: bool = False
                     ) -> list[BlocksStep]:
-    """The jobs of ``pytc-launch blocks infer|decode``: for infer one array of ``tasks``
-    shares; for decode the label array, one reduce job and the relabel array."""
+    """The jobs of ``pytc-launch blocks infer|decode|eval``: for infer one array of ``tasks``
+    shares; for decode the label array, one reduce job and the relabel array; for eval the
+    sample array and one reduce job (the report)."""
     if stage not in _STAGE_COMMANDS:
-        raise UserError(f"unknown blocks stage '{stage}'", "use `blocks infer` or `blocks decode`")
+        raise UserError(f"unknown blocks stage '{stage}'", "use `blocks infer`, `blocks decode` or `blocks eval`")
     if tasks < 1:
         raise UserError(f"--tasks must be >= 1, got {tasks}", "e.g. --tasks 8")
     args = list(args)
@@ -345,6 +346,7 @@ def blocks_commands(stage: str, args: Sequence[str], tasks: int, *, dry_run: boo
         raise UserError(f"no {_STAGE_COMMANDS[stage]} arguments given",
                         f"pass them after --, e.g. pytc-launch blocks {stage} --tasks 4 -- "
                         + ("AFF -o SEG --block-size 128" if stage == "decode"
+                           else "SEG --gt GT --block-size 128 --scratch DIR" if stage == "eval"
                            else "--checkpoint run.ckpt --input RAW -o AFF"))
     for flag in ("--blocks", "--step"):
         if any(a == flag or a.startswith(flag + "=") for a in args):
@@ -358,6 +360,14 @@ def blocks_commands(stage: str, args: Sequence[str], tasks: int, *, dry_run: boo
     exe = _executable(_STAGE_COMMANDS[stage], dry_run)
     if stage == "infer":
         return [BlocksStep("infer", [exe, *args], tasks)]
+    if stage == "eval":
+        for flag, example in (("--block-size", "--block-size 128"), ("--scratch", "--scratch "
+                                                                     "runs/eval-scratch")):
+            if not any(a == flag or a.startswith(flag + "=") for a in args):
+                raise UserError(f"blocks eval needs {flag} (the same for every share)",
+                                f"add {example} to the pytc-eval arguments")
+        return [BlocksStep("sample", [exe, *args, "--step", "sample"], tasks),
+                BlocksStep("reduce", [exe, *args, "--step", "reduce"], None)]
     has_block_size = any(a == "--block-size" or a.startswith("--block-size=") for a in args)
     has_config = any(a in ("--config", "--set") or a.startswith(("--config=", "--set="))
                      for a in args)
@@ -371,7 +381,8 @@ def blocks_commands(stage: str, args: Sequence[str], tasks: int, *, dry_run: boo
 
 def run_blocks_locally(steps: Sequence[BlocksStep], *, quiet: bool = False) -> str:
     """The in-process twin of a blocks launch: the same commands, run here one after the
-    other (task 0..n-1 of each step). Returns the last command's stdout (the output URI)."""
+    other (task 0..n-1 of each step). Returns the last command's stdout (the output URI, or
+    the report lines of ``blocks eval``)."""
     last = ""
     for step in steps:
         indices: list[int | None] = list(range(step.tasks)) if step.tasks else [None]
@@ -384,7 +395,7 @@ def run_blocks_locally(steps: Sequence[BlocksStep], *, quiet: bool = False) -> s
                 raise UserError(f"{step.name}{f' task {i}' if i is not None else ''} failed "
                                 f"(exit {proc.returncode}): {' '.join(argv)}",
                                 "see its error above; rerun to resume")
-            last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else last
+            last = proc.stdout.strip() if proc.stdout.strip() else last
     return last
 
 
