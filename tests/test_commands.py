@@ -40,7 +40,7 @@ def _shows_an_example(text: str, command: str) -> bool:
 SUBCOMMANDS = [("pytc-eval", "serve"), ("pytc-eval", "view"), ("pytc-launch", "train"), ("pytc-launch", "sweep"),
                ("pytc-launch", "status"), ("pytc-launch", "cancel"), ("pytc-launch", "resubmit"),
                ("pytc-launch", "blocks"), ("pytc-launch", "blocks infer"),
-               ("pytc-launch", "blocks decode")]
+               ("pytc-launch", "blocks decode"), ("pytc-launch", "blocks eval")]
 
 
 def test_every_subcommand_is_listed_here():
