@@ -204,7 +204,7 @@ def _flood_padded(lv, lab, best, Y, X, levels, entries):
     data = np.empty(nblocks * B, entries.dtype)
     nxt = np.full(nblocks, -1, np.int64)
     free = nblocks - 1  # blocks 0..free are unused: a stack of free block ids
-    stack = np.arange(nblocks - 1, -1, -1, np.int64)
+    stack = np.arange(nblocks - 1, -1, -1).astype(np.int64)
     head_blk = np.full(levels, -1, np.int64)
     head_pos = np.zeros(levels, np.int64)
     tail_blk = np.full(levels, -1, np.int64)
@@ -280,7 +280,7 @@ def _flood_padded(lv, lab, best, Y, X, levels, entries):
                     bu = best[u]
                     if bu < 0:
                         continue
-                    qi = np.int32(q)
+                    qi = int(q)
                     if qi < level:
                         qi = level
                     if qi >= bu:
