@@ -240,13 +240,13 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
     head = np.full(n + 1, -1, order.dtype)
     nxt = np.empty(2 * m, order.dtype)
     deg = np.zeros(n + 1, np.int64)
-    for e in range(m - 1, -1, -1):
-        a = eu[e]
-        b = ev[e]
-        nxt[2 * e] = head[a]
-        head[a] = 2 * e
-        nxt[2 * e + 1] = head[b]
-        head[b] = 2 * e + 1
+    for i in range(m - 1, -1, -1):
+        a = eu[i]
+        b = ev[i]
+        nxt[2 * i] = head[a]
+        head[a] = 2 * i
+        nxt[2 * i + 1] = head[b]
+        head[b] = 2 * i + 1
         deg[a] += 1
         deg[b] += 1
     stamp = np.zeros(m, np.int32)  # -1: dead; an entry is valid while its stamp matches
@@ -302,7 +302,7 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
         merges += 1
         stamp[e] = -1
         # mark keep's live neighbours (pruning dead half-edges)
-        prev = -1
+        prev = np.int64(-1)
         h = np.int64(head[keep])
         while h >= 0:
             f = h >> 1
