@@ -141,10 +141,11 @@ def agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:
     is deterministic. The region with more neighbours survives a merge (``into``; the one
     with the lower id on equal counts).
 
-    Compiled (Numba) on arrays: per-node singly linked lists of half-edges (dead ones pruned
-    lazily), a lazy binary heap of the combined edges' new scores (entries checked against a
-    per-edge stamp) beside the initial edges walked in score order, so the working memory is
-    about 40 bytes per edge plus 24 per combined edge.
+    Compiled (Numba) on arrays: per-node singly linked lists of half-edges (dead ones dropped
+    when their node is absorbed), a hash table of the live edges by (u, v) (linear probing
+    over edge ids), a lazy binary heap of the combined edges' new scores (entries checked
+    against a per-edge stamp) beside the initial edges walked in score order. A merge costs
+    the absorbed region's degree (the region with fewer neighbours is absorbed).
     """
     n = int(graph.num_fragments)
     m = int(graph.u.size)
@@ -231,6 +232,56 @@ def _heap_pop(hs, hk, he, hst, size):
         hst[i] = st
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _slot(a, b, big, bits):
+    """Home slot of pair (a, b) in a table of 2**bits (Fibonacci hashing)."""
+    key = np.uint64(a * big + b)
+    return np.int64((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
+
+
+@njit(cache=True, nogil=True)
+def _find_edge(table, eu, ev, a, b, big, bits):
+    """The live edge between a < b, or -1 (linear probing over edge ids)."""
+    mask = table.size - 1
+    i = _slot(a, b, big, bits)
+    while True:
+        e = table[i]
+        if e < 0:
+            return -1
+        if eu[e] == a and ev[e] == b:
+            return np.int64(e)
+        i = (i + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def _insert_edge(table, eu, ev, e, big, bits):
+    mask = table.size - 1
+    i = _slot(np.int64(eu[e]), np.int64(ev[e]), big, bits)
+    while table[i] >= 0:
+        i = (i + 1) & mask
+    table[i] = e
+
+
+@njit(cache=True, nogil=True)
+def _delete_edge(table, eu, ev, e, big, bits):
+    """Remove edge e (under its current endpoints); backward-shift deletion, no tombstones."""
+    mask = table.size - 1
+    i = _slot(np.int64(eu[e]), np.int64(ev[e]), big, bits)
+    while table[i] != e:
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        f = table[j]
+        if f < 0:
+            break
+        home = _slot(np.int64(eu[f]), np.int64(ev[f]), big, bits)
+        if ((j - home) & mask) >= ((j - i) & mask):
+            table[i] = f
+            i = j
+    table[i] = -1
+
+
 @njit(cache=True, nogil=True)
 def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
     """The merge loop of :func:`agglomerate`; returns (absorbed, into, score) arrays."""
@@ -250,7 +301,12 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
         deg[a] += 1
         deg[b] += 1
     stamp = np.zeros(m, np.int32)  # -1: dead; an entry is valid while its stamp matches
-    mark = np.full(n + 1, -1, order.dtype)  # keep's neighbour w -> their edge, per merge
+    bits = 4
+    while (1 << bits) < 2 * m:
+        bits += 1
+    table = np.full(1 << bits, -1, order.dtype)  # the live edges by their (u, v)
+    for i in range(m):
+        _insert_edge(table, eu, ev, i, big, bits)
     cap = max(16, m // 4)
     hs = np.empty(cap, np.float64)
     hk = np.empty(cap, np.int64)
@@ -301,21 +357,7 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
         out_score[merges] = s
         merges += 1
         stamp[e] = -1
-        # mark keep's live neighbours (pruning dead half-edges)
-        prev = np.int64(-1)
-        h = np.int64(head[keep])
-        while h >= 0:
-            f = h >> 1
-            hn = np.int64(nxt[h])
-            if stamp[f] < 0:
-                if prev < 0:
-                    head[keep] = hn
-                else:
-                    nxt[prev] = hn
-            else:
-                mark[eu[f] + ev[f] - keep] = f
-                prev = h
-            h = hn
+        _delete_edge(table, eu, ev, e, big, bits)
         newdeg = deg[keep] - 1
         h = np.int64(head[gone])
         while h >= 0:
@@ -323,7 +365,9 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
             hn = np.int64(nxt[h])
             if stamp[f] >= 0:
                 w = np.int64(eu[f] + ev[f] - gone)
-                g = np.int64(mark[w])
+                g = (_find_edge(table, eu, ev, keep, w, big, bits) if keep < w
+                     else _find_edge(table, eu, ev, w, keep, big, bits))
+                _delete_edge(table, eu, ev, f, big, bits)
                 if g < 0:  # the edge moves to the kept region with its score
                     if keep < w:
                         eu[f] = keep
@@ -331,9 +375,9 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
                     else:
                         eu[f] = w
                         ev[f] = keep
+                    _insert_edge(table, eu, ev, f, big, bits)
                     nxt[h] = head[keep]
                     head[keep] = h
-                    mark[w] = f
                     newdeg += 1
                 else:  # both regions touch w: one edge over the combined boundary
                     esum[g] += esum[f]
@@ -365,12 +409,6 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
         head[gone] = -1
         deg[gone] = 0
         deg[keep] = newdeg
-        # clear the marks
-        h = np.int64(head[keep])
-        while h >= 0:
-            f = h >> 1
-            mark[eu[f] + ev[f] - keep] = -1
-            h = np.int64(nxt[h])
     return out_gone[:merges].copy(), out_keep[:merges].copy(), out_score[:merges].copy()
 
 
