@@ -99,8 +99,13 @@ def region_graph(fragments: np.ndarray, affinities: np.ndarray, merge_function: 
     frag = np.ascontiguousarray(fragments)
     a, b, w = boundary_edges(frag, aff)
     n = int(frag.max()) if frag.size else 0
-    order, starts, u, v = group_pairs(a, b, n, tiebreak=w)
-    w = w[order].astype(np.float64)
+    w = w + np.float32(0.0)  # -0.0 -> 0.0: the bits of w >= 0 sort as its values
+    if n < 2**31 and w.size and not (w < 0).any():
+        bits, starts, u, v = _group_sorted(a, b, w.view(np.uint32), n)
+        w = bits.view(np.float32).astype(np.float64)
+    else:
+        order, starts, u, v = group_pairs(a, b, n, tiebreak=w)
+        w = w[order].astype(np.float64)
     sums = sum_groups(w, starts)
     counts = sum_groups(np.ones(w.size, np.int64), starts)
     if merge_function == "mean":
@@ -108,6 +113,48 @@ def region_graph(fragments: np.ndarray, affinities: np.ndarray, merge_function: 
     else:
         score = 1.0 - w[starts + np.floor(quantile * (counts - 1)).astype(np.int64)]
     return RegionGraph(n, u, v, sums, counts, score.astype(np.float64))
+
+
+@njit(cache=True, nogil=True)
+def _group_sorted(a, b, wbits, n):
+    """:func:`group_pairs` of boundary edges (a < b <= n) with their affinities' bits
+    (``wbits``, floats >= 0) as tiebreak, in O(edges): a counting sort by ``a``, then each
+    ``a``'s edges sorted by (b, affinity). Returns (the sorted affinity bits, the first index
+    of each pair, the pairs' u and v), the order of ``lexsort((w, key))``."""
+    count = np.zeros(n + 2, np.int64)
+    for i in range(a.size):
+        count[a[i] + 1] += 1
+    for i in range(1, n + 2):
+        count[i] += count[i - 1]
+    pos = count[:-1].copy()
+    packed = np.empty(a.size, np.uint64)
+    for i in range(a.size):
+        packed[pos[a[i]]] = (np.uint64(b[i]) << np.uint64(32)) | np.uint64(wbits[i])
+        pos[a[i]] += 1
+    groups = 0
+    for x in range(n + 1):
+        lo, hi = count[x], count[x + 1]
+        if hi - lo > 1:
+            packed[lo:hi] = np.sort(packed[lo:hi])
+        for i in range(lo, hi):
+            if i == lo or (packed[i] >> np.uint64(32)) != (packed[i - 1] >> np.uint64(32)):
+                groups += 1
+    bits = np.empty(a.size, np.uint32)
+    starts = np.empty(groups, np.int64)
+    u = np.empty(groups, np.int64)
+    v = np.empty(groups, np.int64)
+    g = 0
+    for x in range(n + 1):
+        lo, hi = count[x], count[x + 1]
+        for i in range(lo, hi):
+            bits[i] = np.uint32(packed[i] & np.uint64(0xFFFFFFFF))
+            y = np.int64(packed[i] >> np.uint64(32))
+            if i == lo or y != v[g - 1]:
+                starts[g] = i
+                u[g] = x
+                v[g] = y
+                g += 1
+    return bits, starts, u, v
 
 
 def group_pairs(u: np.ndarray, v: np.ndarray, num_fragments: int,
