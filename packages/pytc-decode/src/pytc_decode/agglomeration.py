@@ -206,14 +206,10 @@ def agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:
         order = np.argsort(score0, kind="stable").astype(idx)
     else:
         order = np.lexsort((u0 * (n + 1) + v0, score0)).astype(idx)
-    gone, keep, score = _agglomerate(
+    rows = _agglomerate(
         n, u0, v0, score0, order, u0.astype(idx), v0.astype(idx),
         np.array(graph.affinity_sum, dtype=np.float64),
         np.array(graph.edge_count, dtype=np.int64), float(max_threshold))
-    rows = np.empty((score.size, 3), np.float64)
-    rows[:, 0] = gone
-    rows[:, 1] = keep
-    rows[:, 2] = score
     return rows
 
 
@@ -279,6 +275,45 @@ def _heap_pop(hs, hk, he, hst, size):
         hst[i] = st
 
 
+@njit(cache=True, nogil=True)
+def _heap_compact(hs, hk, he, hst, size, stamp):
+    """Keep only the heap entries still valid (their stamp matches), re-heapified in place;
+    returns the new size. The pop order of the valid entries does not change."""
+    k = 0
+    for i in range(size):
+        if hst[i] == stamp[he[i]]:
+            hs[k] = hs[i]
+            hk[k] = hk[i]
+            he[k] = he[i]
+            hst[k] = hst[i]
+            k += 1
+    for start in range(k // 2 - 1, -1, -1):  # sift down (Floyd's heapify)
+        s = hs[start]
+        key = hk[start]
+        e = he[start]
+        st = hst[start]
+        i = start
+        while True:
+            c = 2 * i + 1
+            if c >= k:
+                break
+            if c + 1 < k and _less(hs[c + 1], hk[c + 1], hs[c], hk[c]):
+                c += 1
+            if _less(hs[c], hk[c], s, key):
+                hs[i] = hs[c]
+                hk[i] = hk[c]
+                he[i] = he[c]
+                hst[i] = hst[c]
+                i = c
+            else:
+                break
+        hs[i] = s
+        hk[i] = key
+        he[i] = e
+        hst[i] = st
+    return k
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _slot(a, b, big, bits):
     """Home slot of pair (a, b) in a table of 2**bits (Fibonacci hashing)."""
@@ -331,7 +366,7 @@ def _delete_edge(table, eu, ev, e, big, bits):
 
 @njit(cache=True, nogil=True)
 def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
-    """The merge loop of :func:`agglomerate`; returns (absorbed, into, score) arrays."""
+    """The merge loop of :func:`agglomerate`; returns its ``(M, 3)`` rows (a view)."""
     m = u0.size
     big = n + 1
     # half-edge h of edge h >> 1 in the list of one endpoint; lists are singly linked
@@ -349,21 +384,19 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
         deg[b] += 1
     stamp = np.zeros(m, np.int32)  # -1: dead; an entry is valid while its stamp matches
     bits = 4
-    while (1 << bits) < 2 * m:
+    while (1 << bits) < m + m // 2:  # load factor at most 2/3
         bits += 1
     table = np.full(1 << bits, -1, order.dtype)  # the live edges by their (u, v)
     for i in range(m):
         _insert_edge(table, eu, ev, i, big, bits)
-    cap = max(16, m // 4)
+    cap = max(16, m // 8)
     hs = np.empty(cap, np.float64)
     hk = np.empty(cap, np.int64)
     he = np.empty(cap, order.dtype)
     hst = np.empty(cap, np.int32)
     size = 0
     cursor = 0
-    out_gone = np.empty(n, np.int64)
-    out_keep = np.empty(n, np.int64)
-    out_score = np.empty(n, np.float64)
+    rows = np.empty((max(n - 1, 0), 3), np.float64)  # a forest of n nodes has < n merges
     merges = 0
     while True:
         # the next entry: the initial edges in (score, u, v) order, or the heap's top
@@ -399,9 +432,9 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
             keep, gone = a, b
         else:
             keep, gone = b, a
-        out_gone[merges] = gone
-        out_keep[merges] = keep
-        out_score[merges] = s
+        rows[merges, 0] = gone
+        rows[merges, 1] = keep
+        rows[merges, 2] = s
         merges += 1
         stamp[e] = -1
         _delete_edge(table, eu, ev, e, big, bits)
@@ -435,20 +468,22 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
                     sg = 1.0 - esum[g] / ecnt[g]
                     if sg < s:
                         sg = s
-                    if size == hs.size:
-                        cap = 2 * hs.size
-                        hs2 = np.empty(cap, np.float64)
-                        hs2[:size] = hs
-                        hs = hs2
-                        hk2 = np.empty(cap, np.int64)
-                        hk2[:size] = hk
-                        hk = hk2
-                        he2 = np.empty(cap, he.dtype)
-                        he2[:size] = he
-                        he = he2
-                        hst2 = np.empty(cap, np.int32)
-                        hst2[:size] = hst
-                        hst = hst2
+                    if size == hs.size:  # full: drop the outdated entries, grow if need be
+                        size = _heap_compact(hs, hk, he, hst, size, stamp)
+                        if size > (3 * hs.size) // 4:
+                            cap = hs.size + hs.size // 2
+                            hs2 = np.empty(cap, np.float64)
+                            hs2[:size] = hs[:size]
+                            hs = hs2
+                            hk2 = np.empty(cap, np.int64)
+                            hk2[:size] = hk[:size]
+                            hk = hk2
+                            he2 = np.empty(cap, he.dtype)
+                            he2[:size] = he[:size]
+                            he = he2
+                            hst2 = np.empty(cap, np.int32)
+                            hst2[:size] = hst[:size]
+                            hst = hst2
                     _heap_push(hs, hk, he, hst, size, sg, np.int64(eu[g]) * big + ev[g], g,
                                stamp[g])
                     size += 1
@@ -456,7 +491,7 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
         head[gone] = -1
         deg[gone] = 0
         deg[keep] = newdeg
-    return out_gone[:merges].copy(), out_keep[:merges].copy(), out_score[:merges].copy()
+    return rows[:merges]
 
 
 def segmentations_at(fragments: np.ndarray, history: np.ndarray,
