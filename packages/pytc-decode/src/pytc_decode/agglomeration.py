@@ -198,6 +198,8 @@ def agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:
     m = int(graph.u.size)
     if m == 0:
         return np.zeros((0, 3), np.float64)
+    if n >= 3_000_000_000:  # pairs are keyed as u * (n + 1) + v in int64
+        raise ValueError(f"{n} fragments: the agglomeration handles fewer than 3e9")
     idx = np.int32 if max(n + 1, 2 * m + 2) < 2**31 - 1 else np.int64
     u0 = np.ascontiguousarray(graph.u, dtype=np.int64)
     v0 = np.ascontiguousarray(graph.v, dtype=np.int64)
@@ -209,7 +211,8 @@ def agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:
     rows = _agglomerate(
         n, u0, v0, score0, order, u0.astype(idx), v0.astype(idx),
         np.array(graph.affinity_sum, dtype=np.float64),
-        np.array(graph.edge_count, dtype=np.int64), float(max_threshold))
+        np.array(graph.edge_count, dtype=np.int32 if int(np.sum(graph.edge_count)) < 2**31
+                 else np.int64), float(max_threshold))  # no combined count overflows
     return rows
 
 
