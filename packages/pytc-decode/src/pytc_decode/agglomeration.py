@@ -15,8 +15,8 @@ from numba import njit
 from pytc_decode.fragments import nearest_neighbour_float
 
 __all__ = ["RegionGraph", "agglomerate", "boundary_edges", "group_pairs", "merge_roots",
-           "pair_sums",
-           "number_by_first_voxel", "region_graph", "segmentations_at", "sum_groups"]
+           "number_by_first_voxel", "region_graph", "relabel_by_first_voxel", "segmentations_at",
+           "sum_groups"]
 
 
 @njit(cache=True, nogil=True)
@@ -99,70 +99,62 @@ def region_graph(fragments: np.ndarray, affinities: np.ndarray, merge_function: 
     frag = np.ascontiguousarray(fragments)
     a, b, w = boundary_edges(frag, aff)
     n = int(frag.max()) if frag.size else 0
-    if merge_function == "mean":
-        u, v, sums, counts = pair_sums(a, b, w, n)
-        return RegionGraph(n, u, v, sums, counts, 1.0 - sums / np.maximum(counts, 1))
-    order, starts, u, v = group_pairs(a, b, n, tiebreak=w)
-    w = w[order].astype(np.float64)
+    w = w + np.float32(0.0)  # -0.0 -> 0.0: the bits of w >= 0 sort as its values
+    if n < 2**31 and w.size and not (w < 0).any():
+        bits, starts, u, v = _group_sorted(a, b, w.view(np.uint32), n)
+        w = bits.view(np.float32).astype(np.float64)
+    else:
+        order, starts, u, v = group_pairs(a, b, n, tiebreak=w)
+        w = w[order].astype(np.float64)
     sums = sum_groups(w, starts)
     counts = sum_groups(np.ones(w.size, np.int64), starts)
-    score = 1.0 - w[starts + np.floor(quantile * (counts - 1)).astype(np.int64)]
+    if merge_function == "mean":
+        score = 1.0 - sums / np.maximum(counts, 1)
+    else:
+        score = 1.0 - w[starts + np.floor(quantile * (counts - 1)).astype(np.int64)]
     return RegionGraph(n, u, v, sums, counts, score.astype(np.float64))
 
 
-def pair_sums(a: np.ndarray, b: np.ndarray, w: np.ndarray, num_fragments: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs ``(u < v)`` of the edges ``(a[i] < b[i])`` with the float64 sum and the count of
-    their weights ``w``, in (u, v) order: a counting sort by ``a`` and one pass, linear in
-    the edges (the sort of a pair-keyed array it replaces took most of the region graph's
-    time). Each pair's sum adds its edges in their input order."""
-    u, v, sums, counts = _pair_sums(np.ascontiguousarray(a, dtype=np.int64),
-                                    np.ascontiguousarray(b, dtype=np.int64),
-                                    np.ascontiguousarray(w), int(num_fragments))
-    return u, v, sums, counts
-
-
 @njit(cache=True, nogil=True)
-def _pair_sums(a, b, w, n):
-    E = a.size
-    start = np.zeros(n + 2, np.int64)
-    for i in range(E):
-        start[a[i] + 1] += 1
-    for k in range(n + 1):
-        start[k + 1] += start[k]
-    fill = start[:-1].copy()
-    order = np.empty(E, np.int64)
-    for i in range(E):  # stable counting sort by a
-        order[fill[a[i]]] = i
-        fill[a[i]] += 1
-    slot = np.full(n + 1, -1, np.int64)
-    u = np.empty(E, np.int64)
-    v = np.empty(E, np.int64)
-    sums = np.zeros(E, np.float64)
-    counts = np.zeros(E, np.int64)
-    m = 0
+def _group_sorted(a, b, wbits, n):
+    """:func:`group_pairs` of boundary edges (a < b <= n) with their affinities' bits
+    (``wbits``, floats >= 0) as tiebreak, in O(edges): a counting sort by ``a``, then each
+    ``a``'s edges sorted by (b, affinity). Returns (the sorted affinity bits, the first index
+    of each pair, the pairs' u and v), the order of ``lexsort((w, key))``."""
+    count = np.zeros(n + 2, np.int64)
+    for i in range(a.size):
+        count[a[i] + 1] += 1
+    for i in range(1, n + 2):
+        count[i] += count[i - 1]
+    pos = count[:-1].copy()
+    packed = np.empty(a.size, np.uint64)
+    for i in range(a.size):
+        packed[pos[a[i]]] = (np.uint64(b[i]) << np.uint64(32)) | np.uint64(wbits[i])
+        pos[a[i]] += 1
+    groups = 0
     for x in range(n + 1):
-        first = m
-        for k in range(start[x], start[x + 1]):
-            i = order[k]
-            y = b[i]
-            p = slot[y]
-            if p < 0:
-                p = m
-                slot[y] = m
-                u[m] = x
-                v[m] = y
-                m += 1
-            sums[p] += w[i]
-            counts[p] += 1
-        for p in range(first, m):  # reset the slots, then order the group's pairs by v
-            slot[v[p]] = -1
-        if m - first > 1:
-            idx = np.argsort(v[first:m], kind="mergesort") + first
-            v[first:m] = v[idx]
-            sums[first:m] = sums[idx]
-            counts[first:m] = counts[idx]
-    return u[:m].copy(), v[:m].copy(), sums[:m].copy(), counts[:m].copy()
+        lo, hi = count[x], count[x + 1]
+        if hi - lo > 1:
+            packed[lo:hi] = np.sort(packed[lo:hi])
+        for i in range(lo, hi):
+            if i == lo or (packed[i] >> np.uint64(32)) != (packed[i - 1] >> np.uint64(32)):
+                groups += 1
+    bits = np.empty(a.size, np.uint32)
+    starts = np.empty(groups, np.int64)
+    u = np.empty(groups, np.int64)
+    v = np.empty(groups, np.int64)
+    g = 0
+    for x in range(n + 1):
+        lo, hi = count[x], count[x + 1]
+        for i in range(lo, hi):
+            bits[i] = np.uint32(packed[i] & np.uint64(0xFFFFFFFF))
+            y = np.int64(packed[i] >> np.uint64(32))
+            if i == lo or y != v[g - 1]:
+                starts[g] = i
+                u[g] = x
+                v[g] = y
+                g += 1
+    return bits, starts, u, v
 
 
 def group_pairs(u: np.ndarray, v: np.ndarray, num_fragments: int,
@@ -192,225 +184,325 @@ def agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:
     both merged regions touch a third, their two edges become one over the combined boundary
     (sums and counts added, score = 1 - mean, never below the score being merged), so scores
     never decrease along the history and a prefix of it is the agglomeration at a lower
-    threshold. The region with more neighbours is kept (the lower id on a tie); equal scores
-    go to the lower edge (edges are numbered in (u, v) order of the graph, a combined edge
-    keeps the number of the edge it was combined into): the history is deterministic.
+    threshold. Ties go to the edge pushed first (lower (u, v) when it was pushed): the history
+    is deterministic. The region with more neighbours survives a merge (``into``; the one
+    with the lower id on equal counts).
 
-    Compiled (:func:`_agglomerate_arrays`): an indexed binary heap over the edges, union-find
-    over the regions, and per region a linked list of its edge ends; merging walks the kept
-    region's list once to mark its neighbours and moves or combines the other's. Working
-    memory about 36 bytes per edge plus 40 per fragment (int32 indices below 2**31 edges).
+    Compiled (Numba) on arrays: per-node singly linked lists of half-edges (dead ones dropped
+    when their node is absorbed), a hash table of the live edges by (u, v) (linear probing
+    over edge ids), a lazy binary heap of the combined edges' new scores (entries checked
+    against a per-edge stamp) beside the initial edges walked in score order. A merge costs
+    the absorbed region's degree (the region with fewer neighbours is absorbed).
     """
-    num_edges = int(graph.u.size)
-    index = np.int32 if 2 * num_edges < 2**31 - 1 and graph.num_fragments < 2**31 - 1 \
-        else np.int64
-    rows, m = _agglomerate_arrays(
-        np.ascontiguousarray(graph.u), np.ascontiguousarray(graph.v),
-        graph.affinity_sum.astype(np.float64), graph.edge_count.astype(index),
-        graph.score.astype(np.float64), graph.num_fragments + 1, float(max_threshold),
-        np.zeros(0, index))
-    return rows[:m]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _before(key, a, b):
-    """Heap order: lower score first, then lower edge number."""
-    return key[a] < key[b] or (key[a] == key[b] and a < b)
+    n = int(graph.num_fragments)
+    m = int(graph.u.size)
+    if m == 0:
+        return np.zeros((0, 3), np.float64)
+    if n >= 3_000_000_000:  # pairs are keyed as u * (n + 1) + v in int64
+        raise ValueError(f"{n} fragments: the agglomeration handles fewer than 3e9")
+    idx = np.int32 if max(n + 1, 2 * m + 2) < 2**31 - 1 else np.int64
+    u0 = np.ascontiguousarray(graph.u, dtype=np.int64)
+    v0 = np.ascontiguousarray(graph.v, dtype=np.int64)
+    score0 = np.ascontiguousarray(graph.score, dtype=np.float64)
+    if _pairs_sorted(u0, v0):  # region_graph's order: (score, u, v) = (score, edge index)
+        order = np.argsort(score0, kind="stable").astype(idx)
+    else:
+        order = np.lexsort((u0 * (n + 1) + v0, score0)).astype(idx)
+    rows = _agglomerate(
+        n, u0, v0, score0, order, u0.astype(idx), v0.astype(idx),
+        np.array(graph.affinity_sum, dtype=np.float64),
+        np.array(graph.edge_count, dtype=np.int32 if int(np.sum(graph.edge_count)) < 2**31
+                 else np.int64), float(max_threshold))  # no combined count overflows
+    return rows
 
 
 @njit(cache=True, nogil=True)
-def _sift_up(heap, pos, key, i):
-    e = heap[i]
+def _pairs_sorted(u, v):
+    for i in range(1, u.size):
+        if u[i] < u[i - 1] or (u[i] == u[i - 1] and v[i] <= v[i - 1]):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _less(s1, k1, s2, k2):
+    return s1 < s2 or (s1 == s2 and k1 < k2)
+
+
+@njit(cache=True, nogil=True)
+def _heap_push(hs, hk, he, hst, size, s, k, e, st):
+    i = size
     while i > 0:
-        parent = (i - 1) >> 1
-        p = heap[parent]
-        if not _before(key, e, p):
+        p = (i - 1) >> 1
+        if _less(s, k, hs[p], hk[p]):
+            hs[i] = hs[p]
+            hk[i] = hk[p]
+            he[i] = he[p]
+            hst[i] = hst[p]
+            i = p
+        else:
             break
-        heap[i] = p
-        pos[p] = i
-        i = parent
-    heap[i] = e
-    pos[e] = i
+    hs[i] = s
+    hk[i] = k
+    he[i] = e
+    hst[i] = st
 
 
 @njit(cache=True, nogil=True)
-def _sift_down(heap, pos, key, size, i):
-    e = heap[i]
-    while True:
-        child = 2 * i + 1
-        if child >= size:
-            break
-        if child + 1 < size and _before(key, heap[child + 1], heap[child]):
-            child += 1
-        c = heap[child]
-        if not _before(key, c, e):
-            break
-        heap[i] = c
-        pos[c] = i
-        i = child
-    heap[i] = e
-    pos[e] = i
-
-
-@njit(cache=True, nogil=True)
-def _heap_remove(heap, pos, key, size, e):
-    """Remove edge ``e`` from the heap of ``size`` entries; returns the new size."""
-    i = pos[e]
+def _heap_pop(hs, hk, he, hst, size):
+    """Remove the top (size is the size before); the caller read it first."""
     size -= 1
-    if i != size:
-        moved = heap[size]
-        heap[i] = moved
-        pos[moved] = i
-        _sift_up(heap, pos, key, i)
-        _sift_down(heap, pos, key, size, pos[moved])
-    pos[e] = -1
-    return size
+    s = hs[size]
+    k = hk[size]
+    e = he[size]
+    st = hst[size]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and _less(hs[c + 1], hk[c + 1], hs[c], hk[c]):
+            c += 1
+        if _less(hs[c], hk[c], s, k):
+            hs[i] = hs[c]
+            hk[i] = hk[c]
+            he[i] = he[c]
+            hst[i] = hst[c]
+            i = c
+        else:
+            break
+    if size > 0:
+        hs[i] = s
+        hk[i] = k
+        he[i] = e
+        hst[i] = st
+
+
+@njit(cache=True, nogil=True)
+def _heap_compact(hs, hk, he, hst, size, stamp):
+    """Keep only the heap entries still valid (their stamp matches), re-heapified in place;
+    returns the new size. The pop order of the valid entries does not change."""
+    k = 0
+    for i in range(size):
+        if hst[i] == stamp[he[i]]:
+            hs[k] = hs[i]
+            hk[k] = hk[i]
+            he[k] = he[i]
+            hst[k] = hst[i]
+            k += 1
+    for start in range(k // 2 - 1, -1, -1):  # sift down (Floyd's heapify)
+        s = hs[start]
+        key = hk[start]
+        e = he[start]
+        st = hst[start]
+        i = start
+        while True:
+            c = 2 * i + 1
+            if c >= k:
+                break
+            if c + 1 < k and _less(hs[c + 1], hk[c + 1], hs[c], hk[c]):
+                c += 1
+            if _less(hs[c], hk[c], s, key):
+                hs[i] = hs[c]
+                hk[i] = hk[c]
+                he[i] = he[c]
+                hst[i] = hst[c]
+                i = c
+            else:
+                break
+        hs[i] = s
+        hk[i] = key
+        he[i] = e
+        hst[i] = st
+    return k
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _find(parent, x):
-    while parent[x] != x:
-        parent[x] = parent[parent[x]]  # path halving
-        x = parent[x]
-    return x
+def _slot(a, b, big, bits):
+    """Home slot of pair (a, b) in a table of 2**bits (Fibonacci hashing)."""
+    key = np.uint64(a * big + b)
+    return np.int64((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
 
 
 @njit(cache=True, nogil=True)
-def _agglomerate_arrays(u0, v0, esum, ecnt, escore, nodes, max_threshold, index):
-    """The greedy mean-affinity agglomeration of :func:`agglomerate` on edge arrays.
+def _find_edge(table, eu, ev, a, b, big, bits):
+    """The live edge between a < b, or -1 (linear probing over edge ids)."""
+    mask = table.size - 1
+    i = _slot(a, b, big, bits)
+    while True:
+        e = table[i]
+        if e < 0:
+            return -1
+        if eu[e] == a and ev[e] == b:
+            return np.int64(e)
+        i = (i + 1) & mask
 
-    ``u0``/``v0`` are read only; ``esum``, ``ecnt`` (0 marks a removed edge) and ``escore``
-    are updated in place; ``index`` (empty) gives the integer type of the index arrays.
-    Returns (rows (nodes, 3) float64, number of merges)."""
-    E = u0.size
-    parent = np.arange(nodes).astype(index.dtype)
-    degree = np.zeros(nodes, index.dtype)
-    head = np.full(nodes, -1, index.dtype)  # first edge end of each region's list
-    nxt = np.empty(2 * E, index.dtype)  # end 2e is edge e at u0[e], end 2e + 1 at v0[e]
-    for e in range(E - 1, -1, -1):
-        a = u0[e]
-        b = v0[e]
-        nxt[2 * e] = head[a]
-        head[a] = 2 * e
-        degree[a] += 1
-        nxt[2 * e + 1] = head[b]
-        head[b] = 2 * e + 1
-        degree[b] += 1
-    heap = np.arange(E).astype(index.dtype)
-    pos = np.arange(E).astype(index.dtype)
-    for i in range(E // 2 - 1, -1, -1):
-        _sift_down(heap, pos, escore, E, i)
-    size = E
-    mark = np.full(nodes, -1, index.dtype)
-    rows = np.empty((nodes, 3), np.float64)
-    m = 0
-    while size > 0:
-        e = heap[0]
-        s = escore[e]
+
+@njit(cache=True, nogil=True)
+def _insert_edge(table, eu, ev, e, big, bits):
+    mask = table.size - 1
+    i = _slot(np.int64(eu[e]), np.int64(ev[e]), big, bits)
+    while table[i] >= 0:
+        i = (i + 1) & mask
+    table[i] = e
+
+
+@njit(cache=True, nogil=True)
+def _delete_edge(table, eu, ev, e, big, bits):
+    """Remove edge e (under its current endpoints); backward-shift deletion, no tombstones."""
+    mask = table.size - 1
+    i = _slot(np.int64(eu[e]), np.int64(ev[e]), big, bits)
+    while table[i] != e:
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        f = table[j]
+        if f < 0:
+            break
+        home = _slot(np.int64(eu[f]), np.int64(ev[f]), big, bits)
+        if ((j - home) & mask) >= ((j - i) & mask):
+            table[i] = f
+            i = j
+    table[i] = -1
+
+
+@njit(cache=True, nogil=True)
+def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
+    """The merge loop of :func:`agglomerate`; returns its ``(M, 3)`` rows (a view)."""
+    m = u0.size
+    big = n + 1
+    # half-edge h of edge h >> 1 in the list of one endpoint; lists are singly linked
+    head = np.full(n + 1, -1, order.dtype)
+    nxt = np.empty(2 * m, order.dtype)
+    deg = np.zeros(n + 1, np.int64)
+    for i in range(m - 1, -1, -1):
+        a = eu[i]
+        b = ev[i]
+        nxt[2 * i] = head[a]
+        head[a] = 2 * i
+        nxt[2 * i + 1] = head[b]
+        head[b] = 2 * i + 1
+        deg[a] += 1
+        deg[b] += 1
+    stamp = np.zeros(m, np.int32)  # -1: dead; an entry is valid while its stamp matches
+    bits = 4
+    while (1 << bits) < m + m // 2:  # load factor at most 2/3
+        bits += 1
+    table = np.full(1 << bits, -1, order.dtype)  # the live edges by their (u, v)
+    for i in range(m):
+        _insert_edge(table, eu, ev, i, big, bits)
+    cap = max(16, m // 8)
+    hs = np.empty(cap, np.float64)
+    hk = np.empty(cap, np.int64)
+    he = np.empty(cap, order.dtype)
+    hst = np.empty(cap, np.int32)
+    size = 0
+    cursor = 0
+    rows = np.empty((max(n - 1, 0), 3), np.float64)  # a forest of n nodes has < n merges
+    merges = 0
+    while True:
+        # the next entry: the initial edges in (score, u, v) order, or the heap's top
+        from_init = False
+        e0 = 0
+        s0 = 0.0
+        if cursor < m:
+            e0 = order[cursor]
+            s0 = score0[e0]
+            k0 = u0[e0] * big + v0[e0]
+            if size == 0 or not _less(hs[0], hk[0], s0, k0):
+                from_init = True
+        if from_init:
+            e = np.int64(e0)
+            s = s0
+            st = 0
+            cursor += 1
+        elif size > 0:
+            e = np.int64(he[0])
+            s = hs[0]
+            st = hst[0]
+            _heap_pop(hs, hk, he, hst, size)
+            size -= 1
+        else:
+            break
+        if st != stamp[e]:
+            continue
         if s >= max_threshold:
             break
-        size = _heap_remove(heap, pos, escore, size, e)
-        a = _find(parent, u0[e])
-        b = _find(parent, v0[e])
-        u, v = (a, b) if a < b else (b, a)
-        keep, gone = (u, v) if degree[u] >= degree[v] else (v, u)
-        rows[m, 0] = gone
-        rows[m, 1] = keep
-        rows[m, 2] = s
-        m += 1
-        ecnt[e] = 0
-        degree[keep] -= 1
-        # mark the kept region's neighbours with their edges (dropping removed edge ends)
-        prev = -1
-        end = head[keep]
-        while end >= 0:
-            f = end >> 1
-            following = nxt[end]
-            if ecnt[f] == 0:
-                if prev < 0:
-                    head[keep] = following
-                else:
-                    nxt[prev] = following
-            else:
-                w = _find(parent, v0[f] if end & 1 == 0 else u0[f])
-                mark[w] = f
-                prev = end
-            end = following
-        tail = prev
-        # the absorbed region's edges: combined with the kept region's, or moved to it
-        end = head[gone]
-        while end >= 0:
-            f = end >> 1
-            following = nxt[end]
-            if ecnt[f] != 0:
-                w = _find(parent, v0[f] if end & 1 == 0 else u0[f])
-                g = mark[w]
-                if g >= 0:
+        a = np.int64(eu[e])
+        b = np.int64(ev[e])
+        if deg[a] >= deg[b]:
+            keep, gone = a, b
+        else:
+            keep, gone = b, a
+        rows[merges, 0] = gone
+        rows[merges, 1] = keep
+        rows[merges, 2] = s
+        merges += 1
+        stamp[e] = -1
+        _delete_edge(table, eu, ev, e, big, bits)
+        newdeg = deg[keep] - 1
+        h = np.int64(head[gone])
+        while h >= 0:
+            f = h >> 1
+            hn = np.int64(nxt[h])
+            if stamp[f] >= 0:
+                w = np.int64(eu[f] + ev[f] - gone)
+                g = (_find_edge(table, eu, ev, keep, w, big, bits) if keep < w
+                     else _find_edge(table, eu, ev, w, keep, big, bits))
+                _delete_edge(table, eu, ev, f, big, bits)
+                if g < 0:  # the edge moves to the kept region with its score
+                    if keep < w:
+                        eu[f] = keep
+                        ev[f] = w
+                    else:
+                        eu[f] = w
+                        ev[f] = keep
+                    _insert_edge(table, eu, ev, f, big, bits)
+                    nxt[h] = head[keep]
+                    head[keep] = h
+                    newdeg += 1
+                else:  # both regions touch w: one edge over the combined boundary
                     esum[g] += esum[f]
                     ecnt[g] += ecnt[f]
-                    ecnt[f] = 0
-                    size = _heap_remove(heap, pos, escore, size, f)
-                    degree[w] -= 1
-                    score = 1.0 - esum[g] / ecnt[g]
-                    escore[g] = score if score > s else s
-                    _sift_up(heap, pos, escore, pos[g])
-                    _sift_down(heap, pos, escore, size, pos[g])
-                else:
-                    mark[w] = f
-                    degree[keep] += 1
-                    nxt[end] = -1
-                    if tail < 0:
-                        head[keep] = end
-                    else:
-                        nxt[tail] = end
-                    tail = end
-            end = following
+                    stamp[f] = -1
+                    stamp[g] += 1
+                    deg[w] -= 1
+                    sg = 1.0 - esum[g] / ecnt[g]
+                    if sg < s:
+                        sg = s
+                    if size == hs.size:  # full: drop the outdated entries, grow if need be
+                        size = _heap_compact(hs, hk, he, hst, size, stamp)
+                        if size > (3 * hs.size) // 4:
+                            cap = hs.size + hs.size // 2
+                            hs2 = np.empty(cap, np.float64)
+                            hs2[:size] = hs[:size]
+                            hs = hs2
+                            hk2 = np.empty(cap, np.int64)
+                            hk2[:size] = hk[:size]
+                            hk = hk2
+                            he2 = np.empty(cap, he.dtype)
+                            he2[:size] = he[:size]
+                            he = he2
+                            hst2 = np.empty(cap, np.int32)
+                            hst2[:size] = hst[:size]
+                            hst = hst2
+                    _heap_push(hs, hk, he, hst, size, sg, np.int64(eu[g]) * big + ev[g], g,
+                               stamp[g])
+                    size += 1
+            h = hn
         head[gone] = -1
-        degree[gone] = 0
-        parent[gone] = keep
-        end = head[keep]  # clear the marks
-        while end >= 0:
-            f = end >> 1
-            if ecnt[f] != 0:
-                mark[_find(parent, v0[f] if end & 1 == 0 else u0[f])] = -1
-            end = nxt[end]
-    return rows, m
+        deg[gone] = 0
+        deg[keep] = newdeg
+    return rows[:merges]
 
 
 def segmentations_at(fragments: np.ndarray, history: np.ndarray,
                      thresholds: Sequence[float]) -> list[np.ndarray]:
     """The segmentation (Z, Y, X) for each threshold: fragments joined by the merges of
-    ``history`` scored below it, ids 1..N numbered by first voxel in C order (one pass over
-    the voxels per threshold)."""
+    ``history`` scored below it, ids 1..N numbered by first voxel in C order."""
     n = int(fragments.max()) if fragments.size else 0
-    flat = np.ascontiguousarray(fragments).reshape(-1)
-    out = []
-    for t in thresholds:
-        roots = merge_roots(history, n, t)
-        seg = np.empty(flat.size, fragments.dtype)
-        _relabel_by_first_voxel(flat, roots, seg)
-        out.append(seg.reshape(fragments.shape))
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _relabel_by_first_voxel(fragments, roots, out):
-    """``out[i]`` = the number (1..N in order of first appearance) of ``roots[fragments[i]]``;
-    0 stays 0."""
-    number = np.zeros(roots.size, np.int64)
-    nxt = 1
-    for i in range(fragments.size):
-        f = fragments[i]
-        if f == 0:
-            out[i] = 0
-            continue
-        r = roots[f]
-        k = number[r]
-        if k == 0:
-            k = nxt
-            number[r] = k
-            nxt += 1
-        out[i] = k
+    return [relabel_by_first_voxel(fragments, merge_roots(history, n, t)) for t in thresholds]
 
 
 def merge_roots(history: np.ndarray, num_fragments: int, threshold: float) -> np.ndarray:
@@ -420,11 +512,38 @@ def merge_roots(history: np.ndarray, num_fragments: int, threshold: float) -> np
     k = int(np.searchsorted(history[:, 2], threshold, side="left"))
     parent = np.arange(num_fragments + 1, dtype=np.int64)
     parent[history[:k, 0].astype(np.int64)] = history[:k, 1].astype(np.int64)
-    while True:  # pointer jumping: a region absorbed later points onwards
+    while True:  # pointer jumping: each pass halves every chain
         nxt = parent[parent]
         if np.array_equal(nxt, parent):
             return parent
         parent = nxt
+
+
+def relabel_by_first_voxel(fragments: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[fragments]`` renumbered 1..N in the C order of each segment's first voxel
+    (0 stays 0), in the dtype of ``fragments``; one pass over the voxels."""
+    frag = np.ascontiguousarray(fragments)
+    out = np.empty_like(frag)
+    _relabel_first(frag.reshape(-1), np.ascontiguousarray(table, dtype=np.int64),
+                   out.reshape(-1))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _relabel_first(frag, table, out):
+    new = np.zeros(table.size, np.int64)
+    nxt = 1
+    for i in range(frag.size):
+        r = table[frag[i]]
+        if r == 0:
+            out[i] = 0
+            continue
+        k = new[r]
+        if k == 0:
+            k = nxt
+            new[r] = k
+            nxt += 1
+        out[i] = k
 
 
 def number_by_first_voxel(labels: np.ndarray) -> np.ndarray:

@@ -53,6 +53,8 @@ def decode(
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
     step: Annotated[str, Parameter(name="--step")] = "all",
     allow_same_file: Annotated[bool, Parameter(name="--allow-same-file", negative="")] = False,
+    fragments_only: Annotated[bool, Parameter(name="--fragments-only", negative="")] = False,
+    save_fragments: Annotated[bool, Parameter(name="--save-fragments", negative="")] = False,
     common: CommonFlags = CommonFlags(),
 ) -> int:
     """Segment an affinity volume by connected components of its above-threshold edges.
@@ -142,6 +144,15 @@ def decode(
         ``i/n``: only task i's share of the blocks (0-based), with ``--step label|relabel``.
     step
         Blockwise step: ``all`` (default), ``label``, ``reduce`` or ``relabel``.
+    fragments_only
+        ``--method ws``, whole volume: write the watershed fragments (ids 1..N, 0 =
+        background) and their merge history (``pytc_merges.npz`` beside them) at the output
+        instead of segmentations; its URI is the one stdout line. ``pytc-decode FRAGMENTS
+        --agglomeration-threshold t`` then segments them at any threshold without the
+        watershed, and pytc-eval can score thresholds from them.
+    save_fragments
+        ``--method ws``, whole volume: write the fragments and merge history
+        (``<output>_fragments``, its URI the last stdout line) beside the segmentations.
     allow_same_file
         Let ``--output`` be another dataset of an input's own HDF5 file (refused by default:
         it grows the input's file; a separate file or a chunked format is safer).
@@ -161,15 +172,23 @@ def decode(
         "merge_threshold": _parse_thresholds(merge_threshold, "--merge-threshold"),
         "fill_missing": fill_missing or None,
         "dust": dust or None}, section="decode", text_overrides=common.text_overrides())
-    if len(cfg.ws.thresholds) > 1 and cfg.method != "ws":
-        from pytc_core.errors import UserError
+    from pytc_core.errors import UserError
+    from pytc_core.merge_history import read_merge_history
 
+    aff_uri = resolve_input_uri(aff_uri)
+    if (len(cfg.ws.thresholds) > 1 and cfg.method != "ws"
+            and read_merge_history(aff_uri) is None):
         raise UserError("several agglomeration thresholds need --method ws",
                         "add --method ws, or give one threshold")
-    result = run_decode(resolve_input_uri(aff_uri), cfg, output=output,
+    if fragments_only and save_fragments:
+        raise UserError("--fragments-only and --save-fragments exclude each other",
+                        "give one: --fragments-only writes no segmentation")
+    result = run_decode(aff_uri, cfg, output=output,
                         overwrite=common.overwrite, step=step,
                         share=None if blocks is None else parse_share(blocks),
-                        show_progress=not common.quiet, allow_same_file=allow_same_file)
+                        show_progress=not common.quiet, allow_same_file=allow_same_file,
+                        fragments="only" if fragments_only else
+                        "save" if save_fragments else None)
     log.info("%s", result.summary())
     if result.stats is not None and result.stats.histogram is not None:
         log.info("%s", result.stats.histogram_text())

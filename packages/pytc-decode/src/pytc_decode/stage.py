@@ -22,6 +22,7 @@ from pytc_core.blocks import BlockRunResult
 from pytc_core.cli import current_command
 from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.memory import format_bytes, memory_budget
+from pytc_core.merge_history import MergeHistory, read_merge_history
 from pytc_core.output import check_shareable
 from pytc_core.output_run import OutputRun, claim_output, open_input
 from pytc_core.timing import PhaseTimer
@@ -114,15 +115,22 @@ def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
 
 def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[OutputRun],
                   cfgs: Sequence[DecodeConfig], method: DecodeMethod, cfg: DecodeConfig,
-                  timer: PhaseTimer) -> list[DecodeStats]:
+                  timer: PhaseTimer, frag_claim: OutputRun | None = None,
+                  fragments_only: bool = False) -> list[DecodeStats]:
     """Decode in memory and write one segmentation per claimed output (``cfgs`` is each
-    output's config); the stats of each."""
+    output's config); with ``frag_claim``, the fragments and their merge history there too
+    (``fragments_only``: nothing else). The stats of each (the fragments' last)."""
     with timer.phase("read"):
         aff, mask = read_inputs(aff_vol, mask_vol, cfg)
-    with timer.phase("segment"):
-        segs = method.segment(aff, mask, cfg, aff_vol.voxel_size)
-    del aff
     stats = []
+    with timer.phase("segment"):
+        if frag_claim is None:
+            segs = method.segment(aff, mask, cfg, aff_vol.voxel_size)
+        else:
+            fragments, history = method.fragments(aff, mask, cfg, aff_vol.voxel_size)
+            segs = ([] if fragments_only
+                    else method.segment_fragments(fragments, history, aff, cfg))
+    del aff
     with timer.phase("write"):
         for claim, out_cfg, labels in zip(claims, cfgs, segs, strict=True):
             out = create_output(claim, aff_vol, labels.dtype,
@@ -130,7 +138,102 @@ def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[Out
             out.write(labels)
             finish_output(claim, out_cfg)
             stats.append(segment_stats(np.bincount(labels.reshape(-1)), labels.size, cfg.dust))
+        if frag_claim is not None:
+            _write_fragments(frag_claim, aff_vol, fragments, history, method, cfg)
+            stats.append(segment_stats(np.bincount(fragments.reshape(-1)), fragments.size,
+                                       cfg.dust))
     return stats
+
+
+def _write_fragments(claim: OutputRun, aff_vol: Volume, fragments: np.ndarray,
+                     history: np.ndarray, method: DecodeMethod, cfg: DecodeConfig) -> None:
+    """The fragments volume, its merge history beside it (``pytc_merges.npz``, tied to the
+    fragments' run key), its config, then the output marked complete."""
+    from pytc_core.merge_history import write_merge_history
+
+    out = create_output(claim, aff_vol, fragments.dtype,
+                        tuple(min(64, s) for s in fragments.shape), restart=True)
+    out.write(fragments)
+    settings = {"method": method.name, **result_options(cfg)}
+    write_merge_history(claim.uri, MergeHistory.from_rows(
+        history, int(fragments.max()) if fragments.size else 0,
+        thresholds=tuple(float(t) for t in getattr(cfg, method.name).thresholds),
+        fragments_key=claim.key, config=settings))
+    finish_output(claim, cfg)
+
+
+def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
+                       cfg: DecodeConfig, out_uri: str, overwrite: bool, allow_same_file: bool,
+                       timer: PhaseTimer) -> DecodeResult:
+    """A fragments output (with its merge history) → one segmentation per threshold of
+    ``cfg``, without the watershed: the fragments relabelled through the history."""
+    from dataclasses import replace
+
+    from pytc_core.output_run import run_key
+
+    name = str(history.config.get("method", "ws"))
+    methods = methods_of(cfg)
+    if name not in methods or not methods[name].fragments_output:
+        raise UserError(f"{frag_uri} holds fragments of an unknown method {name!r}",
+                        "decode the affinities again (pytc-decode --method ws)")
+    method = methods[name]
+    cfg = replace(cfg, method=name)
+    if cfg.block_size is not None:
+        raise UserError(f"re-thresholding the fragments {frag_uri} is whole-volume only",
+                        "drop --block-size (and --step, --blocks)")
+    if cfg.mask or cfg.foreground_channel is not None or cfg.logits:
+        raise UserError(f"{frag_uri} holds fragments, not affinities: --mask, "
+                        "--foreground-channel and --logits do not apply",
+                        "drop them (the fragments are 0 outside the decode's mask already)")
+    if np.dtype(frag_vol.dtype).kind not in "ui" or (frag_vol.num_channels or 1) != 1:
+        raise UserError(f"{frag_uri} is not a fragments volume ({frag_vol.dtype}, shape "
+                        f"{frag_vol.shape})", "decode the affinities again with --overwrite")
+    if cfg.min_size < 0:
+        raise UserError(f"min size {cfg.min_size} is negative", "use 0 to keep every segment")
+    if cfg.small == "merge" and cfg.min_size > 1:
+        raise UserError("--small merge needs the affinities, not their fragments",
+                        "use --small remove, or decode the affinities")
+    method.check(cfg, frag_vol)
+    variants = method.outputs(cfg)
+    out_uris = [suffixed_uri(out_uri, suffix) if suffix else out_uri for suffix, _ in variants]
+    out_cfgs = [c for _, c in variants]
+    keys = [run_key("decode", [frag_uri], {"from_fragments": True, **result_options(c)})
+            for c in out_cfgs]
+    with ExitStack() as stack:
+        claims = [stack.enter_context(claim_output(
+            uri, stage="decode", key=key, inputs=[frag_uri], overwrite=overwrite,
+            command=current_command(), allow_same_file=allow_same_file))
+            for uri, key in zip(out_uris, keys, strict=True)]
+        with timer.phase("read"):
+            fragments = frag_vol.read()
+            if fragments.ndim == 4:
+                fragments = fragments[0]
+            top = int(fragments.max()) if fragments.size else 0
+            if top != history.num_fragments:
+                from pytc_core.merge_history import merges_location
+
+                raise UserError(f"the merge history {merges_location(frag_uri)} does not match "
+                                f"its fragments {frag_uri} (fragment ids 1..{top}, the history "
+                                f"names 1..{history.num_fragments})",
+                                "decode the fragments again (pytc-decode --method ws "
+                                "--fragments-only --overwrite)")
+        rows = np.stack([history.absorbed.astype(np.float64), history.into.astype(np.float64),
+                         history.score], axis=1)
+        with timer.phase("segment"):
+            segs = method.segment_fragments(fragments, rows, None, cfg)
+        stats = []
+        with timer.phase("write"):
+            for claim, out_cfg, labels in zip(claims, out_cfgs, segs, strict=True):
+                out = create_output(claim, frag_vol, labels.dtype,
+                                    tuple(min(64, s) for s in labels.shape), restart=True)
+                out.write(labels)
+                finish_output(claim, out_cfg)
+                stats.append(segment_stats(np.bincount(labels.reshape(-1)), labels.size,
+                                           cfg.dust))
+    if timer.timings:
+        log.debug("timings: %s", timer.line())
+    return DecodeResult(out_uris[0], "all", stats[0], {}, timer.timings,
+                        tuple(zip(out_uris[1:], stats[1:], strict=True)))
 
 
 def _decode_blockwise(run: BlockwiseRun, claim: OutputRun, step: str,
@@ -172,7 +275,8 @@ def _check_whole_volume_fits(aff_vol: Volume, n_outputs: int) -> None:
 
 def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: str | None = None,
                overwrite: bool = False, step: str = "all", share: tuple[int, int] | None = None,
-               show_progress: bool = True, allow_same_file: bool = False) -> DecodeResult:
+               show_progress: bool = True, allow_same_file: bool = False,
+               fragments: str | None = None) -> DecodeResult:
     """Decode the affinity volume at ``aff_uri`` into a segmentation volume.
 
     Whole volume in memory, or block by block with ``config.block_size``: for ``cc`` the
@@ -185,6 +289,13 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     output (``pytc_config.toml``) by every step. An output in an input's own HDF5 file
     (another dataset) is refused unless ``allow_same_file``; shares never write a single-file
     output (HDF5, TIFF, ``.npy``).
+
+    ``fragments`` (whole volume, a method with fragments: ``ws``): ``"only"`` writes the
+    fragments volume and its merge history (``pytc_merges.npz``) at the output instead of
+    segmentations; ``"save"`` writes them beside the segmentations (``<output>_fragments``).
+    An input that is such a fragments output (it has a merge history) is segmented at the
+    thresholds of ``config`` without the watershed: the fragments relabelled through the
+    history.
     """
     cfg = config
     log.debug("resolved config:\n%s", _config_text(cfg))
@@ -195,14 +306,32 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     if share is not None and step not in ("label", "relabel"):
         raise UserError("--blocks i/n selects the blocks of the label or relabel step",
                         "add --step label (then --step reduce, then --step relabel)")
+    if fragments not in (None, "only", "save"):
+        raise unknown_name_error("fragments output", str(fragments), ["only", "save"])
     aff_vol = open_input(aff_uri, fill_missing=cfg.fill_missing)
     out_uri = output or default_output_uri(aff_uri)
+    history = read_merge_history(aff_uri)
+    if history is not None:
+        if fragments is not None or step != "all" or share is not None:
+            raise UserError(f"{aff_uri} holds fragments already: --fragments-only, "
+                            "--save-fragments, --step and --blocks do not apply",
+                            "drop them to segment the fragments at --agglomeration-threshold")
+        return _relabel_fragments(aff_uri, aff_vol, history, cfg, out_uri, overwrite,
+                                  allow_same_file, PhaseTimer(log=log))
     if share is not None:
         check_shareable(out_uri)
     mask_vol = open_input(cfg.mask, fill_missing=cfg.fill_missing) if cfg.mask else None
     check_config(cfg, aff_vol)
     check_mask(mask_vol, aff_vol)
     method = method_of(cfg)
+    if fragments is not None:
+        flag = "--fragments-only" if fragments == "only" else "--save-fragments"
+        if not method.fragments_output:
+            raise UserError(f"{flag}: method {method.name} has no fragments",
+                            "use --method ws, or drop the flag")
+        if cfg.block_size is not None:
+            raise UserError(f"{flag} is whole-volume only for now",
+                            "drop --block-size (or decode blockwise without it)")
     timer = PhaseTimer(log=log)
     blocks: dict[str, BlockRunResult] = {}
     more: tuple[tuple[str, DecodeStats], ...] = ()
@@ -210,13 +339,17 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     if cfg.block_size is None:
         from pytc_core.output_run import run_key
 
-        _check_whole_volume_fits(aff_vol, len(method.outputs(cfg)))
-
-        variants = method.outputs(cfg)
+        variants = [] if fragments == "only" else method.outputs(cfg)
+        _check_whole_volume_fits(aff_vol, len(variants) + (fragments is not None))
         out_uris = [suffixed_uri(out_uri, suffix) if suffix else out_uri
                     for suffix, _ in variants]
         out_cfgs = [c for _, c in variants]
         keys = [run_key("decode", [aff_uri, cfg.mask], result_options(c)) for c in out_cfgs]
+        if fragments is not None:  # the fragments' own output and key, claimed last
+            out_uris.append(out_uri if fragments == "only"
+                            else suffixed_uri(out_uri, "_fragments"))
+            keys.append(run_key("decode", [aff_uri, cfg.mask],
+                                {"fragments": True, **result_options(cfg)}))
     else:
         run = plan_run(aff_vol, mask_vol, out_uri, cfg)
         out_uris, out_cfgs = [out_uri], [cfg]
@@ -238,9 +371,12 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
             for uri, key in zip(out_uris, keys, strict=True)]
         if run is None:
             log.debug("plan: whole volume %s in memory, method %s", aff_vol.bbox, method.name)
-            all_stats = _decode_whole(aff_vol, mask_vol, claims, out_cfgs, method, cfg, timer)
+            frag_claim = claims[-1] if fragments is not None else None
+            all_stats = _decode_whole(aff_vol, mask_vol, claims[:len(out_cfgs)], out_cfgs,
+                                      method, cfg, timer, frag_claim, fragments == "only")
             stats: DecodeStats | None = all_stats[0]
-            out_uri, cfg = out_uris[0], out_cfgs[0]
+            out_uri = out_uris[0]
+            cfg = out_cfgs[0] if out_cfgs else cfg
             more = tuple(zip(out_uris[1:], all_stats[1:], strict=True))
         else:
             assert isinstance(cfg.block_size, tuple)

@@ -42,7 +42,6 @@ from pytc_decode.agglomeration import (
     group_pairs,
     merge_roots,
     number_by_first_voxel,
-    pair_sums,
     region_graph,
     segmentations_at,
     sum_groups,
@@ -67,11 +66,12 @@ __all__ = [
     "merge_roots",
     "nearest_neighbour_float",
     "number_by_first_voxel",
-    "pair_sums",
     "region_graph",
+    "segment_fragments",
     "segmentations_at",
     "sum_groups",
     "watershed_fragments",
+    "ws_fragments",
 ]
 
 
@@ -117,18 +117,56 @@ def affinity_watershed(
             raise UserError(f"agglomeration threshold {t} is outside [0, 1]",
                             "use e.g. --agglomeration-threshold 0.5")
     aff = nearest_neighbour_float(affinities)
+    fragments, history = ws_fragments(aff, max(thresholds), seed_threshold=seed_threshold,
+                                      seed_radius=seed_radius, seeds_2d=seeds_2d,
+                                      merge_function=merge_function, quantile=quantile,
+                                      voxel_size=voxel_size, mask=mask)
+    segs = segment_fragments(fragments, history, thresholds, affinities=aff,
+                             min_size=min_size, small=small)
+    return segs[0] if single else segs
+
+
+def ws_fragments(
+    affinities: np.ndarray,
+    max_threshold: float,
+    *,
+    seed_threshold: float = 0.5,
+    seed_radius: int = 2,
+    seeds_2d: bool = False,
+    merge_function: str = "mean",
+    quantile: float = 0.5,
+    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1-4 once: the watershed fragments (Z, Y, X) uint32, ids 1..N (0 outside
+    ``mask``), and their merge history up to ``max_threshold``: ``(M, 3)`` float64 rows
+    ``(absorbed, into, score)`` (:func:`pytc_decode.agglomeration.agglomerate`)."""
+    aff = nearest_neighbour_float(affinities)
     seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
                            voxel_size=voxel_size, mask=mask)
     fragments = watershed_fragments(aff, seeds, mask)
     graph = region_graph(fragments, aff, merge_function, quantile)
-    history = agglomerate(graph, max(thresholds))
+    return fragments, agglomerate(graph, max_threshold)
+
+
+def segment_fragments(fragments: np.ndarray, history: np.ndarray, thresholds: Sequence[float],
+                      *, affinities: np.ndarray | None = None, min_size: int = 0,
+                      small: str = "remove") -> list[np.ndarray]:
+    """The segmentation (Z, Y, X, the dtype of ``fragments``) at each threshold: fragments
+    joined by the merges of ``history`` scored below it, ids 1..N by first voxel in C order;
+    segments under ``min_size`` voxels removed or merged (``small``; ``merge`` needs the
+    ``affinities``)."""
     segs = segmentations_at(fragments, history, thresholds)
     if min_size > 1:
         from pytc_decode.cc import merge_small, relabel_consecutive
 
         for seg in segs:
             if small == "merge":
-                merge_small(seg, aff, min_size)
+                if affinities is None:
+                    raise UserError("--small merge needs the affinities",
+                                    "use --small remove on fragments, or decode the "
+                                    "affinities again")
+                merge_small(seg, nearest_neighbour_float(affinities), min_size)
             else:
                 relabel_consecutive(seg, np.bincount(seg.reshape(-1)) >= min_size)
-    return segs[0] if single else segs
+    return segs

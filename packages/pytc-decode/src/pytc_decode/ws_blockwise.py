@@ -43,7 +43,6 @@ from pytc_decode.ws import (
     merge_roots,
     nearest_neighbour_float,
     number_by_first_voxel,
-    pair_sums,
     sum_groups,
     watershed_fragments,
 )
@@ -118,7 +117,9 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     n = int(local.max()) if local.size else 0
     # edges inside the block (a voxel's edge to its previous voxel, both in the block)
     a, b, w = boundary_edges(local, block_aff)
-    u, v, sums, counts = pair_sums(a, b, w, n)
+    order, starts, u, v = group_pairs(a, b, n)
+    sums = sum_groups(w[order].astype(np.float64), starts)
+    counts = sum_groups(np.ones(w.size, np.int64), starts)
     flat = local.reshape(-1)
     ids, first_local = np.unique(flat, return_index=True)
     sizes = np.bincount(flat, minlength=n + 1).astype(np.int64)

@@ -64,6 +64,22 @@ class DecodeMethod:
         voxel in C order, 0 = background."""
         raise NotImplementedError
 
+    #: whole volume: whether it can write its fragments and their merge history
+    #: (``--fragments-only``, ``--save-fragments``) and segment them later at any threshold
+    fragments_output: bool = False
+
+    def fragments(self, affinities: np.ndarray, mask: np.ndarray | None, cfg: DecodeConfig,
+                  voxel_size: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """Whole volume: (fragments (Z, Y, X) ids 1..N, merge history ``(M, 3)`` rows
+        ``(absorbed, into, score)``), for a method with :attr:`fragments_output`."""
+        raise NotImplementedError
+
+    def segment_fragments(self, fragments: np.ndarray, history: np.ndarray,
+                          affinities: np.ndarray | None, cfg: DecodeConfig) -> list[np.ndarray]:
+        """One label array per entry of :meth:`outputs` from :meth:`fragments`' result
+        (``affinities`` None when only the stored fragments are at hand)."""
+        raise NotImplementedError
+
     def context(self, block: BBox, volume_box: BBox, cfg: DecodeConfig) -> BBox:
         """The box (global voxels) whose data :meth:`label_block` reads for ``block``."""
         return block

@@ -120,6 +120,26 @@ class WsMethod(DecodeMethod):
         assert isinstance(segs, list)
         return segs
 
+    fragments_output = True
+
+    def fragments(self, affinities: np.ndarray, mask: np.ndarray | None, cfg: DecodeConfig,
+                  voxel_size: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        from pytc_decode.ws import ws_fragments
+
+        ws = cfg.ws
+        check_value_range(affinities[:3], "the first three channels")
+        return ws_fragments(affinities, max(ws.thresholds), seed_threshold=ws.seed_threshold,
+                            seed_radius=ws.seed_radius, seeds_2d=ws.seeds_2d,
+                            merge_function=ws.merge_function, quantile=ws.quantile,
+                            voxel_size=voxel_size, mask=mask)
+
+    def segment_fragments(self, fragments: np.ndarray, history: np.ndarray,
+                          affinities: np.ndarray | None, cfg: DecodeConfig) -> list[np.ndarray]:
+        from pytc_decode.ws import segment_fragments
+
+        return segment_fragments(fragments, history, list(cfg.ws.thresholds),
+                                 affinities=affinities, min_size=cfg.min_size, small=cfg.small)
+
     def context(self, block: BBox, volume_box: BBox, cfg: DecodeConfig) -> BBox:
         return block.grow(cfg.ws.halo).intersect(volume_box)
 

@@ -1,0 +1,154 @@
+"""``pytc-decode --method ws --fragments-only`` / ``--save-fragments`` and re-thresholding a
+fragments output, through the real command: fragments + merge history written, every
+threshold's segmentation from them equal to the one the default path writes, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from pytc_core.cli import run_entry_point
+from pytc_core.merge_history import (
+    MERGES_NAME,
+    MergeHistory,
+    read_merge_history,
+    write_merge_history,
+)
+from pytc_core.output_run import read_run_record
+from pytc_core.synthetic import synthetic_labels
+from pytc_core.targets import affinities_from_labels
+from pytc_core.volume import create_volume, open_volume
+from pytc_decode.cli import app
+from pytc_decode.ws import ws_fragments
+
+THRESHOLDS = "0.2,0.5,0.8"
+
+
+def run(args, capsys):
+    code = run_entry_point("pytc-decode", app, [str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def affinities() -> np.ndarray:
+    labels = synthetic_labels((24, 32, 32), seed=4)
+    aff = affinities_from_labels(labels)[0]
+    rng = np.random.default_rng(0)
+    return np.clip(aff + rng.uniform(-0.4, 0.4, aff.shape), 0, 1).astype(np.float32)
+
+
+def write(uri: str, array: np.ndarray) -> str:
+    vol = create_volume(uri, array.shape, array.dtype, chunk_size=(8, 16, 16),
+                        voxel_size=(8, 4, 4))
+    vol.write(array)
+    return uri
+
+
+def test_fragments_only_writes_fragments_and_history(tmp_path, affinities, capsys):
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    frag_uri = str(tmp_path / "frag")
+    code, out, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--agglomeration-threshold",
+                          THRESHOLDS, "--min-size", "3", "--fragments-only"], capsys)
+    assert code == 0, err
+    assert out == frag_uri + "\n"
+    assert sorted(os.listdir(tmp_path)) == ["aff", "frag"]  # no segmentation
+    fragments, rows = ws_fragments(affinities, 0.8, voxel_size=(8, 4, 4))
+    np.testing.assert_array_equal(open_volume(frag_uri).read(), fragments)
+    assert (tmp_path / "frag" / MERGES_NAME).is_file()
+    history = read_merge_history(frag_uri)
+    assert history is not None and len(history) == rows.shape[0] > 10
+    np.testing.assert_array_equal(history.absorbed, rows[:, 0].astype(np.uint64))
+    np.testing.assert_array_equal(history.into, rows[:, 1].astype(np.uint64))
+    np.testing.assert_array_equal(history.score, rows[:, 2])
+    assert history.num_fragments == fragments.max()
+    assert history.thresholds == (0.2, 0.5, 0.8)
+    record = read_run_record(frag_uri)
+    assert record is not None and record.complete and history.fragments_key == record.key
+    assert history.config["method"] == "ws"
+    assert history.config["min_size"] == 3 and history.config["small"] == "remove"
+    assert history.config["ws"]["seed_radius"] == 2
+
+
+@pytest.mark.parametrize("min_size", [0, 4])
+def test_relabelled_fragments_equal_the_default_segmentations(tmp_path, affinities, capsys,
+                                                              min_size):
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    seg_uri, frag_uri, re_uri = (str(tmp_path / n) for n in ("seg", "frag", "re"))
+    common = ["--agglomeration-threshold", THRESHOLDS, "--min-size", min_size]
+    code, out, err = run([aff_uri, "-o", seg_uri, "--method", "ws", *common], capsys)
+    assert code == 0, err
+    code, out, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--fragments-only",
+                          *common], capsys)
+    assert code == 0, err
+    # no --method: the fragments' merge history says ws
+    code, out, err = run([frag_uri, "-o", re_uri, *common], capsys)
+    assert code == 0, err
+    uris = [f"{re_uri}_t{t}" for t in THRESHOLDS.split(",")]
+    assert out.split() == uris
+    counts = []
+    for t, uri in zip(THRESHOLDS.split(","), uris, strict=True):
+        got = open_volume(uri).read()
+        np.testing.assert_array_equal(got, open_volume(f"{seg_uri}_t{t}").read())
+        counts.append(int(got.max()))
+    assert counts[0] > counts[1] > counts[2] >= 1  # a higher threshold merges more
+    # one threshold: one output at the URI itself
+    code, out, err = run([frag_uri, "-o", str(tmp_path / "one"), "--agglomeration-threshold",
+                          "0.5", "--min-size", min_size], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(open_volume(str(tmp_path / "one")).read(),
+                                  open_volume(f"{seg_uri}_t0.5").read())
+
+
+def test_save_fragments_writes_both(tmp_path, affinities, capsys):
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    seg_uri = str(tmp_path / "seg")
+    code, out, err = run([aff_uri, "-o", seg_uri, "--method", "ws", "--agglomeration-threshold",
+                          "0.3,0.6", "--save-fragments"], capsys)
+    assert code == 0, err
+    assert out.split() == [f"{seg_uri}_t0.3", f"{seg_uri}_t0.6", f"{seg_uri}_fragments"]
+    fragments, rows = ws_fragments(affinities, 0.6, voxel_size=(8, 4, 4))
+    np.testing.assert_array_equal(open_volume(f"{seg_uri}_fragments").read(), fragments)
+    history = read_merge_history(f"{seg_uri}_fragments")
+    assert history is not None and len(history) == rows.shape[0]
+
+
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, affinities, capsys):
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    frag_uri = str(tmp_path / "frag")
+    code, out, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--fragments-only",
+                          "--block-size", "16"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("pytc-decode: error: --fragments-only is whole-volume only")
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = run([aff_uri, "-o", frag_uri, "--fragments-only"], capsys)  # method cc
+    assert code == 2 and "--fragments-only: method cc has no fragments" in err
+    assert sorted(os.listdir(tmp_path)) == ["aff"]
+    code, out, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--fragments-only"], capsys)
+    assert code == 0, err
+    before = sorted(os.listdir(tmp_path))
+
+    def refused(args, text):
+        code, out, err = run(args, capsys)
+        assert code == 2 and out == "", err
+        assert text in err and len(err.strip().splitlines()) == 1, err
+        assert sorted(os.listdir(tmp_path)) == before
+
+    refused([frag_uri, "-o", tmp_path / "re", "--agglomeration-threshold", "1.5"],
+            "agglomeration threshold 1.5 is outside [0, 1]")
+    refused([frag_uri, "-o", tmp_path / "re", "--min-size", "5", "--small", "merge"],
+            "--small merge needs the affinities")
+    good = read_merge_history(frag_uri)
+    assert good is not None
+    # a history naming more fragments than the volume holds
+    write_merge_history(frag_uri, MergeHistory(good.absorbed, good.into, good.score,
+                                               good.num_fragments + 3, good.thresholds,
+                                               good.fragments_key, good.config))
+    refused([frag_uri, "-o", tmp_path / "re"], "does not match its fragments")
+    # a history of another run
+    write_merge_history(frag_uri, MergeHistory(good.absorbed, good.into, good.score,
+                                               good.num_fragments, good.thresholds,
+                                               "0123456789abcdef", good.config))
+    refused([frag_uri, "-o", tmp_path / "re"], "belongs to another run")
