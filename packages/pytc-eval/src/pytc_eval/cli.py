@@ -51,6 +51,7 @@ def evaluate(
     block_size: Annotated[str | None, Parameter(name="--block-size")] = None,
     bbox: Annotated[str | None, Parameter(name="--bbox")] = None,
     fill_missing: Annotated[bool, Parameter(name="--fill-missing", negative="")] = False,
+    workers: Annotated[int | None, Parameter(name="--workers")] = None,
     common: CommonFlags = CommonFlags(),
 ) -> int:
     """Score one or more segmentations against a ground-truth label volume.
@@ -111,6 +112,10 @@ def evaluate(
     fill_missing
         Read missing chunks of precomputed volumes as zeros (layers sparse on purpose);
         without it a missing chunk is an error naming it.
+    workers
+        Processes for ``--skeletons kimimaro`` (the ground truth is skeletonized in cubes of
+        ``[eval.kimimaro] block`` voxels, default 128, joined across their faces) and for
+        scoring several segmentations at once (default: the cores this process may use).
     """
     common.setup_logging()
     from pytc_core.config import resolve_config
@@ -119,7 +124,7 @@ def evaluate(
     cfg = resolve_config(EvalConfig, common.config, {
         "skeletons": skeletons, "merge_threshold": merge_threshold,
         "block_size": parse_block_size(block_size),
-        "bbox": _bbox(bbox), "fill_missing": fill_missing or None,
+        "bbox": _bbox(bbox), "fill_missing": fill_missing or None, "workers": workers,
     }, section="eval", text_overrides=common.text_overrides())
     report = run_eval(resolve_input_uris(segmentations), gt, cfg, errors=errors,
                       save_skeletons=save_skeletons, overwrite=common.overwrite,

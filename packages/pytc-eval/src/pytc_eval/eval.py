@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pytc_core.bbox import BBox, parse_bbox
 from pytc_core.errors import UserError
@@ -21,6 +22,10 @@ from pytc_core.volume import Volume
 from pytc_eval.links import LinkSettings
 from pytc_eval.report import SegmentationReport, format_table, ranked_table
 from pytc_eval.skeletons import KimimaroParams
+
+if TYPE_CHECKING:
+    from pytc_eval.score import Evaluation
+    from pytc_eval.skeletons import Skeletons
 
 __all__ = ["EvalConfig", "EvalReport", "run_eval"]
 
@@ -46,6 +51,9 @@ class EvalConfig:
     bbox: tuple[int, int, int, int, int, int] | None = None
     #: read missing chunks of precomputed inputs as zeros (layers sparse on purpose)
     fill_missing: bool = False
+    #: processes for kimimaro's blocks and for scoring several segmentations at once;
+    #: None: the cores this process may use
+    workers: int | None = None
     kimimaro: KimimaroParams = field(default_factory=KimimaroParams)
     neuroglancer: LinkSettings = field(default_factory=LinkSettings)
 
@@ -117,14 +125,41 @@ def _hull(boxes: Sequence[BBox]) -> BBox:
     return BBox((z0, y0, x0), (z1, y1, x1))
 
 
-def _planned_block_size(gt: Volume, segs: Sequence[Volume]) -> tuple[int, int, int]:
+def _planned_block_size(gt: Volume, segs: Sequence[Volume],
+                        parallel: int = 1) -> tuple[int, int, int]:
     """256³ blocks, or the largest smaller cube whose segmentation and ground truth (three
-    copies each while a block is scored) fit in half the memory budget."""
+    copies each while a block is scored, in each of ``parallel`` processes) fit in half the
+    memory budget."""
     budget = memory_budget()
     per_voxel = 3 * (gt.dtype.itemsize + max(s.dtype.itemsize for s in segs))
-    edge = cube_edge(budget.available // 2, per_voxel)
+    edge = cube_edge(budget.available // (2 * max(parallel, 1)), per_voxel)
     log.debug("memory budget: %s; blocks of %d³ voxels", budget.line(), edge)
     return (edge, edge, edge)
+
+
+def _score_one(seg_uri: str, gt_uri: str, fill_missing: bool, skel: Skeletons | None,
+               box: BBox, score_args: dict[str, Any]) -> Evaluation:
+    """One segmentation scored in a worker process, which opens both volumes itself."""
+    from pytc_core.output_run import open_input
+    from pytc_eval.score import evaluate_volumes
+
+    seg = open_input(seg_uri, fill_missing=fill_missing)
+    gt = open_input(gt_uri, fill_missing=fill_missing)
+    return evaluate_volumes(seg, gt, skel, box=box, show_progress=False, **score_args)
+
+
+def _score_in_pool(seg_uris: Sequence[str], gt_uri: str, fill_missing: bool,
+                   skel: Skeletons | None, boxes: Sequence[BBox], score_args: dict[str, Any],
+                   processes: int) -> list[Evaluation]:
+    """Score several segmentations at once, one per process (results in the order given)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    ctx = get_context("forkserver")
+    with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
+        futures = [pool.submit(_score_one, uri, gt_uri, fill_missing, skel, box, score_args)
+                   for uri, box in zip(seg_uris, boxes, strict=True)]
+        return [f.result() for f in futures]
 
 
 def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig = EvalConfig(),
@@ -150,7 +185,8 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     from pytc_eval.align import check_voxel_sizes, evaluation_box
     from pytc_eval.links import error_rows, errors_csv, serve_root, view_command
     from pytc_eval.score import evaluate_volumes
-    from pytc_eval.skeletons import load_skeletons, node_voxels, skeletons_from_labels
+    from pytc_eval.skeleton_blocks import default_workers, skeletonize_blockwise
+    from pytc_eval.skeletons import load_skeletons, node_voxels
     from pytc_eval.skeletons import save_skeletons as save_skeletons_json
 
     log.debug("resolved config:\n%s", config_to_toml(config).rstrip())
@@ -160,6 +196,9 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
                      and "://" not in str(config.skeletons) else None)
     _check_outputs(errors, save_skeletons, overwrite,
                    [ground_truth, *segmentations, skeleton_file, raw])
+    workers = default_workers() if config.workers is None else config.workers
+    if workers < 1:
+        raise UserError(f"--workers {workers} must be at least 1", "give 1 or more processes")
     timer = PhaseTimer(log=log)
     with timer.phase("open and check volumes"):
         gt = open_input(ground_truth, fill_missing=config.fill_missing)
@@ -190,9 +229,12 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         with timer.phase("skeletons"):
             if config.skeletons == "kimimaro":
                 region = _hull(boxes)
-                log.info("skeletonizing %s in %s with kimimaro", gt.uri, region)
-                skel = skeletons_from_labels(gt.read(region), voxel_size, config.kimimaro,
-                                             region.start)
+                log.info("skeletonizing %s in %s with kimimaro (blocks of %s³ voxels, "
+                         "%d processes)", gt.uri, region, config.kimimaro.block or "all",
+                         workers)
+                skel = skeletonize_blockwise(ground_truth, region, voxel_size, config.kimimaro,
+                                             block=config.kimimaro.block, workers=workers,
+                                             fill_missing=config.fill_missing)
             else:
                 skel = load_skeletons(config.skeletons, voxel_size=voxel_size)
                 node_voxels(skel, gt.spatial_shape, gt.offset)  # nodes outside: UserError
@@ -201,23 +243,30 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         if save_skeletons:
             save_skeletons_json(skel, save_skeletons)
 
-    block_size = config.block_size or _planned_block_size(gt, segs)
-    reports, evaluations = [], []
+    parallel = min(workers, len(segs))
+    block_size = config.block_size or _planned_block_size(gt, segs, parallel)
+    score_args: dict[str, Any] = dict(
+        voxel_size=voxel_size, merge_threshold=config.merge_threshold,
+                      adapted_merge_threshold=config.adapted_merge_threshold,
+                      block_size=block_size, skeleton_source=config.skeletons)
     for seg, box in zip(segs, boxes, strict=True):
-        with timer.phase(f"scoring {seg.uri}"):
-            log.debug("%s: %d blocks of %s voxels over %s", seg.uri,
-                      len(plan_blocks(box, block_size, grid_origin=gt.offset)),
-                      block_size, box)
-            result = evaluate_volumes(
-                seg, gt, skel, box=box, voxel_size=voxel_size,
-                merge_threshold=config.merge_threshold,
-                adapted_merge_threshold=config.adapted_merge_threshold,
-                block_size=block_size, skeleton_source=config.skeletons,
-                show_progress=show_progress)
+        log.debug("%s: %d blocks of %s voxels over %s", seg.uri,
+                  len(plan_blocks(box, block_size, grid_origin=gt.offset)), block_size, box)
+    if parallel > 1:
+        with timer.phase(f"scoring {len(segs)} segmentations in {parallel} processes"):
+            evaluations = _score_in_pool(segmentations, ground_truth, config.fill_missing,
+                                         skel, boxes, score_args, parallel)
+    else:
+        evaluations = []
+        for seg, box in zip(segs, boxes, strict=True):
+            with timer.phase(f"scoring {seg.uri}"):
+                evaluations.append(evaluate_volumes(seg, gt, skel, box=box,
+                                                    show_progress=show_progress, **score_args))
+    reports = []
+    for seg, result in zip(segs, evaluations, strict=True):
         for warning in result.report.warnings:
             log.warning("%s: %s", seg.uri, warning)
         reports.append(result.report)
-        evaluations.append(result)
 
     n_errors, root = 0, None
     if errors:
