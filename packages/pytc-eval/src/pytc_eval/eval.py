@@ -153,10 +153,9 @@ def _score_in_pool(seg_uris: Sequence[str], gt_uri: str, fill_missing: bool,
                    processes: int) -> list[Evaluation]:
     """Score several segmentations at once, one per process (results in the order given)."""
     from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    from pytc_eval.skeleton_blocks import pool_context
 
-    ctx = get_context("forkserver")
-    with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(processes, mp_context=pool_context()) as pool:
         futures = [pool.submit(_score_one, uri, gt_uri, fill_missing, skel, box, score_args)
                    for uri, box in zip(seg_uris, boxes, strict=True)]
         return [f.result() for f in futures]
@@ -247,8 +246,8 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     block_size = config.block_size or _planned_block_size(gt, segs, parallel)
     score_args: dict[str, Any] = dict(
         voxel_size=voxel_size, merge_threshold=config.merge_threshold,
-                      adapted_merge_threshold=config.adapted_merge_threshold,
-                      block_size=block_size, skeleton_source=config.skeletons)
+        adapted_merge_threshold=config.adapted_merge_threshold, block_size=block_size,
+        skeleton_source=config.skeletons)
     for seg, box in zip(segs, boxes, strict=True):
         log.debug("%s: %d blocks of %s voxels over %s", seg.uri,
                   len(plan_blocks(box, block_size, grid_origin=gt.offset)), block_size, box)

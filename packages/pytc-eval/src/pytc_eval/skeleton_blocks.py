@@ -27,7 +27,7 @@ from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_eval.skeletons import KimimaroParams, Skeletons, _make, skeletons_from_labels
 
-__all__ = ["default_workers", "merge_block_skeletons", "skeleton_blocks",
+__all__ = ["default_workers", "merge_block_skeletons", "pool_context", "skeleton_blocks",
            "skeletonize_blockwise"]
 
 #: one block's skeletons: labels (N,) uint64, positions (N, 3) float64 global voxels (z, y, x),
@@ -190,8 +190,7 @@ def skeletonize_blockwise(source: str | np.ndarray, region: BBox,
                 else:
                     results.append(_skeletonize_block(src, read_box, vs, params))
         else:
-            ctx = get_context("forkserver")
-            ctx.set_forkserver_preload(["pytc_eval.skeleton_blocks", "kimimaro"])
+            ctx = pool_context()
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
                 futures = [pool.submit(_skeletonize_block, src, read_box, vs, params)
                            for _, read_box in jobs]
@@ -203,6 +202,14 @@ def skeletonize_blockwise(source: str | np.ndarray, region: BBox,
     if cpu_seconds is not None:
         cpu_seconds.extend(r[1] for r in results)
     return merge_block_skeletons([r[0] for r in results])
+
+
+def pool_context() -> Any:
+    """fork where the platform has it (workers start at once and open their own inputs after
+    the fork; nothing of the parent's open files is used), else spawn."""
+    import multiprocessing
+
+    return get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
 def _crop(labels: np.ndarray, region: BBox, box: BBox) -> np.ndarray:

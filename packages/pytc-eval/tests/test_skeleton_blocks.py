@@ -1,0 +1,131 @@
+"""Blockwise kimimaro: pieces joined across block faces, same skeletons for any --workers."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from pytc_core.bbox import BBox
+from pytc_eval.erl import edge_lengths, expected_run_length
+from pytc_eval.eval import EvalConfig, run_eval
+from pytc_eval.skeleton_blocks import (
+    merge_block_skeletons,
+    skeleton_blocks,
+    skeletonize_blockwise,
+)
+from pytc_eval.skeletons import KimimaroParams, node_segments
+
+VS = (10.0, 10.0, 10.0)
+PARAMS = KimimaroParams(dust_threshold=0)
+
+
+def tubes(n: int = 64) -> np.ndarray:
+    """Three straight tubes of radius 3 voxels, each crossing the whole cube (and so every
+    32³ block face across its axis): along x (label 1), z (label 2) and y (label 3)."""
+    z, y, x = np.mgrid[:n, :n, :n]
+    lab = np.zeros((n, n, n), np.uint16)
+    lab[(z - 16) ** 2 + (y - 20) ** 2 <= 9] = 1
+    lab[(y - 44) ** 2 + (x - 40) ** 2 <= 9] = 2
+    lab[(z - 44) ** 2 + (x - 12) ** 2 <= 9] = 3
+    return lab
+
+
+def _components(skel) -> int:
+    idx = skel.edge_index()
+    graph = sp.coo_matrix((np.ones(len(idx)), (idx[:, 0], idx[:, 1])),
+                          shape=(skel.num_nodes, skel.num_nodes))
+    return int(connected_components(graph, directed=False)[0])
+
+
+def _cable(skel) -> dict[int, float]:
+    lengths = edge_lengths(skel, VS)
+    owner = skel.skeleton_ids[skel.edge_index()[:, 0]]
+    return {int(k): float(lengths[owner == k].sum()) for k in np.unique(skel.skeleton_ids)}
+
+
+def test_blocks_share_one_plane():
+    blocks = skeleton_blocks(BBox((0, 0, 0), (64, 64, 40)), 32)
+    assert len(blocks) == 8
+    core, read = blocks[0]
+    assert core == BBox((0, 0, 0), (32, 32, 32)) and read == BBox((0, 0, 0), (33, 33, 33))
+    core, read = blocks[-1]
+    assert core == BBox((32, 32, 32), (64, 64, 40)) and read == core  # clipped at the far face
+    assert skeleton_blocks(BBox((0, 0, 0), (5, 5, 5)), 0) == [(BBox((0, 0, 0), (5, 5, 5)),) * 2]
+
+
+def test_merge_fuses_shared_vertices():
+    lab = np.array([7, 7], np.uint64)
+    a = (lab, np.array([[0.0, 0, 0], [0, 0, 4]]), np.array([[0, 1]]))
+    b = (lab, np.array([[0.0, 0, 4], [0, 0, 9.0000001]]), np.array([[1, 0]]))
+    skel = merge_block_skeletons([b, a])
+    assert skel.positions.tolist() == [[0, 0, 0], [0, 0, 4], [0, 0, 9]]
+    assert skel.edges.tolist() == [[0, 1], [1, 2]] and skel.skeleton_ids.tolist() == [7] * 3
+    # another label at the same voxel stays apart
+    c = (np.array([8, 8], np.uint64), np.array([[0.0, 0, 4], [0, 1, 4]]), np.array([[0, 1]]))
+    assert merge_block_skeletons([a, c]).num_nodes == 4
+
+
+def test_tubes_join_across_faces_and_match_whole_volume():
+    lab = tubes()
+    region = BBox.from_shape(lab.shape)
+    whole = skeletonize_blockwise(lab, region, VS, PARAMS, block=0, workers=1)
+    blocks = skeletonize_blockwise(lab, region, VS, PARAMS, block=32, workers=1)
+    assert _components(blocks) == 3 == blocks.num_skeletons  # one connected skeleton each
+    # each tube's skeleton runs from face to face: 63 voxels of 10 nm
+    assert _cable(whole) == pytest.approx({1: 630.0, 2: 630.0, 3: 630.0})
+    assert _cable(blocks) == pytest.approx(_cable(whole), rel=0.03)
+    # node coordinates: voxels; the tube along x sits at z=16, y=20
+    tube1 = blocks.positions[blocks.skeleton_ids == 1]
+    assert np.all(tube1[:, :2] == (16, 20)) and tube1[:, 2].min() == 0 and \
+        tube1[:, 2].max() == 63
+    # ERL of the ground truth on its own skeletons: 3 tubes of 630 nm → 630 nm; splitting
+    # tube 1 at x=32 gives it two runs of 310 nm (the 10 nm edge across the cut is a split):
+    # ERL = sum of run length² / total length
+    assert expected_run_length(blocks, node_segments(blocks, lab), VS)["erl"] == \
+        pytest.approx(630.0)
+    seg = lab.astype(np.uint32)
+    seg[:, :, 32:][lab[:, :, 32:] == 1] = 9
+    erl = expected_run_length(blocks, node_segments(blocks, seg), VS)["erl"]
+    assert erl == pytest.approx((2 * 310**2 + 2 * 630**2) / 1890)
+
+
+def test_two_workers_give_the_same_skeletons(tmp_path):
+    lab = tubes()
+    lab[30:34, 30:34, 0:64] = 4  # a square bar through four block edges
+    np.save(tmp_path / "gt.npy", lab)
+    region = BBox.from_shape(lab.shape)
+    one = skeletonize_blockwise(str(tmp_path / "gt.npy"), region, VS, PARAMS, block=32,
+                                workers=1)
+    cpu: list[float] = []
+    two = skeletonize_blockwise(str(tmp_path / "gt.npy"), region, VS, PARAMS, block=32,
+                                workers=2, cpu_seconds=cpu)
+    shared = skeletonize_blockwise(lab, region, VS, PARAMS, block=32, workers=2)
+    assert len(cpu) == 8
+    for other in (two, shared):
+        np.testing.assert_array_equal(one.positions, other.positions)
+        np.testing.assert_array_equal(one.skeleton_ids, other.skeleton_ids)
+        np.testing.assert_array_equal(one.edges, other.edges)
+    assert _components(one) == 4
+
+
+def test_run_eval_kimimaro_blockwise_workers(tmp_path):
+    lab = tubes()
+    np.save(tmp_path / "gt.npy", lab)
+    seg = lab.astype(np.uint32)
+    seg[:, :, 32:][lab[:, :, 32:] == 1] = 9
+    np.save(tmp_path / "seg.npy", seg)
+    cfg = EvalConfig(skeletons="kimimaro", voxel_size=VS, workers=2,
+                     kimimaro=KimimaroParams(dust_threshold=0, block=32))
+    gt_uri, seg_uri = str(tmp_path / "gt.npy"), str(tmp_path / "seg.npy")
+    rep = run_eval([seg_uri, gt_uri], gt_uri, cfg, save_skeletons=str(tmp_path / "s.json"))
+    reports = [json.loads(r.to_json()) for r in rep.segmentations]
+    assert reports[0]["erl"] == pytest.approx((2 * 310**2 + 2 * 630**2) / 1890)
+    assert reports[1]["erl"] == pytest.approx(630.0)
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert len({n["skeleton_id"] for n in saved["nodes"]}) == 3
+    serial = run_eval([seg_uri, gt_uri], gt_uri, EvalConfig(
+        skeletons="kimimaro", voxel_size=VS, workers=1,
+        kimimaro=KimimaroParams(dust_threshold=0, block=32)))
+    assert [json.loads(r.to_json()) for r in serial.segmentations] == reports
