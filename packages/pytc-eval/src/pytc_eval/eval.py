@@ -153,6 +153,7 @@ def _score_in_pool(seg_uris: Sequence[str], gt_uri: str, fill_missing: bool,
                    processes: int) -> list[Evaluation]:
     """Score several segmentations at once, one per process (results in the order given)."""
     from concurrent.futures import ProcessPoolExecutor
+
     from pytc_eval.skeleton_blocks import pool_context
 
     with ProcessPoolExecutor(processes, mp_context=pool_context()) as pool:
