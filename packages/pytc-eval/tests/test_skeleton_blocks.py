@@ -129,3 +129,14 @@ def test_run_eval_kimimaro_blockwise_workers(tmp_path):
         skeletons="kimimaro", voxel_size=VS, workers=1,
         kimimaro=KimimaroParams(dust_threshold=0, block=32)))
     assert [json.loads(r.to_json()) for r in serial.segmentations] == reports
+
+
+def test_workers_below_one_is_a_user_error(tmp_path):
+    from pytc_core.errors import UserError
+
+    np.save(tmp_path / "gt.npy", tubes(8))
+    with pytest.raises(UserError, match="--workers 0 must be at least 1"):
+        run_eval([str(tmp_path / "gt.npy")], str(tmp_path / "gt.npy"),
+                 EvalConfig(skeletons="kimimaro", workers=0))
+    with pytest.raises(UserError, match="--workers 0 must be at least 1"):
+        skeletonize_blockwise(tubes(8), BBox.from_shape((8, 8, 8)), VS, workers=0)
