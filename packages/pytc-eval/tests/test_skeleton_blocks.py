@@ -140,3 +140,29 @@ def test_workers_below_one_is_a_user_error(tmp_path):
                  EvalConfig(skeletons="kimimaro", workers=0))
     with pytest.raises(UserError, match="--workers 0 must be at least 1"):
         skeletonize_blockwise(tubes(8), BBox.from_shape((8, 8, 8)), VS, workers=0)
+
+
+def test_prune_face_ticks():
+    from pytc_eval.skeleton_blocks import face_planes, prune_face_ticks
+    from pytc_eval.skeletons import _make
+
+    # a path along x (0..10) with three side branches in y: at x=5 (a face plane) 3 voxels
+    # long (dropped) and 8 voxels long (kept: longer than 50 nm), at x=3 3 voxels long (kept:
+    # not on a face)
+    pos = [(0, 0, x) for x in range(11)]
+    edges = [(i, i + 1) for i in range(10)]
+    for at, length in ((5, 3), (5, -8), (3, 3)):
+        prev = at
+        for k in range(1, abs(length) + 1):
+            pos.append((0, k if length > 0 else -k, at))
+            edges.append((prev, len(pos) - 1))
+            prev = len(pos) - 1
+    skel = _make(np.arange(len(pos)), np.full(len(pos), 1, np.uint64), np.array(pos, float),
+                 edges)
+    region = BBox((0, -10, 0), (1, 10, 11))
+    assert face_planes(region, 5) == [[], [-5, 0, 5], [5, 10]]
+    pruned = prune_face_ticks(skel, [[], [], [5]], (10, 10, 10), 50.0)
+    assert pruned.num_nodes == len(pos) - 3
+    assert sorted(map(tuple, pruned.positions.astype(int).tolist())) == sorted(
+        p for p in pos if not (p[2] == 5 and p[1] > 0))
+    assert edge_lengths(pruned, (10, 10, 10)).sum() == pytest.approx(10 * (10 + 8 + 3))

@@ -27,8 +27,8 @@ from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_eval.skeletons import KimimaroParams, Skeletons, _make, skeletons_from_labels
 
-__all__ = ["default_workers", "merge_block_skeletons", "pool_context", "skeleton_blocks",
-           "skeletonize_blockwise"]
+__all__ = ["default_workers", "face_planes", "merge_block_skeletons", "pool_context",
+           "prune_face_ticks", "skeleton_blocks", "skeletonize_blockwise"]
 
 #: one block's skeletons: labels (N,) uint64, positions (N, 3) float64 global voxels (z, y, x),
 #: edges (E, 2) int64 row indices into them
@@ -90,6 +90,62 @@ def merge_block_skeletons(parts: Sequence[BlockPart]) -> Skeletons:
                  uniq[:, 1:].astype(np.float64), e)
 
 
+def prune_face_ticks(skel: Skeletons, planes: Sequence[Sequence[int]],
+                     voxel_size: Sequence[float], max_length: float) -> Skeletons:
+    """Drop the short branches that cutting into blocks adds.
+
+    A piece of an object that pokes a little way across a block face is, in its own block, a
+    component of its own: kimimaro traces it from the face to its far end, a branch the
+    whole-volume run would not have (TEASAR's invalidation spheres of radius
+    ``const + scale · DBF`` cover such a piece from the main path). So a terminal branch (leaf
+    up to the first node of degree ≥ 3) shorter than ``max_length`` nm whose junction lies on
+    a block face plane (``planes``: global voxel coordinates per axis, z y x) is removed.
+    One pass; ids are renumbered 0..N-1 in the order kept.
+    """
+    n = skel.num_nodes
+    if n == 0 or not any(len(p) for p in planes):
+        return skel
+    idx = skel.edge_index()
+    vox = np.rint(skel.positions).astype(np.int64)
+    on_plane = np.zeros(n, bool)
+    for axis, coords in enumerate(planes):
+        on_plane |= np.isin(vox[:, axis], np.asarray(coords, np.int64))
+    deg = np.bincount(idx.reshape(-1), minlength=n)
+    order = np.argsort(np.concatenate([idx[:, 0], idx[:, 1]]), kind="stable")
+    nbr = np.concatenate([idx[:, 1], idx[:, 0]])[order]
+    start = np.concatenate([[0], np.cumsum(deg)])
+    vs = np.asarray(voxel_size, np.float64)
+    drop = np.zeros(n, bool)
+    for leaf in np.flatnonzero(deg == 1):
+        path, prev, cur, length = [leaf], -1, leaf, 0.0
+        while True:
+            nxt = [int(v) for v in nbr[start[cur]:start[cur + 1]] if v != prev]
+            if len(nxt) != 1:
+                break
+            length += float(np.linalg.norm((skel.positions[nxt[0]] - skel.positions[cur]) * vs))
+            prev, cur = cur, nxt[0]
+            if deg[cur] != 2:
+                break
+            path.append(cur)
+        if deg[cur] >= 3 and on_plane[cur] and length < max_length:
+            drop[path] = True
+    if not drop.any():
+        return skel
+    keep = ~drop
+    new = np.cumsum(keep) - 1
+    e = idx[keep[idx[:, 0]] & keep[idx[:, 1]]]
+    return _make(np.arange(int(keep.sum())), skel.skeleton_ids[keep], skel.positions[keep],
+                 new[e])
+
+
+def face_planes(region: BBox, edge: int) -> list[list[int]]:
+    """The block face planes inside ``region`` (global voxels per axis, z y x)."""
+    if edge <= 0:
+        return [[], [], []]
+    return [list(range(a + edge, b, edge)) for a, b in zip(region.start, region.stop,
+                                                          strict=True)]
+
+
 # ---------------------------------------------------------------------------- workers
 
 _SOURCE: dict[str, Any] = {}
@@ -144,7 +200,8 @@ def skeletonize_blockwise(source: str | np.ndarray, region: BBox,
                           voxel_size: Sequence[float], params: KimimaroParams | None = None, *,
                           block: int = 128, workers: int | None = None,
                           fill_missing: bool = False,
-                          cpu_seconds: list[float] | None = None) -> Skeletons:
+                          cpu_seconds: list[float] | None = None,
+                          prune: bool = True) -> Skeletons:
     """Skeletonize every ground-truth object in ``region`` (global voxels) block by block.
 
     ``source`` is a volume URI (each worker opens it and reads its own blocks) or a (z, y, x)
@@ -153,6 +210,8 @@ def skeletonize_blockwise(source: str | np.ndarray, region: BBox,
     this process may use; 1 runs in this process). ``voxel_size`` in nm (z, y, x); positions
     come back in global voxels (z, y, x), skeleton ids are the labels. ``cpu_seconds``, when
     given, receives each block's CPU time. The result is the same for any ``workers``.
+    ``prune`` removes the short branches the cuts add (:func:`prune_face_ticks`, shorter than
+    kimimaro's ``const``).
     """
     params = params or KimimaroParams()
     params = replace(params, fix_borders=True, parallel=1)
@@ -201,7 +260,10 @@ def skeletonize_blockwise(source: str | np.ndarray, region: BBox,
             shm.unlink()
     if cpu_seconds is not None:
         cpu_seconds.extend(r[1] for r in results)
-    return merge_block_skeletons([r[0] for r in results])
+    merged = merge_block_skeletons([r[0] for r in results])
+    if not prune:
+        return merged
+    return prune_face_ticks(merged, face_planes(region, block), vs, params.const)
 
 
 def pool_context() -> Any:
