@@ -116,8 +116,8 @@ def prune_face_ticks(skel: Skeletons, planes: Sequence[Sequence[int]],
     start = np.concatenate([[0], np.cumsum(deg)])
     vs = np.asarray(voxel_size, np.float64)
     drop = np.zeros(n, bool)
-    for leaf in np.flatnonzero(deg == 1):
-        path, prev, cur, length = [leaf], -1, leaf, 0.0
+    for leaf in np.flatnonzero(deg == 1).tolist():
+        path, prev, cur, length = [leaf], -1, int(leaf), 0.0
         while True:
             nxt = [int(v) for v in nbr[start[cur]:start[cur + 1]] if v != prev]
             if len(nxt) != 1:
