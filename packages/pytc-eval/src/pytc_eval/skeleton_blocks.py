@@ -267,11 +267,16 @@ def skeletonize_blockwise(source: str | np.ndarray, region: BBox,
 
 
 def pool_context() -> Any:
-    """fork where the platform has it (workers start at once and open their own inputs after
-    the fork; nothing of the parent's open files is used), else spawn."""
+    """The start method of the worker pools: fork while this process runs one thread (workers
+    start at once and open their own inputs after the fork), else forkserver (a fork of a
+    process with threads, e.g. a remote reader's pool, may deadlock); spawn off Linux."""
     import multiprocessing
+    import threading
 
-    return get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return get_context("fork")
+    return get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def _crop(labels: np.ndarray, region: BBox, box: BBox) -> np.ndarray:
