@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import h5py
+import kimimaro
 import numpy as np
 
 from pytc_core.bbox import BBox
@@ -59,6 +60,7 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     print(f"cores usable: {len(os.sched_getaffinity(0))}; load average before: "
           f"{os.getloadavg()}")
+    bench_lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for vol in vols:
             gt = f"{vol}:labels"
@@ -90,6 +92,13 @@ def main() -> None:
             whole = med["whole volume, 1 call"]
             print(f"  ratio workers 2 vs 1: {w1 / w2:.2f}x; workers 2 vs whole volume: "
                   f"{whole / w2:.2f}x; blockwise workers 1 vs whole volume: {whole / w1:.2f}x")
+            peer = f"kimimaro {getattr(kimimaro, '__version__', '')}".strip()
+            bench_lines.append(f"BENCH|eval|end to end with kimimaro skeletons, {vol.name}, "
+                               f"blockwise --workers 2 vs --workers 1|{w1 / w2:.2f}× "
+                               f"(> 1: 2 workers faster)|pytc blockwise, 1 process")
+            bench_lines.append(f"BENCH|eval|end to end with kimimaro skeletons, {vol.name}, "
+                               f"blockwise --workers 2 vs one kimimaro call|{whole / w2:.2f}× "
+                               f"(> 1: pytc faster)|{peer}, whole volume in one call")
             ref = scores["whole volume, 1 call"]
             for key in ("erl", "nerl", "gt_erl"):
                 b = scores["blockwise, --workers 2"][key]
@@ -106,6 +115,8 @@ def main() -> None:
             print(f"  skeletons alone, 2 workers: {wall:.2f} s wall, {len(cpu)} blocks, "
                   f"CPU s per block {[round(c, 2) for c in cpu]}, total {sum(cpu):.2f} s "
                   f"(ideal wall on 2 cores {sum(cpu) / 2:.2f} s)")
+
+    print("\n".join(bench_lines))
 
 
 if __name__ == "__main__":
