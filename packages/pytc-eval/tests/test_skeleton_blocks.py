@@ -166,3 +166,25 @@ def test_prune_face_ticks():
     assert sorted(map(tuple, pruned.positions.astype(int).tolist())) == sorted(
         p for p in pos if not (p[2] == 5 and p[1] > 0))
     assert edge_lengths(pruned, (10, 10, 10)).sum() == pytest.approx(10 * (10 + 8 + 3))
+
+
+def test_anisotropic_voxels_positions_and_lengths():
+    """kimimaro works in nm (the voxel size as its anisotropy); nodes come back in voxels
+    (z, y, x) and edge lengths in nm with the voxel size: 40 nm z, 8 nm y and x."""
+    lab = tubes(32)[:, :, :]  # tubes at z=16,y=20 (x), y=44.. fall outside 32³: one tube
+    lab[lab != 1] = 0
+    lab[2:30, 8:11, 4:7] = 5  # a bar along z
+    vs = (40.0, 8.0, 8.0)
+    region = BBox.from_shape(lab.shape)
+    skel = skeletonize_blockwise(lab, region, vs, PARAMS, block=16, workers=1)
+    assert _components(skel) == 2
+    tube = skel.positions[skel.skeleton_ids == 1]
+    assert np.all(tube[:, :2] == (16, 20)) and sorted(tube[:, 2]) == list(range(32))
+    lengths = edge_lengths(skel, vs)
+    owner = skel.skeleton_ids[skel.edge_index()[:, 0]]
+    assert lengths[owner == 1].sum() == pytest.approx(31 * 8.0)
+    bar = skel.positions[skel.skeleton_ids == 5]
+    assert np.all((bar[:, 1:] >= (8, 4)) & (bar[:, 1:] <= (10, 6)))  # inside the bar
+    assert (bar[:, 0].min(), bar[:, 0].max()) == (2, 29)
+    # 27 z steps of 40 nm, plus at most a few 8 nm sideways steps
+    assert 27 * 40 <= lengths[owner == 5].sum() <= 27 * 40 * 1.05
