@@ -8,6 +8,13 @@ point seen from either side, because both blocks see the same plane). The merge 
 vertices of one label at one voxel into a single node, which joins the pieces into one
 skeleton per object, and drops duplicate edges.
 
+The skeletons differ from one kimimaro call on the whole region: every cross-section on a face
+is a forced target (a path to its 2D centre), a piece of an object poking across a face is
+traced on its own (the short ones are pruned, :func:`prune_face_ticks`), and ``dust_threshold``
+applies per block. On the FlyEM medulla (250³, 128³ blocks) the ground truth's own ERL is 23 %
+higher and NERL of a split segmentation 4.5 % higher than with whole-volume skeletons
+(``bench/bench_skeletons.py``); the blockwise run is also 5x faster in one process.
+
 Workers open the volume themselves (from its URI) or attach an array in shared memory, so
 nothing large is pickled; results are small node/edge tables.
 """
