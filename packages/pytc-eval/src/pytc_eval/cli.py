@@ -70,6 +70,7 @@ def evaluate(
     step: Annotated[str, Parameter(name="--step")] = "all",
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
     scratch: Annotated[str | None, Parameter(name="--scratch")] = None,
+    workers: Annotated[int | None, Parameter(name="--workers")] = None,
     common: CommonFlags = CommonFlags(),
 ) -> int:
     """Score one or more segmentations against a ground-truth label volume.
@@ -146,6 +147,10 @@ def evaluate(
         ``i/n``: task i's share of the blocks (0-based), with ``--step sample``.
     scratch
         Folder of the shares' samples (compressed ``.npz``), with ``--step``.
+    workers
+        Processes for ``--skeletons kimimaro`` (the ground truth is skeletonized in cubes of
+        ``[eval.kimimaro] block`` voxels, default 128, joined across their faces) and for
+        scoring several segmentations at once (default: the cores this process may use).
     """
     common.setup_logging()
     from pytc_core.config import resolve_config
@@ -154,7 +159,7 @@ def evaluate(
     cfg = resolve_config(EvalConfig, common.config, {
         "skeletons": skeletons, "merge_threshold": merge_threshold,
         "block_size": parse_block_size(block_size),
-        "bbox": _bbox(bbox), "fill_missing": fill_missing or None,
+        "bbox": _bbox(bbox), "fill_missing": fill_missing or None, "workers": workers,
         "thresholds": _thresholds(thresholds),
     }, section="eval", text_overrides=common.text_overrides())
     from pytc_core.blocks import parse_share

@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytc_core.bbox import BBox, parse_bbox, vec3
 from pytc_core.errors import UserError
@@ -21,6 +22,9 @@ from pytc_core.volume import Volume
 from pytc_eval.links import LinkSettings
 from pytc_eval.report import SegmentationReport, format_table, ranked_table
 from pytc_eval.skeletons import KimimaroParams
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["EvalConfig", "EvalReport", "run_eval"]
 
@@ -49,6 +53,9 @@ class EvalConfig:
     #: merge thresholds to score when a segmentation is a fragments output (its merge
     #: history beside it); None: the thresholds the decode was asked for
     thresholds: tuple[float, ...] | None = None
+    #: processes for kimimaro's blocks and for scoring several segmentations at once;
+    #: None: the cores this process may use
+    workers: int | None = None
     kimimaro: KimimaroParams = field(default_factory=KimimaroParams)
     neuroglancer: LinkSettings = field(default_factory=LinkSettings)
 
@@ -180,7 +187,8 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     from pytc_eval.sample import sample_blocks
     from pytc_eval.score import evaluation_from_samples, prepare_nodes
     from pytc_eval.shares import pass_key, read_shares, share_path, write_share
-    from pytc_eval.skeletons import load_skeletons, node_voxels, skeletons_from_labels
+    from pytc_eval.skeleton_blocks import default_workers, skeletonize_blockwise
+    from pytc_eval.skeletons import load_skeletons, node_voxels
     from pytc_eval.skeletons import save_skeletons as save_skeletons_json
     from pytc_eval.sweep import check_thresholds, removed_below, sweep_evaluations, sweep_thresholds
 
@@ -206,6 +214,9 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         check_thresholds(config.thresholds)
     _check_outputs(errors, save_skeletons, overwrite,
                    [ground_truth, *segmentations, skeleton_file, raw])
+    workers = default_workers() if config.workers is None else config.workers
+    if workers < 1:
+        raise UserError(f"--workers {workers} must be at least 1", "give 1 or more processes")
     timer = PhaseTimer(log=log)
     with timer.phase("open and check volumes"):
         gt = open_input(ground_truth, fill_missing=config.fill_missing)
@@ -261,9 +272,12 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         with timer.phase("skeletons"):
             if config.skeletons == "kimimaro":
                 region = _hull(boxes)
-                log.info("skeletonizing %s in %s with kimimaro", gt.uri, region)
-                skel = skeletons_from_labels(gt.read(region), voxel_size, config.kimimaro,
-                                             region.start)
+                log.info("skeletonizing %s in %s with kimimaro (blocks of %s³ voxels, "
+                         "%d processes)", gt.uri, region, config.kimimaro.block or "all",
+                         workers)
+                skel = skeletonize_blockwise(ground_truth, region, voxel_size, config.kimimaro,
+                                             block=config.kimimaro.block, workers=workers,
+                                             fill_missing=config.fill_missing)
             else:
                 skel = load_skeletons(config.skeletons, voxel_size=voxel_size)
                 node_voxels(skel, gt.spatial_shape, gt.offset)  # nodes outside: UserError

@@ -243,6 +243,9 @@ class KimimaroParams:
     fix_branching: bool = True
     fix_borders: bool = True
     parallel: int = 1
+    #: edge of the cubes skeletonized at a time (voxels), in parallel processes and merged
+    #: across their faces (:mod:`pytc_eval.skeleton_blocks`); 0: one call on everything
+    block: int = 128
     extra: dict = field(default_factory=dict)
 
 
