@@ -5,14 +5,13 @@ input at another voxel size, through the real commands."""
 from __future__ import annotations
 
 import h5py
-import numpy as np
 import pytest
 
 from pytc_core.cli import run_entry_point
 from pytc_core.config import resolve_config
 from pytc_core.contract import DataContract, IntensityStats, sample_intensities
-from pytc_core.volume import open_volume, volume_exists
 from pytc_core.synthetic import synthetic_em_volume
+from pytc_core.volume import open_volume, volume_exists
 
 TINY_MEDNEXT = {"architecture": "mednext_custom", "mednext_base_channels": 4, "mednext_exp_r": 1,
                 "mednext_block_counts": [1] * 9}
