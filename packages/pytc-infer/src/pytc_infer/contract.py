@@ -33,7 +33,7 @@ from pytc_core.contract import (
 from pytc_core.errors import UserError
 from pytc_core.volume import Volume
 
-__all__ = ["CheckedInput", "check_input", "contract_of"]
+__all__ = ["CheckedInput", "check_input", "contract_of", "note_no_contract"]
 
 log = logging.getLogger("pytc.infer")
 
@@ -51,19 +51,24 @@ class CheckedInput:
 
 
 def contract_of(config: Mapping[str, Any], checkpoint: str) -> DataContract | None:
-    """The data contract stored in a checkpoint's full config, or None (with one note on
-    stderr) when it has none; a damaged one is a UserError."""
+    """The data contract stored in a checkpoint's full config, or None when it has none
+    (the caller notes it with :func:`note_no_contract` once its checks passed); a damaged one
+    is a UserError."""
     raw = config.get("data_contract")
     if raw is None:
-        log.info("note: %s stores no data contract (written before pytc-train recorded one, or "
-                 "not by pytc-train); the input's voxel size and intensities are not checked",
-                 checkpoint)
         return None
     try:
         return DataContract.from_dict(raw)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise UserError(f"{checkpoint}: its data contract is damaged ({type(exc).__name__}: "
                         f"{exc})", "use another checkpoint") from None
+
+
+def note_no_contract(checkpoint: str) -> None:
+    """The one stderr note for a checkpoint without a data contract."""
+    log.info("note: %s stores no data contract (written before pytc-train recorded one, or "
+             "not by pytc-train); the input's voxel size and intensities are not checked",
+             checkpoint)
 
 
 def _nm(v: Sequence[float]) -> str:

@@ -378,12 +378,13 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         raise UserError(f"{vol.uri} has {in_channels} channel(s) (shape {vol.shape}); the model "
                         f"of {cfg.checkpoint} takes {settings.in_channels}",
                         "pass the raw volume the model was trained on")
-    from pytc_infer.contract import check_input, contract_of
+    from pytc_infer.contract import check_input, contract_of, note_no_contract
 
     if cfg.voxel_size is not None and (len(cfg.voxel_size) != 3
                                        or not all(v > 0 for v in cfg.voxel_size)):
         raise UserError(f"bad voxel size {cfg.voxel_size}", "give 3 positive nm values, z,y,x")
-    checked_input = check_input(vol, contract_of(full_config, cfg.checkpoint),
+    contract = contract_of(full_config, cfg.checkpoint)
+    checked_input = check_input(vol, contract,
                                 open_level=open_input, voxel_size=cfg.voxel_size,
                                 allow_mismatch=cfg.allow_resolution_mismatch, strict=cfg.strict,
                                 box=box)
@@ -497,6 +498,8 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         planned = record["block_size"]
         if tuple(planned) != plan.block_size:  # another array task planned first
             plan = replace(plan, block_size=(int(planned[0]), int(planned[1]), int(planned[2])))
+        if contract is None:  # after every check: a bad input stays one line
+            note_no_contract(cfg.checkpoint)
         log.info("plan: %s; %d windows over %s (patch %s, overlap %g)%s", plan.line(),
                  grid.count, domain, "x".join(map(str, patch)), cfg.overlap,
                  "; resuming" if run.resuming else "")
