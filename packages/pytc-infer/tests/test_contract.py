@@ -145,3 +145,27 @@ def test_bad_mip_and_bad_voxel_size_are_one_line_exit_2(tmp_path, contract_ckpt,
     last = err.splitlines()[-1]  # after the note that the level matches
     assert code == 2 and last.startswith("pytc-infer: error: ") and "pass that level as --input" in last
     assert not volume_exists(str(tmp_path / "a"))
+
+
+def test_an_ome_zarr_input_is_read_at_its_level_that_matches(tmp_path, contract_ckpt, helpers,
+                                                             capsys):
+    import zarr
+
+    from pytc_core.volume import create_volume
+
+    raw = helpers.make_raw((64, 32, 32))
+    uri = str(tmp_path / "x.zarr")
+    create_volume(uri, raw.shape, raw.dtype, voxel_size=(4, 4, 4)).write(raw)
+    group = zarr.open_group(uri, mode="a")
+    group.create_array("1", shape=(32, 16, 16), dtype=np.uint8, chunks=(16, 16, 16))[:] = \
+        raw[::2, ::2, ::2]
+    attrs = dict(group.attrs)
+    ms = attrs["ome"]["multiscales"] if "ome" in attrs else attrs["multiscales"]
+    ms[0]["datasets"].append({"path": "1", "coordinateTransformations": [
+        {"type": "scale", "scale": [8.0, 8.0, 8.0]}]})
+    group.attrs.update(attrs)
+    code, stdout, err = run(["-c", contract_ckpt, "-i", uri, "-o", tmp_path / "aff"], capsys)
+    assert code == 0, err
+    assert f"reading its level {uri}/1 (8x8x8 nm)" in err
+    out = open_volume(stdout.strip())
+    assert out.shape == (3, 32, 16, 16) and out.voxel_size == (8.0, 8.0, 8.0)
