@@ -31,6 +31,7 @@ LAYERS = {
     "pytc_core.synthetic": "arrays",
     "pytc_core.baselines": "arrays",
     "pytc_core.normalize": "arrays",
+    "pytc_core.contract": "arrays",
     "pytc_core.config": "config",
     "pytc_core.lease": "runs",
     "pytc_core.output": "runs",

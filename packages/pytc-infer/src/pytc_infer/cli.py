@@ -33,6 +33,21 @@ def _ints(text: str | None, n: int, flag: str, example: str) -> tuple[int, ...] 
     return tuple(parts)
 
 
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    """``--voxel-size``: ``8`` or ``40,8,8`` (nm, z y x)."""
+    if text is None:
+        return None
+    try:
+        parts = [float(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or not all(p > 0 for p in parts):
+        raise UserError(f"bad --voxel-size '{text}'", "write it as --voxel-size 40,8,8 (nm, z,y,x)")
+    return tuple(parts)
+
+
 def _bbox(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -59,6 +74,10 @@ def infer(
     memory_limit: Annotated[str | None, Parameter(name="--memory-limit")] = None,
     blocks: Annotated[str | None, Parameter(name="--blocks")] = None,
     weights: Annotated[str | None, Parameter(name="--weights")] = None,
+    voxel_size: Annotated[str | None, Parameter(name="--voxel-size")] = None,
+    allow_resolution_mismatch: Annotated[bool, Parameter(name="--allow-resolution-mismatch",
+                                                         negative="")] = False,
+    strict: Annotated[bool, Parameter(name="--strict", negative="")] = False,
     allow_same_file: Annotated[bool, Parameter(name="--allow-same-file", negative="")] = False,
     common: CommonFlags = CommonFlags(),
 ) -> int:
@@ -128,6 +147,15 @@ def infer(
         ``i/n``: predict only task i's share of the blocks (0-based), for Slurm arrays.
     weights
         ``auto`` (default: the EMA weights where the checkpoint has them), ``raw`` or ``ema``.
+    voxel_size
+        The input's voxel size in nm, ``z,y,x`` (or one number), when its metadata is wrong;
+        the output gets it too. Checked against the checkpoint's training voxel size.
+    allow_resolution_mismatch
+        Predict although the input's voxel size is more than 5 % off the training data's
+        (refused by default; a multiscale input's matching level is read instead when it has one).
+    strict
+        Input intensities that do not fit the training data (normalised as in training) are
+        an error instead of a warning.
     allow_same_file
         Let ``--output`` be another dataset of the input's own HDF5 file (refused by default:
         it grows the input's file; a separate file or a chunked format is safer).
@@ -147,6 +175,9 @@ def infer(
         "bbox": _bbox(bbox),
         "block_size": parse_block_size(block_size),
         "batch_size": batch_size, "memory_limit": memory_limit, "weights": weights,
+        "voxel_size": _floats(voxel_size),
+        "allow_resolution_mismatch": allow_resolution_mismatch or None,
+        "strict": strict or None,
     }, section="infer", text_overrides=common.text_overrides())
     if cfg.input == "-":
         from dataclasses import replace

@@ -75,6 +75,12 @@ class InferConfig:
     #: ``[model]`` keys a foreign checkpoint (PyTC v2, BANIS) does not store, e.g.
     #: ``mednext_norm = "layer"``; checked against what the checkpoint does store
     model: dict[str, Any] = field(default_factory=dict)
+    #: the input's voxel size (nm, z y x) when its metadata is wrong; default: the metadata
+    voxel_size: tuple[float, float, float] | None = None
+    #: predict although the input's voxel size differs from the training data's
+    allow_resolution_mismatch: bool = False
+    #: input intensities that do not fit the training data are an error, not a warning
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -372,6 +378,24 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         raise UserError(f"{vol.uri} has {in_channels} channel(s) (shape {vol.shape}); the model "
                         f"of {cfg.checkpoint} takes {settings.in_channels}",
                         "pass the raw volume the model was trained on")
+    from pytc_infer.contract import check_input, contract_of, note_no_contract
+
+    if cfg.voxel_size is not None and (len(cfg.voxel_size) != 3
+                                       or not all(v > 0 for v in cfg.voxel_size)):
+        raise UserError(f"bad voxel size {cfg.voxel_size}", "give 3 positive nm values, z,y,x")
+    contract = contract_of(full_config, cfg.checkpoint)
+    checked_input = check_input(vol, contract,
+                                open_level=open_input, voxel_size=cfg.voxel_size,
+                                allow_mismatch=cfg.allow_resolution_mismatch, strict=cfg.strict,
+                                box=box)
+    if checked_input.level_chosen:
+        if cfg.bbox is not None:
+            raise UserError(f"--bbox is in the voxels of {cfg.input}, but its level "
+                            f"{checked_input.volume.uri} is read (it matches the training "
+                            "voxel size)", "pass that level as --input and the bbox in its voxels")
+        vol = checked_input.volume
+        box = vol.bbox
+        cfg = replace(cfg, input=vol.uri)
     patch: Vec3 = tuple(cfg.patch or settings.patch or DEFAULT_PATCH)  # type: ignore[assignment]
     checked = _validate_patch(full_config["model"], patch)
     context = cfg.context if cfg.context is not None else tuple(p // 2 for p in patch)
@@ -429,6 +453,8 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         "precision": cfg.precision, "context": list(context), "chunk": list(chunk)}
     if cfg.weights != "auto" or cfg.model:  # only then: earlier runs keep their keys
         key_fields.update(weights=cfg.weights, model=dict(sorted(cfg.model.items())))
+    if cfg.voxel_size is not None:  # the output's voxel size
+        key_fields["voxel_size"] = list(checked_input.voxel_size)
     if overwrite and share is not None:
         raise UserError("--overwrite with --blocks would let every array task delete the "
                         "others' blocks", "delete the old output once before starting the array")
@@ -472,10 +498,12 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
         planned = record["block_size"]
         if tuple(planned) != plan.block_size:  # another array task planned first
             plan = replace(plan, block_size=(int(planned[0]), int(planned[1]), int(planned[2])))
+        if contract is None:  # after every check: a bad input stays one line
+            note_no_contract(cfg.checkpoint)
         log.info("plan: %s; %d windows over %s (patch %s, overlap %g)%s", plan.line(),
                  grid.count, domain, "x".join(map(str, patch)), cfg.overlap,
                  "; resuming" if run.resuming else "")
-        out = run.create(out_shape, out_dtype, voxel_size=vol.voxel_size, offset=box.start,
+        out = run.create(out_shape, out_dtype, voxel_size=checked_input.voxel_size, offset=box.start,
                          chunk_size=chunk, layer_type="image")
         blocks = plan_blocks(box, plan.block_size)
         markers_dir = sidecar_path(out_uri, "pytc_progress")

@@ -10,6 +10,7 @@ the patches an uninterrupted one would. Arrays are (C, Z, Y, X) / (Z, Y, X), vox
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pytc_core.bbox import BBox
+from pytc_core.contract import DataContract, IntensityStats, sample_intensities
 from pytc_core.errors import UserError
 from pytc_core.normalize import fit_normalization
 from pytc_core.normalize import normalize_raw as core_normalize_raw
@@ -37,6 +39,7 @@ __all__ = [
     "ValPatches",
     "VolumePair",
     "check_sources",
+    "data_contract_for",
     "normalize_raw",
     "norm_stats_for",
     "targets_from_sample",
@@ -403,3 +406,21 @@ class PatchDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         indices = list(range(rank, len(self.val_set), world))
         return DataLoader(self.val_set, batch_size=self.batch_size, sampler=indices)
+
+
+def data_contract_for(config: DataConfig, pairs: Sequence[VolumePair],
+                      seed: int = 0) -> DataContract:
+    """The data contract of training on ``pairs`` with ``config`` (normalisation resolved):
+    the first source's voxel size (nm, z y x) and raw dtype, intensity statistics of 8 random
+    patches of each source, the normalisation, offsets and patch
+    (:class:`pytc_core.contract.DataContract`, stored in the checkpoint for pytc-infer)."""
+    first = open_input(pairs[0].raw)
+    values = [sample_intensities(open_input(p.raw), p.box, size=config.patch_size,
+                                 seed=seed + i) for i, p in enumerate(pairs)]
+    vz, vy, vx = (float(v) for v in first.voxel_size)
+    pz, py, px = (int(v) for v in config.patch_size)
+    return DataContract((vz, vy, vx), first.dtype.name,
+                        IntensityStats.of(np.concatenate(values)),
+                        dataclasses.replace(config.normalization(), dtype=first.dtype.name),
+                        tuple((int(o[0]), int(o[1]), int(o[2])) for o in config.offsets),
+                        (pz, py, px))

@@ -549,7 +549,7 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
     if config.train.precision == "16-mixed" and config.train.accelerator == "cpu":
         raise UserError("precision 16-mixed needs a GPU", "use --precision bf16-mixed or 32 on CPU")
 
-    from pytc_train.data import check_sources, norm_stats_for
+    from pytc_train.data import check_sources, data_contract_for, norm_stats_for
 
     train_pairs = check_sources(config.data.train_sources(), config.data.patch_size,
                                 config.model.in_channels, "training")
@@ -673,6 +673,9 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
         log.info("augmentation: preset %s (%s); read margin %s voxels per side",
                  config.aug.preset, ", ".join(names) or "none", tuple(read_margin))
     module.config = config_to_dict(resolved)
+    # what the model is trained on, for pytc-infer's checks (pytc_core.contract)
+    module.config["data_contract"] = data_contract_for(resolved.data, train_pairs,
+                                                       config.train.seed).to_dict()
     module.hparams["config"] = module.config
 
     dm = PatchDataModule(resolved.data, train_pairs, val_pairs, batch_size=choices.batch_size,

@@ -40,6 +40,9 @@ class Volume(ABC):
     chunk_size: Vec3
     #: short format name: precomputed, hdf5, zarr, tiff, npy
     format: str = ""
+    #: the scales of a multiscale volume (precomputed mips, OME-Zarr levels) as (URI, voxel
+    #: size in nm, z y x), finest first; empty for a single-scale volume
+    levels: Sequence[tuple[str, tuple[float, float, float]]] = ()
 
     @property
     def ndim(self) -> int:

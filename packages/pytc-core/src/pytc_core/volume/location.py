@@ -14,11 +14,15 @@ from urllib.parse import unquote
 
 from pytc_core.errors import UserError
 
-__all__ = ["REMOTE_PREFIXES", "VolumeLocation", "local_path", "parse_uri", "split_zarr_path"]
+__all__ = ["REMOTE_PREFIXES", "VolumeLocation", "local_path", "mip_uri", "parse_uri",
+           "split_mip", "split_zarr_path"]
 
 #: URI prefixes of remote precomputed layers (read through CloudVolume)
 REMOTE_PREFIXES = ("gs://", "s3://", "http://", "https://", "matrix://", "tigerdata://")
 
+#: ``layer@mip=N``: scale N of a precomputed layer (an ``@mip=N`` suffix; nothing else
+#: in a layer path ends that way)
+_MIP = re.compile(r"^(?P<layer>.+)@mip=(?P<mip>[0-9]+)/?$")
 _H5 = re.compile(r"^(?P<path>.*\.(?:h5|hdf5|hdf))(?::(?P<dataset>.*))?$", re.IGNORECASE)
 
 
@@ -30,6 +34,7 @@ class VolumeLocation:
     uri: str
     path: Path | None = None  # local file/dir (root of a zarr store); None for remote layers
     inner: str = ""  # HDF5 dataset or zarr array/group path inside the store
+    mip: int = 0  # precomputed scale (``layer@mip=N``); 0 for every other format
 
 
 def local_path(uri: str) -> str:
@@ -53,11 +58,32 @@ def split_zarr_path(path: str) -> tuple[Path, str]:
     raise ValueError(f"not a zarr path: {path}")
 
 
+def split_mip(uri: str) -> tuple[str, int | None]:
+    """``layer@mip=N`` → (``layer``, N); any other URI → (uri, None)."""
+    m = _MIP.match(uri.strip())
+    return (m.group("layer"), int(m.group("mip"))) if m else (uri, None)
+
+
+def mip_uri(layer_uri: str, mip: int) -> str:
+    """The URI of scale ``mip`` of the precomputed layer ``layer_uri`` (``layer@mip=N``;
+    mip 0 is the layer's own URI)."""
+    base = split_mip(layer_uri)[0].rstrip("/")
+    return base if mip == 0 else f"{base}@mip={int(mip)}"
+
+
 def parse_uri(uri: str) -> VolumeLocation:
     """Work out a URI's format from its form (see :mod:`pytc_core.volume`)."""
     if not isinstance(uri, str) or not uri.strip():
         raise UserError("empty volume URI", "pass a path or URI")
     uri = uri.strip()
+    base, mip = split_mip(uri)
+    if mip is not None:
+        loc = parse_uri(base)
+        if loc.format != "precomputed":
+            raise UserError(f"{uri}: @mip= names a scale of a precomputed layer, and "
+                            f"{base} is {loc.format}",
+                            "name an OME-Zarr level by its path (x.zarr/1), or drop @mip=")
+        return VolumeLocation("precomputed", uri, loc.path, mip=mip)
     if uri.startswith(REMOTE_PREFIXES) or uri.startswith(tuple("precomputed://" + p for p in REMOTE_PREFIXES)):
         return VolumeLocation("precomputed", uri)
     plain = local_path(uri)

@@ -24,7 +24,13 @@ from pytc_core.bbox import BBox, grid_boxes, vec3
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
 from pytc_core.volume.base import FormatBackend, Volume, VolumeSpec
-from pytc_core.volume.location import REMOTE_PREFIXES, VolumeLocation, local_path
+from pytc_core.volume.location import (
+    REMOTE_PREFIXES,
+    VolumeLocation,
+    local_path,
+    mip_uri,
+    split_mip,
+)
 
 log = logging.getLogger("pytc.volume")
 
@@ -91,7 +97,9 @@ def quiet_cloud_libraries() -> None:
 
 def to_cloudpath(uri: str) -> str:
     """A CloudVolume path for ``uri``: plain paths become absolute ``file://`` paths
-    (``file://`` URIs percent-decoded)."""
+    (``file://`` URIs percent-decoded); a ``@mip=N`` suffix names a scale of the layer, not
+    another place, and is dropped."""
+    uri = split_mip(uri)[0]
     if uri.startswith("precomputed://"):
         uri = uri[len("precomputed://"):]
     if uri.startswith(REMOTE_PREFIXES):
@@ -131,18 +139,46 @@ def _read_info(uri: str) -> dict:
     return info
 
 
+def scale_line(info: dict) -> str:
+    """The scales of a layer's info as ``mip 0 (4x4x4 nm), mip 1 (8x8x8 nm)`` (z, y, x)."""
+    parts = []
+    for i, scale in enumerate(info.get("scales", [])):
+        rx, ry, rz = (float(v) for v in scale["resolution"])
+        parts.append(f"mip {i} ({rz:g}x{ry:g}x{rx:g} nm)")
+    return ", ".join(parts)
+
+
+def _zyx(resolution: Any) -> tuple[float, float, float]:
+    rx, ry, rz = (float(v) for v in resolution)
+    return (rz, ry, rx)
+
+
 class PrecomputedVolume(Volume):
-    """A precomputed layer at mip 0."""
+    """A precomputed layer at one of its scales (``mip``; URI ``layer@mip=N``, default 0)."""
 
     format = "precomputed"
 
-    def __init__(self, uri: str, info: dict | None = None, *, fill_missing: bool = False) -> None:
+    def __init__(self, uri: str, info: dict | None = None, *, fill_missing: bool = False,
+                 mip: int | None = None) -> None:
         self.uri = uri
         #: read missing chunks as zeros (layers sparse on purpose) instead of a UserError
         self.fill_missing = fill_missing
         self.cloudpath = to_cloudpath(uri)
         self.info = info if info is not None else _read_info(uri)
-        scale = self.info["scales"][0]
+        self.mip = (split_mip(uri)[1] or 0) if mip is None else int(mip)
+        scales = self.info["scales"]
+        if not 0 <= self.mip < len(scales):
+            raise UserError(f"{uri}: the layer has no mip {self.mip}; it has {scale_line(self.info)}",
+                            f"name one of them, e.g. {mip_uri(uri, len(scales) - 1)}")
+        scale = scales[self.mip]
+        if len(scales) > 1:
+            self.levels = [(mip_uri(uri, i), _zyx(sc["resolution"])) for i, sc in enumerate(scales)]
+        try:
+            _ = (scale["size"], scale["resolution"], scale["key"], scale["chunk_sizes"][0])
+        except (KeyError, IndexError, TypeError) as exc:
+            raise UserError(f"{uri}: mip {self.mip} of the precomputed 'info' file is corrupt "
+                            f"({type(exc).__name__}: {exc})",
+                            "recreate the layer, or restore its info file") from None
         self.key = scale["key"]
         self.encoding = scale.get("encoding", "raw")
         x, y, z = (int(v) for v in scale["size"])
@@ -171,7 +207,7 @@ class PrecomputedVolume(Volume):
             from cloudvolume import CloudVolume  # heavy: only for precomputed I/O
             quiet_cloud_libraries()
 
-            self._cv = CloudVolume(self.cloudpath, mip=0, fill_missing=self.fill_missing, bounded=True,
+            self._cv = CloudVolume(self.cloudpath, mip=self.mip, fill_missing=self.fill_missing, bounded=True,
                                    progress=False, info=self.info, parallel=1,
                                    non_aligned_writes=False, cache=False)
         return self._cv
@@ -291,6 +327,7 @@ def _exists(loc: VolumeLocation) -> bool:
 
 
 def _delete(loc: VolumeLocation) -> None:
+    _refuse_scale(loc, "delete")
     local = local_layer_path(loc.uri)
     if local is not None:
         if local.is_dir():
@@ -305,9 +342,17 @@ def _delete(loc: VolumeLocation) -> None:
     cf.delete(cf.list())
 
 
+def _refuse_scale(loc: VolumeLocation, what: str) -> None:
+    if loc.mip:
+        raise UserError(f"cannot {what} {loc.uri}: @mip= names a scale of an existing layer, "
+                        "which pytc only reads", "give a layer URI without @mip=")
+
+
 def _create(loc: VolumeLocation, spec: VolumeSpec) -> PrecomputedVolume:
     from cloudvolume import CloudVolume  # heavy: only for precomputed I/O
     quiet_cloud_libraries()
+
+    _refuse_scale(loc, "create")
 
     uri, dtype = loc.uri, spec.dtype
     if dtype.name not in SUPPORTED_DTYPES:
@@ -343,7 +388,7 @@ def _sidecar(loc: VolumeLocation, name: str) -> Path | None:
 
 
 def _open(loc: VolumeLocation, fill_missing: bool = False) -> PrecomputedVolume:
-    return PrecomputedVolume(loc.uri, fill_missing=fill_missing)
+    return PrecomputedVolume(loc.uri, fill_missing=fill_missing, mip=loc.mip)
 
 
 BACKEND = FormatBackend("precomputed", _open, _create, _exists, _delete, _sidecar)

@@ -279,6 +279,9 @@ def check_creatable(uri: str) -> None:
     without creating anything: no regular file on its path, writable directories, no
     read-only filesystem. Remote URIs are not checked."""
     loc = parse_uri(uri)
+    if loc.mip:
+        raise UserError(f"cannot create {uri}: @mip= names a scale of an existing layer, "
+                        "which pytc only reads", "give an output URI without @mip=")
     base = local_base(loc)
     if base is None:
         return
@@ -324,6 +327,9 @@ def remove_volume(uri: str, *, keep: Collection[str] = (), remove_empty_file: bo
     is left); a zarr output its array. The ``pytc_*`` files named in ``keep`` stay (inside a
     directory output ``<name>``, beside a file output ``<file>[.<dataset>].<name>``).
     """
+    if parse_uri(uri).mip:
+        raise UserError(f"refusing to delete {uri}: @mip= names one scale of a layer",
+                        "give the layer's URI without @mip= to delete the whole layer")
     state = inspect_output(uri)
     if state.kind == "foreign":
         raise UserError(f"refusing to delete {uri}: {state.what}",

@@ -72,6 +72,8 @@ class ZarrVolume(Volume):
             raise UserError(f"no such zarr store: {root}", "check the path")
         node = _open_node(root, inner, uri)
         group_attrs, level_path = None, ""
+        #: the OME-Zarr image group holding this array (path in the store), if any
+        self.image_group: str | None = None
         if isinstance(node, zarr.Group):
             group_attrs = dict(node.attrs)
             paths = level_paths(group_attrs)
@@ -81,6 +83,7 @@ class ZarrVolume(Volume):
                                 f"name one of its arrays: {', '.join(arrays)}" if arrays
                                 else "name an array inside it")
             level_path = paths[0]
+            self.image_group = inner
             self.array_path = f"{inner}/{level_path}".strip("/")
             node = _open_node(root, self.array_path, uri)
             if not isinstance(node, zarr.Array):
@@ -95,6 +98,7 @@ class ZarrVolume(Volume):
                 attrs = {}
             if name and name in level_paths(attrs):
                 group_attrs, level_path = attrs, name
+                self.image_group = parent
         self.array = node
         self.shape = tuple(int(s) for s in node.shape)
         self.dtype = np.dtype(node.dtype)
@@ -103,6 +107,10 @@ class ZarrVolume(Volume):
             level = ngff_level(group_attrs, len(self.shape), uri, path=level_path)
             assert level is not None
             self.voxel_size, self.offset = level.voxel_size, level.offset
+            self.levels = [(str(root / self.image_group / p) if self.image_group
+                            else str(root / p), lv.voxel_size)
+                           for p in level_paths(group_attrs)
+                           if (lv := ngff_level(group_attrs, len(self.shape), uri, path=p))]
         else:
             meta = metadata_from_attrs(dict(node.attrs), self.shape, uri)
             self.voxel_size, self.offset = meta["voxel_size"], meta["offset"]
