@@ -144,7 +144,7 @@ def test_workers_below_one_is_a_user_error(tmp_path):
 
 def test_prune_face_ticks():
     from pytc_eval.skeleton_blocks import face_planes, prune_face_ticks
-    from pytc_eval.skeletons import _make
+    from pytc_eval.skeletons import make_skeletons
 
     # a path along x (0..10) with three side branches in y: at x=5 (a face plane) 3 voxels
     # long (dropped) and 8 voxels long (kept: longer than 50 nm), at x=3 3 voxels long (kept:
@@ -157,7 +157,7 @@ def test_prune_face_ticks():
             pos.append((0, k if length > 0 else -k, at))
             edges.append((prev, len(pos) - 1))
             prev = len(pos) - 1
-    skel = _make(np.arange(len(pos)), np.full(len(pos), 1, np.uint64), np.array(pos, float),
+    skel = make_skeletons(np.arange(len(pos)), np.full(len(pos), 1, np.uint64), np.array(pos, float),
                  edges)
     region = BBox((0, -10, 0), (1, 10, 11))
     assert face_planes(region, 5) == [[], [-5, 0, 5], [5, 10]]

@@ -32,7 +32,7 @@ import numpy as np
 
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
-from pytc_eval.skeletons import KimimaroParams, Skeletons, _make, skeletons_from_labels
+from pytc_eval.skeletons import KimimaroParams, Skeletons, make_skeletons, skeletons_from_labels
 
 __all__ = ["default_workers", "face_planes", "merge_block_skeletons", "pool_context",
            "prune_face_ticks", "skeleton_blocks", "skeletonize_blockwise"]
@@ -79,7 +79,7 @@ def merge_block_skeletons(parts: Sequence[BlockPart]) -> Skeletons:
     """
     labels = [p[0] for p in parts if p[0].size]
     if not labels:
-        return _make([], np.zeros(0, np.uint64), np.zeros((0, 3)), np.zeros((0, 2)))
+        return make_skeletons([], np.zeros(0, np.uint64), np.zeros((0, 3)), np.zeros((0, 2)))
     keys, edges, offset = [], [], 0
     for lab, pos, edg in parts:
         if not lab.size:
@@ -93,7 +93,7 @@ def merge_block_skeletons(parts: Sequence[BlockPart]) -> Skeletons:
     e = inverse[np.concatenate(edges)]
     e = np.sort(e[e[:, 0] != e[:, 1]], axis=1)
     e = np.unique(e, axis=0) if e.size else e.reshape(0, 2)
-    return _make(np.arange(uniq.shape[0]), uniq[:, 0].view(np.uint64),
+    return make_skeletons(np.arange(uniq.shape[0]), uniq[:, 0].view(np.uint64),
                  uniq[:, 1:].astype(np.float64), e)
 
 
@@ -141,7 +141,7 @@ def prune_face_ticks(skel: Skeletons, planes: Sequence[Sequence[int]],
     keep = ~drop
     new = np.cumsum(keep) - 1
     e = idx[keep[idx[:, 0]] & keep[idx[:, 1]]]
-    return _make(np.arange(int(keep.sum())), skel.skeleton_ids[keep], skel.positions[keep],
+    return make_skeletons(np.arange(int(keep.sum())), skel.skeleton_ids[keep], skel.positions[keep],
                  new[e])
 
 

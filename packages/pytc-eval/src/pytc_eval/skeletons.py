@@ -85,7 +85,8 @@ class Skeletons:
         return rows
 
 
-def _make(node_ids, skeleton_ids, positions, edges) -> Skeletons:
+def make_skeletons(node_ids, skeleton_ids, positions, edges) -> Skeletons:
+    """Skeletons from node ids, their skeleton ids, positions (nm, z y x) and edges."""
     skel = Skeletons(np.asarray(node_ids, np.int64).reshape(-1),
                      np.asarray(skeleton_ids).reshape(-1),
                      np.asarray(positions, np.float64).reshape(-1, 3),
@@ -113,8 +114,8 @@ def _concat(parts: list[Skeletons]) -> Skeletons:
         edges.append(index + offset)
         offset += part.num_nodes
     if not parts:
-        return _make([], np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 2)))
-    return _make(np.concatenate(ids), np.concatenate(skel), np.concatenate(pos),
+        return make_skeletons([], np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 2)))
+    return make_skeletons(np.concatenate(ids), np.concatenate(skel), np.concatenate(pos),
                  np.concatenate(edges))
 
 
@@ -133,7 +134,7 @@ def _load_json(path: Path) -> Skeletons:
                         'write {"nodes": [{"id", "skeleton_id", "z", "y", "x"}], '
                         '"edges": [[u, v]]}') from None
     skel_arr = np.array(skel, dtype=np.uint64 if skel and max(skel) >= 2**63 else np.int64)
-    return _make(ids, skel_arr, np.array(pos).reshape(-1, 3), edges)
+    return make_skeletons(ids, skel_arr, np.array(pos).reshape(-1, 3), edges)
 
 
 def save_skeletons(skeletons: Skeletons, path: str | os.PathLike[str]) -> None:
@@ -175,7 +176,7 @@ def _load_swc(path: Path, skeleton_id: int, voxel_size: np.ndarray) -> Skeletons
                             "of the file", "fix the parent column (-1 marks a root)")
     edges = [(n, p) for n, p in zip(ids, parents, strict=True) if p != -1]
     positions = np.array(pos, np.float64).reshape(-1, 3) / voxel_size
-    return _make(ids, np.full(len(ids), skeleton_id, np.int64), positions, edges)
+    return make_skeletons(ids, np.full(len(ids), skeleton_id, np.int64), positions, edges)
 
 
 def _swc_id(path: Path, index: int) -> int:
@@ -191,7 +192,7 @@ def _load_precomputed(uri: str) -> Skeletons:
     parts = []
     for sk in read_skeleton_layer(uri):
         n = sk.vertices.shape[0]
-        parts.append(_make(np.arange(n), np.full(n, sk.segment_id, np.uint64), sk.vertices,
+        parts.append(make_skeletons(np.arange(n), np.full(n, sk.segment_id, np.uint64), sk.vertices,
                            sk.edges))
     return _concat(parts)
 
@@ -279,7 +280,7 @@ def skeletons_from_labels(labels: np.ndarray, voxel_size: Sequence[float] = (1, 
         sk = skels[label]
         verts = np.asarray(sk.vertices, np.float64)[:, ::-1] / vs + np.asarray(offset)
         n = verts.shape[0]
-        parts.append(_make(np.arange(n), np.full(n, label, np.uint64), verts,
+        parts.append(make_skeletons(np.arange(n), np.full(n, label, np.uint64), verts,
                            np.asarray(sk.edges, np.int64)))
     return _concat(parts)
 
