@@ -48,8 +48,9 @@ from pytc_decode.ws import (
     watershed_fragments,
 )
 
-__all__ = ["WsBlockSummary", "affinity_watershed_blockwise", "agglomerate_blocks",
-           "ws_fragment_block"]
+__all__ = ["QUANTUM_BITS", "WsBlockSummary", "affinity_watershed_blockwise", "agglomerate_blocks",
+           "agglomerate_blocks_at", "block_region_graph", "check_block_grid", "grid_fragments",
+           "quantised_affinities", "ws_fragment_block"]
 
 
 @dataclass
@@ -98,22 +99,88 @@ class WsBlockSummary:
             return cls(BBox(tuple(f["start"]), tuple(f["stop"])), **arrays, **planes)
 
 
+#: edge affinities are rounded to multiples of 2**-QUANTUM_BITS before they are summed, so
+#: every sum is exact in float64 and does not depend on the order of the additions (blocks,
+#: cells): the region graph is the same whichever way the volume is cut
+QUANTUM_BITS = 16
+
+
+def quantised_affinities(affinities: np.ndarray) -> np.ndarray:
+    """Channels 0-2 as float32 rounded to multiples of ``2**-QUANTUM_BITS`` (exact sums)."""
+    aff = nearest_neighbour_float(affinities)
+    scale = np.float32(2 ** QUANTUM_BITS)
+    return np.round(aff * scale) / scale
+
+
+def grid_fragments(aff: np.ndarray, context: BBox, block: BBox, volume_box: BBox,
+                   fragment_block: Sequence[int], halo: int, *, seed_threshold: float = 0.5,
+                   seed_radius: int = 2, seeds_2d: bool = False,
+                   voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                   mask: np.ndarray | None = None) -> np.ndarray:
+    """Fragments of ``block`` (uint32, (Z, Y, X) of the block, distinct ids, not yet numbered
+    by first voxel) computed cell by cell on the fixed grid ``fragment_block`` (voxels, z y x,
+    origin ``volume_box.start``): each cell's seeds and flooding see the cell plus ``halo``
+    voxels (clipped to the volume) and nothing else, and are cropped to the cell. So a cell's
+    fragments are a function of that bounded neighbourhood alone, the same in every block (and
+    in the whole-volume run) that contains the cell. ``aff`` and ``mask`` cover ``context``,
+    which must contain every cell's neighbourhood."""
+    from pytc_core.blocks import plan_blocks
+
+    out = np.zeros(block.shape, np.uint32)
+    offset = 0
+    for cell in plan_blocks(block, fragment_block, grid_origin=volume_box.start):
+        near = cell.grow(halo).intersect(volume_box)
+        if any(n0 < c0 or n1 > c1 for n0, n1, c0, c1 in
+               zip(near.start, near.stop, context.start, context.stop, strict=True)):
+            raise ValueError(f"context {context} does not hold cell {cell} plus halo {halo}")
+        sl = tuple(slice(a - c, b - c) for a, b, c in
+                   zip(near.start, near.stop, context.start, strict=True))
+        a = np.ascontiguousarray(aff[(slice(None), *sl)])
+        m = None if mask is None else np.ascontiguousarray(mask[sl])
+        seeds = fragment_seeds(a, seed_threshold, seed_radius, seeds_2d=seeds_2d,
+                               voxel_size=voxel_size, mask=m)
+        grown = watershed_fragments(a, seeds, m)
+        crop = tuple(slice(a0 - n0, b0 - n0) for a0, b0, n0 in
+                     zip(cell.start, cell.stop, near.start, strict=True))
+        piece = grown[crop].astype(np.uint32)
+        if offset + int(piece.max(initial=0)) >= 2**32 - 1:
+            raise ValueError(f"block {block} has too many fragments for uint32")
+        piece[piece != 0] += np.uint32(offset)
+        offset = int(piece.max(initial=offset))
+        out[tuple(slice(a0 - b0, a1 - b0) for a0, a1, b0 in
+                  zip(cell.start, cell.stop, block.start, strict=True))] = piece
+    return out
+
+
 def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume_box: BBox, *,
                       seed_threshold: float = 0.5, seed_radius: int = 2, seeds_2d: bool = False,
                       voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
-                      mask: np.ndarray | None = None) -> tuple[np.ndarray, WsBlockSummary]:
+                      mask: np.ndarray | None = None,
+                      fragment_block: Sequence[int] | None = None,
+                      halo: int = 8) -> tuple[np.ndarray, WsBlockSummary]:
     """Fragments of ``block`` grown on ``context`` (the block plus its halo, inside
     ``volume_box``), whose (C, Z, Y, X) ``affinities`` (and (Z, Y, X) ``mask``) are given;
-    returns (local labels of the block, uint32, ids 1..k by first voxel; summary)."""
-    aff = nearest_neighbour_float(affinities)
+    returns (local labels of the block, uint32, ids 1..k by first voxel; summary).
+
+    With ``fragment_block`` (voxels z y x; the block must lie on that grid) the fragments are
+    those of :func:`grid_fragments` (cells of the grid, each with ``halo`` voxels of context):
+    the same whatever the block size. Without it, the block itself is the one cell, grown on
+    all of ``context``."""
+    aff = quantised_affinities(affinities)
     if aff.shape[1:] != context.shape:
         raise ValueError(f"context data {aff.shape[1:]} does not match {context}")
-    seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
-                           voxel_size=voxel_size, mask=mask)
-    grown = watershed_fragments(aff, seeds, mask)
     inner = tuple(slice(a - c, b - c) for a, b, c in
                   zip(block.start, block.stop, context.start, strict=True))
-    local = number_by_first_voxel(np.ascontiguousarray(grown[inner]))
+    if fragment_block is not None:
+        local = number_by_first_voxel(grid_fragments(
+            aff, context, block, volume_box, fragment_block, halo,
+            seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
+            voxel_size=voxel_size, mask=mask))
+    else:
+        seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
+                               voxel_size=voxel_size, mask=mask)
+        grown = watershed_fragments(aff, seeds, mask)
+        local = number_by_first_voxel(np.ascontiguousarray(grown[inner]))
     block_aff = np.ascontiguousarray(aff[(slice(None), *inner)])
     n = int(local.max()) if local.size else 0
     # edges inside the block (a voxel's edge to its previous voxel, both in the block)
@@ -137,11 +204,9 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     return local, summary
 
 
-def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
-                       agglomeration_threshold: float, min_size: int = 0,
-                       dtype: np.dtype | None = None) -> BlockTables:
-    """One region graph over every block, one agglomeration up to ``agglomeration_threshold``,
-    segments under ``min_size`` voxels removed, final ids 1..N by first voxel in C order."""
+def block_region_graph(summaries: Sequence[WsBlockSummary], volume_box: BBox) -> _BlockGraph:
+    """The region graph over every block's fragments: the edges inside each block plus the
+    edges across block faces (from the face planes), fragment ids canonical."""
     summaries = sorted(summaries, key=lambda s: s.bbox.start)
     offsets, total = {}, 0  # global fragment id = offset of the block + local id
     for s in summaries:
@@ -177,50 +242,108 @@ def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
             vs.append(np.maximum(a, b))
             sums.append(s.low_affinities[axis][on].astype(np.float64))
             counts.append(np.ones(int(on.sum()), np.int64))
-    order, starts, u, v = group_pairs(np.concatenate(us), np.concatenate(vs), total)
+    # canonical fragment ids: 1..total in the global C order of their first voxel, the same
+    # however the volume was cut into blocks (so agglomeration ties break alike)
+    canon = np.zeros(total + 1, np.int64)
+    canon[1 + np.argsort(first[1:], kind="stable")] = np.arange(1, total + 1)
+    cu, cv = canon[np.concatenate(us)], canon[np.concatenate(vs)]
+    order, starts, u, v = group_pairs(np.minimum(cu, cv), np.maximum(cu, cv), total)
     edge_sum = sum_groups(np.concatenate(sums)[order], starts)
     edge_count = sum_groups(np.concatenate(counts)[order], starts)
+    sizes_c = np.zeros(total + 1, np.int64)
+    sizes_c[canon] = sizes
+    first_c = np.zeros(total + 1, np.int64)
+    first_c[canon] = first
     graph = RegionGraph(total, u, v, edge_sum, edge_count,
                         1.0 - edge_sum / np.maximum(edge_count, 1))
-    history = agglomerate(graph, agglomeration_threshold)
-    roots = merge_roots(history, total, agglomeration_threshold)  # the history stops below it
-    comp_size = np.bincount(roots, weights=sizes, minlength=total + 1).astype(np.int64)
-    comp_first = np.full(total + 1, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(comp_first, roots[1:], first[1:])
-    keep_root = (roots == np.arange(total + 1)) & (comp_size >= max(min_size, 1))
-    keep_root[0] = False
-    kept = np.flatnonzero(keep_root)
-    ordered = kept[np.argsort(comp_first[kept], kind="stable")]
-    final = np.zeros(total + 1, np.int64)
-    final[ordered] = np.arange(1, ordered.size + 1)
+    return _BlockGraph(summaries, offsets, canon, graph, sizes_c, first_c)
+
+
+@dataclass
+class _BlockGraph:
+    """The region graph of every block's fragments, fragment ids canonical (see above)."""
+
+    summaries: list[WsBlockSummary]
+    offsets: dict[tuple[int, ...], int]
+    #: block offset + local id -> canonical id
+    canon: np.ndarray
+    graph: RegionGraph
+    sizes: np.ndarray
+    first: np.ndarray
+
+
+def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
+                       agglomeration_threshold: float, min_size: int = 0,
+                       dtype: np.dtype | None = None) -> BlockTables:
+    """One region graph over every block, one agglomeration up to ``agglomeration_threshold``,
+    segments under ``min_size`` voxels removed, final ids 1..N by first voxel in C order."""
+    return agglomerate_blocks_at(summaries, volume_box, [agglomeration_threshold], min_size,
+                                 dtype)[0]
+
+
+def agglomerate_blocks_at(summaries: Sequence[WsBlockSummary], volume_box: BBox,
+                          thresholds: Sequence[float], min_size: int = 0,
+                          dtype: np.dtype | None = None) -> list[BlockTables]:
+    """As :func:`agglomerate_blocks` for several thresholds from one agglomeration pass:
+    one :class:`BlockTables` per threshold."""
+    bg = block_region_graph(summaries, volume_box)
+    total = bg.graph.num_fragments
+    history = agglomerate(bg.graph, max(thresholds))
     from pytc_decode.cc import label_dtype
 
     out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
-    global_table = final[roots].astype(out_dtype)
-    tables: dict[tuple[int, ...], np.ndarray] = {}
-    for s in summaries:
-        o = offsets[s.bbox.start]
-        t = np.zeros(s.num_labels + 1, dtype=out_dtype)
-        t[1:] = global_table[o + 1:o + 1 + s.num_labels]
-        tables[s.bbox.start] = t
-    final_sizes = np.zeros(ordered.size + 1, np.int64)
-    final_sizes[1:] = comp_size[ordered]
-    return BlockTables(tables, int(ordered.size), final_sizes)
+    result = []
+    for t in thresholds:
+        roots = merge_roots(history, total, t)  # the history stops below it
+        comp_size = np.bincount(roots, weights=bg.sizes, minlength=total + 1).astype(np.int64)
+        comp_first = np.full(total + 1, np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(comp_first, roots[1:], bg.first[1:])
+        keep_root = (roots == np.arange(total + 1)) & (comp_size >= max(min_size, 1))
+        keep_root[0] = False
+        kept = np.flatnonzero(keep_root)
+        ordered = kept[np.argsort(comp_first[kept], kind="stable")]
+        final = np.zeros(total + 1, np.int64)
+        final[ordered] = np.arange(1, ordered.size + 1)
+        global_table = final[roots].astype(out_dtype)
+        tables: dict[tuple[int, ...], np.ndarray] = {}
+        for s in bg.summaries:
+            o = bg.offsets[s.bbox.start]
+            tab = np.zeros(s.num_labels + 1, dtype=out_dtype)
+            tab[1:] = global_table[bg.canon[o + 1:o + 1 + s.num_labels]]
+            tables[s.bbox.start] = tab
+        final_sizes = np.zeros(ordered.size + 1, np.int64)
+        final_sizes[1:] = comp_size[ordered]
+        result.append(BlockTables(tables, int(ordered.size), final_sizes))
+    return result
 
 
-def affinity_watershed_blockwise(affinities: np.ndarray, agglomeration_threshold: float = 0.5,
+def affinity_watershed_blockwise(affinities: np.ndarray,
+                                 agglomeration_threshold: float | Sequence[float] = 0.5,
                                  block_size: Sequence[int] | int = 64, halo: int = 8, *,
                                  seed_threshold: float = 0.5, seed_radius: int = 2,
                                  seeds_2d: bool = False, min_size: int = 0,
-                                 mask: np.ndarray | None = None) -> np.ndarray:
+                                 voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                                 mask: np.ndarray | None = None,
+                                 fragment_block: Sequence[int] | int | None = None,
+                                 ) -> np.ndarray | list[np.ndarray]:
     """In-memory twin of the blockwise ``ws`` decode (the CLI runs the same steps on volumes
-    block by block): fragments per block with ``halo`` voxels of context, one agglomeration,
-    relabel. ``block_size`` in voxels (z, y, x)."""
+    block by block): fragments per block (on the ``fragment_block`` grid when given, each
+    cell with ``halo`` voxels of context; else the block with ``halo``), one agglomeration,
+    relabel. ``block_size`` in voxels (z, y, x), a multiple of ``fragment_block``. Several
+    thresholds give one segmentation each (one fragments pass, one agglomeration)."""
     from pytc_core.blocks import plan_blocks
+    from pytc_core.bbox import vec3
     from pytc_decode.kernels import remap
 
-    aff = nearest_neighbour_float(affinities)
+    single = isinstance(agglomeration_threshold, int | float)
+    thresholds = ([float(agglomeration_threshold)] if isinstance(agglomeration_threshold,
+                                                                  int | float)
+                  else [float(t) for t in agglomeration_threshold])
+    aff = quantised_affinities(affinities)
     volume_box = BBox.from_shape(aff.shape[1:])
+    grid = None if fragment_block is None else vec3(fragment_block, "fragment_block")
+    if grid is not None:
+        check_block_grid(vec3(block_size, "block_size"), grid)
     blocks = plan_blocks(volume_box, block_size)
     local_labels, summaries = {}, []
     for block in blocks:
@@ -228,11 +351,26 @@ def affinity_watershed_blockwise(affinities: np.ndarray, agglomeration_threshold
         m = None if mask is None else mask[context.slices]
         local, summary = ws_fragment_block(
             aff[(slice(None), *context.slices)], context, block, volume_box,
-            seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d, mask=m)
+            seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
+            voxel_size=voxel_size, mask=m, fragment_block=grid, halo=halo)
         local_labels[block.start] = local
         summaries.append(summary)
-    tables = agglomerate_blocks(summaries, volume_box, agglomeration_threshold, min_size)
-    out = np.zeros(aff.shape[1:], np.uint32)
-    for block in blocks:
-        out[block.slices] = remap(local_labels[block.start], tables.table(block))
-    return out
+    all_tables = agglomerate_blocks_at(summaries, volume_box, thresholds, min_size)
+    segs = []
+    for tables in all_tables:
+        out = np.zeros(aff.shape[1:], np.uint32)
+        for block in blocks:
+            out[block.slices] = remap(local_labels[block.start], tables.table(block))
+        segs.append(out)
+    return segs[0] if single else segs
+
+
+def check_block_grid(block_size: Sequence[int], fragment_block: Sequence[int]) -> None:
+    """A one-line error unless every block size is a multiple of the fragment grid."""
+    from pytc_core.errors import UserError
+
+    if any(b % g for b, g in zip(block_size, fragment_block, strict=True)):
+        raise UserError(f"block size {tuple(block_size)} is not a multiple of ws fragment_block "
+                        f"{tuple(fragment_block)}",
+                        "use a block size that is a multiple of it per axis (e.g. "
+                        f"{tuple(2 * g for g in fragment_block)}), or set ws.fragment_block")
