@@ -264,7 +264,7 @@ class _BlockGraph:
     """The region graph of every block's fragments, fragment ids canonical (see above)."""
 
     summaries: list[WsBlockSummary]
-    offsets: dict[tuple[int, ...], int]
+    offsets: dict[tuple[int, int, int], int]
     #: block offset + local id -> canonical id
     canon: np.ndarray
     graph: RegionGraph
@@ -331,8 +331,8 @@ def affinity_watershed_blockwise(affinities: np.ndarray,
     cell with ``halo`` voxels of context; else the block with ``halo``), one agglomeration,
     relabel. ``block_size`` in voxels (z, y, x), a multiple of ``fragment_block``. Several
     thresholds give one segmentation each (one fragments pass, one agglomeration)."""
-    from pytc_core.blocks import plan_blocks
     from pytc_core.bbox import vec3
+    from pytc_core.blocks import plan_blocks
     from pytc_decode.kernels import remap
 
     single = isinstance(agglomeration_threshold, int | float)
