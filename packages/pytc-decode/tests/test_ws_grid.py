@@ -119,3 +119,35 @@ def test_a_block_size_off_the_fragment_grid_is_one_line_exit_2(tmp_path, synthet
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "not a multiple of ws fragment_block" in err
     assert not (tmp_path / "seg").exists()
+
+
+def test_the_reduce_streams_block_summaries_in_any_order(synthetic_aff):
+    """The agglomerate step reads summaries one at a time (a generator over their bytes), in
+    any order: the same tables as in C order, and the relabelled volume equals the whole one."""
+    import random
+
+    from pytc_core.bbox import BBox
+    from pytc_core.blocks import plan_blocks
+    from pytc_decode.kernels import remap
+    from pytc_decode.ws_blockwise import WsBlockSummary, agglomerate_blocks, ws_fragment_block
+
+    box = BBox.from_shape(synthetic_aff.shape[1:])
+    blocks = plan_blocks(box, (8, 16, 16))
+    local, data = {}, []
+    for block in blocks:
+        context = block.grow(4).intersect(box)
+        lab, summary = ws_fragment_block(synthetic_aff[(slice(None), *context.slices)], context,
+                                         block, box, fragment_block=(8, 8, 8), halo=4)
+        local[block.start] = lab
+        data.append(summary.to_bytes())
+    in_order = agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data), box, 0.5)
+    random.Random(0).shuffle(data)
+    shuffled = agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data), box, 0.5)
+    out = np.zeros(box.shape, np.uint32)
+    for block in blocks:
+        np.testing.assert_array_equal(in_order.table(block), shuffled.table(block))
+        out[block.slices] = remap(local[block.start], shuffled.table(block))
+    np.testing.assert_array_equal(out, affinity_watershed(synthetic_aff, 0.5,
+                                                          fragment_block=8, halo=4))
+    with pytest.raises(ValueError, match="no block below"):
+        agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data[:-1]), box, 0.5)

@@ -43,7 +43,7 @@ Coordinates are global voxels (z, y, x).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +104,7 @@ class WsBlockSummary:
         for name in self._PLANES:
             for axis, plane in zip("zyx", getattr(self, name), strict=True):
                 arrays[f"{name}_{axis}"] = plane
-        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod
@@ -221,44 +221,70 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     return local, summary
 
 
-def block_region_graph(summaries: Sequence[WsBlockSummary], volume_box: BBox) -> _BlockGraph:
+def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox) -> _BlockGraph:
     """The region graph over every block's fragments: the edges inside each block plus the
-    edges across block faces (from the face planes), fragment ids canonical."""
-    summaries = sorted(summaries, key=lambda s: s.bbox.start)
-    offsets, total = {}, 0  # global fragment id = offset of the block + local id
-    for s in summaries:
-        offsets[s.bbox.start] = total
-        total += s.num_labels
-    by_face = {(axis, s.bbox.stop[axis], *(s.bbox.start[i] for i in range(3) if i != axis)): s
-               for s in summaries for axis in range(3)}
+    edges across block faces (from the face planes), fragment ids canonical.
+
+    Streams ``summaries`` (any order; e.g. a generator that reads one block's file at a time):
+    it keeps each block's edges, sizes and first voxels, and a block's high face plane only
+    until the block above it on that axis has been read (in C order, one slab of blocks'
+    faces); the low faces of a block read before its neighbour wait for it."""
+    offsets: dict[tuple[int, int, int], int] = {}
+    counts_of: dict[tuple[int, int, int], int] = {}
+    total = 0  # global fragment id = offset of the block + local id
     us, vs, sums, counts = [], [], [], []
-    sizes = np.zeros(total + 1, np.int64)
-    first = np.zeros(total + 1, np.int64)
+    sizes_l: list[np.ndarray] = []
+    first_l: list[np.ndarray] = []
+    high: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # face -> (labels, offset)
+    low: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}  # waiting low faces
+
+    def join(mine: np.ndarray, aff: np.ndarray, o_mine: int, theirs: np.ndarray,
+             o_theirs: int) -> None:
+        m, t = mine.astype(np.int64), theirs.astype(np.int64)
+        on = (m != 0) & (t != 0)
+        a, b = m[on] + o_mine, t[on] + o_theirs
+        us.append(np.minimum(a, b))
+        vs.append(np.maximum(a, b))
+        sums.append(aff[on].astype(np.float64))
+        counts.append(np.ones(int(on.sum()), np.int64))
+
     for s in summaries:
-        o = offsets[s.bbox.start]
+        start = s.bbox.start
+        o = total
+        offsets[start] = o
+        counts_of[start] = s.num_labels
+        total += s.num_labels
         us.append(s.u + o)
         vs.append(s.v + o)
         sums.append(s.affinity_sum)
         counts.append(s.edge_count)
-        sizes[o + 1:o + 1 + s.num_labels] = s.sizes[1:]
-        first[o + 1:o + 1 + s.num_labels] = s.first[1:]
+        sizes_l.append(s.sizes[1:])
+        first_l.append(s.first[1:])
         for axis in range(3):
-            if s.bbox.start[axis] <= volume_box.start[axis]:
+            rest = tuple(start[i] for i in range(3) if i != axis)
+            # my high face: the block above takes it (now if it was read before me)
+            up = (axis, s.bbox.stop[axis], *rest)
+            if s.bbox.stop[axis] < volume_box.stop[axis]:
+                if up in low:
+                    labels, aff, o_up = low.pop(up)
+                    join(labels, aff, o_up, s.high_labels[axis], o)
+                else:
+                    high[up] = (s.high_labels[axis], o)
+            if start[axis] <= volume_box.start[axis]:
                 continue
-            face = (axis, s.bbox.start[axis], *(s.bbox.start[i] for i in range(3) if i != axis))
-            below = by_face.get(face)
-            if below is None:
-                raise ValueError(f"block {s.bbox} has no neighbour below on axis {axis}: "
-                                 "the summaries of every block are needed")
-            mine = s.low_labels[axis].astype(np.int64)
-            theirs = below.high_labels[axis].astype(np.int64)
-            on = (mine != 0) & (theirs != 0)
-            a = mine[on] + o
-            b = theirs[on] + offsets[below.bbox.start]
-            us.append(np.minimum(a, b))
-            vs.append(np.maximum(a, b))
-            sums.append(s.low_affinities[axis][on].astype(np.float64))
-            counts.append(np.ones(int(on.sum()), np.int64))
+            face = (axis, start[axis], *rest)
+            if face in high:
+                theirs, o_below = high.pop(face)
+                join(s.low_labels[axis], s.low_affinities[axis], o, theirs, o_below)
+            else:
+                low[face] = (s.low_labels[axis], s.low_affinities[axis], o)
+    if low:
+        face = next(iter(low))
+        raise ValueError(f"no block below the face {face} (axis, position, other starts): "
+                         "the summaries of every block are needed")
+    sizes = np.concatenate([np.zeros(1, np.int64), *sizes_l]).astype(np.int64)
+    first = np.concatenate([np.zeros(1, np.int64), *first_l]).astype(np.int64)
+    del sizes_l, first_l
     # canonical fragment ids: 1..total in the global C order of their first voxel, the same
     # however the volume was cut into blocks (so agglomeration ties break alike)
     canon = np.zeros(total + 1, np.int64)
@@ -273,15 +299,16 @@ def block_region_graph(summaries: Sequence[WsBlockSummary], volume_box: BBox) ->
     first_c[canon] = first
     graph = RegionGraph(total, u, v, edge_sum, edge_count,
                         1.0 - edge_sum / np.maximum(edge_count, 1))
-    return _BlockGraph(summaries, offsets, canon, graph, sizes_c, first_c)
+    return _BlockGraph(offsets, counts_of, canon, graph, sizes_c, first_c)
 
 
 @dataclass
 class _BlockGraph:
     """The region graph of every block's fragments, fragment ids canonical (see above)."""
 
-    summaries: list[WsBlockSummary]
+    #: per block (by its start): offset of its local ids, number of its fragments
     offsets: dict[tuple[int, int, int], int]
+    num_labels: dict[tuple[int, int, int], int]
     #: block offset + local id -> canonical id
     canon: np.ndarray
     graph: RegionGraph
@@ -289,7 +316,7 @@ class _BlockGraph:
     first: np.ndarray
 
 
-def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
+def agglomerate_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
                        agglomeration_threshold: float, min_size: int = 0,
                        dtype: np.dtype | None = None) -> BlockTables:
     """One region graph over every block, one agglomeration up to ``agglomeration_threshold``,
@@ -298,7 +325,7 @@ def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
                                  dtype)[0]
 
 
-def agglomerate_blocks_at(summaries: Sequence[WsBlockSummary], volume_box: BBox,
+def agglomerate_blocks_at(summaries: Iterable[WsBlockSummary], volume_box: BBox,
                           thresholds: Sequence[float], min_size: int = 0,
                           dtype: np.dtype | None = None) -> list[BlockTables]:
     """As :func:`agglomerate_blocks` for several thresholds from one agglomeration pass:
@@ -323,11 +350,11 @@ def agglomerate_blocks_at(summaries: Sequence[WsBlockSummary], volume_box: BBox,
         final[ordered] = np.arange(1, ordered.size + 1)
         global_table = final[roots].astype(out_dtype)
         tables: dict[tuple[int, ...], np.ndarray] = {}
-        for s in bg.summaries:
-            o = bg.offsets[s.bbox.start]
-            tab = np.zeros(s.num_labels + 1, dtype=out_dtype)
-            tab[1:] = global_table[bg.canon[o + 1:o + 1 + s.num_labels]]
-            tables[s.bbox.start] = tab
+        for start, o in bg.offsets.items():
+            k = bg.num_labels[start]
+            tab = np.zeros(k + 1, dtype=out_dtype)
+            tab[1:] = global_table[bg.canon[o + 1:o + 1 + k]]
+            tables[start] = tab
         final_sizes = np.zeros(ordered.size + 1, np.int64)
         final_sizes[1:] = comp_size[ordered]
         result.append(BlockTables(tables, int(ordered.size), final_sizes))

@@ -167,7 +167,8 @@ class WsMethod(DecodeMethod):
 
     def reduce(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
                dtype: np.dtype) -> BlockTables:
-        return agglomerate_blocks([WsBlockSummary.from_bytes(s) for s in summaries],
+        # one summary decoded at a time (the reduce keeps only the graph arrays)
+        return agglomerate_blocks((WsBlockSummary.from_bytes(s) for s in summaries),
                                   volume_box, cfg.ws.thresholds[0], cfg.min_size, dtype)
 
 
