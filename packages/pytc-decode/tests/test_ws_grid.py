@@ -151,3 +151,38 @@ def test_the_reduce_streams_block_summaries_in_any_order(synthetic_aff):
                                                           fragment_block=8, halo=4))
     with pytest.raises(ValueError, match="no block below"):
         agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data[:-1]), box, 0.5)
+
+
+def test_blockwise_fragments_and_their_history_give_every_threshold(synthetic_aff):
+    """``fragments_blocks``: the fragments volume (canonical ids 1..F by first voxel) written
+    block by block, relabelled through the history's table at t and numbered by first voxel,
+    is the blockwise (== whole-volume) segmentation at t, for each of several thresholds."""
+    from pytc_core.bbox import BBox
+    from pytc_core.blocks import plan_blocks
+    from pytc_core.merge_history import MergeHistory
+    from pytc_decode.kernels import remap
+    from pytc_decode.ws import number_by_first_voxel
+    from pytc_decode.ws_blockwise import fragments_blocks, ws_fragment_block
+
+    box = BBox.from_shape(synthetic_aff.shape[1:])
+    blocks = plan_blocks(box, (16, 16, 8))
+    local, summaries = {}, []
+    for block in blocks:
+        context = block.grow(3).intersect(box)
+        lab, summary = ws_fragment_block(synthetic_aff[(slice(None), *context.slices)], context,
+                                         block, box, fragment_block=(8, 8, 8), halo=3)
+        local[block.start] = lab
+        summaries.append(summary)
+    thresholds = (0.2, 0.5, 0.8)
+    tables, history = fragments_blocks(summaries, box, max(thresholds), thresholds=thresholds)
+    assert isinstance(history, MergeHistory) and history.thresholds == thresholds
+    fragments = np.zeros(box.shape, np.uint64)
+    for block in blocks:
+        fragments[block.slices] = remap(local[block.start], tables.table(block))
+    ids = np.unique(fragments)
+    assert np.array_equal(ids[ids != 0], np.arange(1, tables.num_segments + 1))  # no mask: no 0
+    np.testing.assert_array_equal(number_by_first_voxel(fragments.copy()), fragments)
+    whole = affinity_watershed(synthetic_aff, list(thresholds), fragment_block=8, halo=3)
+    for t, w in zip(thresholds, whole, strict=True):
+        seg = number_by_first_voxel(history.segment_table(t)[fragments])
+        np.testing.assert_array_equal(seg, w)

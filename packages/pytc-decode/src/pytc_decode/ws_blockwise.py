@@ -66,7 +66,7 @@ from pytc_decode.ws import (
 )
 
 __all__ = ["QUANTUM_BITS", "WsBlockSummary", "affinity_watershed_blockwise", "agglomerate_blocks",
-           "agglomerate_blocks_at", "block_region_graph", "check_block_grid", "grid_fragments",
+           "agglomerate_blocks_at", "block_region_graph", "check_block_grid", "fragments_blocks", "grid_fragments",
            "quantised_affinities", "ws_fragment_block"]
 
 
@@ -359,6 +359,33 @@ def agglomerate_blocks_at(summaries: Iterable[WsBlockSummary], volume_box: BBox,
         final_sizes[1:] = comp_size[ordered]
         result.append(BlockTables(tables, int(ordered.size), final_sizes))
     return result
+
+
+def fragments_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
+                     max_threshold: float, dtype: np.dtype | None = None,
+                     **history_fields: Any) -> tuple[BlockTables, Any]:
+    """Blockwise ``--fragments-only``: per block, local id -> canonical global fragment id
+    (1..F by first voxel in global C order, the ids a fragments volume is written with) and
+    the agglomeration's merge history up to ``max_threshold`` in those ids
+    (:class:`pytc_core.merge_history.MergeHistory`; ``history_fields`` e.g. ``thresholds``,
+    ``fragments_key``, ``config``). The segmentation at t is that volume through
+    ``history.segment_table(t)`` (then numbered by first voxel), the blockwise decode's
+    partition at t (before ``min_size``)."""
+    from pytc_core.merge_history import MergeHistory
+    from pytc_decode.cc import label_dtype
+
+    bg = block_region_graph(summaries, volume_box)
+    total = bg.graph.num_fragments
+    history = agglomerate(bg.graph, max_threshold)
+    out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
+    tables: dict[tuple[int, ...], np.ndarray] = {}
+    for start, o in bg.offsets.items():
+        k = bg.num_labels[start]
+        tab = np.zeros(k + 1, dtype=out_dtype)
+        tab[1:] = bg.canon[o + 1:o + 1 + k]
+        tables[start] = tab
+    merges = MergeHistory.from_rows(np.asarray(history).reshape(-1, 3), total, **history_fields)
+    return BlockTables(tables, total, bg.sizes), merges
 
 
 def affinity_watershed_blockwise(affinities: np.ndarray,
