@@ -9,6 +9,10 @@ the grid's accuracy against the unbounded whole-volume ws.
    (medians, interleaved runs in this process).
 
     uv run python bench/bench_ws_grid.py [--grid 64] [--block 128] [--sizes 128,256]
+
+Measured (2 shared cores, grid 64, halo 8, blocks 128^3): FlyEM best VOI 0.589 without the
+grid, 0.646 with it (0.632 with halo 32); 128^3: VOI 0.0 (identical ids), blockwise / whole
+1.11x (5.38 / 4.82 s, 3 runs); 256^3: VOI 0.0, 0.99x (97.7 / 98.6 s, 2 runs).
 """
 
 from __future__ import annotations
