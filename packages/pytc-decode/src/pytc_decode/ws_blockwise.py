@@ -31,10 +31,14 @@ The same three steps and scratch files as blockwise connected components
    thresholds from one pass): one region graph over every block (face edges from the face
    planes, ids made canonical), one agglomeration, small segments removed, final ids numbered
    by first voxel in C order: per block, a local → final table
-   (:class:`pytc_decode.blockwise.BlockTables`). Memory of this reduce: the summaries it is
-   given (today all at once, about 40 B per in-block edge plus 8 B per face voxel per block)
-   and the graph arrays, O(E) for E region-graph edges (u, v, sum, count, score: 40 B per
-   edge) plus O(F) per fragment (size, first voxel, canonical id, union-find: 32 B).
+   (:class:`pytc_decode.blockwise.BlockTables`). The reduce streams the summaries (one
+   decoded at a time, :func:`block_region_graph`); its memory is the graph arrays, O(E) for
+   E region-graph edges (u, v, sum, count, score: 40 B per edge, before grouping the raw
+   face edges add 32 B per face voxel pair) plus O(F) for F fragments (size, first voxel,
+   canonical id, union-find: about 32 B each), plus the high face planes of the blocks whose
+   upper neighbour has not been read yet (in C order one slab of blocks: 4 B per face
+   voxel). It is not yet hierarchical (abiss-style freezing of face segments would bound it
+   by the fragments touching faces).
 3. **relabel**: as for CC, each block's local ids through its table.
 
 Coordinates are global voxels (z, y, x).
