@@ -186,3 +186,15 @@ def test_blockwise_fragments_and_their_history_give_every_threshold(synthetic_af
     for t, w in zip(thresholds, whole, strict=True):
         seg = number_by_first_voxel(history.segment_table(t)[fragments])
         np.testing.assert_array_equal(seg, w)
+
+
+def test_grid_ws_fragments_and_history_give_the_grid_segmentation(synthetic_aff):
+    """The whole-volume grid twin of ``ws_fragments``: its fragments through its history at t
+    are the grid ws at t (what ``--fragments-only`` on the grid writes)."""
+    from pytc_decode.ws import segmentations_at
+    from pytc_decode.ws_blockwise import grid_ws_fragments
+
+    fragments, history = grid_ws_fragments(synthetic_aff, 0.8, 8, 3)
+    whole = affinity_watershed(synthetic_aff, [0.2, 0.8], fragment_block=8, halo=3)
+    for seg, w in zip(segmentations_at(fragments, history, [0.2, 0.8]), whole, strict=True):
+        np.testing.assert_array_equal(seg, w)

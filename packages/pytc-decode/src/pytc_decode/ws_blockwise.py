@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from pytc_core.bbox import BBox
+from pytc_core.bbox import BBox, vec3
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.ws import (
     RegionGraph,
@@ -70,7 +70,7 @@ from pytc_decode.ws import (
 )
 
 __all__ = ["QUANTUM_BITS", "WsBlockSummary", "affinity_watershed_blockwise", "agglomerate_blocks",
-           "agglomerate_blocks_at", "block_region_graph", "check_block_grid", "fragments_blocks", "grid_fragments",
+           "agglomerate_blocks_at", "block_region_graph", "check_block_grid", "fragments_blocks", "grid_fragments", "grid_ws_fragments",
            "quantised_affinities", "ws_fragment_block"]
 
 
@@ -390,6 +390,40 @@ def fragments_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
         tables[start] = tab
     merges = MergeHistory.from_rows(np.asarray(history).reshape(-1, 3), total, **history_fields)
     return BlockTables(tables, total, bg.sizes), merges
+
+
+def grid_ws_fragments(affinities: np.ndarray, max_threshold: float,
+                      fragment_block: Sequence[int] | int, halo: int = 8, *,
+                      seed_threshold: float = 0.5, seed_radius: int = 2, seeds_2d: bool = False,
+                      voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                      mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-volume fragments on the ``fragment_block`` grid (uint32 (Z, Y, X), canonical ids
+    1..F by first voxel, 0 outside ``mask``) and their merge history up to ``max_threshold``
+    (``(M, 3)`` rows ``(absorbed, into, score)``): the grid twin of
+    :func:`pytc_decode.ws.ws_fragments`, equal to what a blockwise run writes as fragments."""
+    from pytc_core.blocks import plan_blocks
+    from pytc_decode.kernels import remap
+
+    aff = quantised_affinities(affinities)
+    box = BBox.from_shape(aff.shape[1:])
+    grid = vec3(fragment_block, "fragment_block")
+    local, summaries = {}, []
+    for cell in plan_blocks(box, grid):
+        context = cell.grow(halo).intersect(box)
+        lab, summary = ws_fragment_block(
+            aff[(slice(None), *context.slices)], context, cell, box,
+            seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
+            voxel_size=voxel_size, mask=None if mask is None else mask[context.slices],
+            fragment_block=grid, halo=halo)
+        local[cell.start] = lab
+        summaries.append(summary)
+    tables, merges = fragments_blocks(summaries, box, max_threshold, np.dtype(np.uint32))
+    out = np.zeros(box.shape, np.uint32)
+    for cell in plan_blocks(box, grid):
+        out[cell.slices] = remap(local[cell.start], tables.table(cell))
+    rows = np.stack([merges.absorbed.astype(np.float64), merges.into.astype(np.float64),
+                     merges.score], axis=1).reshape(-1, 3)
+    return out, rows
 
 
 def affinity_watershed_blockwise(affinities: np.ndarray,
