@@ -12,8 +12,10 @@ loop and Slurm array tasks (``pytc-launch blocks decode``) run the same per-bloc
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -137,7 +139,7 @@ def reduce_step(run: BlockwiseRun) -> DecodeStats:
     if missing:
         raise UserError(f"{len(missing)} of {len(run.blocks)} blocks are not labelled yet "
                         f"(first: {missing[0]})", "run every --step label share first")
-    summaries = [run.block_file(b).read_bytes() for b in run.blocks]
+    summaries = _FileBytes([run.block_file(b) for b in run.blocks])  # read when used
     tables = run.method.reduce(summaries, run.box, run.cfg, run.dtype)
     starts = np.array(list(tables.tables))
     counts = np.array([t.size for t in tables.tables.values()])
@@ -145,6 +147,26 @@ def reduce_step(run: BlockwiseRun) -> DecodeStats:
     write_atomic(run.tables_file, lambda fh: np.savez(fh, starts=starts, counts=counts,
                                                       table=flat, sizes=tables.sizes))
     return segment_stats(tables.sizes, run.box.size, run.cfg.dust)
+
+
+class _FileBytes(Sequence[bytes]):
+    """The blocks' summary files as a sequence of bytes read on access (a method's reduce
+    that streams them holds one at a time)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths = paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
+        if isinstance(i, slice):
+            return [p.read_bytes() for p in self._paths[i]]
+        return self._paths[i].read_bytes()
 
 
 def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | None = None,

@@ -89,6 +89,8 @@ def affinity_watershed(
     min_size: int = 0,
     small: str = "remove",
     merge_threshold: float | Sequence[float] | None = None,
+    fragment_block: Sequence[int] | int | None = None,
+    halo: int = 8,
 ) -> np.ndarray | list[np.ndarray]:
     """Segment (C, Z, Y, X) affinities by seeded watershed and mean-affinity agglomeration.
 
@@ -97,6 +99,11 @@ def affinity_watershed(
     single agglomeration pass. Segments under ``min_size`` voxels are removed or merged
     (``small``) as in :func:`pytc_decode.affinity_cc`. ``merge_threshold`` is the deprecated
     name of ``agglomeration_threshold`` (a warning; removed in the next release).
+
+    With ``fragment_block`` (voxels, z y x) the fragments are computed on that fixed grid, each
+    cell seeing itself plus ``halo`` voxels (:func:`pytc_decode.ws_blockwise.grid_fragments`),
+    and the region graph's sums are exact: the result is then the same partition as the
+    blockwise decode with any block size that is a multiple of the grid (``mean`` only).
     """
     if merge_threshold is not None:
         import logging
@@ -117,10 +124,20 @@ def affinity_watershed(
             raise UserError(f"agglomeration threshold {t} is outside [0, 1]",
                             "use e.g. --agglomeration-threshold 0.5")
     aff = nearest_neighbour_float(affinities)
-    fragments, history = ws_fragments(aff, max(thresholds), seed_threshold=seed_threshold,
-                                      seed_radius=seed_radius, seeds_2d=seeds_2d,
-                                      merge_function=merge_function, quantile=quantile,
-                                      voxel_size=voxel_size, mask=mask)
+    if fragment_block is not None:
+        if merge_function != "mean":
+            raise UserError(f"merge_function {merge_function} does not work with a fragment grid",
+                            "use merge_function = 'mean' with ws.fragment_block")
+        from pytc_decode.ws_blockwise import grid_ws_fragments
+
+        fragments, history = grid_ws_fragments(
+            aff, max(thresholds), fragment_block, halo, seed_threshold=seed_threshold,
+            seed_radius=seed_radius, seeds_2d=seeds_2d, voxel_size=voxel_size, mask=mask)
+    else:
+        fragments, history = ws_fragments(aff, max(thresholds), seed_threshold=seed_threshold,
+                                          seed_radius=seed_radius, seeds_2d=seeds_2d,
+                                          merge_function=merge_function, quantile=quantile,
+                                          voxel_size=voxel_size, mask=mask)
     segs = segment_fragments(fragments, history, thresholds, affinities=aff,
                              min_size=min_size, small=small)
     return segs[0] if single else segs

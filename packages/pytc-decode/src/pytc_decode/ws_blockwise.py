@@ -1,38 +1,59 @@
 """Blockwise watershed + agglomeration (``--method ws --block-size``), the funkelab/lsd shape.
 
+**Design (equal to the whole volume by construction).** Fragments are a function of a fixed
+**fragment grid** (``ws.fragment_block`` G voxels per axis, origin the volume's start), not of
+the processing blocks: each grid cell's seeds (distance-transform maxima) and flooding are
+computed on the cell plus ``halo`` voxels (clipped to the volume) and cropped to the cell
+(:func:`grid_fragments`). The whole-volume ``ws`` with ``fragment_block`` computes its
+fragments the same way, cell by cell, so whole and blockwise have identical fragments when the
+blocks are multiples of G (enforced: :func:`check_block_grid`, a one-line error). Edge
+affinities are rounded to multiples of ``2**-16`` (:data:`QUANTUM_BITS`) so each pair's
+float64 sum is exact whatever the order of the additions; the region graph (the same pairs,
+sums and counts: edges inside cells, across cell faces inside a block, across block faces) is
+therefore the same, and fragment ids are **canonical** (1..F in the global C order of their
+first voxel), so the one greedy agglomeration (:func:`pytc_decode.agglomeration.agglomerate`,
+ties to the lower edge) takes the same merges: blockwise == whole volume, the same ids, VOI
+0.0 (tested as a hypothesis property over grids, block multiples, halos, thresholds and
+``min_size``, on synthetic and FlyEM defective affinities, and through the command and its
+shares). Without ``fragment_block`` the grid is the block size (a blockwise run then equals
+the whole-volume run with ``fragment_block`` = that block size); the whole volume without it
+grows fragments unbounded, as before.
+
 The same three steps and scratch files as blockwise connected components
 (:mod:`pytc_decode.blockwise`), so the local loop and Slurm shares run it alike:
 
-1. **fragments** (:func:`ws_fragment_block`): each block's fragments are grown on the block
-   plus a context halo (seeds and flooding see across the block's faces), then cropped to the
-   block and numbered locally; the block records a :class:`WsBlockSummary`: size and first
-   voxel (global C-order index) of each local fragment, its region-graph edges inside the
-   block (sum and count of the boundary affinities per pair), and its face planes: labels on
-   all six faces and the affinities of the edges leaving it through its low faces.
-2. **agglomerate** (:func:`agglomerate_blocks`): one region graph over every block (local
-   ids made global by block offsets; the edges across faces added from the face planes), one
-   agglomeration (it has one node per fragment, small next to the volume), small segments
-   removed, final ids numbered by first voxel in C order: per block, a local → final table
-   (:class:`pytc_decode.blockwise.BlockTables`).
+1. **fragments** (:func:`ws_fragment_block`): each block's fragments (cell by cell, above),
+   numbered locally by first voxel; the block records a :class:`WsBlockSummary`: size and
+   first voxel (global C-order index) of each local fragment, its region-graph edges inside
+   the block (sum and count of the boundary affinities per pair), and its face planes: labels
+   on all six faces and the affinities of the edges leaving it through its low faces.
+2. **agglomerate** (:func:`agglomerate_blocks`, :func:`agglomerate_blocks_at` for several
+   thresholds from one pass): one region graph over every block (face edges from the face
+   planes, ids made canonical), one agglomeration, small segments removed, final ids numbered
+   by first voxel in C order: per block, a local → final table
+   (:class:`pytc_decode.blockwise.BlockTables`). The reduce streams the summaries (one
+   decoded at a time, :func:`block_region_graph`); its memory is the graph arrays, O(E) for
+   E region-graph edges (u, v, sum, count, score: 40 B per edge, before grouping the raw
+   face edges add 32 B per face voxel pair) plus O(F) for F fragments (size, first voxel,
+   canonical id, union-find: about 32 B each), plus the high face planes of the blocks whose
+   upper neighbour has not been read yet (in C order one slab of blocks: 4 B per face
+   voxel). It is not yet hierarchical (abiss-style freezing of face segments would bound it
+   by the fragments touching faces).
 3. **relabel**: as for CC, each block's local ids through its table.
 
-Fragments that a block face cuts are joined again in step 2 by their high-affinity edges
-across the face; the result is close to, **not identical with**, the whole-volume ``ws``:
-fragments are grown per block with a halo of context, so seeds, fragments and their boundary
-scores differ near block faces (on 64 x 128 x 128 FlyEM affinities with defects, blocks of
-16 x 32 x 32: VOI 0.23 between the two; the tests hold it under 0.3). Coordinates are global voxels (z, y, x).
+Coordinates are global voxels (z, y, x).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pytc_core.bbox import BBox
+from pytc_core.bbox import BBox, vec3
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.ws import (
     RegionGraph,
@@ -47,8 +68,9 @@ from pytc_decode.ws import (
     watershed_fragments,
 )
 
-__all__ = ["WsBlockSummary", "affinity_watershed_blockwise", "agglomerate_blocks",
-           "ws_fragment_block"]
+__all__ = ["QUANTUM_BITS", "WsBlockSummary", "affinity_watershed_blockwise", "agglomerate_blocks",
+           "agglomerate_blocks_at", "block_region_graph", "check_block_grid", "fragments_blocks", "grid_fragments", "grid_ws_fragments",
+           "quantised_affinities", "ws_fragment_block"]
 
 
 @dataclass
@@ -85,7 +107,7 @@ class WsBlockSummary:
         for name in self._PLANES:
             for axis, plane in zip("zyx", getattr(self, name), strict=True):
                 arrays[f"{name}_{axis}"] = plane
-        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod
@@ -97,22 +119,88 @@ class WsBlockSummary:
             return cls(BBox(tuple(f["start"]), tuple(f["stop"])), **arrays, **planes)
 
 
+#: edge affinities are rounded to multiples of 2**-QUANTUM_BITS before they are summed, so
+#: every sum is exact in float64 and does not depend on the order of the additions (blocks,
+#: cells): the region graph is the same whichever way the volume is cut
+QUANTUM_BITS = 16
+
+
+def quantised_affinities(affinities: np.ndarray) -> np.ndarray:
+    """Channels 0-2 as float32 rounded to multiples of ``2**-QUANTUM_BITS`` (exact sums)."""
+    aff = nearest_neighbour_float(affinities)
+    scale = np.float32(2 ** QUANTUM_BITS)
+    return np.round(aff * scale) / scale
+
+
+def grid_fragments(aff: np.ndarray, context: BBox, block: BBox, volume_box: BBox,
+                   fragment_block: Sequence[int], halo: int, *, seed_threshold: float = 0.5,
+                   seed_radius: int = 2, seeds_2d: bool = False,
+                   voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                   mask: np.ndarray | None = None) -> np.ndarray:
+    """Fragments of ``block`` (uint32, (Z, Y, X) of the block, distinct ids, not yet numbered
+    by first voxel) computed cell by cell on the fixed grid ``fragment_block`` (voxels, z y x,
+    origin ``volume_box.start``): each cell's seeds and flooding see the cell plus ``halo``
+    voxels (clipped to the volume) and nothing else, and are cropped to the cell. So a cell's
+    fragments are a function of that bounded neighbourhood alone, the same in every block (and
+    in the whole-volume run) that contains the cell. ``aff`` and ``mask`` cover ``context``,
+    which must contain every cell's neighbourhood."""
+    from pytc_core.blocks import plan_blocks
+
+    out = np.zeros(block.shape, np.uint32)
+    offset = 0
+    for cell in plan_blocks(block, fragment_block, grid_origin=volume_box.start):
+        near = cell.grow(halo).intersect(volume_box)
+        if any(n0 < c0 or n1 > c1 for n0, n1, c0, c1 in
+               zip(near.start, near.stop, context.start, context.stop, strict=True)):
+            raise ValueError(f"context {context} does not hold cell {cell} plus halo {halo}")
+        sl = tuple(slice(a - c, b - c) for a, b, c in
+                   zip(near.start, near.stop, context.start, strict=True))
+        a = np.ascontiguousarray(aff[(slice(None), *sl)])
+        m = None if mask is None else np.ascontiguousarray(mask[sl])
+        seeds = fragment_seeds(a, seed_threshold, seed_radius, seeds_2d=seeds_2d,
+                               voxel_size=voxel_size, mask=m)
+        grown = watershed_fragments(a, seeds, m)
+        crop = tuple(slice(a0 - n0, b0 - n0) for a0, b0, n0 in
+                     zip(cell.start, cell.stop, near.start, strict=True))
+        piece = grown[crop].astype(np.uint32)
+        if offset + int(piece.max(initial=0)) >= 2**32 - 1:
+            raise ValueError(f"block {block} has too many fragments for uint32")
+        piece[piece != 0] += np.uint32(offset)
+        offset = int(piece.max(initial=offset))
+        out[tuple(slice(a0 - b0, a1 - b0) for a0, a1, b0 in
+                  zip(cell.start, cell.stop, block.start, strict=True))] = piece
+    return out
+
+
 def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume_box: BBox, *,
                       seed_threshold: float = 0.5, seed_radius: int = 2, seeds_2d: bool = False,
                       voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
-                      mask: np.ndarray | None = None) -> tuple[np.ndarray, WsBlockSummary]:
+                      mask: np.ndarray | None = None,
+                      fragment_block: Sequence[int] | None = None,
+                      halo: int = 8) -> tuple[np.ndarray, WsBlockSummary]:
     """Fragments of ``block`` grown on ``context`` (the block plus its halo, inside
     ``volume_box``), whose (C, Z, Y, X) ``affinities`` (and (Z, Y, X) ``mask``) are given;
-    returns (local labels of the block, uint32, ids 1..k by first voxel; summary)."""
-    aff = nearest_neighbour_float(affinities)
+    returns (local labels of the block, uint32, ids 1..k by first voxel; summary).
+
+    With ``fragment_block`` (voxels z y x; the block must lie on that grid) the fragments are
+    those of :func:`grid_fragments` (cells of the grid, each with ``halo`` voxels of context):
+    the same whatever the block size. Without it, the block itself is the one cell, grown on
+    all of ``context``."""
+    aff = quantised_affinities(affinities)
     if aff.shape[1:] != context.shape:
         raise ValueError(f"context data {aff.shape[1:]} does not match {context}")
-    seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
-                           voxel_size=voxel_size, mask=mask)
-    grown = watershed_fragments(aff, seeds, mask)
     inner = tuple(slice(a - c, b - c) for a, b, c in
                   zip(block.start, block.stop, context.start, strict=True))
-    local = number_by_first_voxel(np.ascontiguousarray(grown[inner]))
+    if fragment_block is not None:
+        local = number_by_first_voxel(grid_fragments(
+            aff, context, block, volume_box, fragment_block, halo,
+            seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
+            voxel_size=voxel_size, mask=mask))
+    else:
+        seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
+                               voxel_size=voxel_size, mask=mask)
+        grown = watershed_fragments(aff, seeds, mask)
+        local = number_by_first_voxel(np.ascontiguousarray(grown[inner]))
     block_aff = np.ascontiguousarray(aff[(slice(None), *inner)])
     n = int(local.max()) if local.size else 0
     # edges inside the block (a voxel's edge to its previous voxel, both in the block)
@@ -138,90 +226,234 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     return local, summary
 
 
-def agglomerate_blocks(summaries: Sequence[WsBlockSummary], volume_box: BBox,
-                       agglomeration_threshold: float, min_size: int = 0,
-                       dtype: np.dtype | None = None) -> BlockTables:
-    """One region graph over every block, one agglomeration up to ``agglomeration_threshold``,
-    segments under ``min_size`` voxels removed, final ids 1..N by first voxel in C order."""
-    summaries = sorted(summaries, key=lambda s: s.bbox.start)
-    offsets, total = {}, 0  # global fragment id = offset of the block + local id
-    for s in summaries:
-        offsets[s.bbox.start] = total
-        total += s.num_labels
-    by_face = {(axis, s.bbox.stop[axis], *(s.bbox.start[i] for i in range(3) if i != axis)): s
-               for s in summaries for axis in range(3)}
+def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox) -> _BlockGraph:
+    """The region graph over every block's fragments: the edges inside each block plus the
+    edges across block faces (from the face planes), fragment ids canonical.
+
+    Streams ``summaries`` (any order; e.g. a generator that reads one block's file at a time):
+    it keeps each block's edges, sizes and first voxels, and a block's high face plane only
+    until the block above it on that axis has been read (in C order, one slab of blocks'
+    faces); the low faces of a block read before its neighbour wait for it."""
+    offsets: dict[tuple[int, int, int], int] = {}
+    counts_of: dict[tuple[int, int, int], int] = {}
+    total = 0  # global fragment id = offset of the block + local id
     us, vs, sums, counts = [], [], [], []
-    sizes = np.zeros(total + 1, np.int64)
-    first = np.zeros(total + 1, np.int64)
+    sizes_l: list[np.ndarray] = []
+    first_l: list[np.ndarray] = []
+    high: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # face -> (labels, offset)
+    low: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}  # waiting low faces
+
+    def join(mine: np.ndarray, aff: np.ndarray, o_mine: int, theirs: np.ndarray,
+             o_theirs: int) -> None:
+        m, t = mine.astype(np.int64), theirs.astype(np.int64)
+        on = (m != 0) & (t != 0)
+        a, b = m[on] + o_mine, t[on] + o_theirs
+        us.append(np.minimum(a, b))
+        vs.append(np.maximum(a, b))
+        sums.append(aff[on].astype(np.float64))
+        counts.append(np.ones(int(on.sum()), np.int64))
+
     for s in summaries:
-        o = offsets[s.bbox.start]
+        start = s.bbox.start
+        o = total
+        offsets[start] = o
+        counts_of[start] = s.num_labels
+        total += s.num_labels
         us.append(s.u + o)
         vs.append(s.v + o)
         sums.append(s.affinity_sum)
         counts.append(s.edge_count)
-        sizes[o + 1:o + 1 + s.num_labels] = s.sizes[1:]
-        first[o + 1:o + 1 + s.num_labels] = s.first[1:]
+        sizes_l.append(s.sizes[1:])
+        first_l.append(s.first[1:])
         for axis in range(3):
-            if s.bbox.start[axis] <= volume_box.start[axis]:
+            rest = tuple(start[i] for i in range(3) if i != axis)
+            # my high face: the block above takes it (now if it was read before me)
+            up = (axis, s.bbox.stop[axis], *rest)
+            if s.bbox.stop[axis] < volume_box.stop[axis]:
+                if up in low:
+                    labels, aff, o_up = low.pop(up)
+                    join(labels, aff, o_up, s.high_labels[axis], o)
+                else:
+                    high[up] = (s.high_labels[axis], o)
+            if start[axis] <= volume_box.start[axis]:
                 continue
-            face = (axis, s.bbox.start[axis], *(s.bbox.start[i] for i in range(3) if i != axis))
-            below = by_face.get(face)
-            if below is None:
-                raise ValueError(f"block {s.bbox} has no neighbour below on axis {axis}: "
-                                 "the summaries of every block are needed")
-            mine = s.low_labels[axis].astype(np.int64)
-            theirs = below.high_labels[axis].astype(np.int64)
-            on = (mine != 0) & (theirs != 0)
-            a = mine[on] + o
-            b = theirs[on] + offsets[below.bbox.start]
-            us.append(np.minimum(a, b))
-            vs.append(np.maximum(a, b))
-            sums.append(s.low_affinities[axis][on].astype(np.float64))
-            counts.append(np.ones(int(on.sum()), np.int64))
-    order, starts, u, v = group_pairs(np.concatenate(us), np.concatenate(vs), total)
+            face = (axis, start[axis], *rest)
+            if face in high:
+                theirs, o_below = high.pop(face)
+                join(s.low_labels[axis], s.low_affinities[axis], o, theirs, o_below)
+            else:
+                low[face] = (s.low_labels[axis], s.low_affinities[axis], o)
+    if low:
+        face = next(iter(low))
+        raise ValueError(f"no block below the face {face} (axis, position, other starts): "
+                         "the summaries of every block are needed")
+    sizes = np.concatenate([np.zeros(1, np.int64), *sizes_l]).astype(np.int64)
+    first = np.concatenate([np.zeros(1, np.int64), *first_l]).astype(np.int64)
+    del sizes_l, first_l
+    # canonical fragment ids: 1..total in the global C order of their first voxel, the same
+    # however the volume was cut into blocks (so agglomeration ties break alike)
+    canon = np.zeros(total + 1, np.int64)
+    canon[1 + np.argsort(first[1:], kind="stable")] = np.arange(1, total + 1)
+    cu, cv = canon[np.concatenate(us)], canon[np.concatenate(vs)]
+    order, starts, u, v = group_pairs(np.minimum(cu, cv), np.maximum(cu, cv), total)
     edge_sum = sum_groups(np.concatenate(sums)[order], starts)
     edge_count = sum_groups(np.concatenate(counts)[order], starts)
+    sizes_c = np.zeros(total + 1, np.int64)
+    sizes_c[canon] = sizes
+    first_c = np.zeros(total + 1, np.int64)
+    first_c[canon] = first
     graph = RegionGraph(total, u, v, edge_sum, edge_count,
                         1.0 - edge_sum / np.maximum(edge_count, 1))
-    history = agglomerate(graph, agglomeration_threshold)
-    roots = merge_roots(history, total, agglomeration_threshold)  # the history stops below it
-    comp_size = np.bincount(roots, weights=sizes, minlength=total + 1).astype(np.int64)
-    comp_first = np.full(total + 1, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(comp_first, roots[1:], first[1:])
-    keep_root = (roots == np.arange(total + 1)) & (comp_size >= max(min_size, 1))
-    keep_root[0] = False
-    kept = np.flatnonzero(keep_root)
-    ordered = kept[np.argsort(comp_first[kept], kind="stable")]
-    final = np.zeros(total + 1, np.int64)
-    final[ordered] = np.arange(1, ordered.size + 1)
+    return _BlockGraph(offsets, counts_of, canon, graph, sizes_c, first_c)
+
+
+@dataclass
+class _BlockGraph:
+    """The region graph of every block's fragments, fragment ids canonical (see above)."""
+
+    #: per block (by its start): offset of its local ids, number of its fragments
+    offsets: dict[tuple[int, int, int], int]
+    num_labels: dict[tuple[int, int, int], int]
+    #: block offset + local id -> canonical id
+    canon: np.ndarray
+    graph: RegionGraph
+    sizes: np.ndarray
+    first: np.ndarray
+
+
+def agglomerate_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
+                       agglomeration_threshold: float, min_size: int = 0,
+                       dtype: np.dtype | None = None) -> BlockTables:
+    """One region graph over every block, one agglomeration up to ``agglomeration_threshold``,
+    segments under ``min_size`` voxels removed, final ids 1..N by first voxel in C order."""
+    return agglomerate_blocks_at(summaries, volume_box, [agglomeration_threshold], min_size,
+                                 dtype)[0]
+
+
+def agglomerate_blocks_at(summaries: Iterable[WsBlockSummary], volume_box: BBox,
+                          thresholds: Sequence[float], min_size: int = 0,
+                          dtype: np.dtype | None = None) -> list[BlockTables]:
+    """As :func:`agglomerate_blocks` for several thresholds from one agglomeration pass:
+    one :class:`BlockTables` per threshold."""
+    bg = block_region_graph(summaries, volume_box)
+    total = bg.graph.num_fragments
+    history = agglomerate(bg.graph, max(thresholds))
     from pytc_decode.cc import label_dtype
 
     out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
-    global_table = final[roots].astype(out_dtype)
+    result = []
+    for t in thresholds:
+        roots = merge_roots(history, total, t)  # the history stops below it
+        comp_size = np.bincount(roots, weights=bg.sizes, minlength=total + 1).astype(np.int64)
+        comp_first = np.full(total + 1, np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(comp_first, roots[1:], bg.first[1:])
+        keep_root = (roots == np.arange(total + 1)) & (comp_size >= max(min_size, 1))
+        keep_root[0] = False
+        kept = np.flatnonzero(keep_root)
+        ordered = kept[np.argsort(comp_first[kept], kind="stable")]
+        final = np.zeros(total + 1, np.int64)
+        final[ordered] = np.arange(1, ordered.size + 1)
+        global_table = final[roots].astype(out_dtype)
+        tables: dict[tuple[int, ...], np.ndarray] = {}
+        for start, o in bg.offsets.items():
+            k = bg.num_labels[start]
+            tab = np.zeros(k + 1, dtype=out_dtype)
+            tab[1:] = global_table[bg.canon[o + 1:o + 1 + k]]
+            tables[start] = tab
+        final_sizes = np.zeros(ordered.size + 1, np.int64)
+        final_sizes[1:] = comp_size[ordered]
+        result.append(BlockTables(tables, int(ordered.size), final_sizes))
+    return result
+
+
+def fragments_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
+                     max_threshold: float, dtype: np.dtype | None = None,
+                     **history_fields: Any) -> tuple[BlockTables, Any]:
+    """Blockwise ``--fragments-only``: per block, local id -> canonical global fragment id
+    (1..F by first voxel in global C order, the ids a fragments volume is written with) and
+    the agglomeration's merge history up to ``max_threshold`` in those ids
+    (:class:`pytc_core.merge_history.MergeHistory`; ``history_fields`` e.g. ``thresholds``,
+    ``fragments_key``, ``config``). The segmentation at t is that volume through
+    ``history.segment_table(t)`` (then numbered by first voxel), the blockwise decode's
+    partition at t (before ``min_size``)."""
+    from pytc_core.merge_history import MergeHistory
+    from pytc_decode.cc import label_dtype
+
+    bg = block_region_graph(summaries, volume_box)
+    total = bg.graph.num_fragments
+    history = agglomerate(bg.graph, max_threshold)
+    out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
     tables: dict[tuple[int, ...], np.ndarray] = {}
-    for s in summaries:
-        o = offsets[s.bbox.start]
-        t = np.zeros(s.num_labels + 1, dtype=out_dtype)
-        t[1:] = global_table[o + 1:o + 1 + s.num_labels]
-        tables[s.bbox.start] = t
-    final_sizes = np.zeros(ordered.size + 1, np.int64)
-    final_sizes[1:] = comp_size[ordered]
-    return BlockTables(tables, int(ordered.size), final_sizes)
+    for start, o in bg.offsets.items():
+        k = bg.num_labels[start]
+        tab = np.zeros(k + 1, dtype=out_dtype)
+        tab[1:] = bg.canon[o + 1:o + 1 + k]
+        tables[start] = tab
+    merges = MergeHistory.from_rows(np.asarray(history).reshape(-1, 3), total, **history_fields)
+    return BlockTables(tables, total, bg.sizes), merges
 
 
-def affinity_watershed_blockwise(affinities: np.ndarray, agglomeration_threshold: float = 0.5,
-                                 block_size: Sequence[int] | int = 64, halo: int = 8, *,
-                                 seed_threshold: float = 0.5, seed_radius: int = 2,
-                                 seeds_2d: bool = False, min_size: int = 0,
-                                 mask: np.ndarray | None = None) -> np.ndarray:
-    """In-memory twin of the blockwise ``ws`` decode (the CLI runs the same steps on volumes
-    block by block): fragments per block with ``halo`` voxels of context, one agglomeration,
-    relabel. ``block_size`` in voxels (z, y, x)."""
+def grid_ws_fragments(affinities: np.ndarray, max_threshold: float,
+                      fragment_block: Sequence[int] | int, halo: int = 8, *,
+                      seed_threshold: float = 0.5, seed_radius: int = 2, seeds_2d: bool = False,
+                      voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                      mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-volume fragments on the ``fragment_block`` grid (uint32 (Z, Y, X), canonical ids
+    1..F by first voxel, 0 outside ``mask``) and their merge history up to ``max_threshold``
+    (``(M, 3)`` rows ``(absorbed, into, score)``): the grid twin of
+    :func:`pytc_decode.ws.ws_fragments`, equal to what a blockwise run writes as fragments."""
     from pytc_core.blocks import plan_blocks
     from pytc_decode.kernels import remap
 
-    aff = nearest_neighbour_float(affinities)
+    aff = quantised_affinities(affinities)
+    box = BBox.from_shape(aff.shape[1:])
+    grid = vec3(fragment_block, "fragment_block")
+    local, summaries = {}, []
+    for cell in plan_blocks(box, grid):
+        context = cell.grow(halo).intersect(box)
+        lab, summary = ws_fragment_block(
+            aff[(slice(None), *context.slices)], context, cell, box,
+            seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
+            voxel_size=voxel_size, mask=None if mask is None else mask[context.slices],
+            fragment_block=grid, halo=halo)
+        local[cell.start] = lab
+        summaries.append(summary)
+    tables, merges = fragments_blocks(summaries, box, max_threshold, np.dtype(np.uint32))
+    out = np.zeros(box.shape, np.uint32)
+    for cell in plan_blocks(box, grid):
+        out[cell.slices] = remap(local[cell.start], tables.table(cell))
+    rows = np.stack([merges.absorbed.astype(np.float64), merges.into.astype(np.float64),
+                     merges.score], axis=1).reshape(-1, 3)
+    return out, rows
+
+
+def affinity_watershed_blockwise(affinities: np.ndarray,
+                                 agglomeration_threshold: float | Sequence[float] = 0.5,
+                                 block_size: Sequence[int] | int = 64, halo: int = 8, *,
+                                 seed_threshold: float = 0.5, seed_radius: int = 2,
+                                 seeds_2d: bool = False, min_size: int = 0,
+                                 voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                                 mask: np.ndarray | None = None,
+                                 fragment_block: Sequence[int] | int | None = None,
+                                 ) -> np.ndarray | list[np.ndarray]:
+    """In-memory twin of the blockwise ``ws`` decode (the CLI runs the same steps on volumes
+    block by block): fragments per block (on the ``fragment_block`` grid when given, each
+    cell with ``halo`` voxels of context; else the block with ``halo``), one agglomeration,
+    relabel. ``block_size`` in voxels (z, y, x), a multiple of ``fragment_block``. Several
+    thresholds give one segmentation each (one fragments pass, one agglomeration)."""
+    from pytc_core.bbox import vec3
+    from pytc_core.blocks import plan_blocks
+    from pytc_decode.kernels import remap
+
+    single = isinstance(agglomeration_threshold, int | float)
+    thresholds = ([float(agglomeration_threshold)] if isinstance(agglomeration_threshold,
+                                                                  int | float)
+                  else [float(t) for t in agglomeration_threshold])
+    aff = quantised_affinities(affinities)
     volume_box = BBox.from_shape(aff.shape[1:])
+    grid = None if fragment_block is None else vec3(fragment_block, "fragment_block")
+    if grid is not None:
+        check_block_grid(vec3(block_size, "block_size"), grid)
     blocks = plan_blocks(volume_box, block_size)
     local_labels, summaries = {}, []
     for block in blocks:
@@ -229,11 +461,26 @@ def affinity_watershed_blockwise(affinities: np.ndarray, agglomeration_threshold
         m = None if mask is None else mask[context.slices]
         local, summary = ws_fragment_block(
             aff[(slice(None), *context.slices)], context, block, volume_box,
-            seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d, mask=m)
+            seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
+            voxel_size=voxel_size, mask=m, fragment_block=grid, halo=halo)
         local_labels[block.start] = local
         summaries.append(summary)
-    tables = agglomerate_blocks(summaries, volume_box, agglomeration_threshold, min_size)
-    out = np.zeros(aff.shape[1:], np.uint32)
-    for block in blocks:
-        out[block.slices] = remap(local_labels[block.start], tables.table(block))
-    return out
+    all_tables = agglomerate_blocks_at(summaries, volume_box, thresholds, min_size)
+    segs = []
+    for tables in all_tables:
+        out = np.zeros(aff.shape[1:], np.uint32)
+        for block in blocks:
+            out[block.slices] = remap(local_labels[block.start], tables.table(block))
+        segs.append(out)
+    return segs[0] if single else segs
+
+
+def check_block_grid(block_size: Sequence[int], fragment_block: Sequence[int]) -> None:
+    """A one-line error unless every block size is a multiple of the fragment grid."""
+    from pytc_core.errors import UserError
+
+    if any(b % g for b, g in zip(block_size, fragment_block, strict=True)):
+        raise UserError(f"block size {tuple(block_size)} is not a multiple of ws fragment_block "
+                        f"{tuple(fragment_block)}",
+                        "use a block size that is a multiple of it per axis (e.g. "
+                        f"{tuple(2 * g for g in fragment_block)}), or set ws.fragment_block")

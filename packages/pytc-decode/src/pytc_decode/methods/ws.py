@@ -1,11 +1,13 @@
 """``--method ws``: seeded watershed fragments + mean-affinity agglomeration.
 
 Whole volume: :func:`pytc_decode.ws.affinity_watershed`, one segmentation per agglomeration
-threshold from one pass. Blockwise (:mod:`pytc_decode.ws_blockwise`): fragments per block
-grown with ``halo`` voxels of context, one agglomeration over every block's region graph,
-relabel. Blockwise results are close to, **not identical with**, the whole-volume ``ws``:
-fragments and their boundary scores differ near block faces (measured in the tests as a VOI
-bound between the two).
+threshold from one pass. Blockwise (:mod:`pytc_decode.ws_blockwise`): fragments per cell of
+the fragment grid (``ws.fragment_block``; by default the block itself), each cell grown with
+``halo`` voxels of context, one agglomeration over every block's region graph, relabel.
+With ``ws.fragment_block = G`` set, the whole-volume run computes its fragments on the same
+grid and a blockwise run (block sizes multiples of G) gives **the same partition** (VOI 0.0)
+by construction; with the default (0) the whole volume grows its fragments unbounded and a
+blockwise run equals the whole-volume run with ``fragment_block`` = its block size.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from pytc_core.bbox import BBox
+from pytc_core.bbox import BBox, vec3
 from pytc_core.errors import UserError
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.cc import check_value_range
@@ -48,11 +50,27 @@ class WsOptions:
     quantile: float = 0.5
     #: blockwise: voxels of context around each block for its seeds and flooding
     halo: int = 8
+    #: the fixed fragment grid (voxels per cell, z y x, or one for all): fragments are grown
+    #: per cell plus ``halo``, whole volume and blockwise alike, so the two are equal; block
+    #: sizes must be multiples of it. 0: whole volume unbounded, blockwise the block size
+    fragment_block: tuple[int, int, int] | int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.agglomeration_threshold, int | float):
             object.__setattr__(self, "agglomeration_threshold",
                                (float(self.agglomeration_threshold),))
+
+    @property
+    def grid(self) -> tuple[int, int, int] | None:
+        """``fragment_block`` as (z, y, x) voxels, or None when 0 (no fixed grid)."""
+        g = self.fragment_block
+        if isinstance(g, int):
+            return None if g == 0 else (g, g, g)
+        t = tuple(int(v) for v in g)
+        if len(t) != 3:
+            raise UserError(f"ws fragment_block {g} needs one or three values",
+                            "use e.g. --set ws.fragment_block=64")
+        return None if t == (0, 0, 0) else (t[0], t[1], t[2])
 
     @property
     def thresholds(self) -> tuple[float, ...]:
@@ -88,6 +106,18 @@ class WsMethod(DecodeMethod):
             raise UserError(f"seed radius {ws.seed_radius} is negative", "use e.g. 2 (voxels)")
         if ws.halo < 0:
             raise UserError(f"ws halo {ws.halo} is negative", "use e.g. 8 (voxels)")
+        grid = ws.grid
+        if grid is not None and any(g <= 0 for g in grid):
+            raise UserError(f"ws fragment_block {ws.fragment_block} is not positive",
+                            "use e.g. --set ws.fragment_block=64 (voxels), or 0 for none")
+        if grid is not None and cfg.block_size is not None:
+            from pytc_decode.ws_blockwise import check_block_grid
+
+            check_block_grid(cfg.block_size if not isinstance(cfg.block_size, int)
+                             else (cfg.block_size,) * 3, grid)
+        if grid is not None and ws.merge_function != "mean":
+            raise UserError(f"merge_function {ws.merge_function} does not work with a fragment "
+                            "grid", "use merge_function = 'mean' with ws.fragment_block")
         if cfg.block_size is not None and len(thresholds) > 1:
             raise UserError("several agglomeration thresholds are whole-volume only",
                             "give one --agglomeration-threshold with --block-size (one run per "
@@ -116,7 +146,7 @@ class WsMethod(DecodeMethod):
             affinities, list(ws.thresholds), seed_threshold=ws.seed_threshold,
             seed_radius=ws.seed_radius, seeds_2d=ws.seeds_2d, merge_function=ws.merge_function,
             quantile=ws.quantile, voxel_size=voxel_size, mask=mask, min_size=cfg.min_size,
-            small=cfg.small)
+            small=cfg.small, fragment_block=ws.grid, halo=ws.halo)
         assert isinstance(segs, list)
         return segs
 
@@ -150,12 +180,15 @@ class WsMethod(DecodeMethod):
         check_value_range(affinities[:3], "the first three channels")
         labels, summary = ws_fragment_block(
             affinities, context, block, volume_box, seed_threshold=ws.seed_threshold,
-            seed_radius=ws.seed_radius, seeds_2d=ws.seeds_2d, voxel_size=voxel_size, mask=mask)
+            seed_radius=ws.seed_radius, seeds_2d=ws.seeds_2d, voxel_size=voxel_size, mask=mask,
+            fragment_block=ws.grid or vec3(cfg.block_size or block.shape, "block_size"),
+            halo=ws.halo)
         return labels, summary.to_bytes()
 
     def reduce(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
                dtype: np.dtype) -> BlockTables:
-        return agglomerate_blocks([WsBlockSummary.from_bytes(s) for s in summaries],
+        # one summary decoded at a time (the reduce keeps only the graph arrays)
+        return agglomerate_blocks((WsBlockSummary.from_bytes(s) for s in summaries),
                                   volume_box, cfg.ws.thresholds[0], cfg.min_size, dtype)
 
 
