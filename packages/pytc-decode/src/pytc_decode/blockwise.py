@@ -73,14 +73,14 @@ class BlockSummary:
         return self.sizes.size - 1
 
     def to_bytes(self) -> bytes:
-        """Serialise as .npz bytes (for Slurm tasks that hand their summary to the reduce step)."""
+        """Serialise as compressed .npz bytes (one file per block in the scratch folder)."""
         buf = io.BytesIO()
         arrays: dict[str, Any] = {"start": np.array(self.bbox.start), "stop": np.array(self.bbox.stop),
                                   "sizes": self.sizes, "first": self.first}
         for name in ("low_labels", "high_labels", "low_edges"):
             for axis, plane in zip("zyx", getattr(self, name), strict=True):
                 arrays[f"{name}_{axis}"] = plane
-        np.savez(buf, **arrays)
+        np.savez_compressed(buf, **arrays)
         return buf.getvalue()
 
     @classmethod

@@ -28,6 +28,7 @@ from pytc_decode.cc import label_dtype
 from pytc_decode.config import DecodeConfig, result_options
 from pytc_decode.methods import DecodeMethod, method_of
 from pytc_decode.resume import check_run, input_identity, run_key
+from pytc_decode.scratch import LABELS_SUFFIX, load_block_labels, save_block_labels
 from pytc_decode.stats import DecodeStats, segment_stats
 from pytc_decode.volumes import create_output, finish_output, read_inputs
 
@@ -118,9 +119,7 @@ def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | 
         aff, mask = data
         lab, summary = method.label_block(aff, mask, block, method.context(block, box, cfg),
                                           box, cfg, voxel_size)
-        local = lab.astype(run.dtype, copy=False)
-        write_atomic(run.block_file(block, "labels", ".npy"),
-                     lambda fh: np.save(fh, local, allow_pickle=False))
+        save_block_labels(run.block_file(block, "labels", LABELS_SUFFIX), lab)
         write_atomic(run.block_file(block), summary)
         claim.made_progress()  # an interrupt now keeps the finished blocks for a resume
 
@@ -167,7 +166,7 @@ def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] 
     method = run.method
 
     def read(block: BBox) -> np.ndarray:
-        return np.load(run.block_file(block, "labels", ".npy"))
+        return load_block_labels(run.block_file(block, "labels", LABELS_SUFFIX), run.dtype)
 
     def process(block: BBox, local: np.ndarray) -> None:
         out.write(method.relabel(local, table_of[block.start]), offset=block.start)
@@ -184,6 +183,6 @@ def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] 
     elif not done.pending(run.blocks):
         # every block is final: drop the bulky local labels, keep the (small) tables and
         # markers so a repeated relabel share still finds its blocks done
-        for path in run.workdir.glob("labels_*.npy"):
+        for path in run.workdir.glob("labels_*" + LABELS_SUFFIX):
             path.unlink(missing_ok=True)
     return result, stats
