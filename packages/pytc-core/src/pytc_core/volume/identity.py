@@ -31,6 +31,7 @@ import numpy as np
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.volume.base import Volume
+from pytc_core.volume.file_lock import file_lock
 from pytc_core.volume.location import parse_uri
 
 __all__ = ["SAMPLES", "sample_boxes", "volume_identity"]
@@ -79,8 +80,6 @@ def _metadata(volume: Volume) -> Any:
         return {"array": text, "attrs": json.dumps(dict(array.attrs), sort_keys=True, default=str)}
     if volume.format == "hdf5" and loc.path is not None:
         import h5py  # heavy: only for HDF5 inputs
-
-        from pytc_core.volume.file_lock import file_lock
 
         with file_lock(loc.path), h5py.File(loc.path, "r") as f:
             ds = f[loc.inner]
