@@ -10,13 +10,16 @@ steps write and read them through :func:`save_block_labels` / :func:`load_block_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
+from pytc_core.bbox import BBox
 from pytc_core.files import write_atomic
 
-__all__ = ["LABELS_SUFFIX", "load_block_labels", "save_block_labels", "smallest_label_dtype"]
+__all__ = ["LABELS_SUFFIX", "BlockFiles", "load_block_labels", "save_block_labels", "smallest_label_dtype"]
 
 #: the file suffix of a block's scratch labels
 LABELS_SUFFIX = ".npz"
@@ -46,3 +49,29 @@ def load_block_labels(path: Path, dtype: np.dtype | None = None) -> np.ndarray:
     with np.load(path) as f:
         labels = f["labels"]
     return labels if dtype is None else labels.astype(dtype, copy=False)
+
+
+class BlockFiles(Sequence[bytes]):
+    """Blocks' summary files as a sequence of their bytes, each file read when indexed: a
+    reduce step that takes one item at a time holds one summary in memory."""
+
+    def __init__(self, blocks: Sequence[BBox], paths: Sequence[Path]) -> None:
+        if len(blocks) != len(paths):
+            raise ValueError("one summary file per block")
+        #: the block of each file, global voxels (z, y, x)
+        self.blocks = list(blocks)
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [p.read_bytes() for p in self.paths[index]]
+        return self.paths[index].read_bytes()

@@ -28,7 +28,7 @@ from pytc_decode.cc import label_dtype
 from pytc_decode.config import DecodeConfig, result_options
 from pytc_decode.methods import DecodeMethod, method_of
 from pytc_decode.resume import check_run, input_identity, run_key
-from pytc_decode.scratch import LABELS_SUFFIX, load_block_labels, save_block_labels
+from pytc_decode.scratch import LABELS_SUFFIX, BlockFiles, load_block_labels, save_block_labels
 from pytc_decode.stats import DecodeStats, segment_stats
 from pytc_decode.volumes import create_output, finish_output, read_inputs
 
@@ -136,7 +136,8 @@ def reduce_step(run: BlockwiseRun) -> DecodeStats:
     if missing:
         raise UserError(f"{len(missing)} of {len(run.blocks)} blocks are not labelled yet "
                         f"(first: {missing[0]})", "run every --step label share first")
-    summaries = [run.block_file(b).read_bytes() for b in run.blocks]
+    # read lazily: the cc reduce streams them (one summary in memory at a time)
+    summaries = BlockFiles(run.blocks, [run.block_file(b) for b in run.blocks])
     tables = run.method.reduce(summaries, run.box, run.cfg, run.dtype)
     starts = np.array(list(tables.tables))
     counts = np.array([t.size for t in tables.tables.values()])
