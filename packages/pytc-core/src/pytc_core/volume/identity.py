@@ -56,7 +56,7 @@ def sample_boxes(volume: Volume, samples: int = SAMPLES) -> list[BBox]:
                       zip(volume.offset, pos, volume.chunk_size, strict=True))
         stop = tuple(min(a + min(c, _MAX_SAMPLE), e) for a, c, e in
                      zip(start, volume.chunk_size, volume.bbox.stop, strict=True))
-        boxes.append(BBox(start, stop))  # type: ignore[arg-type]
+        boxes.append(BBox(start, stop))
     return boxes
 
 

@@ -35,7 +35,7 @@ def aligned_box(volume: Volume, box: BBox) -> BBox:
         else:
             start.append(a)
             stop.append(b)
-    return BBox(tuple(start), tuple(stop))  # type: ignore[arg-type]
+    return BBox(tuple(start), tuple(stop))
 
 
 def read_aligned(volume: Volume, box: BBox) -> np.ndarray:
