@@ -6,7 +6,7 @@ chunks; then the real blockwise steps of ``pytc-decode`` (``--method cc`` and ``
 size fixed), each as a subprocess the way Slurm array tasks run them: ``--step label
 --blocks i/n`` shares of a fixed number of blocks, ``--step reduce``, ``--step relabel
 --blocks i/n``. Each subprocess reports its own time (from just before the command runs,
-imports excluded) and peak RSS (``ru_maxrss``). Printed per method and size:
+imports excluded) and peak RSS (``VmHWM``; ``ru_maxrss`` would include the parent's). Printed per method and size:
 
 - time per voxel (sum over every step's processes) and its ratio to the smallest size
   (target for the largest: ≤ 1.2);
@@ -46,8 +46,19 @@ def child(argv: list[str]) -> None:
     t0 = time.perf_counter()
     rc = run_entry_point("pytc-decode", app, argv)
     seconds = time.perf_counter() - t0
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rc": rc, "s": seconds, "rss_mb": rss_kb / 1024}), flush=True)
+    print(json.dumps({"rc": rc, "s": seconds, "rss_mb": peak_rss_mb()}), flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (MB). Linux keeps ``ru_maxrss`` across ``exec``, so a child
+    of a big parent would report the parent's peak: read ``VmHWM`` (per address space)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(argv: list[str]) -> dict:
