@@ -120,7 +120,7 @@ def test_a_run_with_other_options_never_reuses_blocks(tmp_path, affinities, caps
     create_volume(mask_uri, mask.shape, np.uint8, overwrite=True).write(mask)
     capsys.readouterr()
     assert run_entry_point("pytc-decode", app, [*base, "--step", "label", "--blocks", "1/2"]) == 2
-    assert "differs in: mask.storage" in capsys.readouterr().err
+    assert "mask.samples" in capsys.readouterr().err
     assert run_entry_point("pytc-decode", app, [*base, "--overwrite"]) == 0
     np.testing.assert_array_equal(open_volume(seg2).read(), affinity_cc(affinities, mask=mask))
 
@@ -132,7 +132,42 @@ def test_a_run_with_other_options_never_reuses_blocks(tmp_path, affinities, caps
                   overwrite=True).write(affinities[:, ::-1].copy())
     capsys.readouterr()
     assert run_entry_point("pytc-decode", app, [*base, "--step", "reduce"]) == 2
-    assert "differs in: affinities.storage" in capsys.readouterr().err
+    assert "affinities.samples" in capsys.readouterr().err
+
+
+def test_a_mip_added_mid_run_is_the_same_input_a_rewritten_chunk_is_not(tmp_path, affinities,
+                                                                       capsys):
+    """The input's identity comes from its metadata and sampled chunks, not a walk: a new
+    scale (info entry and chunk files) added between steps is accepted; a rewritten sampled
+    chunk is refused with one line, exit 2."""
+    import json
+
+    aff_uri = str(tmp_path / "aff")
+    vol = create_volume(aff_uri, affinities.shape, np.float32, chunk_size=(8, 16, 16))
+    vol.write(affinities)
+    seg = str(tmp_path / "seg")
+    base = [aff_uri, "-o", seg, "--block-size", "8,16,16", "-q"]
+    assert run_entry_point("pytc-decode", app, [*base, "--step", "label", "--blocks", "0/2"]) == 0
+    info_path = tmp_path / "aff" / "info"
+    info = json.loads(info_path.read_text())
+    mip = dict(info["scales"][0], key="mip1",
+               size=[max(1, s // 2) for s in info["scales"][0]["size"]],
+               resolution=[r * 2 for r in info["scales"][0]["resolution"]])
+    info["scales"].append(mip)
+    info_path.write_text(json.dumps(info))
+    (tmp_path / "aff" / "mip1").mkdir()
+    (tmp_path / "aff" / "mip1" / "0-16_0-16_0-8").write_bytes(b"\0" * 64)
+    for args in (["--step", "label", "--blocks", "1/2"], ["--step", "reduce"]):
+        assert run_entry_point("pytc-decode", app, [*base, *args]) == 0, capsys.readouterr().err
+    # the first chunk is always sampled: rewrite it
+    changed = affinities[:, :8, :16, :16].copy()
+    changed[0] = 1.0 - changed[0]
+    open_volume(aff_uri).write(changed, offset=(0, 0, 0))
+    capsys.readouterr()
+    assert run_entry_point("pytc-decode", app, [*base, "--step", "relabel"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "affinities.samples.0_0_0" in err
+    assert (tmp_path / "seg" / "pytc_decode" / "run.json").exists()  # refused, nothing removed
 
 
 def test_steps_into_the_hdf5_file_of_their_input(tmp_path, affinities, capsys):

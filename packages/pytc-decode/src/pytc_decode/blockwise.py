@@ -8,7 +8,7 @@ and Slurm array tasks run the same per-block functions:
    (global C-order index) of its local segments, its labels on all six faces and which of its
    low-face edges (its own channels at local index 0, linking to the previous block) are on.
    A voxel whose only edges may cross a face becomes a one-voxel "candidate" segment.
-2. **reduce** (:func:`reduce_blocks`): a global union-find joins the local segments across
+2. **reduce** (:func:`reduce_blocks_streaming`, one summary at a time): a union-find joins the local segments across
    every face, drops candidates that nothing joined and segments under ``min_size``, and
    numbers the rest by first voxel in C order, as the whole-volume decode does.
 3. **relabel** (:func:`relabel_block`): each block's local ids are mapped to the final ids.
@@ -19,7 +19,7 @@ Coordinates are global voxels (z, y, x); affinities are channels first.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +48,7 @@ __all__ = [
     "affinity_cc_blockwise",
     "label_block",
     "reduce_blocks",
+    "reduce_blocks_streaming",
     "relabel_block",
 ]
 
@@ -73,14 +74,14 @@ class BlockSummary:
         return self.sizes.size - 1
 
     def to_bytes(self) -> bytes:
-        """Serialise as .npz bytes (for Slurm tasks that hand their summary to the reduce step)."""
+        """Serialise as compressed .npz bytes (one file per block in the scratch folder)."""
         buf = io.BytesIO()
         arrays: dict[str, Any] = {"start": np.array(self.bbox.start), "stop": np.array(self.bbox.stop),
                                   "sizes": self.sizes, "first": self.first}
         for name in ("low_labels", "high_labels", "low_edges"):
             for axis, plane in zip("zyx", getattr(self, name), strict=True):
                 arrays[f"{name}_{axis}"] = plane
-        np.savez(buf, **arrays)
+        np.savez_compressed(buf, **arrays)
         return buf.getvalue()
 
     @classmethod
@@ -204,65 +205,104 @@ def reduce_blocks(summaries: Sequence[BlockSummary], volume_box: BBox, min_size:
     Segments are joined across a face where the higher block's low-face edge is on and both
     voxels are labelled; one-voxel candidates that nothing joined become background, as do
     segments under ``min_size`` voxels. Final ids are 1..N by first voxel in C order of the
-    whole ``volume_box``, so the result equals the whole-volume decode.
+    whole ``volume_box``, so the result equals the whole-volume decode. The summaries in
+    memory are streamed as :func:`reduce_blocks_streaming` does.
     """
-    summaries = sorted(summaries, key=lambda s: s.bbox.start)
-    offsets, total = {}, 0  # global provisional id = offset of the block + local id
-    for s in summaries:
-        offsets[s.bbox.start] = total
-        total += s.num_labels
-    # a block's neighbour below on an axis: the block whose stop there is our start
-    by_face = {(axis, s.bbox.stop[axis], *(s.bbox.start[i] for i in range(3) if i != axis)): s
-               for s in summaries for axis in range(3)}
-    pairs_a, pairs_b = [], []
-    for s in summaries:
+    return reduce_blocks_streaming([s.bbox for s in summaries], summaries.__getitem__,
+                                   volume_box, min_size, dtype)
+
+
+def reduce_blocks_streaming(blocks: Sequence[BBox], load: Callable[[int], BlockSummary],
+                            volume_box: BBox, min_size: int = 0,
+                            dtype: np.dtype | None = None) -> BlockTables:
+    """:func:`reduce_blocks` reading one summary at a time: ``load(i)`` is block ``blocks[i]``'s.
+
+    Each summary is loaded once, in C order of the block starts, and dropped after use except
+    for its high-face label planes, which wait for the one block above them (at most one slab
+    of blocks' planes at a time). Union-find runs over the segments touching a face only.
+
+    Memory: with S segments in all blocks, F of them touching a face on a joined pair and P
+    distinct face pairs, about 24 B x S (per segment: voxel count, first voxel, final id;
+    numbering by first voxel in C order of the volume needs them all) + 40 B x F + 16 B x P,
+    plus one slab of blocks' face planes (4 B per face voxel) and one block's summary.
+    """
+    order = sorted(range(len(blocks)), key=lambda i: tuple(blocks[i].start))
+    n = len(order)
+    offsets = np.zeros(n + 1, dtype=np.int64)  # provisional global id = offset + local id
+    sizes_parts: list[np.ndarray] = []
+    first_parts: list[np.ndarray] = []
+    waiting: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # high planes not yet used
+    pairs: list[np.ndarray] = []
+    for k, i in enumerate(order):
+        s = load(i)
+        if tuple(s.bbox.start) != tuple(blocks[i].start):
+            raise ValueError(f"summary of block {s.bbox} given for block {blocks[i]}")
+        o = int(offsets[k])
+        offsets[k + 1] = o + s.num_labels
+        sizes_parts.append(np.asarray(s.sizes[1:], np.int64))
+        first_parts.append(np.asarray(s.first[1:], np.int64))
         for axis in range(3):
-            if s.bbox.start[axis] <= volume_box.start[axis]:
-                continue
-            key = (axis, s.bbox.start[axis], *(s.bbox.start[i] for i in range(3) if i != axis))
-            below = by_face.get(key)
-            if below is None:
-                raise ValueError(f"block {s.bbox} has no neighbour below on axis {axis}: "
-                                 "the summaries of every block are needed")
-            mine, theirs = s.low_labels[axis], below.high_labels[axis]
-            on = s.low_edges[axis] & (mine != 0) & (theirs != 0)
-            pairs_a.append(mine[on].astype(np.int64) + offsets[s.bbox.start])
-            pairs_b.append(theirs[on].astype(np.int64) + offsets[below.bbox.start])
+            if s.bbox.start[axis] > volume_box.start[axis]:
+                key = (axis, s.bbox.start[axis],
+                       *(s.bbox.start[j] for j in range(3) if j != axis))
+                below = waiting.pop(key, None)
+                if below is None:
+                    raise ValueError(f"block {s.bbox} has no neighbour below on axis {axis}: "
+                                     "the summaries of every block are needed")
+                theirs, o_below = below
+                mine = s.low_labels[axis]
+                on = s.low_edges[axis] & (mine != 0) & (theirs != 0)
+                if on.any():
+                    ab = np.stack([mine[on].astype(np.int64) + o,
+                                   theirs[on].astype(np.int64) + o_below], axis=1)
+                    pairs.append(np.unique(ab, axis=0))
+            if s.bbox.stop[axis] < volume_box.stop[axis]:
+                key = (axis, s.bbox.stop[axis], *(s.bbox.start[j] for j in range(3) if j != axis))
+                waiting[key] = (s.high_labels[axis], o)
+        del s
+    total = int(offsets[-1])
     sizes = np.zeros(total + 1, dtype=np.int64)
     first = np.zeros(total + 1, dtype=np.int64)
-    for s in summaries:
-        o = offsets[s.bbox.start]
-        sizes[o + 1:o + 1 + s.num_labels] = s.sizes[1:]
-        first[o + 1:o + 1 + s.num_labels] = s.first[1:]
-    a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
-    b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
-    parent = np.arange(total + 1, dtype=np.int64)
-    union_pairs(parent, a, b)
+    if sizes_parts:
+        sizes[1:] = np.concatenate(sizes_parts)
+        first[1:] = np.concatenate(first_parts)
+    del sizes_parts, first_parts
+    ab = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+    del pairs
+    # union-find over the F face segments only (compact ids 0..F-1)
+    face_ids, compact = np.unique(ab, return_inverse=True)
+    compact = compact.reshape(ab.shape)
+    parent = np.arange(face_ids.size, dtype=np.int64)
+    union_pairs(parent, compact[:, 0].copy(), compact[:, 1].copy())
+    face_size = np.bincount(parent, weights=sizes[face_ids],
+                            minlength=face_ids.size).astype(np.int64)
+    face_first = np.full(face_ids.size, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(face_first, parent, first[face_ids])
+    # a segment's component: itself, or the root of its face component (a global id)
+    comp_size, comp_first = sizes, first  # updated in place for face components
+    is_root = np.ones(total + 1, dtype=bool)
+    is_root[face_ids] = parent == np.arange(face_ids.size)
+    comp_size[face_ids] = face_size  # valid at roots only
+    comp_first[face_ids] = face_first
     linked = np.zeros(total + 1, dtype=bool)
-    linked[a] = True
-    linked[b] = True
-    comp_size = np.bincount(parent, weights=sizes, minlength=total + 1).astype(np.int64)
-    comp_first = np.full(total + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(comp_first, parent, first)
-    is_root = parent == np.arange(total + 1)
+    linked[face_ids] = True
     keep = is_root & (comp_size >= max(min_size, 1))
     keep &= ~((comp_size == 1) & ~linked)  # unjoined candidates are background
     keep[0] = False
     kept = np.flatnonzero(keep)
-    order = kept[np.argsort(comp_first[kept], kind="stable")]
-    final = np.zeros(total + 1, dtype=np.int64)
-    final[order] = np.arange(1, order.size + 1)
+    ranked = kept[np.argsort(comp_first[kept], kind="stable")]
     out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
-    global_table = final[parent].astype(out_dtype)
+    global_table = np.zeros(total + 1, dtype=out_dtype)
+    global_table[ranked] = np.arange(1, ranked.size + 1)
+    global_table[face_ids] = global_table[face_ids[parent]]
+    final_sizes = np.zeros(ranked.size + 1, dtype=np.int64)
+    final_sizes[1:] = comp_size[ranked]
     tables: dict[tuple[int, ...], np.ndarray] = {}
-    for s in summaries:
-        o = offsets[s.bbox.start]
-        t = np.zeros(s.num_labels + 1, dtype=out_dtype)
-        t[1:] = global_table[o + 1:o + 1 + s.num_labels]
-        tables[s.bbox.start] = t
-    final_sizes = np.zeros(order.size + 1, dtype=np.int64)
-    final_sizes[1:] = comp_size[order]
-    return BlockTables(tables, int(order.size), final_sizes)
+    for k, i in enumerate(order):
+        t = np.zeros(int(offsets[k + 1] - offsets[k]) + 1, dtype=out_dtype)
+        t[1:] = global_table[offsets[k] + 1:offsets[k + 1] + 1]
+        tables[tuple(blocks[i].start)] = t
+    return BlockTables(tables, int(ranked.size), final_sizes)
 
 
 def relabel_block(labels: np.ndarray, table: np.ndarray) -> np.ndarray:

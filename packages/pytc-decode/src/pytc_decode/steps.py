@@ -12,10 +12,8 @@ loop and Slurm array tasks (``pytc-launch blocks decode``) run the same per-bloc
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 
@@ -30,6 +28,7 @@ from pytc_decode.cc import label_dtype
 from pytc_decode.config import DecodeConfig, result_options
 from pytc_decode.methods import DecodeMethod, method_of
 from pytc_decode.resume import check_run, input_identity, run_key
+from pytc_decode.scratch import LABELS_SUFFIX, BlockFiles, load_block_labels, save_block_labels
 from pytc_decode.stats import DecodeStats, segment_stats
 from pytc_decode.volumes import create_output, finish_output, read_inputs
 
@@ -120,9 +119,7 @@ def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | 
         aff, mask = data
         lab, summary = method.label_block(aff, mask, block, method.context(block, box, cfg),
                                           box, cfg, voxel_size)
-        local = lab.astype(run.dtype, copy=False)
-        write_atomic(run.block_file(block, "labels", ".npy"),
-                     lambda fh: np.save(fh, local, allow_pickle=False))
+        save_block_labels(run.block_file(block, "labels", LABELS_SUFFIX), lab)
         write_atomic(run.block_file(block), summary)
         claim.made_progress()  # an interrupt now keeps the finished blocks for a resume
 
@@ -139,7 +136,8 @@ def reduce_step(run: BlockwiseRun) -> DecodeStats:
     if missing:
         raise UserError(f"{len(missing)} of {len(run.blocks)} blocks are not labelled yet "
                         f"(first: {missing[0]})", "run every --step label share first")
-    summaries = _FileBytes([run.block_file(b) for b in run.blocks])  # read when used
+    # read lazily: the cc reduce streams them (one summary in memory at a time)
+    summaries = BlockFiles(run.blocks, [run.block_file(b) for b in run.blocks])
     tables = run.method.reduce(summaries, run.box, run.cfg, run.dtype)
     starts = np.array(list(tables.tables))
     counts = np.array([t.size for t in tables.tables.values()])
@@ -147,26 +145,6 @@ def reduce_step(run: BlockwiseRun) -> DecodeStats:
     write_atomic(run.tables_file, lambda fh: np.savez(fh, starts=starts, counts=counts,
                                                       table=flat, sizes=tables.sizes))
     return segment_stats(tables.sizes, run.box.size, run.cfg.dust)
-
-
-class _FileBytes(Sequence[bytes]):
-    """The blocks' summary files as a sequence of bytes read on access (a method's reduce
-    that streams them holds one at a time)."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self._paths = paths
-
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[bytes]: ...
-    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
-        if isinstance(i, slice):
-            return [p.read_bytes() for p in self._paths[i]]
-        return self._paths[i].read_bytes()
 
 
 def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | None = None,
@@ -189,7 +167,7 @@ def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] 
     method = run.method
 
     def read(block: BBox) -> np.ndarray:
-        return np.load(run.block_file(block, "labels", ".npy"))
+        return load_block_labels(run.block_file(block, "labels", LABELS_SUFFIX), run.dtype)
 
     def process(block: BBox, local: np.ndarray) -> None:
         out.write(method.relabel(local, table_of[block.start]), offset=block.start)
@@ -206,6 +184,6 @@ def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] 
     elif not done.pending(run.blocks):
         # every block is final: drop the bulky local labels, keep the (small) tables and
         # markers so a repeated relabel share still finds its blocks done
-        for path in run.workdir.glob("labels_*.npy"):
+        for path in run.workdir.glob("labels_*" + LABELS_SUFFIX):
             path.unlink(missing_ok=True)
     return result, stats

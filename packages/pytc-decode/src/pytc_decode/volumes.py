@@ -13,6 +13,7 @@ from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_core.output_run import OutputRun
 from pytc_core.volume import Volume, naming, parse_uri
+from pytc_core.volume.padded import read_aligned
 from pytc_decode.cc import apply_sigmoid, check_value_range, prepare_affinities
 
 if TYPE_CHECKING:
@@ -61,11 +62,13 @@ def check_mask(mask_vol: Volume | None, aff_vol: Volume) -> None:
 def read_inputs(aff_vol: Volume, mask_vol: Volume | None, cfg: DecodeConfig,
                 box: BBox | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Affinities (sigmoid applied with ``logits``) and the voxels to segment (mask and
-    foreground channel combined; None = all) of ``box`` (default: the whole volume)."""
-    aff = aff_vol.read(box)
+    foreground channel combined; None = all) of ``box`` (default: the whole volume), read in
+    whole storage chunks (:func:`pytc_core.volume.padded.read_aligned`)."""
+    aff = aff_vol.read() if box is None else read_aligned(aff_vol, box)
     if cfg.logits:
         aff = apply_sigmoid(aff)
-    mask = None if mask_vol is None else mask_vol.read(box)
+    mask = (None if mask_vol is None else mask_vol.read() if box is None
+            else read_aligned(mask_vol, box))
     if cfg.foreground_channel is None:
         return aff, mask
     assert cfg.foreground_threshold is not None

@@ -54,19 +54,17 @@ from typing import Any
 import numpy as np
 
 from pytc_core.bbox import BBox, vec3
-from pytc_decode.blockwise import BlockTables
-from pytc_decode.ws import (
+from pytc_decode.agglomeration import (
     RegionGraph,
     agglomerate,
     boundary_edges,
-    fragment_seeds,
     group_pairs,
     merge_roots,
-    nearest_neighbour_float,
     number_by_first_voxel,
     sum_groups,
-    watershed_fragments,
 )
+from pytc_decode.blockwise import BlockTables
+from pytc_decode.fragments import fragment_seeds, nearest_neighbour_float, watershed_fragments
 
 __all__ = ["QUANTUM_BITS", "WsBlockSummary", "affinity_watershed_blockwise", "agglomerate_blocks",
            "agglomerate_blocks_at", "block_region_graph", "check_block_grid", "fragments_blocks", "grid_fragments", "grid_ws_fragments",

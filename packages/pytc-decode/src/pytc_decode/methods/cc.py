@@ -2,7 +2,7 @@
 
 Whole volume: :func:`pytc_decode.cc.affinity_cc`. Blockwise: each block labelled on its own
 (:func:`pytc_decode.blockwise.label_block`), one union-find across the faces
-(:func:`pytc_decode.blockwise.reduce_blocks`), relabel: the result is identical to the
+(:func:`pytc_decode.blockwise.reduce_blocks_streaming`), relabel: the result is identical to the
 whole-volume decode for every block size.
 """
 
@@ -16,9 +16,15 @@ import numpy as np
 
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
-from pytc_decode.blockwise import BlockSummary, BlockTables, label_block, reduce_blocks
+from pytc_decode.blockwise import (
+    BlockSummary,
+    BlockTables,
+    label_block,
+    reduce_blocks_streaming,
+)
 from pytc_decode.cc import affinity_cc
 from pytc_decode.methods.base import DecodeMethod
+from pytc_decode.scratch import BlockFiles
 
 if TYPE_CHECKING:
     from pytc_core.volume import Volume
@@ -64,8 +70,11 @@ class CcMethod(DecodeMethod):
 
     def reduce(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
                dtype: np.dtype) -> BlockTables:
-        return reduce_blocks([BlockSummary.from_bytes(s) for s in summaries], volume_box,
-                             cfg.min_size, dtype)
+        # one summary in memory at a time: ``summaries`` may read its files lazily
+        blocks = [BlockSummary.from_bytes(summaries[i]).bbox for i in range(len(summaries))] \
+            if not isinstance(summaries, BlockFiles) else summaries.blocks
+        return reduce_blocks_streaming(blocks, lambda i: BlockSummary.from_bytes(summaries[i]),
+                                       volume_box, cfg.min_size, dtype)
 
 
 #: the method object (one per process; it holds no state)
