@@ -157,8 +157,10 @@ if [ "$model" = train ] && [ -f "$gala" ]; then
   mkdir -p "$g"
   t_model=$($tools field "$out/report.json" threshold)
   t_raw=$($tools field "$out/baselines/raw_threshold.json" threshold)
+  # the gala file states no voxel size (its source: about 10 nm isotropic, like the training
+  # volume); say so, or pytc-infer refuses it as 1 nm against the model's 10 nm
   uv run pytc-infer -c "$out/model.ckpt" -i "$gala:raw" -o "$g/affinities" \
-    --device "$infer_device" --overwrite -q >/dev/null
+    --voxel-size 10,10,10 --device "$infer_device" --overwrite -q >/dev/null
   $tools baselines "$gala:raw" "$g" --z 0,50 >/dev/null
   # model and raw threshold at the thresholds chosen on the medulla validation region, and the
   # raw threshold at its best threshold here (an upper bound for it)

@@ -169,3 +169,23 @@ def test_an_ome_zarr_input_is_read_at_its_level_that_matches(tmp_path, contract_
     assert f"reading its level {uri}/1 (8x8x8 nm)" in err
     out = open_volume(stdout.strip())
     assert out.shape == (3, 32, 16, 16) and out.voxel_size == (8.0, 8.0, 8.0)
+
+
+def test_an_h5_without_voxel_size_says_so_and_takes_voxel_size(tmp_path, contract_ckpt, helpers,
+                                                                 capsys):
+    """An HDF5 dataset with no voxel-size attribute reads as 1 nm: the refusal says why, and
+    ``--voxel-size`` (what the quickstart passes for the gala volume) runs it."""
+    import h5py
+
+    path = tmp_path / "raw.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = helpers.make_raw((32, 32, 32))
+    uri = f"{path}:raw"
+    code, stdout, err = run(["-c", contract_ckpt, "-i", uri, "-o", tmp_path / "a"], capsys)
+    assert code == 2 and stdout == ""
+    assert "has voxel size 1x1x1 nm but the model was trained at 8x8x8 nm" in err
+    assert "a file that states no voxel size reads as 1x1x1 nm" in err
+    code, stdout, err = run(["-c", contract_ckpt, "-i", uri, "-o", tmp_path / "b",
+                             "--voxel-size", "8,8,8"], capsys)
+    assert code == 0, err
+    assert open_volume(stdout.strip()).shape == (3, 32, 32, 32)

@@ -106,7 +106,9 @@ def check_input(volume: Volume, contract: DataContract | None, *, open_level: An
             raise UserError(
                 f"{volume.uri} has voxel size {_nm(given)} but the model was trained at "
                 f"{_nm(contract.voxel_size)} (more than {tolerance:.0%} apart"
-                + (f"; its levels: {levels}" if levels else "") + ")",
+                + (f"; its levels: {levels}" if levels else "")
+                + ("; a file that states no voxel size reads as 1x1x1 nm"
+                   if voxel_size is None and given == (1.0, 1.0, 1.0) else "") + ")",
                 "resample the input to the training voxel size (or name a matching level, "
                 "e.g. layer@mip=N), pass --voxel-size Z,Y,X if its metadata is wrong, or "
                 "--allow-resolution-mismatch to predict anyway")
