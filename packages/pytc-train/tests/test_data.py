@@ -165,3 +165,13 @@ def test_normalisation(normalize, expected):
     x = normalize_raw(np.full((2, 2, 2), 60, np.uint8),
                       DataConfig(normalize="percentile", mean=50.0, std=20.0))
     assert np.allclose(x, 0.5)
+
+
+def test_validation_batches_never_leave_one_patch_alone():
+    from pytc_train.data import validation_batches
+
+    assert validation_batches([0, 2, 4, 6, 8], 2) == [[0, 2], [4, 6, 8]]
+    assert validation_batches([1, 3, 5, 7], 2) == [[1, 3], [5, 7]]
+    assert validation_batches([0], 2) == [[0]]
+    assert validation_batches([0, 1, 2], 1) == [[0], [1], [2]]
+    assert validation_batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5, 6]]

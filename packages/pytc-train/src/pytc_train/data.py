@@ -405,7 +405,18 @@ class PatchDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         indices = list(range(rank, len(self.val_set), world))
-        return DataLoader(self.val_set, batch_size=self.batch_size, sampler=indices)
+        return DataLoader(self.val_set, batch_sampler=validation_batches(indices,
+                                                                         self.batch_size))
+
+
+def validation_batches(indices: Sequence[int], batch_size: int) -> list[list[int]]:
+    """``indices`` in batches of ``batch_size``, a lone last patch joined to the batch before
+    it: a batch of one patch whose deepest level is one voxel (a 16-voxel MedNeXt patch) is
+    a single value per channel, which group norm refuses; every patch is still scored once."""
+    batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
+    if batch_size > 1 and len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2].extend(batches.pop())
+    return batches
 
 
 def data_contract_for(config: DataConfig, pairs: Sequence[VolumePair],
