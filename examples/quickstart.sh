@@ -158,19 +158,20 @@ if [ "$model" = train ] && [ -f "$gala" ]; then
   t_model=$($tools field "$out/report.json" threshold)
   t_raw=$($tools field "$out/baselines/raw_threshold.json" threshold)
   # the gala file states no voxel size (its source: about 10 nm isotropic, like the training
-  # volume); say so, or pytc-infer refuses it as 1 nm against the model's 10 nm
+  # volume); say so to pytc-infer (else it refuses 1 nm against the model's 10 nm) and to
+  # pytc-eval (the model's output then says 10 nm, the labels 1 nm)
   uv run pytc-infer -c "$out/model.ckpt" -i "$gala:raw" -o "$g/affinities" \
     --voxel-size 10,10,10 --device "$infer_device" --overwrite -q >/dev/null
   $tools baselines "$gala:raw" "$g" --z 0,50 >/dev/null
   # model and raw threshold at the thresholds chosen on the medulla validation region, and the
   # raw threshold at its best threshold here (an upper bound for it)
   uv run pytc-decode "$g/affinities" -o "$g/model_seg" --method ws --agglomeration-threshold "$t_model" \
-    --min-size 50 --overwrite -q | uv run pytc-eval - --gt "$gala:labels" --json -q > "$g/model.jsonl"
+    --min-size 50 --overwrite -q | uv run pytc-eval - --gt "$gala:labels" --set "voxel_size=[10,10,10]" --json -q > "$g/model.jsonl"
   $tools report "$g/model.jsonl" --threshold "$t_model" > "$g/model.json"
   for t in $cc_thresholds; do
     uv run pytc-decode "$g/raw_threshold_aff" -o "$g/raw_threshold_t$t" --threshold "$t" \
       --min-size 50 --overwrite -q
-  done | uv run pytc-eval - --gt "$gala:labels" --json -q > "$g/raw_threshold_all.jsonl"
+  done | uv run pytc-eval - --gt "$gala:labels" --set "voxel_size=[10,10,10]" --json -q > "$g/raw_threshold_all.jsonl"
   $tools pick --threshold "$t_raw" --save "$g/raw_threshold.json" < "$g/raw_threshold_all.jsonl" \
     >/dev/null
   $tools pick --by voi --save "$g/raw_threshold_best.json" < "$g/raw_threshold_all.jsonl" \

@@ -362,7 +362,8 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
             check_run(run.workdir, run.key, create=False)  # names what differs
 
     with ExitStack() as stack:
-        # before any input data is read: each output's checks, its lease, fresh run or resume
+        # before the input is decoded (a blockwise run has read only the chunks its identity
+        # samples): each output's checks, its lease, fresh run or resume
         claims = [stack.enter_context(claim_output(
             uri, stage="decode", key=key, inputs=[aff_uri, cfg.mask], overwrite=overwrite,
             join=step != "all", explain_mismatch=explain, command=current_command(),
