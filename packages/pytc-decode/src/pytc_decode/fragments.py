@@ -165,24 +165,52 @@ def flood(aff: np.ndarray, seeds: np.ndarray, mask: np.ndarray, use_mask: bool,
     """
     _, Z, Y, X = aff.shape
     shape = (Z + 2, Y + 2, X + 2)
-    scale = levels - 1
     level_dtype = np.uint8 if levels <= 256 else np.uint16
-    lv = np.zeros((3, *shape), level_dtype)
-    for c in range(3):  # the level of the edge between a voxel and its -z/-y/-x neighbour
-        q = (1.0 - aff[c].astype(np.float64)) * scale + 0.5
-        lv[c, 1:-1, 1:-1, 1:-1] = np.clip(q.astype(np.int64), 0, scale)
-    lab = np.zeros(shape, np.uint32)
-    lab[1:-1, 1:-1, 1:-1] = seeds
-    best = np.full(shape, -1, np.int32)  # -1: final, or never entered (border, outside mask)
-    inner = best[1:-1, 1:-1, 1:-1]
-    inner[...] = levels
-    if use_mask:
-        inner[~mask.astype(bool) & (seeds == 0)] = -1
+    lv = np.empty((3, *shape), level_dtype)
+    lab = np.empty(shape, np.uint32)
+    best = np.empty(shape, np.int32)  # -1: final, or never entered (border, outside mask)
+    _pad_inputs(aff, np.ascontiguousarray(seeds, dtype=np.uint32),
+                np.ascontiguousarray(mask, dtype=bool), bool(use_mask), int(levels), lv, lab,
+                best)
     n = lab.size
     entry = np.int32 if n < 2**31 - 1 else np.int64
     out = _flood_padded(lv.reshape(3, n), lab.reshape(n), best.reshape(n), Y + 2, X + 2,
                         levels, np.empty(max(n // 4, 64), entry))
     return out.reshape(shape)[1:-1, 1:-1, 1:-1].copy()
+
+
+@njit(cache=True, nogil=True)
+def _pad_inputs(aff, seeds, mask, use_mask, levels, lv, lab, best):
+    """Fill the padded (Z + 2, Y + 2, X + 2) inputs of :func:`_flood_padded` in one pass:
+    ``lv[c]`` the level ``trunc((1 - a) * (levels - 1) + 0.5)`` clipped to [0, levels - 1]
+    of the edge between a voxel and its -z/-y/-x neighbour (NaN and overflow: level 0, as
+    NumPy's float -> int64 cast then ``clip`` gives on x86), ``lab`` the seeds, ``best`` =
+    ``levels`` inside (not yet offered) and -1 on the border and outside the mask."""
+    _, Z, Y, X = aff.shape
+    scale = levels - 1
+    lv[:] = 0
+    lab[:] = 0
+    best[:] = -1
+    for c in range(3):
+        for z in range(Z):
+            for y in range(Y):
+                for x in range(X):
+                    q = (1.0 - np.float64(aff[c, z, y, x])) * scale + 0.5
+                    if not (q < 9223372036854775808.0) or q < 1.0:  # NaN, >= 2**63, or <= 0
+                        k = 0
+                    elif q >= scale:
+                        k = scale
+                    else:
+                        k = int(q)
+                    lv[c, z + 1, y + 1, x + 1] = k
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                s = seeds[z, y, x]
+                lab[z + 1, y + 1, x + 1] = s
+                if use_mask and not mask[z, y, x] and s == 0:
+                    continue
+                best[z + 1, y + 1, x + 1] = levels
 
 
 #: queue entries per storage block of :func:`_flood_padded` (a level's entries are read in
@@ -196,129 +224,158 @@ def _flood_padded(lv, lab, best, Y, X, levels, entries):
 
     Each level's FIFO is a chain of blocks of ``QUEUE_BLOCK`` voxel ids (``entries`` is the
     first storage, grown by doubling); a block is reused once its level has been read, so the
-    storage holds about the voxels queued but not yet taken."""
+    storage holds about the voxels queued but not yet taken. The loop itself is
+    :func:`_flood_levels`, which never reallocates (an array reassigned inside a Numba loop
+    makes every access to it slower): when it runs short of free blocks it returns, the
+    storage is doubled here and it resumes where it stopped."""
     n = lab.size
-    YX = Y * X
     B = QUEUE_BLOCK
-    nblocks = max(entries.size // B, 2 * levels)
+    seeds = 0
+    for v in range(n):
+        if lab[v] != 0:
+            seeds += 1
+    nblocks = max(entries.size // B, 2 * levels, seeds // B + 8)
     data = np.empty(nblocks * B, entries.dtype)
     nxt = np.full(nblocks, -1, np.int64)
-    free = nblocks - 1  # blocks 0..free are unused: a stack of free block ids
-    stack = np.arange(nblocks - 1, -1, -1).astype(np.int64)
+    stack = np.arange(nblocks - 1, -1, -1).astype(np.int64)  # free block ids, top at the end
     head_blk = np.full(levels, -1, np.int64)
-    head_pos = np.zeros(levels, np.int64)
     tail_blk = np.full(levels, -1, np.int64)
     tail_pos = np.zeros(levels, np.int64)  # next free slot in the tail block
-    for step in range(2):  # seeds in C order at level 0; then the flooding
-        if step == 0:
-            for v in range(n):
-                if lab[v] != 0:
-                    best[v] = 0
-                    # push v on level 0
-                    if tail_blk[0] < 0 or tail_pos[0] == B:
-                        if free < 0:
-                            old = nblocks
-                            nblocks *= 2
-                            grown = np.empty(nblocks * B, data.dtype)
-                            grown[:old * B] = data
-                            data = grown
-                            gn = np.full(nblocks, -1, np.int64)
-                            gn[:old] = nxt
-                            nxt = gn
-                            stack = np.empty(nblocks, np.int64)
-                            stack[:nblocks - old] = np.arange(nblocks - 1, old - 1, -1)
-                            free = nblocks - old - 1
-                        b = stack[free]
-                        free -= 1
-                        nxt[b] = -1
-                        if tail_blk[0] < 0:
-                            head_blk[0] = b
-                            head_pos[0] = 0
-                        else:
-                            nxt[tail_blk[0]] = b
-                        tail_blk[0] = b
-                        tail_pos[0] = 0
-                    data[tail_blk[0] * B + tail_pos[0]] = v
-                    tail_pos[0] += 1
-            continue
-        for level in range(levels):
-            while head_blk[level] >= 0:
-                hb = head_blk[level]
-                if hb == tail_blk[level] and head_pos[level] == tail_pos[level]:
-                    break  # empty (the tail block has no more entries)
-                if head_pos[level] == B:  # this block is read: next block, recycle it
-                    head_blk[level] = nxt[hb]
-                    head_pos[level] = 0
-                    free += 1
-                    stack[free] = hb
-                    continue
-                v = data[hb * B + head_pos[level]]
-                head_pos[level] += 1
-                if best[v] != level:
-                    continue  # final already, or offered a lower level since this entry
-                best[v] = -1
-                label = lab[v]
-                for d in range(6):
-                    if d == 0:
-                        u = v - YX
-                        q = lv[0, v]
-                    elif d == 1:
-                        u = v + YX
-                        q = lv[0, u]
-                    elif d == 2:
-                        u = v - X
-                        q = lv[1, v]
-                    elif d == 3:
-                        u = v + X
-                        q = lv[1, u]
-                    elif d == 4:
-                        u = v - 1
-                        q = lv[2, v]
-                    else:
-                        u = v + 1
-                        q = lv[2, u]
-                    bu = best[u]
-                    if bu < 0:
-                        continue
-                    qi = int(q)
-                    if qi < level:
-                        qi = level
-                    if qi >= bu:
-                        continue
-                    best[u] = qi
-                    lab[u] = label
-                    # push u on level qi
-                    if tail_blk[qi] < 0 or tail_pos[qi] == B:
-                        if free < 0:
-                            old = nblocks
-                            nblocks *= 2
-                            grown = np.empty(nblocks * B, data.dtype)
-                            grown[:old * B] = data
-                            data = grown
-                            gn = np.full(nblocks, -1, np.int64)
-                            gn[:old] = nxt
-                            nxt = gn
-                            stack = np.empty(nblocks, np.int64)
-                            stack[:nblocks - old] = np.arange(nblocks - 1, old - 1, -1)
-                            free = nblocks - old - 1
-                        b = stack[free]
-                        free -= 1
-                        nxt[b] = -1
-                        if tail_blk[qi] < 0:
-                            head_blk[qi] = b
-                            head_pos[qi] = 0
-                        else:
-                            nxt[tail_blk[qi]] = b
-                        tail_blk[qi] = b
-                        tail_pos[qi] = 0
-                    data[tail_blk[qi] * B + tail_pos[qi]] = u
-                    tail_pos[qi] += 1
-            if head_blk[level] >= 0:  # the level is done: its last block is free again
-                free += 1
-                stack[free] = head_blk[level]
-                head_blk[level] = -1
-                tail_blk[level] = -1
+    free = nblocks - 1  # stack[0..free] are free
+    for v in range(n):  # the seeds in C order at level 0 (the blocks suffice, no growth)
+        if lab[v] != 0:
+            best[v] = 0
+            if tail_blk[0] < 0 or tail_pos[0] == B:
+                b = stack[free]
+                free -= 1
+                nxt[b] = -1
+                if tail_blk[0] < 0:
+                    head_blk[0] = b
+                else:
+                    nxt[tail_blk[0]] = b
+                tail_blk[0] = b
+                tail_pos[0] = 0
+            data[tail_blk[0] * B + tail_pos[0]] = v
+            tail_pos[0] += 1
+    # state: the level being read, its read block (-1: start at its head), read position,
+    # the top of the free stack
+    state = np.array([0, -1, 0, free], np.int64)
+    while not _flood_levels(lv, lab, best, Y * X, X, levels, data, nxt, stack, head_blk,
+                            tail_blk, tail_pos, state):
+        old = nblocks
+        nblocks *= 2
+        grown = np.empty(nblocks * B, data.dtype)
+        grown[:old * B] = data
+        data = grown
+        gn = np.full(nblocks, -1, np.int64)
+        gn[:old] = nxt
+        nxt = gn
+        free = state[3]
+        gs = np.empty(nblocks, np.int64)
+        gs[:free + 1] = stack[:free + 1]
+        gs[free + 1:free + 1 + nblocks - old] = np.arange(nblocks - 1, old - 1, -1)
+        stack = gs
+        state[3] = free + nblocks - old
     return lab
+
+
+@njit(cache=True, nogil=True)
+def _flood_levels(lv, lab, best, YX, X, levels, data, nxt, stack, head_blk, tail_blk,
+                  tail_pos, state):
+    """Read the levels of :func:`_flood_padded` from ``state``; True when the queue is empty,
+    False (``state`` saved) when fewer than the 6 free blocks one voxel may need are left."""
+    B = QUEUE_BLOCK
+    first = state[0]
+    free = state[3]
+    for level in range(first, levels):
+        if level == first and state[1] >= 0:
+            hb = state[1]
+            hp = state[2]
+        else:
+            hb = head_blk[level]
+            hp = 0
+        if hb < 0:
+            continue
+        while True:
+            if hb == tail_blk[level] and hp == tail_pos[level]:
+                break  # empty (the tail block has no more entries)
+            if hp == B:  # this block is read: next block, recycle it
+                nb = nxt[hb]
+                free += 1
+                stack[free] = hb
+                hb = nb
+                hp = 0
+                continue
+            if free < 5:
+                state[0] = level
+                state[1] = hb
+                state[2] = hp
+                state[3] = free
+                return False
+            v = np.int64(data[hb * B + hp])
+            hp += 1
+            if best[v] != level:
+                continue  # final already, or offered a lower level since this entry
+            best[v] = -1
+            label = lab[v]
+            for d in range(6):
+                if d == 0:
+                    u = v - YX
+                elif d == 1:
+                    u = v + YX
+                elif d == 2:
+                    u = v - X
+                elif d == 3:
+                    u = v + X
+                elif d == 4:
+                    u = v - 1
+                else:
+                    u = v + 1
+                bu = best[u]
+                if bu <= level:  # final (-1), or offered at this level already
+                    continue
+                if d == 0:
+                    q = lv[0, v]
+                elif d == 1:
+                    q = lv[0, u]
+                elif d == 2:
+                    q = lv[1, v]
+                elif d == 3:
+                    q = lv[1, u]
+                elif d == 4:
+                    q = lv[2, v]
+                else:
+                    q = lv[2, u]
+                qi = np.int64(q)
+                if qi < level:
+                    qi = level
+                if qi >= bu:
+                    continue
+                best[u] = qi
+                lab[u] = label
+                # push u on level qi
+                tb = tail_blk[qi]
+                tp = tail_pos[qi]
+                if tb < 0 or tp == B:
+                    b = stack[free]
+                    free -= 1
+                    nxt[b] = -1
+                    if tb < 0:
+                        head_blk[qi] = b
+                    else:
+                        nxt[tb] = b
+                    tail_blk[qi] = b
+                    tb = b
+                    tp = 0
+                data[tb * B + tp] = u
+                tail_pos[qi] = tp + 1
+        free += 1  # the level is done: its last block is free again
+        stack[free] = hb
+        head_blk[level] = -1
+        tail_blk[level] = -1
+    state[0] = levels
+    state[3] = free
+    return True
 
 
 def watershed_fragments(affinities: np.ndarray, seeds: np.ndarray,
