@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from pytc_core.errors import UserError
+from pytc_decode.kernels import flatten, union
 
 __all__ = ["LEVELS", "flood", "fragment_seeds", "nearest_neighbour_float",
            "watershed_fragments"]
@@ -39,58 +40,74 @@ def nearest_neighbour_float(affinities: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _min_affinity(aff):
-    """Lowest affinity of the (up to six) nearest-neighbour edges touching each voxel."""
+def _interior(aff, threshold, mask, use_mask):
+    """Voxels (Z, Y, X) bool all of whose (up to six) nearest-neighbour edges have an affinity
+    above ``threshold`` (float32; a voxel without edges counts as affinity 1, NaN edges are
+    ignored), and inside ``mask`` when ``use_mask``. One pass over the (C, Z, Y, X) float32
+    affinities."""
     _, Z, Y, X = aff.shape
-    out = np.ones((Z, Y, X), np.float32)
-    for c in range(3):
-        for z in range(Z):
-            for y in range(Y):
-                for x in range(X):
-                    if (c == 0 and z == 0) or (c == 1 and y == 0) or (c == 2 and x == 0):
-                        continue
-                    a = aff[c, z, y, x]
-                    if a < out[z, y, x]:
-                        out[z, y, x] = a
-                    if c == 0:
-                        if a < out[z - 1, y, x]:
-                            out[z - 1, y, x] = a
-                    elif c == 1:
-                        if a < out[z, y - 1, x]:
-                            out[z, y - 1, x] = a
-                    elif a < out[z, y, x - 1]:
-                        out[z, y, x - 1] = a
+    out = np.empty((Z, Y, X), np.bool_)
+    one = np.float32(1.0)
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                m = one
+                a = aff[0, z, y, x]
+                if z > 0 and a < m:
+                    m = a
+                if z + 1 < Z:
+                    a = aff[0, z + 1, y, x]
+                    if a < m:
+                        m = a
+                a = aff[1, z, y, x]
+                if y > 0 and a < m:
+                    m = a
+                if y + 1 < Y:
+                    a = aff[1, z, y + 1, x]
+                    if a < m:
+                        m = a
+                a = aff[2, z, y, x]
+                if x > 0 and a < m:
+                    m = a
+                if x + 1 < X:
+                    a = aff[2, z, y, x + 1]
+                    if a < m:
+                        m = a
+                out[z, y, x] = m > threshold and (not use_mask or mask[z, y, x])
     return out
 
 
 @njit(cache=True, nogil=True)
-def _max_filter_axis(a, radius, axis):
-    """Running maximum over a window of 2 * radius + 1 voxels along ``axis`` (a new array)."""
-    out = np.empty_like(a)
+def _max_filter(a, radius, axis):
+    """Running maximum (Z, Y, X) over a window of ``2 * radius + 1`` voxels along ``axis``
+    (clipped at the borders; a new array), the innermost loop always along x."""
     Z, Y, X = a.shape
-    n = a.shape[axis]
-    for i in range(Z if axis != 0 else 1):
-        for j in range(Y if axis != 1 else 1):
-            for k in range(X if axis != 2 else 1):
-                for p in range(n):
-                    lo = max(0, p - radius)
-                    hi = min(n, p + radius + 1)
-                    m = -np.inf
-                    for q in range(lo, hi):
-                        if axis == 0:
-                            v = a[q, j, k]
-                        elif axis == 1:
-                            v = a[i, q, k]
-                        else:
-                            v = a[i, j, q]
-                        if v > m:
-                            m = v
-                    if axis == 0:
-                        out[p, j, k] = m
-                    elif axis == 1:
-                        out[i, p, k] = m
-                    else:
-                        out[i, j, p] = m
+    out = np.empty_like(a)
+    if axis == 0:
+        for p in range(Z):
+            out[p] = a[p]
+            for q in range(max(0, p - radius), min(Z, p + radius + 1)):
+                for y in range(Y):
+                    for x in range(X):
+                        if a[q, y, x] > out[p, y, x]:
+                            out[p, y, x] = a[q, y, x]
+    elif axis == 1:
+        for z in range(Z):
+            for p in range(Y):
+                out[z, p] = a[z, p]
+                for q in range(max(0, p - radius), min(Y, p + radius + 1)):
+                    for x in range(X):
+                        if a[z, q, x] > out[z, p, x]:
+                            out[z, p, x] = a[z, q, x]
+    else:
+        for z in range(Z):
+            for y in range(Y):
+                for p in range(X):
+                    m = a[z, y, p]
+                    for q in range(max(0, p - radius), min(X, p + radius + 1)):
+                        if a[z, y, q] > m:
+                            m = a[z, y, q]
+                    out[z, y, p] = m
     return out
 
 
@@ -112,9 +129,10 @@ def fragment_seeds(affinities: np.ndarray, seed_threshold: float = 0.5, seed_rad
         raise UserError(f"seed threshold {seed_threshold} is outside [0, 1]",
                         "use e.g. --set seed_threshold=0.9")
     aff = nearest_neighbour_float(affinities)
-    interior = _min_affinity(aff) > seed_threshold
-    if mask is not None:
-        interior &= mask.astype(bool)
+    use_mask = mask is not None
+    interior = _interior(aff, np.float32(seed_threshold),
+                         np.ascontiguousarray(mask, dtype=bool) if use_mask
+                         else np.ones((1, 1, 1), bool), use_mask)
     if seeds_2d:
         dist = np.zeros(interior.shape, np.float32)
         for z in range(interior.shape[0]):
@@ -122,29 +140,85 @@ def fragment_seeds(affinities: np.ndarray, seed_threshold: float = 0.5, seed_rad
                               anisotropy=tuple(voxel_size[1:]), black_border=False)
     else:
         dist = edt.edt(interior, anisotropy=tuple(voxel_size), black_border=False)
-    dist = dist.astype(np.float32)
+    dist = np.ascontiguousarray(dist, dtype=np.float32)
     peak = dist
     for axis in ((1, 2) if seeds_2d else (0, 1, 2)):
-        peak = _max_filter_axis(peak, int(seed_radius), axis)
+        peak = _max_filter(peak, int(seed_radius), axis)
     maxima = (dist >= peak) & (dist > 0)
     return _label_mask(maxima, in_plane=seeds_2d)
 
 
 def _label_mask(mask: np.ndarray, in_plane: bool = False) -> np.ndarray:
     """6-connected components of a boolean (Z, Y, X) mask (4-connected per section with
-    ``in_plane``), uint32 ids 1..K: pytc's own CC kernel with every edge on, then the voxels
-    with no neighbour in the mask (which that kernel leaves as background) as ids of their own."""
-    from pytc_decode.cc import affinity_cc
+    ``in_plane``), uint32 ids 1..K: the components of two or more voxels numbered by their
+    first voxel in C order, then the single voxels in C order (the numbering of pytc's CC
+    kernel with every edge on, which leaves single voxels as background, followed by them)."""
+    return _label_mask_kernel(np.ascontiguousarray(mask, dtype=bool), bool(in_plane))
 
-    edges = np.full((3, *mask.shape), 255, np.uint8)  # every edge on (uint8 255 = 1.0)
-    if in_plane:
-        edges[0] = 0
-    labels = affinity_cc(edges, 0.5, mask=mask).astype(np.uint32, copy=False)
-    single = mask & (labels == 0)
-    count = int(np.count_nonzero(single))
-    labels[single] = np.arange(int(labels.max()) + 1, int(labels.max()) + 1 + count,
-                               dtype=np.uint32)
-    return labels
+
+@njit(cache=True, nogil=True)
+def _label_mask_kernel(mask, in_plane):
+    """:func:`_label_mask`: one raster pass with union by minimum over provisional ids (in
+    first-voxel order), then the final ids from the components' sizes."""
+    Z, Y, X = mask.shape
+    prov = np.zeros((Z, Y, X), np.int64)
+    parent = np.zeros(16, np.int64)
+    k = 0
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                if not mask[z, y, x]:
+                    continue
+                r = 0
+                for d in range(3):
+                    if d == 0:
+                        if in_plane or z == 0:
+                            continue
+                        p = prov[z - 1, y, x]
+                    elif d == 1:
+                        if y == 0:
+                            continue
+                        p = prov[z, y - 1, x]
+                    else:
+                        if x == 0:
+                            continue
+                        p = prov[z, y, x - 1]
+                    if p == 0:
+                        continue
+                    r = p if r == 0 else union(parent, 0, r, p)
+                if r == 0:
+                    k += 1
+                    if k == parent.size:
+                        grown = np.empty(2 * parent.size, np.int64)
+                        grown[:k] = parent[:k]
+                        parent = grown
+                    parent[k] = k
+                    r = k
+                prov[z, y, x] = r
+    flatten(parent[:k + 1])
+    size = np.zeros(k + 1, np.int64)
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                if prov[z, y, x] != 0:
+                    size[parent[prov[z, y, x]]] += 1
+    ids = np.zeros(k + 1, np.uint32)
+    m = 0
+    for i in range(1, k + 1):  # roots in first-voxel order: the components of 2+ voxels
+        if parent[i] == i and size[i] > 1:
+            m += 1
+            ids[i] = m
+    for i in range(1, k + 1):  # then the single voxels
+        if parent[i] == i and size[i] == 1:
+            m += 1
+            ids[i] = m
+    out = np.zeros((Z, Y, X), np.uint32)
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                if prov[z, y, x] != 0:
+                    out[z, y, x] = ids[parent[prov[z, y, x]]]
+    return out
 
 
 def flood(aff: np.ndarray, seeds: np.ndarray, mask: np.ndarray, use_mask: bool,
