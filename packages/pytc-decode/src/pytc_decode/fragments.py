@@ -111,6 +111,92 @@ def _max_filter(a, radius, axis):
     return out
 
 
+@njit(cache=True, nogil=True)
+def _unit_edt(interior, in_plane):
+    """Euclidean distance (Z, Y, X) float32 of each ``interior`` voxel to the nearest voxel
+    outside it, in voxels (unit voxel size), per z-section with ``in_plane``; inf where no
+    voxel is outside (the volume border is not a boundary). The same values as
+    ``edt.edt(..., black_border=False)`` with unit anisotropy: squared distances are exact
+    integers here (a row pass, then the lower envelope of parabolas along y and z, Felzenszwalb
+    and Huttenlocher, in integer arithmetic), and the float32 square root is correctly rounded."""
+    Z, Y, X = interior.shape
+    inf = np.int64(1) << np.int64(62)
+    d2 = np.empty((Z, Y, X), np.int64)
+    for z in range(Z):  # along x: distance to the nearest outside voxel in the row
+        for y in range(Y):
+            last = -1
+            for x in range(X):
+                if not interior[z, y, x]:
+                    last = x
+                    d2[z, y, x] = 0
+                else:
+                    d2[z, y, x] = inf if last < 0 else x - last
+            last = -1
+            for x in range(X - 1, -1, -1):
+                if not interior[z, y, x]:
+                    last = x
+                elif last >= 0 and last - x < d2[z, y, x]:
+                    d2[z, y, x] = last - x
+            for x in range(X):
+                d = d2[z, y, x]
+                if d != inf:
+                    d2[z, y, x] = d * d
+    n = max(Y, Z)
+    f = np.empty(n, np.int64)
+    pv = np.empty(n, np.int64)  # the envelope's parabolas (their apex positions)
+    # where parabola k starts to be the lowest: bnum[k] / bden[k] (bden > 0), compared by
+    # cross-multiplication so that every step is exact integer arithmetic
+    bnum = np.empty(n, np.int64)
+    bden = np.empty(n, np.int64)
+    for axis in range(1, 3 if not in_plane else 2):
+        length = Y if axis == 1 else Z
+        outer = Z if axis == 1 else Y
+        for i in range(outer):
+            for x in range(X):
+                finite = 0
+                for p in range(length):
+                    f[p] = d2[i, p, x] if axis == 1 else d2[p, i, x]
+                    if f[p] != inf:
+                        finite += 1
+                if finite == 0:
+                    continue  # no outside voxel in this line: all stay inf
+                k = -1  # the lower envelope of the finite parabolas f[p] + (q - p)**2
+                for p in range(length):
+                    if f[p] == inf:
+                        continue
+                    num = 0
+                    den = 1
+                    while k >= 0:
+                        r = pv[k]
+                        num = (f[p] + p * p) - (f[r] + r * r)
+                        den = 2 * (p - r)
+                        if k > 0 and num * bden[k] <= bnum[k] * den:
+                            k -= 1  # parabola k is nowhere lowest
+                        else:
+                            break
+                    k += 1
+                    pv[k] = p
+                    bnum[k] = num
+                    bden[k] = den
+                j = 0
+                for q in range(length):
+                    while j < k and bnum[j + 1] < q * bden[j + 1]:
+                        j += 1
+                    r = pv[j]
+                    d = (q - r) * (q - r) + f[r]
+                    if axis == 1:
+                        d2[i, q, x] = d
+                    else:
+                        d2[q, i, x] = d
+    out = np.empty((Z, Y, X), np.float32)
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                d = d2[z, y, x]
+                out[z, y, x] = np.inf if d == inf else np.sqrt(np.float32(d))
+    return out
+
+
 def fragment_seeds(affinities: np.ndarray, seed_threshold: float = 0.5, seed_radius: int = 2,
                    *, seeds_2d: bool = False, voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
                    mask: np.ndarray | None = None) -> np.ndarray:
@@ -133,7 +219,9 @@ def fragment_seeds(affinities: np.ndarray, seed_threshold: float = 0.5, seed_rad
     interior = _interior(aff, np.float32(seed_threshold),
                          np.ascontiguousarray(mask, dtype=bool) if use_mask
                          else np.ones((1, 1, 1), bool), use_mask)
-    if seeds_2d:
+    if all(float(s) == 1.0 for s in voxel_size[1 if seeds_2d else 0:]):
+        dist = _unit_edt(interior, bool(seeds_2d))
+    elif seeds_2d:
         dist = np.zeros(interior.shape, np.float32)
         for z in range(interior.shape[0]):
             dist[z] = edt.edt(np.ascontiguousarray(interior[z]),
@@ -242,7 +330,8 @@ def flood(aff: np.ndarray, seeds: np.ndarray, mask: np.ndarray, use_mask: bool,
     level_dtype = np.uint8 if levels <= 256 else np.uint16
     lv = np.empty((3, *shape), level_dtype)
     lab = np.empty(shape, np.uint32)
-    best = np.empty(shape, np.int32)  # -1: final, or never entered (border, outside mask)
+    # -1: final, or never entered (border, outside mask); else the lowest level offered
+    best = np.empty(shape, np.int16 if levels < 2**15 else np.int32)
     _pad_inputs(aff, np.ascontiguousarray(seeds, dtype=np.uint32),
                 np.ascontiguousarray(mask, dtype=bool), bool(use_mask), int(levels), lv, lab,
                 best)
