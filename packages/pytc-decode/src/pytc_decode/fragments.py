@@ -494,9 +494,6 @@ def _flood_levels(lv, lab, best, YX, X, levels, data, nxt, stack, head_blk, tail
                     u = v - 1
                 else:
                     u = v + 1
-                bu = best[u]
-                if bu <= level:  # final (-1), or offered at this level already
-                    continue
                 if d == 0:
                     q = lv[0, v]
                 elif d == 1:
@@ -512,7 +509,7 @@ def _flood_levels(lv, lab, best, YX, X, levels, data, nxt, stack, head_blk, tail
                 qi = np.int64(q)
                 if qi < level:
                     qi = level
-                if qi >= bu:
+                if qi >= best[u]:  # final (-1) or offered as low already: one branch
                     continue
                 best[u] = qi
                 lab[u] = label
