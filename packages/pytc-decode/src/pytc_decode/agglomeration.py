@@ -98,7 +98,9 @@ def region_graph(fragments: np.ndarray, affinities: np.ndarray, merge_function: 
     aff = nearest_neighbour_float(affinities)
     frag = np.ascontiguousarray(fragments)
     n = int(frag.max()) if frag.size else 0
-    if merge_function == "mean" and frag.ndim == 3 and 0 < n < 2**31:
+    if (merge_function == "mean" and frag.ndim == 3 and 0 < n < 2**31
+            and aff.shape[1:] == frag.shape
+            and (frag.dtype.kind == "u" or (frag.dtype.kind == "i" and int(frag.min()) >= 0))):
         u, v, sums, counts, exact = _mean_pairs(frag, aff, n)
         if exact:
             score = 1.0 - sums / np.maximum(counts, 1)

@@ -216,9 +216,10 @@ def fragment_seeds(affinities: np.ndarray, seed_threshold: float = 0.5, seed_rad
                         "use e.g. --set seed_threshold=0.9")
     aff = nearest_neighbour_float(affinities)
     use_mask = mask is not None
-    interior = _interior(aff, np.float32(seed_threshold),
-                         np.ascontiguousarray(mask, dtype=bool) if use_mask
-                         else np.ones((1, 1, 1), bool), use_mask)
+    m = (np.ascontiguousarray(np.broadcast_to(np.asarray(mask).astype(bool, copy=False),
+                                              aff.shape[1:]))
+         if use_mask else np.ones((1, 1, 1), bool))
+    interior = _interior(aff, np.float32(seed_threshold), m, use_mask)
     if all(float(s) == 1.0 for s in voxel_size[1 if seeds_2d else 0:]):
         dist = _unit_edt(interior, bool(seeds_2d))
     elif seeds_2d:
@@ -332,9 +333,10 @@ def flood(aff: np.ndarray, seeds: np.ndarray, mask: np.ndarray, use_mask: bool,
     lab = np.empty(shape, np.uint32)
     # -1: final, or never entered (border, outside mask); else the lowest level offered
     best = np.empty(shape, np.int16 if levels < 2**15 else np.int32)
-    _pad_inputs(aff, np.ascontiguousarray(seeds, dtype=np.uint32),
-                np.ascontiguousarray(mask, dtype=bool), bool(use_mask), int(levels), lv, lab,
-                best)
+    inner = aff.shape[1:]
+    _pad_inputs(aff, np.ascontiguousarray(np.broadcast_to(seeds, inner), dtype=np.uint32),
+                np.ascontiguousarray(np.broadcast_to(mask, inner), dtype=bool), bool(use_mask),
+                int(levels), lv, lab, best)
     n = lab.size
     entry = np.int32 if n < 2**31 - 1 else np.int64
     out = _flood_padded(lv.reshape(3, n), lab.reshape(n), best.reshape(n), Y + 2, X + 2,
