@@ -225,8 +225,8 @@ def _mean_pairs(frag, aff, n):
             elif w > 0.0:
                 if w > top[b]:
                     top[b] = w
-                e = np.int64((np.float32(w).view(np.uint32) >> np.uint32(23)) & np.uint32(255))
-                e = -149 if e == 0 else e - 150
+                field = int((np.float32(w).view(np.uint32) >> np.uint32(23)) & np.uint32(255))
+                e = -149 if field == 0 else field - 150  # exponent of w's ulp
                 if e < low[b]:
                     low[b] = e
         bl = np.sort(local[:m])

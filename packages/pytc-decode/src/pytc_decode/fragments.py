@@ -508,9 +508,7 @@ def _flood_levels(lv, lab, best, YX, X, levels, data, nxt, stack, head_blk, tail
                     q = lv[2, v]
                 else:
                     q = lv[2, u]
-                qi = np.int64(q)
-                if qi < level:
-                    qi = level
+                qi = max(int(q), level)
                 if qi >= best[u]:  # final (-1) or offered as low already: one branch
                     continue
                 best[u] = qi
