@@ -111,17 +111,34 @@ def _max_filter(a, radius, axis):
     return out
 
 
-@njit(cache=True, nogil=True)
-def _unit_edt(interior, in_plane):
+#: lines whose squared distances are all at most this are done by a local search in
+#: :func:`_edt_kernel` (cheaper than the lower envelope when the distances are short)
+NEAR = 256
+
+
+def _unit_edt(interior: np.ndarray, in_plane: bool) -> np.ndarray:
     """Euclidean distance (Z, Y, X) float32 of each ``interior`` voxel to the nearest voxel
     outside it, in voxels (unit voxel size), per z-section with ``in_plane``; inf where no
     voxel is outside (the volume border is not a boundary). The same values as
     ``edt.edt(..., black_border=False)`` with unit anisotropy: squared distances are exact
     integers here (a row pass, then the lower envelope of parabolas along y and z, Felzenszwalb
-    and Huttenlocher, in integer arithmetic), and the float32 square root is correctly rounded."""
+    and Huttenlocher, in integer arithmetic), and the float32 square root is correctly rounded.
+    Squared distances are held as int32 when they fit (every volume under 2**15 voxels a side)."""
+    interior = np.ascontiguousarray(interior, dtype=bool)
+    largest = sum((s - 1) ** 2 for s in interior.shape)
+    small = largest < 2**30
+    d2 = np.empty(interior.shape, np.int32 if small else np.int64)
+    out = np.empty(interior.shape, np.float32)
+    _edt_kernel(interior, bool(in_plane), d2, 2**30 if small else 2**62, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _edt_kernel(interior, in_plane, d2, inf, out):
+    """:func:`_unit_edt` into ``out``; ``d2`` (Z, Y, X) scratch for the squared distances,
+    ``inf`` above any of them (no outside voxel in the line so far)."""
     Z, Y, X = interior.shape
-    inf = np.int64(1) << np.int64(62)
-    d2 = np.empty((Z, Y, X), np.int64)
+    last_axis = 1 if in_plane else 2
     for z in range(Z):  # along x: distance to the nearest outside voxel in the row
         for y in range(Y):
             last = -1
@@ -138,7 +155,7 @@ def _unit_edt(interior, in_plane):
                 elif last >= 0 and last - x < d2[z, y, x]:
                     d2[z, y, x] = last - x
             for x in range(X):
-                d = d2[z, y, x]
+                d = np.int64(d2[z, y, x])
                 if d != inf:
                     d2[z, y, x] = d * d
     n = max(Y, Z)
@@ -148,18 +165,54 @@ def _unit_edt(interior, in_plane):
     # cross-multiplication so that every step is exact integer arithmetic
     bnum = np.empty(n, np.int64)
     bden = np.empty(n, np.int64)
-    for axis in range(1, 3 if not in_plane else 2):
+    g = np.empty(n, np.int64)
+    for axis in range(1, last_axis + 1):
         length = Y if axis == 1 else Z
         outer = Z if axis == 1 else Y
+        final = axis == last_axis  # the last pass writes the distances themselves
         for i in range(outer):
             for x in range(X):
                 finite = 0
+                top = 0
                 for p in range(length):
                     f[p] = d2[i, p, x] if axis == 1 else d2[p, i, x]
                     if f[p] != inf:
                         finite += 1
-                if finite == 0:
-                    continue  # no outside voxel in this line: all stay inf
+                        if f[p] > top:
+                            top = f[p]
+                if finite == length and top <= NEAR:
+                    # every squared distance is small: each voxel only needs the voxels r
+                    # with (q - r)**2 below its own (at most sqrt(NEAR) away); exact too
+                    for q in range(length):
+                        d = f[q]
+                        t = 1
+                        while t * t < d:
+                            if q - t >= 0 and t * t + f[q - t] < d:
+                                d = t * t + f[q - t]
+                            if q + t < length and t * t + f[q + t] < d:
+                                d = t * t + f[q + t]
+                            t += 1
+                        if not final:
+                            g[q] = d
+                        elif axis == 1:
+                            out[i, q, x] = np.sqrt(np.float32(d))
+                        else:
+                            out[q, i, x] = np.sqrt(np.float32(d))
+                    if not final:
+                        for q in range(length):
+                            if axis == 1:
+                                d2[i, q, x] = g[q]
+                            else:
+                                d2[q, i, x] = g[q]
+                    continue
+                if finite == 0:  # no outside voxel in this line: all stay inf
+                    if final:
+                        for q in range(length):
+                            if axis == 1:
+                                out[i, q, x] = np.inf
+                            else:
+                                out[q, i, x] = np.inf
+                    continue
                 k = -1  # the lower envelope of the finite parabolas f[p] + (q - p)**2
                 for p in range(length):
                     if f[p] == inf:
@@ -184,17 +237,16 @@ def _unit_edt(interior, in_plane):
                         j += 1
                     r = pv[j]
                     d = (q - r) * (q - r) + f[r]
-                    if axis == 1:
+                    if final:
+                        s = np.sqrt(np.float32(d))
+                        if axis == 1:
+                            out[i, q, x] = s
+                        else:
+                            out[q, i, x] = s
+                    elif axis == 1:
                         d2[i, q, x] = d
                     else:
                         d2[q, i, x] = d
-    out = np.empty((Z, Y, X), np.float32)
-    for z in range(Z):
-        for y in range(Y):
-            for x in range(X):
-                d = d2[z, y, x]
-                out[z, y, x] = np.inf if d == inf else np.sqrt(np.float32(d))
-    return out
 
 
 def fragment_seeds(affinities: np.ndarray, seed_threshold: float = 0.5, seed_radius: int = 2,
