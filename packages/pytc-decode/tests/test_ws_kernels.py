@@ -193,7 +193,7 @@ def test_segmentations_equal_unique_numbering():
     fragments = rng.integers(0, 40, (6, 7, 8)).astype(np.uint32)
     graph = _graph(5, 39, 300, True)
     history = agglomerate(graph, 1.01)
-    thresholds = [0.0, 0.3, 0.6, 1.01]
+    thresholds = [0.0, 0.3, 0.6, 1.01, 0.3, 0.05]  # one replay, in any order
     for t, seg in zip(thresholds, segmentations_at(fragments, history, thresholds),
                       strict=True):
         expected = number_by_first_voxel(merge_roots(history, 39, t)[fragments]

@@ -632,8 +632,52 @@ def segmentations_at(fragments: np.ndarray, history: np.ndarray,
                      thresholds: Sequence[float]) -> list[np.ndarray]:
     """The segmentation (Z, Y, X) for each threshold: fragments joined by the merges of
     ``history`` scored below it, ids 1..N numbered by first voxel in C order."""
-    n = int(fragments.max()) if fragments.size else 0
-    return [relabel_by_first_voxel(fragments, merge_roots(history, n, t)) for t in thresholds]
+    frag = np.ascontiguousarray(fragments)
+    n = int(frag.max()) if frag.size else 0
+    if not len(thresholds):
+        return []
+    rows = np.asarray(history, dtype=np.float64).reshape(-1, 3)
+    ids = rows[:, :2]
+    if (frag.ndim == 0 or frag.dtype.kind not in "ui"
+            or (frag.dtype.kind == "i" and frag.size and int(frag.min()) < 0)
+            or (ids.size and not (ids.min() >= 0 and ids.max() <= n))):
+        # the general path (NumPy indexing: its errors and wrap-around)
+        return [relabel_by_first_voxel(frag, merge_roots(history, n, t)) for t in thresholds]
+    # one replay of the history: the region of every fragment at each threshold
+    stops = np.searchsorted(rows[:, 2], np.asarray(thresholds, dtype=np.float64), side="left")
+    tables = _roots_at(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64),
+                       stops.astype(np.int64), n)
+    return [relabel_by_first_voxel(frag, table) for table in tables]
+
+
+@njit(cache=True, nogil=True)
+def _roots_at(gone, into, stops, n):
+    """Row t: the region (the id it ended in) of each fragment 0..n after the first
+    ``stops[t]`` merges ``gone[i] -> into[i]`` (:func:`merge_roots` for each stop), from one
+    replay of the merges; each row resolves every chain once (memoised, parents untouched)."""
+    order = np.argsort(stops, kind="mergesort")
+    parent = np.arange(n + 1)
+    tables = np.full((stops.size, n + 1), -1, np.int64)
+    path = np.empty(n + 1, np.int64)
+    done = 0
+    for j in range(stops.size):
+        t = order[j]
+        while done < stops[t]:
+            parent[gone[done]] = into[done]
+            done += 1
+        row = tables[t]
+        for x in range(n + 1):
+            depth = 0
+            a = x
+            while row[a] < 0 and parent[a] != a:
+                path[depth] = a
+                depth += 1
+                a = parent[a]
+            r = row[a] if row[a] >= 0 else a
+            row[a] = r
+            for i in range(depth):
+                row[path[i]] = r
+    return tables
 
 
 def merge_roots(history: np.ndarray, num_fragments: int, threshold: float) -> np.ndarray:
