@@ -203,8 +203,8 @@ def _mean_pairs(frag, aff, n):
     counts = np.empty(pairs, np.int64)
     acc = np.zeros(n + 1, np.float64)
     cnt = np.zeros(n + 1, np.int64)
-    top = np.zeros(n + 1, np.float64)
-    low = np.full(n + 1, 1000, np.int64)  # exponent of the smallest nonzero affinity's ulp
+    top = np.zeros(n + 1, np.float32)  # the largest affinity of the pair
+    low = np.full(n + 1, np.inf, np.float32)  # its smallest nonzero affinity
     mark[:] = -1
     local = np.empty(n + 1, np.int64)
     exact = True
@@ -220,20 +220,22 @@ def _mean_pairs(frag, aff, n):
                 m += 1
             acc[b] += w
             cnt[b] += 1
-            if not (w >= 0.0 and w < np.inf):
+            if w > top[b]:
+                top[b] = w
+            if w > 0.0 and w < low[b]:
+                low[b] = w
+            if not w >= 0.0:  # negative or NaN
                 exact = False
-            elif w > 0.0:
-                if w > top[b]:
-                    top[b] = w
-                field = int((np.float32(w).view(np.uint32) >> np.uint32(23)) & np.uint32(255))
-                e = -149 if field == 0 else field - 150  # exponent of w's ulp
-                if e < low[b]:
-                    low[b] = e
         bl = np.sort(local[:m])
         for j in range(m):
             b = bl[j]
-            if low[b] < 1000 and cnt[b] * top[b] >= 2.0 ** (52 + low[b]):
+            if top[b] == np.inf:
                 exact = False
+            elif low[b] < np.inf:
+                field = int((np.float32(low[b]).view(np.uint32) >> np.uint32(23)) & np.uint32(255))
+                e = -149 if field == 0 else field - 150  # exponent of its ulp
+                if cnt[b] * np.float64(top[b]) >= 2.0 ** (52 + e):
+                    exact = False
             u[k] = a
             v[k] = b
             sums[k] = acc[b]
@@ -242,7 +244,7 @@ def _mean_pairs(frag, aff, n):
             acc[b] = 0.0
             cnt[b] = 0
             top[b] = 0.0
-            low[b] = 1000
+            low[b] = np.inf
     return u, v, sums, counts, exact
 
 
