@@ -271,7 +271,9 @@ def fragment_seeds(affinities: np.ndarray, seed_threshold: float = 0.5, seed_rad
     m = (np.ascontiguousarray(np.broadcast_to(np.asarray(mask).astype(bool, copy=False),
                                               aff.shape[1:]))
          if use_mask else np.ones((1, 1, 1), bool))
-    interior = _interior(aff, np.float32(seed_threshold), m, use_mask)
+    # compared as NumPy compares float32 affinities with it: a Python float as float32
+    cmp = np.result_type(np.float32, seed_threshold)
+    interior = _interior(aff, cmp.type(seed_threshold), m, use_mask)
     if all(float(s) == 1.0 for s in voxel_size[1 if seeds_2d else 0:]):
         dist = _unit_edt(interior, bool(seeds_2d))
     elif seeds_2d:
