@@ -388,9 +388,10 @@ def flood(aff: np.ndarray, seeds: np.ndarray, mask: np.ndarray, use_mask: bool,
     # -1: final, or never entered (border, outside mask); else the lowest level offered
     best = np.empty(shape, np.int16 if levels < 2**15 else np.int32)
     inner = aff.shape[1:]
-    _pad_inputs(aff, np.ascontiguousarray(np.broadcast_to(seeds, inner), dtype=np.uint32),
-                np.ascontiguousarray(np.broadcast_to(mask, inner), dtype=bool), bool(use_mask),
-                int(levels), lv, lab, best)
+    m = (np.ascontiguousarray(np.broadcast_to(mask, inner), dtype=bool) if use_mask
+         else np.ones((1, 1, 1), bool))  # not read without use_mask
+    _pad_inputs(aff, np.ascontiguousarray(np.broadcast_to(seeds, inner), dtype=np.uint32), m,
+                bool(use_mask), int(levels), lv, lab, best)
     n = lab.size
     entry = np.int32 if n < 2**31 - 1 else np.int64
     out = _flood_padded(lv.reshape(3, n), lab.reshape(n), best.reshape(n), Y + 2, X + 2,
