@@ -1,6 +1,8 @@
 """The compiled watershed kernels against plain reference implementations: the padded
-block-queue flood against the unpadded linked-list flood it replaced, and the one-pass
-relabelling against np.unique (the agglomeration's oracle test is test_agglomeration.py)."""
+block-queue flood against the unpadded linked-list flood it replaced, the seeds' distance
+transform against edt, the seed components against pytc's CC kernel, the counting-sort
+region graph against the sorted one, and the one-pass relabelling against np.unique (the
+agglomeration's oracle test is test_agglomeration.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from numba import njit
 from pytc_decode.agglomeration import (
     RegionGraph,
     agglomerate,
+    boundary_edges,
     group_pairs,
     merge_roots,
     number_by_first_voxel,
+    region_graph,
     segmentations_at,
+    sum_groups,
 )
-from pytc_decode.fragments import flood
+from pytc_decode.fragments import _label_mask, _unit_edt, flood
 
 
 @njit(cache=True)
@@ -188,9 +193,94 @@ def test_segmentations_equal_unique_numbering():
     fragments = rng.integers(0, 40, (6, 7, 8)).astype(np.uint32)
     graph = _graph(5, 39, 300, True)
     history = agglomerate(graph, 1.01)
-    thresholds = [0.0, 0.3, 0.6, 1.01]
+    thresholds = [0.0, 0.3, 0.6, 1.01, 0.3, 0.05]  # one replay, in any order
     for t, seg in zip(thresholds, segmentations_at(fragments, history, thresholds),
                       strict=True):
         expected = number_by_first_voxel(merge_roots(history, 39, t)[fragments]
                                          .astype(np.uint32))
         np.testing.assert_array_equal(seg, expected)
+
+
+def test_flood_storage_grows_and_resumes():
+    # 64³ voxels, 20 seeds, 2 levels, 40 % of the edges at level 0: level 0 floods the
+    # percolating cluster while most other voxels wait on level 1, more than the first
+    # storage (n / 4 entries) holds: the loop stops, the storage doubles (twice) and it
+    # resumes
+    rng = np.random.default_rng(11)
+    shape = (64, 64, 64)
+    aff = (rng.random((3, *shape)) < 0.4).astype(np.float32)
+    seeds = np.zeros(shape, np.uint32)
+    seeds.reshape(-1)[rng.choice(seeds.size, 20, replace=False)] = np.arange(1, 21)
+    ones = np.ones(shape, bool)
+    np.testing.assert_array_equal(flood(aff, seeds, ones, False, 2),
+                                  reference_flood(aff, seeds, ones, False, 2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), shape=st.tuples(st.integers(1, 7), st.integers(1, 30),
+                                                        st.integers(1, 30)),
+       fill=st.sampled_from([0.0, 0.3, 0.9, 0.995, 1.0]))
+def test_unit_edt_equals_edt(seed, shape, fill):
+    import edt
+
+    interior = np.random.default_rng(seed).random(shape) < fill
+    np.testing.assert_array_equal(
+        _unit_edt(interior, False),
+        edt.edt(interior, anisotropy=(1.0, 1.0, 1.0), black_border=False))
+    per_section = np.stack([edt.edt(np.ascontiguousarray(s), anisotropy=(1.0, 1.0),
+                                    black_border=False) for s in interior])
+    np.testing.assert_array_equal(_unit_edt(interior, True), per_section)
+
+
+def reference_label_mask(mask: np.ndarray, in_plane: bool) -> np.ndarray:
+    """pytc's CC kernel with every edge on (single voxels left as background), then the single
+    voxels numbered after it in C order."""
+    from pytc_decode.cc import affinity_cc
+
+    edges = np.full((3, *mask.shape), 255, np.uint8)
+    if in_plane:
+        edges[0] = 0
+    labels = affinity_cc(edges, 0.5, mask=mask).astype(np.uint32)
+    single = mask & (labels == 0)
+    start = int(labels.max()) + 1
+    labels[single] = np.arange(start, start + int(single.sum()), dtype=np.uint32)
+    return labels
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), shape=st.tuples(st.integers(1, 6), st.integers(1, 12),
+                                                        st.integers(1, 12)),
+       fill=st.sampled_from([0.05, 0.3, 0.6, 1.0]), in_plane=st.booleans())
+def test_label_mask_numbering(seed, shape, fill, in_plane):
+    mask = np.random.default_rng(seed).random(shape) < fill
+    np.testing.assert_array_equal(_label_mask(mask, in_plane),
+                                  reference_label_mask(mask, in_plane))
+
+
+def sorted_mean_graph(fragments: np.ndarray, aff: np.ndarray) -> RegionGraph:
+    """The mean region graph by sorting every boundary edge by (pair, affinity) and summing
+    each pair's run (NumPy's reduceat)."""
+    a, b, w = boundary_edges(fragments, aff)
+    n = int(fragments.max())
+    order, starts, u, v = group_pairs(a, b, n, tiebreak=w + np.float32(0.0))
+    w = (w + np.float32(0.0))[order].astype(np.float64)
+    sums = sum_groups(w, starts)
+    counts = sum_groups(np.ones(w.size, np.int64), starts)
+    return RegionGraph(n, u, v, sums, counts, 1.0 - sums / np.maximum(counts, 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), ids=st.integers(1, 30),
+       tiny=st.sampled_from([None, 0.0, 1e-30, 1e-3]), scale=st.sampled_from([1.0, 3.0]))
+def test_counting_sort_graph_equals_the_sorted_one(seed, ids, tiny, scale):
+    rng = np.random.default_rng(seed)
+    fragments = rng.integers(0, ids + 1, (5, 9, 11)).astype(np.uint32)
+    aff = (rng.random((3, 5, 9, 11)) * scale).astype(np.float32)
+    if tiny is not None:  # 1e-30: sums that are not exact, the sorted path decides
+        aff[rng.random(aff.shape) < 0.1] = tiny
+    got = region_graph(fragments, aff)
+    want = sorted_mean_graph(fragments, aff)
+    assert got.num_fragments == want.num_fragments
+    for field in ("u", "v", "affinity_sum", "edge_count", "score"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+        assert getattr(got, field).dtype == getattr(want, field).dtype

@@ -97,8 +97,15 @@ def region_graph(fragments: np.ndarray, affinities: np.ndarray, merge_function: 
         raise unknown_name_error("merge function", merge_function, ["mean", "quantile"])
     aff = nearest_neighbour_float(affinities)
     frag = np.ascontiguousarray(fragments)
-    a, b, w = boundary_edges(frag, aff)
     n = int(frag.max()) if frag.size else 0
+    if (merge_function == "mean" and frag.ndim == 3 and 0 < n < 2**31
+            and aff.shape[1:] == frag.shape
+            and (frag.dtype.kind == "u" or (frag.dtype.kind == "i" and int(frag.min()) >= 0))):
+        u, v, sums, counts, exact = _mean_pairs(frag, aff, n)
+        if exact:
+            score = 1.0 - sums / np.maximum(counts, 1)
+            return RegionGraph(n, u, v, sums, counts, score)
+    a, b, w = boundary_edges(frag, aff)
     w = w + np.float32(0.0)  # -0.0 -> 0.0: the bits of w >= 0 sort as its values
     if n < 2**31 and w.size and not (w < 0).any():
         bits, starts, u, v = _group_sorted(a, b, w.view(np.uint32), n)
@@ -113,6 +120,132 @@ def region_graph(fragments: np.ndarray, affinities: np.ndarray, merge_function: 
     else:
         score = 1.0 - w[starts + np.floor(quantile * (counts - 1)).astype(np.int64)]
     return RegionGraph(n, u, v, sums, counts, score.astype(np.float64))
+
+
+@njit(cache=True, nogil=True)
+def _mean_pairs(frag, aff, n):
+    """The "mean" region graph of fragments (Z, Y, X) with ids 1..n over their (C, Z, Y, X)
+    float32 affinities, in O(voxels + edges): the boundary edges bucketed by their lower id
+    (a counting sort), each bucket summed per higher id. Returns (u, v, affinity sums (float64),
+    edge counts, exact): the pairs in (u, v) order, and whether every pair's sum is exact.
+
+    A pair's sum is exact when its affinities are finite, >= 0 and ``count * max`` is below
+    2**52 ulps of its smallest nonzero affinity: then every partial sum is representable and
+    the sum does not depend on the order of the additions, so it equals the sorted pairwise
+    sum of the general path (``region_graph`` falls back to that path when ``exact`` is
+    False)."""
+    Z, Y, X = frag.shape
+    start = np.zeros(n + 2, np.int64)
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                f = frag[z, y, x]
+                if f == 0:
+                    continue
+                for c in range(3):
+                    if c == 0:
+                        if z == 0:
+                            continue
+                        g = frag[z - 1, y, x]
+                    elif c == 1:
+                        if y == 0:
+                            continue
+                        g = frag[z, y - 1, x]
+                    else:
+                        if x == 0:
+                            continue
+                        g = frag[z, y, x - 1]
+                    if g == f or g == 0:
+                        continue
+                    start[min(f, g) + 1] += 1
+    for i in range(1, n + 2):
+        start[i] += start[i - 1]
+    total = start[n + 1]
+    bs = np.empty(total, np.int64)
+    ws = np.empty(total, np.float32)
+    pos = start[:-1].copy()
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                f = frag[z, y, x]
+                if f == 0:
+                    continue
+                for c in range(3):
+                    if c == 0:
+                        if z == 0:
+                            continue
+                        g = frag[z - 1, y, x]
+                    elif c == 1:
+                        if y == 0:
+                            continue
+                        g = frag[z, y - 1, x]
+                    else:
+                        if x == 0:
+                            continue
+                        g = frag[z, y, x - 1]
+                    if g == f or g == 0:
+                        continue
+                    lo = min(f, g)
+                    i = pos[lo]
+                    pos[lo] = i + 1
+                    bs[i] = max(f, g)
+                    ws[i] = aff[c, z, y, x]
+    mark = np.full(n + 1, -1, np.int64)
+    pairs = 0
+    for a in range(1, n + 1):
+        for i in range(start[a], start[a + 1]):
+            if mark[bs[i]] != a:
+                mark[bs[i]] = a
+                pairs += 1
+    u = np.empty(pairs, np.int64)
+    v = np.empty(pairs, np.int64)
+    sums = np.empty(pairs, np.float64)
+    counts = np.empty(pairs, np.int64)
+    acc = np.zeros(n + 1, np.float64)
+    cnt = np.zeros(n + 1, np.int64)
+    top = np.zeros(n + 1, np.float32)  # the largest affinity of the pair
+    low = np.full(n + 1, np.inf, np.float32)  # its smallest nonzero affinity
+    mark[:] = -1
+    local = np.empty(n + 1, np.int64)
+    exact = True
+    k = 0
+    for a in range(1, n + 1):
+        m = 0
+        for i in range(start[a], start[a + 1]):
+            b = bs[i]
+            w = ws[i]
+            if mark[b] != a:
+                mark[b] = a
+                local[m] = b
+                m += 1
+            acc[b] += w
+            cnt[b] += 1
+            if w > top[b]:
+                top[b] = w
+            if w > 0.0 and w < low[b]:
+                low[b] = w
+            if not w >= 0.0:  # negative or NaN
+                exact = False
+        bl = np.sort(local[:m])
+        for j in range(m):
+            b = bl[j]
+            if top[b] == np.inf:
+                exact = False
+            elif low[b] < np.inf:
+                field = int((np.float32(low[b]).view(np.uint32) >> np.uint32(23)) & np.uint32(255))
+                e = -149 if field == 0 else field - 150  # exponent of its ulp
+                if cnt[b] * np.float64(top[b]) >= 2.0 ** (52 + e):
+                    exact = False
+            u[k] = a
+            v[k] = b
+            sums[k] = acc[b]
+            counts[k] = cnt[b]
+            k += 1
+            acc[b] = 0.0
+            cnt[b] = 0
+            top[b] = 0.0
+            low[b] = np.inf
+    return u, v, sums, counts, exact
 
 
 @njit(cache=True, nogil=True)
@@ -501,8 +634,52 @@ def segmentations_at(fragments: np.ndarray, history: np.ndarray,
                      thresholds: Sequence[float]) -> list[np.ndarray]:
     """The segmentation (Z, Y, X) for each threshold: fragments joined by the merges of
     ``history`` scored below it, ids 1..N numbered by first voxel in C order."""
-    n = int(fragments.max()) if fragments.size else 0
-    return [relabel_by_first_voxel(fragments, merge_roots(history, n, t)) for t in thresholds]
+    frag = np.ascontiguousarray(fragments)
+    n = int(frag.max()) if frag.size else 0
+    if not len(thresholds):
+        return []
+    rows = np.asarray(history, dtype=np.float64).reshape(-1, 3)
+    ids = rows[:, :2]
+    if (frag.ndim == 0 or frag.dtype.kind not in "ui"
+            or (frag.dtype.kind == "i" and frag.size and int(frag.min()) < 0)
+            or (ids.size and not (ids.min() >= 0 and ids.max() <= n))):
+        # the general path (NumPy indexing: its errors and wrap-around)
+        return [relabel_by_first_voxel(frag, merge_roots(history, n, t)) for t in thresholds]
+    # one replay of the history: the region of every fragment at each threshold
+    stops = np.searchsorted(rows[:, 2], np.asarray(thresholds, dtype=np.float64), side="left")
+    tables = _roots_at(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64),
+                       stops.astype(np.int64), n)
+    return [relabel_by_first_voxel(frag, table) for table in tables]
+
+
+@njit(cache=True, nogil=True)
+def _roots_at(gone, into, stops, n):
+    """Row t: the region (the id it ended in) of each fragment 0..n after the first
+    ``stops[t]`` merges ``gone[i] -> into[i]`` (:func:`merge_roots` for each stop), from one
+    replay of the merges; each row resolves every chain once (memoised, parents untouched)."""
+    order = np.argsort(stops, kind="mergesort")
+    parent = np.arange(n + 1)
+    tables = np.full((stops.size, n + 1), -1, np.int64)
+    path = np.empty(n + 1, np.int64)
+    done = 0
+    for j in range(stops.size):
+        t = order[j]
+        while done < stops[t]:
+            parent[gone[done]] = into[done]
+            done += 1
+        row = tables[t]
+        for x in range(n + 1):
+            depth = 0
+            a = x
+            while row[a] < 0 and parent[a] != a:
+                path[depth] = a
+                depth += 1
+                a = parent[a]
+            r = row[a] if row[a] >= 0 else a
+            row[a] = r
+            for i in range(depth):
+                row[path[i]] = r
+    return tables
 
 
 def merge_roots(history: np.ndarray, num_fragments: int, threshold: float) -> np.ndarray:
