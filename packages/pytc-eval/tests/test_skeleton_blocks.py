@@ -294,3 +294,18 @@ def test_large_objects_go_block_by_block():
     assert _cable(whole)[1] <= _cable(mixed)[1] <= 1.25 * _cable(whole)[1]
     rest_m = [n for n in _canonical(mixed)[0] if n[0] != 1]
     assert rest_m == [n for n in _canonical(whole)[0] if n[0] != 1]
+
+
+def test_kimimaro_call_leaves_no_thread():
+    """One kimimaro call (block 0) starts no lasting thread (tqdm's monitor), so the worker
+    pools that follow in the process still fork instead of a slow forkserver."""
+    import threading
+
+    from pytc_eval.skeleton_blocks import pool_context
+
+    before = threading.active_count()
+    skeletonize_blockwise(tubes(32), BBox.from_shape((32, 32, 32)), VS, PARAMS, block=0,
+                          workers=1)
+    assert threading.active_count() == before
+    if before == 1:
+        assert pool_context().get_start_method() == "fork"

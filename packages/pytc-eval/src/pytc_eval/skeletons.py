@@ -263,8 +263,14 @@ def skeletons_from_labels(labels: np.ndarray, voxel_size: Sequence[float] = (1, 
     ``voxel_size`` (z, y, x nm) sets kimimaro's anisotropy; skeleton ids are the label ids,
     positions come back in voxels (z, y, x) shifted by ``offset`` (global voxel start).
     """
+    import sys
+
     import kimimaro
 
+    # kimimaro's (disabled) progress bars would start tqdm's monitor thread, which lives on
+    # and makes every later worker pool of this process a slow forkserver one (pool_context)
+    if "tqdm" in sys.modules:
+        sys.modules["tqdm"].tqdm.monitor_interval = 0
     params = params or KimimaroParams()
     labels = np.asarray(labels)
     if labels.ndim != 3 or not np.issubdtype(labels.dtype, np.integer):
