@@ -38,7 +38,9 @@ nothing large is pickled; results are small node/edge tables.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -50,6 +52,8 @@ import numpy as np
 from pytc_core.bbox import BBox
 from pytc_core.errors import UserError
 from pytc_eval.skeletons import KimimaroParams, Skeletons, make_skeletons, skeletons_from_labels
+
+log = logging.getLogger("pytc.eval.skeletons")
 
 __all__ = ["default_workers", "face_planes", "merge_block_skeletons", "pool_context",
            "prune_face_ticks", "skeleton_blocks", "skeletonize_blockwise"]
@@ -414,7 +418,14 @@ def skeletonize_blockwise(source: str | np.ndarray, region: BBox,
             tasks += [(_skeletonize_block, src, read_box, vs, block_params, big)
                       for (core, read_box), has in zip(skeleton_blocks(region, block), in_block,
                                                        strict=True) if has]
+        t0 = time.perf_counter()
         results = run(tasks)
+        log.debug("kimimaro: %d objects whole in %d tasks, %d objects in %d blocks; %.1f s, "
+                  "%.1f CPU s in the tasks (largest %.1f s), %d processes (%s)", len(objects),
+                  n_object_tasks, big.size, len(tasks) - n_object_tasks,
+                  time.perf_counter() - t0, sum(r[1] for r in results),
+                  max((r[1] for r in results), default=0.0), workers,
+                  pool_context().get_start_method() if workers > 1 else "this one")
     if cpu_seconds is not None:
         cpu_seconds.extend(s[1] for s in scans)
         cpu_seconds.extend(r[1] for r in results)
