@@ -403,7 +403,7 @@ def skeletonize_blockwise(source: str | np.ndarray, region: BBox,
         if cpu_seconds is not None:
             cpu_seconds.append(time_cpu() - t0)
         return whole
-    with _sources(source, region, fill_missing, workers) as (src, run):
+    with (sources := _sources(source, region, fill_missing, workers)) as (src, run):
         scans = run([(_scan_block, src, core) for core, _ in skeleton_blocks(region, block)])
         ids, lo, hi = (np.concatenate([s[0][i] for s in scans]) for i in range(3))
         present = np.unique(ids)
@@ -424,8 +424,7 @@ def skeletonize_blockwise(source: str | np.ndarray, region: BBox,
                   "%.1f CPU s in the tasks (largest %.1f s), %d processes (%s)", len(objects),
                   n_object_tasks, big.size, len(tasks) - n_object_tasks,
                   time.perf_counter() - t0, sum(r[1] for r in results),
-                  max((r[1] for r in results), default=0.0), workers,
-                  pool_context().get_start_method() if workers > 1 else "this one")
+                  max((r[1] for r in results), default=0.0), workers, sources.method)
     if cpu_seconds is not None:
         cpu_seconds.extend(s[1] for s in scans)
         cpu_seconds.extend(r[1] for r in results)
@@ -505,6 +504,8 @@ class _sources:
         self.shm: shared_memory.SharedMemory | None = None
         self.pool: ProcessPoolExecutor | None = None
         self.key = ""
+        #: how the workers start (fork, forkserver, spawn), or "this one" without workers
+        self.method = "this one"
 
     def __enter__(self) -> tuple[tuple[str, Any], Any]:
         source, region = self.source, self.region
@@ -522,7 +523,9 @@ class _sources:
         else:
             src = ("uri", (str(source), self.fill_missing))
         if self.workers > 1:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=pool_context())
+            ctx = pool_context()
+            self.method = ctx.get_start_method()
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         return src, self.run
 
     def run(self, tasks: Sequence[tuple[Any, ...]]) -> list[Any]:
