@@ -1,6 +1,9 @@
-"""Blockwise kimimaro: pieces joined across block faces, same skeletons for any --workers."""
+"""Parallel kimimaro: objects skeletonized whole equal one kimimaro call on the region; objects
+too large for one process go block by block, pieces joined across block faces; the same
+skeletons for any --workers."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,10 +18,12 @@ from pytc_eval.skeleton_blocks import (
     skeleton_blocks,
     skeletonize_blockwise,
 )
-from pytc_eval.skeletons import KimimaroParams, node_segments
+from pytc_eval.skeletons import KimimaroParams, make_skeletons, node_segments
 
 VS = (10.0, 10.0, 10.0)
 PARAMS = KimimaroParams(dust_threshold=0)
+#: every object block by block (igneous's forge and merge), not whole
+BLOCKS = KimimaroParams(dust_threshold=0, max_object_voxels=0)
 
 
 def tubes(n: int = 64) -> np.ndarray:
@@ -71,7 +76,7 @@ def test_tubes_join_across_faces_and_match_whole_volume():
     lab = tubes()
     region = BBox.from_shape(lab.shape)
     whole = skeletonize_blockwise(lab, region, VS, PARAMS, block=0, workers=1)
-    blocks = skeletonize_blockwise(lab, region, VS, PARAMS, block=32, workers=1)
+    blocks = skeletonize_blockwise(lab, region, VS, BLOCKS, block=32, workers=1)
     assert _components(blocks) == 3 == blocks.num_skeletons  # one connected skeleton each
     # each tube's skeleton runs from face to face: 63 voxels of 10 nm
     assert _cable(whole) == pytest.approx({1: 630.0, 2: 630.0, 3: 630.0})
@@ -96,18 +101,20 @@ def test_two_workers_give_the_same_skeletons(tmp_path):
     lab[30:34, 30:34, 0:64] = 4  # a square bar through four block edges
     np.save(tmp_path / "gt.npy", lab)
     region = BBox.from_shape(lab.shape)
-    one = skeletonize_blockwise(str(tmp_path / "gt.npy"), region, VS, PARAMS, block=32,
-                                workers=1)
-    cpu: list[float] = []
-    two = skeletonize_blockwise(str(tmp_path / "gt.npy"), region, VS, PARAMS, block=32,
-                                workers=2, cpu_seconds=cpu)
-    shared = skeletonize_blockwise(lab, region, VS, PARAMS, block=32, workers=2)
-    assert len(cpu) == 8
-    for other in (two, shared):
-        np.testing.assert_array_equal(one.positions, other.positions)
-        np.testing.assert_array_equal(one.skeleton_ids, other.skeleton_ids)
-        np.testing.assert_array_equal(one.edges, other.edges)
-    assert _components(one) == 4
+    for params in (BLOCKS, PARAMS):
+        one = skeletonize_blockwise(str(tmp_path / "gt.npy"), region, VS, params, block=32,
+                                    workers=1)
+        cpu: list[float] = []
+        two = skeletonize_blockwise(str(tmp_path / "gt.npy"), region, VS, params, block=32,
+                                    workers=2, cpu_seconds=cpu)
+        shared = skeletonize_blockwise(lab, region, VS, params, block=32, workers=2)
+        # 8 blocks scanned, then 8 blocks skeletonized, or the 4 objects (small boxes: one task)
+        assert len(cpu) == (16 if params is BLOCKS else 8 + 1)
+        for other in (two, shared):
+            np.testing.assert_array_equal(one.positions, other.positions)
+            np.testing.assert_array_equal(one.skeleton_ids, other.skeleton_ids)
+            np.testing.assert_array_equal(one.edges, other.edges)
+        assert _components(one) == 4
 
 
 def test_run_eval_kimimaro_blockwise_workers(tmp_path):
@@ -188,3 +195,117 @@ def test_anisotropic_voxels_positions_and_lengths():
     assert (bar[:, 0].min(), bar[:, 0].max()) == (2, 29)
     # 27 z steps of 40 nm, plus at most a few 8 nm sideways steps
     assert 27 * 40 <= lengths[owner == 5].sum() <= 27 * 40 * 1.05
+
+
+def _canonical(skel) -> tuple[list, list]:
+    """Nodes as sorted (label, z, y, x) and edges as sorted pairs of them: the skeletons
+    independent of node order and ids."""
+    key = [(int(s), *map(float, p)) for s, p in zip(skel.skeleton_ids, skel.positions,
+                                                    strict=True)]
+    edges = sorted(tuple(sorted((key[a], key[b]))) for a, b in skel.edge_index().tolist())
+    return sorted(key), edges
+
+
+def winding_tube(shape: tuple[int, int, int] = (40, 48, 48)) -> np.ndarray:
+    """A tube of radius 2.5 voxels winding from face x=0 to face x=47 through many 16³ block
+    faces (label 1), a Y-shaped object (label 2), one label in two separate blobs (label 3),
+    a 3-voxel speck (label 4, under the dust threshold) and a bar touching two region faces
+    (label 5)."""
+    z, y, x = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    lab = np.zeros(shape, np.uint32)
+    cz, cy = 20 + 12 * np.sin(x / 7.0), 24 + 14 * np.cos(x / 9.0)
+    lab[(z - cz) ** 2 + (y - cy) ** 2 <= 6.25] = 1
+    for (z0, y0, x0), (z1, y1, x1) in (((4, 4, 30), (14, 12, 38)), ((14, 12, 38), (4, 20, 44)),
+                                       ((14, 12, 38), (30, 12, 40))):
+        t = np.clip(((z - z0) * (z1 - z0) + (y - y0) * (y1 - y0) + (x - x0) * (x1 - x0))
+                    / ((z1 - z0) ** 2 + (y1 - y0) ** 2 + (x1 - x0) ** 2), 0, 1)
+        d2 = (z - z0 - t * (z1 - z0)) ** 2 + (y - y0 - t * (y1 - y0)) ** 2 \
+            + (x - x0 - t * (x1 - x0)) ** 2
+        lab[(d2 <= 4) & (lab == 0)] = 2
+    lab[30:36, 36:42, 4:10] = 3
+    lab[2:8, 40:46, 14:20] = 3
+    lab[36, 2, 2:5] = 4
+    lab[34:40, 30:34, 20:48] = 5
+    return lab
+
+
+@pytest.mark.parametrize("vs", [VS, (40.0, 8.0, 8.0)])
+def test_objects_equal_one_kimimaro_call(vs):
+    """Skeletonized object by object (blocks of 16³ only scanned), the skeletons are those of
+    one kimimaro call on the whole region, node for node and edge for edge: root, border
+    targets, distance field and dust threshold per component as kimimaro has them."""
+    lab = winding_tube()
+    region = BBox((5, 0, 7), (45, 48, 55))  # a global offset
+    params = KimimaroParams(dust_threshold=5)
+    whole = skeletonize_blockwise(lab, region, vs, params, block=0, workers=1)
+    objects = skeletonize_blockwise(lab, region, vs, params, block=16, workers=1)
+    assert sorted(set(whole.skeleton_ids.tolist())) == [1, 2, 3, 5]  # the speck is dust
+    assert _canonical(objects) == _canonical(whole)
+    assert _components(objects) == 5  # label 3: two blobs, two pieces
+    # the long tube crossing many block faces: one connected skeleton, the whole call's cable
+    tube = objects.skeleton_ids == 1
+    assert _cable(objects)[1] == pytest.approx(_cable(whole)[1], rel=1e-12)
+    assert objects.positions[tube, 2].min() == 7 and objects.positions[tube, 2].max() == 54
+    seg = lab.astype(np.uint32)
+    seg[:, :, 24:][lab[:, :, 24:] == 1] = 9  # split the tube
+    off = region.start
+    for skel_a, skel_b in ((whole, objects),):
+        a = expected_run_length(skel_a, node_segments(skel_a, seg, off), vs)
+        b = expected_run_length(skel_b, node_segments(skel_b, seg, off), vs)
+        assert (a["erl"], a["nerl"]) == pytest.approx((b["erl"], b["nerl"]), rel=1e-12)
+
+
+def test_touching_labels_and_two_workers_equal_one_call(tmp_path):
+    """Labels packed against each other (a Voronoi partition with 0 between some cells): the
+    distance field of each object sees its neighbours as boundary, as in the region's
+    multi-label transform; a URI source and --workers 2 give the same skeletons."""
+    rng = np.random.default_rng(3)
+    shape = (36, 40, 44)
+    seeds = rng.uniform(0, 1, (12, 3)) * shape
+    grid = np.stack(np.mgrid[:shape[0], :shape[1], :shape[2]], -1).reshape(-1, 3)
+    dist = ((grid[:, None, :] - seeds[None]) ** 2).sum(-1)
+    lab = (np.argmin(dist, 1) + 1).reshape(shape).astype(np.uint16)
+    lab[lab % 4 == 0] = 0
+    np.save(tmp_path / "gt.npy", lab)
+    region = BBox.from_shape(shape)
+    params = KimimaroParams(dust_threshold=20)
+    whole = skeletonize_blockwise(lab, region, VS, params, block=0, workers=1)
+    two = skeletonize_blockwise(str(tmp_path / "gt.npy"), region, VS, params, block=16,
+                                workers=2)
+    assert whole.num_skeletons >= 8
+    assert _canonical(two) == _canonical(whole)
+
+
+def test_large_objects_go_block_by_block():
+    """Objects whose padded box exceeds max_object_voxels are skeletonized in blocks and
+    joined across faces (one connected skeleton, more cable than the whole call's); the others
+    still equal the whole call exactly."""
+    lab = winding_tube()
+    region = BBox.from_shape(lab.shape)
+    whole = skeletonize_blockwise(lab, region, VS, PARAMS, block=0, workers=1)
+    params = replace(PARAMS, max_object_voxels=20_000)  # the tube's box: 37·33·48 voxels
+    mixed = skeletonize_blockwise(lab, region, VS, params, block=16, workers=1)
+    tube = mixed.skeleton_ids == 1
+    sub = make_skeletons(np.flatnonzero(tube), mixed.skeleton_ids[tube], mixed.positions[tube],
+                         mixed.edges[tube[mixed.edge_index()[:, 0]]])
+    assert _components(sub) == 1
+    # the cuts add cable (paths to each cross-section's centre on a face; 16³ blocks on a
+    # tube winding across them diagonally: about +15 %)
+    assert _cable(whole)[1] <= _cable(mixed)[1] <= 1.25 * _cable(whole)[1]
+    rest_m = [n for n in _canonical(mixed)[0] if n[0] != 1]
+    assert rest_m == [n for n in _canonical(whole)[0] if n[0] != 1]
+
+
+def test_kimimaro_call_leaves_no_thread():
+    """One kimimaro call (block 0) starts no lasting thread (tqdm's monitor), so the worker
+    pools that follow in the process still fork instead of a slow forkserver."""
+    import threading
+
+    from pytc_eval.skeleton_blocks import pool_context
+
+    before = threading.active_count()
+    skeletonize_blockwise(tubes(32), BBox.from_shape((32, 32, 32)), VS, PARAMS, block=0,
+                          workers=1)
+    assert threading.active_count() == before
+    if before == 1:
+        assert pool_context().get_start_method() == "fork"

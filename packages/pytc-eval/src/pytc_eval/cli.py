@@ -148,8 +148,9 @@ def evaluate(
     scratch
         Folder of the shares' samples (compressed ``.npz``), with ``--step``.
     workers
-        Processes for ``--skeletons kimimaro`` (the ground truth is skeletonized in cubes of
-        ``[eval.kimimaro] block`` voxels, default 128, joined across their faces) and for
+        Processes for ``--skeletons kimimaro`` (the ground truth's objects are skeletonized
+        one per process, equal to one kimimaro call; objects whose box exceeds ``[eval.kimimaro]
+        max_object_voxels`` in cubes of ``block`` voxels joined across their faces) and for
         scoring several segmentations at once (default: the cores this process may use).
     """
     common.setup_logging()

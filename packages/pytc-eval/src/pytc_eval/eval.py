@@ -272,9 +272,10 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         with timer.phase("skeletons"):
             if config.skeletons == "kimimaro":
                 region = _hull(boxes)
-                log.info("skeletonizing %s in %s with kimimaro (blocks of %s³ voxels, "
-                         "%d processes)", gt.uri, region, config.kimimaro.block or "all",
-                         workers)
+                log.info("skeletonizing %s in %s with kimimaro (%s, %d processes)", gt.uri,
+                         region, f"object by object, scanned in blocks of "
+                         f"{config.kimimaro.block}³ voxels" if config.kimimaro.block > 0
+                         else "one call on the whole region", workers)
                 skel = skeletonize_blockwise(ground_truth, region, voxel_size, config.kimimaro,
                                              block=config.kimimaro.block, workers=workers,
                                              fill_missing=config.fill_missing)

@@ -244,9 +244,14 @@ class KimimaroParams:
     fix_branching: bool = True
     fix_borders: bool = True
     parallel: int = 1
-    #: edge of the cubes skeletonized at a time (voxels), in parallel processes and merged
-    #: across their faces (:mod:`pytc_eval.skeleton_blocks`); 0: one call on everything
+    #: edge of the cubes the labels are scanned in (voxels), and of the cubes an object too
+    #: large for one process is skeletonized in, merged across their faces
+    #: (:mod:`pytc_eval.skeleton_blocks`); 0: one kimimaro call on everything
     block: int = 128
+    #: objects whose bounding box (plus one voxel each side) holds at most this many voxels
+    #: are skeletonized whole, one process each, exactly as one kimimaro call on the region
+    #: would; larger ones block by block (an approximation, see :mod:`skeleton_blocks`)
+    max_object_voxels: int = 2**26
     extra: dict = field(default_factory=dict)
 
 
@@ -258,8 +263,14 @@ def skeletons_from_labels(labels: np.ndarray, voxel_size: Sequence[float] = (1, 
     ``voxel_size`` (z, y, x nm) sets kimimaro's anisotropy; skeleton ids are the label ids,
     positions come back in voxels (z, y, x) shifted by ``offset`` (global voxel start).
     """
+    import sys
+
     import kimimaro
 
+    # kimimaro's (disabled) progress bars would start tqdm's monitor thread, which lives on
+    # and makes every later worker pool of this process a slow forkserver one (pool_context)
+    if "tqdm" in sys.modules:
+        sys.modules["tqdm"].tqdm.monitor_interval = 0
     params = params or KimimaroParams()
     labels = np.asarray(labels)
     if labels.ndim != 3 or not np.issubdtype(labels.dtype, np.integer):
