@@ -34,7 +34,7 @@ from pytc_eval.skeletons import KimimaroParams
 
 ROOT = Path(__file__).resolve().parents[1]
 VOLUMES = [ROOT / "examples/data/flyem_medulla_250.h5",
-           Path("/work/shared/data/flyem_gala_train_50x100x200.h5")]
+           ROOT.parent / "shared" / "data" / "flyem_gala_train_50x100x200.h5"]
 
 
 def _split_seg(gt_path: Path, out: Path) -> str:
