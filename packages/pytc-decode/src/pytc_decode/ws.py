@@ -53,6 +53,7 @@ from pytc_decode.fragments import (
     nearest_neighbour_float,
     watershed_fragments,
 )
+from pytc_decode.ws_blockwise import grid_ws_fragments
 
 __all__ = [
     "LEVELS",
@@ -128,8 +129,6 @@ def affinity_watershed(
         if merge_function != "mean":
             raise UserError(f"merge_function {merge_function} does not work with a fragment grid",
                             "use merge_function = 'mean' with ws.fragment_block")
-        from pytc_decode.ws_blockwise import grid_ws_fragments
-
         fragments, history = grid_ws_fragments(
             aff, max(thresholds), fragment_block, halo, seed_threshold=seed_threshold,
             seed_radius=seed_radius, seeds_2d=seeds_2d, voxel_size=voxel_size, mask=mask)
