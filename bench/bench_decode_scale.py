@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -50,15 +49,10 @@ def child(argv: list[str]) -> None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak RSS (MB). Linux keeps ``ru_maxrss`` across ``exec``, so a child
-    of a big parent would report the parent's peak: read ``VmHWM`` (per address space)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (MB), its own address space only (VmHWM)."""
+    from pytc_core.memory import peak_rss_bytes
+
+    return peak_rss_bytes() / 2**20
 
 
 def run_child(argv: list[str]) -> dict:

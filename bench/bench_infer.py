@@ -196,11 +196,12 @@ def bench_bf16(table: dict, patch, repeats: int = 5) -> dict:
 
 
 _PEAK = """
-import resource, sys
+import sys
+from pytc_core.memory import peak_rss_bytes
 from pytc_core.cli import run_entry_point
 from pytc_infer.cli import app
 code = run_entry_point("pytc-infer", app, sys.argv[1:])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)
+print(peak_rss_bytes(), file=sys.stderr)  # VmHWM: not the parent's peak
 sys.exit(code)
 """
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -90,8 +89,9 @@ def child_memory(uri: str) -> None:
                    f"{zz + 64},{yy + 64},{c + 64}")
             urllib.request.urlopen(url, timeout=60).read()
             n += 1
-    print(json.dumps({"requests": n, "peak_rss": resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    from pytc_core.memory import peak_rss_bytes
+
+    print(json.dumps({"requests": n, "peak_rss": peak_rss_bytes()}))
 
 
 def first_frame(screenshot: str | None) -> float:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from pytc_core.memory import MemoryBudget, cgroup_limits, memory_budget, slurm_limit
 
 GiB = 2**30
@@ -99,3 +102,24 @@ def test_cube_edge_is_the_largest_fitting_multiple():
     assert cube_edge(192**3 * 24 - 1, 24) == 128        # one byte short
     assert cube_edge(0, 24) == 64                       # the smallest plan
     assert cube_edge(10**12, 1, largest=100, multiple=32) == 96
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
+def test_peak_rss_of_a_child_is_its_own_not_its_big_parents():
+    """A child of a process that touched 400 MB reports its own peak (ru_maxrss would carry
+    the parent's across exec, as it did for pytc-eval's memory test on CI)."""
+    import subprocess
+    import sys
+
+    from pytc_core.memory import peak_rss_bytes
+
+    big = np.ones(400 * 2**20, dtype=np.uint8)  # touched: resident in this process
+    child = subprocess.run([sys.executable, "-c", "import resource\n"
+                            "from pytc_core.memory import peak_rss_bytes\n"
+                            "print(peak_rss_bytes(), resource.getrusage(0).ru_maxrss * 1024)"],
+                           capture_output=True, text=True, check=True)
+    own, kept = map(int, child.stdout.split())
+    assert peak_rss_bytes() > big.nbytes
+    assert own < 200 * 2**20, own  # the interpreter and pytc_core: tens of MB
+    del big
+    print(f"child's own peak {own / 2**20:.0f} MiB; its ru_maxrss {kept / 2**20:.0f} MiB")

@@ -6,7 +6,6 @@ one after another, give the result of one local run every time."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -94,57 +93,8 @@ def test_sigusr1_mid_blockwise_decode_exits_75_and_the_rerun_resumes(tmp_path, a
     assert read_run_record(str(out)).complete
 
 
-# N processes import once, then run each phase together: a file gate opens every phase at the
-# same moment in all of them (``null``: this process sits the phase out)
-GATED = """
-import json, sys, time
-from pathlib import Path
-from pytc_core.cli import run_entry_point
-from importlib import import_module
-prog, module, gate, name, phases = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
-app = import_module(module).app
-for k, argv in enumerate(phases):
-    (gate / f"ready_{k}_{name}").touch()
-    while not (gate / f"go_{k}").exists():
-        time.sleep(0.002)
-    code = 0 if argv is None else run_entry_point(prog, app, argv)
-    (gate / f".rc_{k}_{name}").write_text(str(code))
-    (gate / f".rc_{k}_{name}").rename(gate / f"rc_{k}_{name}")  # complete when it appears
-"""
-
-
-def run_gated(tmp_path: Path, prog: str, module: str,
-              phases_per_process: list[list[list[str] | None]]) -> list[list[int]]:
-    """Run the processes' phases in lockstep; the exit codes, [phase][process]."""
-    gate = tmp_path / f"gate{time.monotonic_ns()}"
-    gate.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", GATED, prog, module, str(gate), str(i),
-                               json.dumps(phases)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-             for i, phases in enumerate(phases_per_process)]
-    n, codes = len(procs), []
-    try:
-        for k in range(len(phases_per_process[0])):
-            deadline = time.monotonic() + 300
-            for what in ("ready", "rc"):
-                while len(list(gate.glob(f"{what}_{k}_*"))) < n:
-                    died = [i for i, p in enumerate(procs)
-                            if p.poll() is not None and not (gate / f"rc_{k}_{i}").exists()]
-                    assert not died, f"phase {k}: {procs[died[0]].stderr.read()}"
-                    assert time.monotonic() < deadline, f"phase {k} hangs"
-                    time.sleep(0.005)
-                if what == "ready":
-                    (gate / f"go_{k}").touch()  # every process starts the phase now
-            codes.append([int((gate / f"rc_{k}_{i}").read_text()) for i in range(n)])
-    finally:
-        for p in procs:
-            _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-    return codes
-
-
 @pytest.mark.slow  # 4 processes, 3 rounds
-def test_four_shares_started_at_once_equal_one_local_run(tmp_path, aff_uri, reference):
+def test_four_shares_started_at_once_equal_one_local_run(run_gated, tmp_path, aff_uri, reference):
     rounds, n = 3, 4
     outs = [str(tmp_path / f"seg{r}") for r in range(rounds)]
     phases: list[list[list[str] | None]] = [[] for _ in range(n)]
@@ -156,8 +106,8 @@ def test_four_shares_started_at_once_equal_one_local_run(tmp_path, aff_uri, refe
                              if i == 0 else None)
             phases[i].append([aff_uri, "-o", out, *BLOCK, "--step", "relabel", "--blocks",
                               f"{i}/{n}", "-q"])
-    codes = run_gated(tmp_path, "pytc-decode", "pytc_decode.cli", phases)
-    assert codes == [[0] * n] * (3 * rounds)
+    gated = run_gated(tmp_path, "pytc-decode", "pytc_decode.cli", phases)
+    assert gated.codes == [[0] * n] * (3 * rounds), gated.report()
     for out in outs:
         np.testing.assert_array_equal(open_volume(out).read(), reference)
         assert read_run_record(out).complete

@@ -6,7 +6,6 @@ late or empty share exits 0."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -110,66 +109,43 @@ def test_shares_one_after_another_use_the_first_plan(tmp_path, setup, capsys):
     np.testing.assert_array_equal(open_volume(out).read(), ref)
 
 
-# N processes import once, then run each phase together: a file gate opens every phase at the
-# same moment in all of them (``null``: this process sits the phase out)
-GATED = """
-import json, sys, time
-from pathlib import Path
-from pytc_core.cli import run_entry_point
-from importlib import import_module
-prog, module, gate, name, phases = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
-app = import_module(module).app
-for k, argv in enumerate(phases):
-    (gate / f"ready_{k}_{name}").touch()
-    while not (gate / f"go_{k}").exists():
-        time.sleep(0.002)
-    code = 0 if argv is None else run_entry_point(prog, app, argv)
-    (gate / f".rc_{k}_{name}").write_text(str(code))
-    (gate / f".rc_{k}_{name}").rename(gate / f"rc_{k}_{name}")  # complete when it appears
-"""
-
-
-def run_gated(tmp_path: Path, prog: str, module: str,
-              phases_per_process: list[list[list[str] | None]]) -> list[list[int]]:
-    """Run the processes' phases in lockstep; the exit codes, [phase][process]."""
-    gate = tmp_path / f"gate{time.monotonic_ns()}"
-    gate.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", GATED, prog, module, str(gate), str(i),
-                               json.dumps(phases)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-             for i, phases in enumerate(phases_per_process)]
-    n, codes = len(procs), []
-    try:
-        for k in range(len(phases_per_process[0])):
-            deadline = time.monotonic() + 300
-            for what in ("ready", "rc"):
-                while len(list(gate.glob(f"{what}_{k}_*"))) < n:
-                    died = [i for i, p in enumerate(procs)
-                            if p.poll() is not None and not (gate / f"rc_{k}_{i}").exists()]
-                    assert not died, f"phase {k}: {procs[died[0]].stderr.read()}"
-                    assert time.monotonic() < deadline, f"phase {k} hangs"
-                    time.sleep(0.005)
-                if what == "ready":
-                    (gate / f"go_{k}").touch()  # every process starts the phase now
-            codes.append([int((gate / f"rc_{k}_{i}").read_text()) for i in range(n)])
-    finally:
-        for p in procs:
-            _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-    return codes
-
-
 @pytest.mark.slow  # 4 processes, 3 rounds
-def test_four_shares_started_at_once_equal_one_local_run(tmp_path, setup):
+def test_four_shares_started_at_once_equal_one_local_run(run_gated, tmp_path, setup):
     ckpt, raw, ref = setup
     rounds, n = 3, 4
     limits = ["40M", "80M", "40M", "80M"]  # shares that would plan differently on their own
     outs = [str(tmp_path / f"aff{r}") for r in range(rounds)]
     phases = [[["-c", ckpt, "-i", raw, "-o", out, "--blocks", f"{i}/{n}", "--memory-limit",
                 limits[i], "-q"] for out in outs] for i in range(n)]
-    codes = run_gated(tmp_path, "pytc-infer", "pytc_infer.cli", phases)
-    assert codes == [[0] * n] * rounds
+    gated = run_gated(tmp_path, "pytc-infer", "pytc_infer.cli", phases)
+    assert gated.codes == [[0] * n] * rounds, gated.report()
     for out in outs:
         np.testing.assert_array_equal(open_volume(out).read(), ref)
         assert read_run_record(out).complete
         assert not Path(out, "pytc_lease").exists()
+
+
+def test_a_share_that_finds_the_run_finished_after_its_first_check_exits_0(
+        tmp_path, setup, monkeypatch, capsys):
+    """The other shares finish every block between a late share's first look and its claim
+    (seen on a loaded 2-core CI machine): the late share exits 0, it does not refuse."""
+    from pytc_infer import infer as infer_module
+
+    ckpt, raw, ref = setup
+    out = str(tmp_path / "aff")
+    base = ["-c", ckpt, "-i", raw, "-o", out, "-q"]
+    assert run_entry_point("pytc-infer", app, [*base, "--blocks", "0/1"]) == 0
+    real, looks = infer_module._finished_by_this_run, []
+
+    def not_yet_at_first_look(uri: str, key: str) -> bool:
+        looks.append(uri)
+        return len(looks) > 1 and real(uri, key)
+
+    monkeypatch.setattr(infer_module, "_finished_by_this_run", not_yet_at_first_look)
+    capsys.readouterr()
+    code = run_entry_point("pytc-infer", app, [*base, "--blocks", "1/2"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out == f"{out}\n" and len(looks) == 2
+    np.testing.assert_array_equal(open_volume(out).read(), ref)
+    assert read_run_record(out).complete

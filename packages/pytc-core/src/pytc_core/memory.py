@@ -13,19 +13,21 @@ the smallest of
   on), less this process's resident memory (when the cgroup says nothing finer).
 
 Used by pytc-infer's block plan, pytc-train's machine detection, pytc-eval's block size and
-pytc-decode's whole-volume check (one budget for all stages).
+pytc-decode's whole-volume check (one budget for all stages). :func:`peak_rss_bytes` is what
+the memory tests and benchmarks measure a run with.
 Standard library only; the roots are parameters so tests can hand in a fake tree.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["MemoryBudget", "cgroup_limits", "cube_edge", "format_bytes", "memory_budget",
-           "slurm_limit"]
+           "peak_rss_bytes", "slurm_limit"]
 
 #: limits at or above this are "no limit" (cgroup v1 writes 2^63 rounded to a page)
 _UNLIMITED = 2**60
@@ -158,15 +160,35 @@ def slurm_limit(env: Mapping[str, str] | None = None) -> tuple[int, str] | None:
     return None
 
 
-def _rss(proc: Path) -> int:
-    """Resident bytes of this process (VmRSS), 0 when unknown."""
+def _status_bytes(proc: Path, field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` in bytes, 0 when unknown."""
     try:
         for line in (proc / "self" / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def _rss(proc: Path) -> int:
+    """Resident bytes of this process (VmRSS), 0 when unknown."""
+    return _status_bytes(proc, "VmRSS")
+
+
+def peak_rss_bytes(proc: str | os.PathLike[str] = "/proc") -> int:
+    """This process's peak resident memory in bytes, its own address space only.
+
+    ``VmHWM`` on Linux: ``ru_maxrss`` is kept across ``exec``, so a process started by a big
+    parent (a test runner, a benchmark) reports the parent's peak there. ``ru_maxrss`` where
+    ``/proc`` is missing."""
+    peak = _status_bytes(Path(proc), "VmHWM")
+    if peak:
+        return peak
+    import resource  # POSIX only
+
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def memory_budget(proc: str | os.PathLike[str] = "/proc",

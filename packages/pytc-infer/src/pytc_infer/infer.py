@@ -216,9 +216,10 @@ def _claim_provenance(out_uri: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_existing(out_uri: str, key: str, key_fields: dict[str, Any],
-                    previous: dict[str, Any] | None, in_uri: str) -> None:
+                    previous: dict[str, Any] | None, in_uri: str, *, join: bool = False) -> None:
     """UserError (saying what would be resumed) for an existing output this run may not
-    continue without --overwrite."""
+    continue without --overwrite. ``join``: a share of a blockwise run, for which an output
+    this run's other shares have just finished is not an error."""
     from pytc_core.output import inspect_output
     from pytc_core.output_run import read_run_record
 
@@ -239,7 +240,7 @@ def _check_existing(out_uri: str, key: str, key_fields: dict[str, Any],
         raise UserError(f"output {out_uri} already exists ({state.what}; not an unfinished "
                         "prediction of this checkpoint and input, which would be resumed)",
                         "pass --overwrite to replace it, or choose another --output")
-    if record.complete:
+    if record.complete and not join:
         raise UserError(f"output {out_uri} already exists (a finished prediction of this "
                         "checkpoint and input)",
                         "pass --overwrite to predict it again, or choose another --output")
@@ -462,13 +463,20 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
 
     key = run_key("infer", [cfg.input], key_fields)
     previous = _read_provenance(out_uri)
-    if share is not None and _finished_by_this_run(out_uri, key):
-        # a late share (another array task finished every block): nothing to do, not an error
+
+    def late_share() -> InferResult | None:
+        """A late share (the other array tasks finished every block): nothing to do, not an
+        error."""
+        if share is None or not _finished_by_this_run(out_uri, key):
+            return None
         log.info("%s is complete (every block predicted by this run's shares)", out_uri)
         return InferResult(out_uri, out_shape, 0, 0, 0, 0, grid.count, "the run is complete",
                            time.perf_counter() - t0, True)
+
+    if (late := late_share()) is not None:
+        return late
     if not overwrite:
-        _check_existing(out_uri, key, key_fields, previous, cfg.input)
+        _check_existing(out_uri, key, key_fields, previous, cfg.input, join=share is not None)
     block_size = cfg.block_size
     if previous is not None and previous.get("key") == key_fields and block_size is None:
         block_size = tuple(previous["block_size"])  # resume with the plan of the first run
@@ -494,6 +502,8 @@ def run_infer(cfg: InferConfig, *, share: tuple[int, int] | None = None, overwri
     with claim_output(out_uri, stage="infer", key=key, inputs=[cfg.input], overwrite=overwrite,
                       join=share is not None, command=command,
                       allow_same_file=allow_same_file) as run:
+        if (late := late_share()) is not None:  # finished between the checks and the claim
+            return late
         record = _claim_provenance(out_uri, record)
         planned = record["block_size"]
         if tuple(planned) != plan.block_size:  # another array task planned first
