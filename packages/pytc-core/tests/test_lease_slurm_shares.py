@@ -276,3 +276,24 @@ def test_a_joining_share_takes_the_lease_when_its_creator_leaves_without_a_recor
         assert run.lease is not None and run.lease.owner and run.mode == "fresh"
         assert read_run_record(out).state == "running"  # this share wrote it
     leaver.join()
+
+
+def test_the_owner_opens_the_volume_a_joined_share_created_first(tmp_path):
+    """A share joins once the owner's record exists and may create the volume before the
+    owner gets to it (seen with four pytc-infer shares on a loaded machine: the owner exited
+    2 with 'already exists' and its cleanup removed the others' output)."""
+    import numpy as np
+
+    out = str(tmp_path / "aff")
+    with claim_output(out, stage="infer", key="k", join=True) as owner:
+        assert owner.lease is not None and owner.lease.owner and owner.mode == "fresh"
+        with claim_output(out, stage="infer", key="k", join=True) as share:
+            assert not share.lease.owner and share.mode == "resume"
+            share.create((8, 8, 8), np.uint8, chunk_size=(8, 8, 8)).write(
+                np.full((8, 8, 8), 7, np.uint8))
+        vol = owner.create((8, 8, 8), np.uint8, chunk_size=(8, 8, 8))
+        assert (vol.read() == 7).all()  # the share's block is kept, not refused or replaced
+        with pytest.raises(UserError, match="exists with shape"):
+            owner.create((8, 8, 9), np.uint8, chunk_size=(8, 8, 8))
+        owner.complete()
+    assert read_run_record(out).complete

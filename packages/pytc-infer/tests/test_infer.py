@@ -98,3 +98,14 @@ def test_two_shares_equal_one_run_and_uint8_is_the_quantised_float(tmp_path, tin
     # a finished output is not run again without --overwrite
     with pytest.raises(UserError, match="already exists"):
         run_infer(other, show_progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_predict_on_cuda_moves_a_cpu_model_there_and_equals_the_cpu_result(tiny_ckpt):
+    model, _ = load_model_from_checkpoint(tiny_ckpt)
+    raw = np.random.default_rng(0).integers(0, 255, (24, 40, 40), dtype=np.uint8)
+    cpu = predict(model, raw, (16, 16, 16))
+    on_gpu = predict(model, raw, (16, 16, 16), device="cuda")  # the model is on the CPU
+    assert next(model.parameters()).device.type == "cuda"
+    np.testing.assert_allclose(on_gpu, cpu, atol=2e-3)  # TF32 convolutions on the GPU

@@ -378,7 +378,10 @@ class OutputRun:
                 remove_output(self.uri)
                 self._write_running()
             self.mode = "fresh"
-        if self.mode == "resume" or (self.lease is not None and not self.lease.owner):
+        if self.mode == "resume" or self.lease is not None:
+            # under a lease (local outputs), a share of this run that joined after the record
+            # was written may create the volume first: the claim removed everything of other
+            # runs, so a volume there now is this run's (the same shape and dtype, or refused)
             return create_volume(self.uri, shape, dtype, exist_ok=True, **kwargs)
         return create_volume(self.uri, shape, dtype, **kwargs)
 

@@ -283,6 +283,7 @@ def predict(model, array: np.ndarray, patch: Sequence[int] = DEFAULT_PATCH,
     ``none``) applied per window, equal to MONAI ``sliding_window_inference`` with the same
     patch, overlap and blend mode. ``tta``: ``none``, ``flips`` or ``flips-xy``, with
     ``offsets`` the affinity offset per channel (default: nearest-neighbour z, y, x).
+    ``device``: where the windows run (default: the model's device); the model is moved there.
     """
     from pytc_infer.predictor import NEAREST, make_forward
     from pytc_infer.tiling import blend_windows, importance_map, window_grid
@@ -296,6 +297,8 @@ def predict(model, array: np.ndarray, patch: Sequence[int] = DEFAULT_PATCH,
     if device is None:
         param = next(iter(model.parameters()), None)
         device = str(param.device) if param is not None else "cpu"
+    else:
+        model.to(device)  # a CPU model with device="cuda" would fail on its first window
     box = BBox.from_shape(array.shape[1:])
     grid = window_grid(box, patch, overlap)
     span = grid.input_box(box)
