@@ -43,6 +43,22 @@ full 6 variants x 3 seeds x 500 steps did not fit the time):
       all             2.99           0.1914          2.571 (1.918+0.654)     0.0104      0.6
     --lsd-speed 10 --lsd-sigma 3: 257 ms (ours) vs 506 ms (lsd-lite) per patch, equal values
 
+2026-12-04, a lent H200 (``bash bench/device/recipe_gpu.sh OUT --steps 500 --seeds 0,1,2
+--variants baseline,erode,all --jobs 9 --threads 1``: bf16-mixed, 9 runs side by side; the
+``all`` runs, slowed by LSD targets on the CPU, did not finish in the device time):
+
+    --steps 500      val boundary F1   test VOI (split+merge)   test NERL   threshold
+      baseline s0        0.4387         2.105 (1.258+0.848)      0.0152        0.3
+      baseline s1        0.4262         2.808 (2.325+0.483)      0.0207        0.2
+      baseline s2        0.4382         2.286 (1.578+0.708)      0.0158        0.3
+      erode 1  s0        0.2577         2.282 (1.338+0.944)      0.0148        0.6
+      erode 1  s1        0.2471         2.325 (1.353+0.972)      0.0144        0.6
+      erode 1  s2        0.2568         2.642 (1.909+0.733)      0.0180        0.5
+
+(a variant's val boundary F1 is scored against its own targets, so erosion's is not
+comparable with the baseline's). Medians VOI 2.286 vs 2.325, NERL 0.0158 vs 0.0148: the
+60-step gain of erosion is gone at the quickstart's 500 steps.
+
 ``--lsd-speed N``: instead, the cost of the LSD target of N training patches (32x64x64 of the
 FlyEM training region, sigma ``--lsd-sigma``): ``pytc_train.lsd.lsd_from_labels`` against
 ``lsd_lite.get_lsds`` in this process, interleaved, medians, and the largest difference.
@@ -116,7 +132,8 @@ def train_variant(name: str, seed: int, args: argparse.Namespace, run_dir: Path)
         "optim": {"lr": 3e-3},
         "aug": {"preset": "realistic"},
         "train": {"max_steps": args.steps, "val_every": args.steps, "seed": seed,
-                  "run_dir": str(run_dir), "accelerator": "cpu", "threads": args.threads,
+                  "run_dir": str(run_dir), "accelerator": args.accelerator,
+                  "threads": args.threads,
                   "checkpoint_every": args.steps, "log_every": max(1, args.steps // 5)}}
     for table, values in variant_overrides(name, args).items():
         overrides.setdefault(table, {}).update(values)
@@ -127,7 +144,8 @@ def train_variant(name: str, seed: int, args: argparse.Namespace, run_dir: Path)
     return result, timer.cpu, time.perf_counter() - t0
 
 
-def predict_region(ckpt: Path, raw: np.ndarray, z: tuple[int, int]) -> np.ndarray:
+def predict_region(ckpt: Path, raw: np.ndarray, z: tuple[int, int],
+                   device: str | None = None) -> np.ndarray:
     """Affinities of raw[z0:z1] (EMA weights where the checkpoint has them), with up to 16
     slices of context on each side, as pytc-infer's --bbox."""
     from pytc_core.models import load_model_from_checkpoint
@@ -135,7 +153,7 @@ def predict_region(ckpt: Path, raw: np.ndarray, z: tuple[int, int]) -> np.ndarra
 
     model, _ = load_model_from_checkpoint(ckpt)
     lo, hi = max(0, z[0] - 16), min(raw.shape[0], z[1] + 16)
-    aff = predict(model, raw[lo:hi], (32, 64, 64))
+    aff = predict(model, raw[lo:hi], (32, 64, 64), device=device)
     return aff[:3, z[0] - lo: z[0] - lo + z[1] - z[0]]
 
 
@@ -154,21 +172,40 @@ def score(seg: np.ndarray, gt: np.ndarray, skeletons, voxel_size, tmp: Path) -> 
 
 
 def evaluate(ckpt: Path, raw: np.ndarray, gt: dict[str, np.ndarray], skeletons: dict,
-             voxel_size, tmp: Path) -> dict[str, float]:
+             voxel_size, tmp: Path, device: str | None = None) -> dict[str, float]:
     """Test VOI / NERL at the watershed threshold chosen on validation (NERL, then VOI)."""
     from pytc_decode import affinity_watershed
 
-    val_aff = predict_region(ckpt, raw, VAL_Z)
+    val_aff = predict_region(ckpt, raw, VAL_Z, device)
     segs = affinity_watershed(val_aff, THRESHOLDS, min_size=50)
     assert isinstance(segs, list)
     scored = [(t, score(s, gt["val"], skeletons["val"], voxel_size, tmp))
               for t, s in zip(THRESHOLDS, segs, strict=True)]
     best_t, _ = min(scored, key=lambda ts: (-np.nan_to_num(ts[1]["nerl"], nan=-1),
                                             ts[1]["voi"]))
-    test_aff = predict_region(ckpt, raw, TEST_Z)
+    test_aff = predict_region(ckpt, raw, TEST_Z, device)
     seg = affinity_watershed(test_aff, best_t, min_size=50)
     assert isinstance(seg, np.ndarray)
     return {"threshold": best_t, **score(seg, gt["test"], skeletons["test"], voxel_size, tmp)}
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace, base: Path,
+            data: tuple) -> dict[str, float]:
+    """Train one variant with one seed, then score it; the table row (also printed)."""
+    raw, gt, skeletons, voxel_size = data
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    run_dir = base / f"{name}_s{seed}"
+    result, cpu, wall = train_variant(name, seed, args, run_dir)
+    row = {"cpu_min": cpu / 60, "wall_min": wall / 60,
+           "val_boundary_f1": (result.val_scores or {}).get("boundary_f1", float("nan"))}
+    if not args.no_test:
+        tmp = run_dir / "eval"
+        tmp.mkdir(exist_ok=True)
+        device = "cuda" if args.accelerator in ("cuda", "gpu") else None
+        row.update(evaluate(result.best_checkpoint, raw, gt, skeletons, voxel_size, tmp, device))
+    print(f"{name} seed {seed}: " + json.dumps({k: round(v, 4) for k, v in row.items()}),
+          file=sys.stderr, flush=True)
+    return row
 
 
 def lsd_speed(patches: int, sigma: float) -> None:
@@ -210,6 +247,11 @@ def main() -> None:
     parser.add_argument("--lsd-sigma", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (fixed)")
+    parser.add_argument("--accelerator", default="cpu",
+                        help="cpu (the quickstart's budget, CPU minutes measured) or gpu")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs side by side, each in its own process (CPU minutes then "
+                             "include the others' contention; use with --accelerator gpu)")
     parser.add_argument("--no-test", action="store_true",
                         help="validation boundary F1 only (no decoding / VOI / NERL)")
     parser.add_argument("--out", default=None, help="run directories (default: a temp dir)")
@@ -245,19 +287,22 @@ def main() -> None:
 
     base = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_recipe_"))
     rows: dict[tuple[str, int], dict[str, float]] = {}
-    for seed in seeds:
-        for name in variants:
-            run_dir = base / f"{name}_s{seed}"
-            result, cpu, wall = train_variant(name, seed, args, run_dir)
-            row = {"cpu_min": cpu / 60, "wall_min": wall / 60,
-                   "val_boundary_f1": (result.val_scores or {}).get("boundary_f1", float("nan"))}
-            if not args.no_test:
-                tmp = run_dir / "eval"
-                tmp.mkdir(exist_ok=True)
-                row.update(evaluate(result.best_checkpoint, raw, gt, skeletons, voxel_size, tmp))
-            rows[(name, seed)] = row
-            print(f"{name} seed {seed}: " + json.dumps({k: round(v, 4) for k, v in row.items()}),
-                  file=sys.stderr, flush=True)
+    runs = [(name, seed) for seed in seeds for name in variants]
+    data = (raw, gt, skeletons, voxel_size)
+    if args.jobs > 1:  # runs side by side (e.g. on one GPU), each in its own process
+        import concurrent.futures
+        import multiprocessing
+
+        with concurrent.futures.ProcessPoolExecutor(
+                args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, name, seed, args, base, data): (name, seed)
+                       for name, seed in runs}
+            for future in concurrent.futures.as_completed(futures):
+                rows[futures[future]] = future.result()
+    else:
+        for name, seed in runs:
+            rows[(name, seed)] = run_one(name, seed, args, base, data)
+    rows = {run: rows[run] for run in runs}
 
     metrics = ["val_boundary_f1"] + ([] if args.no_test else ["voi", "nerl"])
     print(f"\n{args.steps} steps, seeds {seeds}, batch {args.batch_size}, {args.threads} threads"
