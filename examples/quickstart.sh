@@ -119,15 +119,18 @@ score() {  # score REGION BOX [pytc-eval options] < segmentation URIs
   fi
 }
 
-# tune NAME METHOD VAL_AFF TEST_AFF REPORT: decode the validation region at every threshold,
+# tune NAME METHOD VAL_AFF TEST_AFF REPORT: score the validation region at every threshold,
 # pick the lowest total VOI (NERL of a 35-section region hangs on a few long bodies; VOI
-# sums over every voxel), decode and score the test region at it: its report has both
+# sums over every voxel), decode and score the test region at it: its report has both.
+# ws: one watershed writes the fragments and their merge history (--fragments-only), and
+# pytc-eval scores every threshold from them in one pass, no segmentation written (equal to
+# scoring each written segmentation); cc: one segmentation per threshold
 tune() {
   local name=$1 method=$2 val_aff=$3 test_aff=$4 report=$5 dir="$out/decode/$1" t
   mkdir -p "$dir"
   if [ "$method" = ws ]; then
-    uv run pytc-decode "$val_aff" -o "$dir/val_seg" --method ws --agglomeration-threshold "$ws_thresholds" \
-      --min-size 50 --overwrite -q
+    uv run pytc-decode "$val_aff" -o "$dir/val_fragments" --method ws \
+      --agglomeration-threshold "$ws_thresholds" --min-size 50 --fragments-only --overwrite -q
   else
     for t in $cc_thresholds; do
       uv run pytc-decode "$val_aff" -o "$dir/val_seg_t$t" --threshold "$t" --min-size 50 --overwrite -q

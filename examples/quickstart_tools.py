@@ -7,6 +7,7 @@
     pytc-eval seg_t0.3 seg_t0.5 --gt GT --json | python examples/quickstart_tools.py pick
         the best report: by pytc-eval's ranking (NERL, else VOI; --by rank, the default) or
         by total VOI (--by voi, what the quickstart tunes with); prints its threshold (the
+        line's ``threshold``, as pytc-eval's sweep over fragments writes it, else the
         segmentation's ``_t<threshold>`` suffix), the report JSON goes to --save if given;
         --threshold T takes the report at T instead of the best
     python examples/quickstart_tools.py report REPORT.json --threshold 0.3
@@ -65,9 +66,12 @@ def cmd_baselines(args: argparse.Namespace) -> None:
         print(uri, flush=True)
 
 
-def threshold_of(uri: str) -> float | None:
-    """The decode threshold a segmentation was made at, from its ``_t<threshold>`` suffix."""
-    m = THRESHOLD_SUFFIX.search(uri)
+def threshold_of(report: dict) -> float | None:
+    """The decode threshold of a report: its ``threshold`` (a line of pytc-eval's sweep over
+    fragments), else the ``_t<threshold>`` suffix of its segmentation."""
+    if report.get("threshold") is not None:
+        return float(report["threshold"])
+    m = THRESHOLD_SUFFIX.search(report.get("segmentation", ""))
     return float(m.group(1)) if m else None
 
 
@@ -84,17 +88,17 @@ def cmd_pick(args: argparse.Namespace) -> None:
     if not reports:
         sys.exit("quickstart_tools pick: error: no pytc-eval report on stdin")
     if args.threshold is not None:  # not the best: the report at this threshold
-        best = next((r for r in reports if threshold_of(r["segmentation"]) == args.threshold),
-                    None)
+        best = next((r for r in reports if threshold_of(r) == args.threshold), None)
         if best is None:
             sys.exit(f"quickstart_tools pick: error: no report at threshold {args.threshold:g}")
     elif args.by == "voi":
         best = min(reports, key=total_voi)
     else:
         best = rank_reports(reports)[0]
-    t = threshold_of(best["segmentation"])
+    t = threshold_of(best)
     if t is None:
-        sys.exit(f"quickstart_tools pick: error: {best['segmentation']} has no _t<threshold> suffix")
+        sys.exit(f"quickstart_tools pick: error: {best['segmentation']} has no threshold "
+                 "(neither a sweep line nor a _t<threshold> suffix)")
     if args.save:
         Path(args.save).write_text(json.dumps({**best, "threshold": t}) + "\n")
     print(f"{t:g}")

@@ -47,7 +47,21 @@ def test_pick_prints_the_best_threshold_and_saves_its_report(tmp_path):
     assert json.loads(report.stdout)["nerl"] == 0.6
     bad = subprocess.run([*TOOLS, "pick"], input=json.dumps(_report("seg", 0, 0)) + "\n",
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "no _t<threshold> suffix" in bad.stderr
+    assert bad.returncode != 0 and "has no threshold" in bad.stderr
+
+
+def test_pick_reads_the_threshold_of_sweep_lines():
+    """pytc-eval's sweep over fragments writes one line per threshold, each naming it, all
+    with the fragments' URI as the segmentation."""
+    lines = "\n".join(json.dumps(_report("runs/q/val_frag", *voi) | {"threshold": t})
+                      for t, voi in [(0.1, (2.0, 0.1)), (0.3, (0.5, 0.3)), (0.7, (0.1, 2.5))])
+    out = subprocess.run([*TOOLS, "pick", "--by", "voi"], input=lines + "\n",
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "0.3\n"
+    at = subprocess.run([*TOOLS, "pick", "--threshold", "0.7"], input=lines + "\n",
+                        capture_output=True, text=True, timeout=120)
+    assert at.stdout == "0.7\n"
 
 
 def test_pick_by_voi_takes_the_lowest_total_voi(tmp_path):
