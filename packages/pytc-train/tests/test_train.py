@@ -205,6 +205,10 @@ def test_a_signal_at_a_validation_keeps_the_best_and_the_history(em_h5, tmp_path
     assert [int(r["step"]) for r in rows if r.get("train/loss")] == [0, 1, 2, 3]
     assert _best_score(ckpts / "best.ckpt") == pytest.approx(max(val.values()))
     assert _best_score(ckpts / "best.ckpt") >= best_after_1
+    # an attempt that finds the run's steps (or max_time) already spent trains none, and says
+    # so (the Slurm requeue test's last attempt said "trained 77 steps")
+    again = run_train(config)
+    assert again.steps == 4 and again.attempt_steps == 0
 
 
 def test_a_signal_between_validations_keeps_one_history(em_h5, tmp_path, tiny_config):

@@ -295,6 +295,9 @@ def _callbacks_module():
             self._t0 = time.perf_counter()
             self._step0 = 0
             self._prev_step = 0
+            #: whether this attempt trained at all (Lightning skips on_train_start when a
+            #: resumed run's max_steps or max_time is already spent)
+            self.started = False
 
         def handle(self, signum: int, frame: Any) -> None:
             self.signum = signum
@@ -306,6 +309,7 @@ def _callbacks_module():
         def on_train_start(self, trainer, pl_module) -> None:
             self._t0, self._step0 = time.perf_counter(), trainer.global_step
             self._prev_step = trainer.global_step
+            self.started = True
             writer = getattr(trainer.logger, "_experiment", None) if trainer.logger else None
             drop_after = getattr(writer, "drop_after", None)
             if trainer.is_global_zero and drop_after is not None:
@@ -792,7 +796,7 @@ def run_train(config: TrainConfig, *, overwrite: bool = False,
     scores = getattr(module, "last_val_scores", None)
     return TrainResult(run_dir, best, run_cb.last, trainer.global_step,
                        time.perf_counter() - t0, scores,
-                       attempt_steps=trainer.global_step - run_cb._step0)
+                       attempt_steps=trainer.global_step - run_cb._step0 if run_cb.started else 0)
 
 
 def _make_logger(run_dir: Path):
