@@ -3,7 +3,6 @@ stdin, counts segments as pytc-decode does, and explains itself with -v."""
 
 import io
 import json
-import logging
 import re
 
 import numpy as np
@@ -14,14 +13,6 @@ from pytc_core.cli import run_entry_point
 from pytc_core.targets import affinities_from_labels
 from pytc_eval import rand_voi
 from pytc_eval.cli import app
-
-
-@pytest.fixture(autouse=True)
-def fresh_log_handler():
-    logger = logging.getLogger("pytc")
-    for handler in [h for h in logger.handlers if getattr(h, "_pytc", False)]:
-        logger.removeHandler(handler)
-    yield
 
 
 def run(capsys, *argv):

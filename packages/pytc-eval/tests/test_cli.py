@@ -2,7 +2,6 @@
 
 import csv
 import json
-import logging
 import math
 import subprocess
 import sys
@@ -16,15 +15,6 @@ from pytc_core import BBox, create_volume
 from pytc_core.cli import run_entry_point
 from pytc_eval import rand_voi
 from pytc_eval.cli import app
-
-
-@pytest.fixture(autouse=True)
-def fresh_log_handler():
-    """setup_logging keeps its first handler's stream; capsys swaps stderr per test."""
-    logger = logging.getLogger("pytc")
-    for handler in [h for h in logger.handlers if getattr(h, "_pytc", False)]:
-        logger.removeHandler(handler)
-    yield
 
 
 def run(capsys, *argv):

@@ -2,7 +2,6 @@
 shares (--step sample/reduce) equal the local run; bad input is one line, exit 2."""
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -34,14 +33,6 @@ SCALARS = ("voi_split", "voi_merge", "nvi_split", "nvi_merge", "nid", "rand_spli
            "erl", "gt_erl", "nerl", "adapted_erl", "adapted_nerl", "n_skeletons",
            "n_skeleton_nodes", "n_edges", "n_edges_omitted", "n_edges_split", "n_edges_merged",
            "n_edges_correct", "n_merging_segments", "total_length_nm")
-
-
-@pytest.fixture(autouse=True)
-def fresh_log_handler():
-    logger = logging.getLogger("pytc")
-    for handler in [h for h in logger.handlers if getattr(h, "_pytc", False)]:
-        logger.removeHandler(handler)
-    yield
 
 
 def run(capsys, *argv):
