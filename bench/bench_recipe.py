@@ -145,13 +145,13 @@ def train_variant(name: str, seed: int, args: argparse.Namespace, run_dir: Path)
 
 
 def predict_region(ckpt: Path, raw: np.ndarray, z: tuple[int, int],
-                   device: str | None = None) -> np.ndarray:
-    """Affinities of raw[z0:z1] (EMA weights where the checkpoint has them), with up to 16
-    slices of context on each side, as pytc-infer's --bbox."""
+                   device: str | None = None, weights: str = "auto") -> np.ndarray:
+    """Affinities of raw[z0:z1] (``weights``: auto = EMA weights where the checkpoint has
+    them), with up to 16 slices of context on each side, as pytc-infer's --bbox."""
     from pytc_core.models import load_model_from_checkpoint
     from pytc_infer import predict
 
-    model, _ = load_model_from_checkpoint(ckpt)
+    model, _ = load_model_from_checkpoint(ckpt, weights=weights)
     lo, hi = max(0, z[0] - 16), min(raw.shape[0], z[1] + 16)
     aff = predict(model, raw[lo:hi], (32, 64, 64), device=device)
     return aff[:3, z[0] - lo: z[0] - lo + z[1] - z[0]]
@@ -172,26 +172,31 @@ def score(seg: np.ndarray, gt: np.ndarray, skeletons, voxel_size, tmp: Path) -> 
 
 
 def evaluate(ckpt: Path, raw: np.ndarray, gt: dict[str, np.ndarray], skeletons: dict,
-             voxel_size, tmp: Path, device: str | None = None) -> dict[str, float]:
+             voxel_size, tmp: Path, device: str | None = None,
+             weights: str = "auto") -> dict[str, float]:
     """Test VOI / NERL at the watershed threshold chosen on validation (NERL, then VOI)."""
     from pytc_decode import affinity_watershed
 
-    val_aff = predict_region(ckpt, raw, VAL_Z, device)
+    val_aff = predict_region(ckpt, raw, VAL_Z, device, weights)
     segs = affinity_watershed(val_aff, THRESHOLDS, min_size=50)
     assert isinstance(segs, list)
     scored = [(t, score(s, gt["val"], skeletons["val"], voxel_size, tmp))
               for t, s in zip(THRESHOLDS, segs, strict=True)]
     best_t, _ = min(scored, key=lambda ts: (-np.nan_to_num(ts[1]["nerl"], nan=-1),
                                             ts[1]["voi"]))
-    test_aff = predict_region(ckpt, raw, TEST_Z, device)
+    test_aff = predict_region(ckpt, raw, TEST_Z, device, weights)
     seg = affinity_watershed(test_aff, best_t, min_size=50)
     assert isinstance(seg, np.ndarray)
     return {"threshold": best_t, **score(seg, gt["test"], skeletons["test"], voxel_size, tmp)}
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace, base: Path,
-            data: tuple) -> dict[str, float]:
-    """Train one variant with one seed, then score it; the table row (also printed)."""
+            data: tuple) -> dict[tuple[str, int], dict[str, float]]:
+    """Train one variant with one seed, then score it; its table rows (also printed). An
+    ``ema`` run is scored twice: with its EMA weights (row ``ema``) and with its raw weights
+    (row ``ema_raw``). EMA only reads the weights, so the raw weights are the baseline's of
+    the same seed (the same steps, the same random draws): a paired baseline at no training
+    cost, used where no ``baseline`` run was asked for."""
     raw, gt, skeletons, voxel_size = data
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     run_dir = base / f"{name}_s{seed}"
@@ -202,10 +207,19 @@ def run_one(name: str, seed: int, args: argparse.Namespace, base: Path,
         tmp = run_dir / "eval"
         tmp.mkdir(exist_ok=True)
         device = "cuda" if args.accelerator in ("cuda", "gpu") else None
-        row.update(evaluate(result.best_checkpoint, raw, gt, skeletons, voxel_size, tmp, device))
-    print(f"{name} seed {seed}: " + json.dumps({k: round(v, 4) for k, v in row.items()}),
-          file=sys.stderr, flush=True)
-    return row
+        scored = evaluate(result.best_checkpoint, raw, gt, skeletons, voxel_size, tmp, device)
+        if name == "ema":
+            raw_row = {**row, "val_boundary_f1": float("nan"),
+                       **evaluate(result.best_checkpoint, raw, gt, skeletons, voxel_size, tmp,
+                                  device, weights="raw")}
+        row.update(scored)
+    rows = {(name, seed): row}
+    if name == "ema" and not args.no_test:
+        rows[("ema_raw", seed)] = raw_row
+    for (n, s), r in rows.items():
+        print(f"{n} seed {s}: " + json.dumps({k: round(v, 4) for k, v in r.items()}),
+              file=sys.stderr, flush=True)
+    return rows
 
 
 def lsd_speed(patches: int, sigma: float) -> None:
@@ -298,15 +312,18 @@ def main() -> None:
             futures = {pool.submit(run_one, name, seed, args, base, data): (name, seed)
                        for name, seed in runs}
             for future in concurrent.futures.as_completed(futures):
-                rows[futures[future]] = future.result()
+                rows.update(future.result())
     else:
         for name, seed in runs:
-            rows[(name, seed)] = run_one(name, seed, args, base, data)
-    rows = {run: rows[run] for run in runs}
+            rows.update(run_one(name, seed, args, base, data))
+    if "ema" in variants and not args.no_test:
+        variants.insert(variants.index("ema"), "ema_raw")
+    rows = {(name, seed): rows[(name, seed)] for seed in seeds for name in variants}
+    base_name = "baseline" if "baseline" in variants else "ema_raw"
 
     metrics = ["val_boundary_f1"] + ([] if args.no_test else ["voi", "nerl"])
     print(f"\n{args.steps} steps, seeds {seeds}, batch {args.batch_size}, {args.threads} threads"
-          f"; medians over seeds; d/CPU-min: gain over the baseline of the same seed per "
+          f"; medians over seeds; d/CPU-min: gain over the {base_name} row of the same seed per "
           f"training CPU minute (VOI: decrease)")
     header = ["variant", "train CPU-min"] + metrics + [f"d {m}/CPU-min" for m in metrics]
     print(" | ".join(header))
@@ -315,11 +332,11 @@ def main() -> None:
         cells = [name, f"{statistics.median(r['cpu_min'] for r in per_seed):.2f}"]
         cells += [f"{statistics.median(r[m] for r in per_seed):.4f}" for m in metrics]
         for m in metrics:
-            if ("baseline", seeds[0]) not in rows:
+            if (base_name, seeds[0]) not in rows:
                 cells.append("-")
                 continue
             sign = -1.0 if m == "voi" else 1.0
-            gains = [sign * (rows[(name, s)][m] - rows[("baseline", s)][m]) / rows[(name, s)]["cpu_min"]
+            gains = [sign * (rows[(name, s)][m] - rows[(base_name, s)][m]) / rows[(name, s)]["cpu_min"]
                      for s in seeds]
             cells.append(f"{statistics.median(gains):+.4f}")
         print(" | ".join(cells))
@@ -327,7 +344,7 @@ def main() -> None:
     for (name, seed), row in rows.items():
         print(f"  {name:12s} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
     for name in variants:
-        if name == "baseline" or ("baseline", seeds[0]) not in rows:
+        if name in ("baseline", "ema_raw") or ("baseline", seeds[0]) not in rows:
             continue
         f1 = statistics.median(rows[(name, s)]["val_boundary_f1"] - rows[("baseline", s)]
                                ["val_boundary_f1"] for s in seeds)
