@@ -136,8 +136,8 @@ def test_verbose_shows_config_and_timings_and_quiet_verbose_is_an_error(tmp_path
     assert "resolved config:" in err and "merge_threshold = 3" in err
     assert "adapted_merge_threshold = 7" in err
     assert "1 blocks of (256, 256, 256) voxels over [0:24, 0:8, 0:8]" in err
-    assert re.search(r"timings: open and check volumes \d+\.\d\d s, scoring \S+ \d+\.\d\d s",
-                     err)
+    assert re.search(r"timings: open and check volumes \d+\.\d\d s, sampling \S+ \d+\.\d\d s, "
+                     r"scoring \S+ \d+\.\d\d s", err)
     code, out, err = run(capsys, gt, "--gt", gt, "-q", "-v")
     assert code == 2 and out == "" and "--quiet and --verbose" in err and err.count("\n") == 1
 

@@ -290,3 +290,44 @@ def test_nodes_grouped_by_block_are_the_nodes_each_block_holds(seed, origin, siz
         assert sorted(groups.of(b).tolist()) == inside.tolist()
         seen.extend(inside.tolist())
     assert sorted(seen) == list(range(40))
+
+
+@pytest.mark.parametrize("step", ["all", "shares"])
+def test_blocks_sampled_by_worker_processes_equal_one_process(capsys, tmp_path, monkeypatch,
+                                                              step):
+    """--workers 2 samples the blocks of every input in two processes (here forced on small
+    volumes): the reports, a sweep's included, are identical and in the order given; so are
+    the Slurm shares' (--step sample, then reduce)."""
+    import pytc_eval.eval
+
+    monkeypatch.setattr(pytc_eval.eval, "PROCESS_MIN_VOXELS", 1)
+    with h5py.File(Path(__file__).parents[3] / "examples/data/flyem_medulla_250.h5") as f:
+        gt = f["labels"][100:124, 40:88, 40:88].astype(np.uint64)
+    rng = np.random.default_rng(5)
+    fragments, rows = decode_fragments(gt, rng)
+    frag_uri = write(tmp_path / "frag.zarr", fragments)
+    write_merge_history(frag_uri, MergeHistory.from_rows(
+        rows, int(fragments.max()), thresholds=(0.3, 0.7), config={"min_size": 0}))
+    segs = [write(tmp_path / f"seg{k}.zarr", s)
+            for k, s in enumerate(written_segmentations(fragments, rows, (0.2, 0.5, 0.8)))]
+    gt_uri = write(tmp_path / "gt.zarr", gt)
+    skel = skeletons_of(gt, tmp_path / "skel.json", rng)
+    outs = {}
+    for workers in (1, 2):
+        args = [segs[0], frag_uri, *segs[1:], "--gt", gt_uri, "--skeletons", skel,
+                "--block-size", 16, "--json", "--workers", workers]
+        if step == "shares":
+            scratch = tmp_path / f"scratch{workers}"
+            for i in range(2):
+                code, out, err = run(capsys, *args, "--step", "sample", "--blocks", f"{i}/2",
+                                     "--scratch", scratch)
+                assert code == 0, err
+            args += ["--step", "reduce", "--scratch", scratch]
+        code, out, err = run(capsys, *args)
+        assert code == 0, err
+        if step == "all":
+            assert ("sampling 4 segmentations with 2 processes" in err) == (workers == 2)
+        outs[workers] = [json.loads(line) for line in out.splitlines()]
+    assert outs[1] == outs[2]
+    assert [r["segmentation"] for r in outs[2]] == [segs[0], frag_uri, frag_uri, *segs[1:]]
+    assert [r.get("threshold") for r in outs[2]] == [None, 0.3, 0.7, None, None]

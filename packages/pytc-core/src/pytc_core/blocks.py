@@ -21,8 +21,8 @@ from pytc_core.bbox import BBox, grid_boxes, vec3
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
 
-__all__ = ["BlockProgress", "BlockRunResult", "ProgressReporter", "parse_share", "plan_blocks",
-           "run_blocks", "select_share"]
+__all__ = ["BlockProgress", "BlockRunResult", "ProgressReporter", "no_progress", "parse_share",
+           "plan_blocks", "run_blocks", "select_share"]
 
 
 def plan_blocks(bbox: BBox, block_size: Sequence[int] | int,
@@ -93,8 +93,9 @@ ProgressReporter = Callable[..., AbstractContextManager[Callable[..., None]]]
 
 
 @contextmanager
-def _no_progress(description: str, total: int | None, *,
-                 total_voxels: int | None = None) -> Iterator[Callable[..., None]]:
+def no_progress(description: str, total: int | None, *,
+                total_voxels: int | None = None) -> Iterator[Callable[..., None]]:
+    """A :data:`ProgressReporter` that shows nothing."""
     yield lambda voxels=0: None
 
 
@@ -139,7 +140,7 @@ def run_blocks(blocks: Sequence[BBox], process: Callable[..., Any], *,
     pending = done.pending(mine) if done is not None else mine
     skipped = len(mine) - len(pending)
     total_voxels = sum(b.size for b in pending) if show_voxels else None
-    report = progress if progress is not None else _no_progress
+    report = progress if progress is not None else no_progress
     with report(description, len(pending), total_voxels=total_voxels) as advance, \
             ExitStack() as stack:
 

@@ -151,7 +151,9 @@ def evaluate(
         Processes for ``--skeletons kimimaro`` (the ground truth's objects are skeletonized
         one per process, equal to one kimimaro call; objects whose box exceeds ``[eval.kimimaro]
         max_object_voxels`` in cubes of ``block`` voxels joined across their faces) and for
-        scoring several segmentations at once (default: the cores this process may use).
+        the blocks of a large evaluation: with 2²⁸ voxels (all segmentations together) or more
+        per process, every segmentation's blocks are sampled by the processes at once (default:
+        the cores this process may use).
     """
     common.setup_logging()
     from pytc_core.config import resolve_config

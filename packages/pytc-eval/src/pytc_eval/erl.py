@@ -96,7 +96,7 @@ def _segments_array(skeletons: Skeletons, node_segment) -> np.ndarray:
 
 def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | np.ndarray,
                         voxel_size: Sequence[float] = (1, 1, 1), merge_threshold: int = 1,
-                        return_details: bool = False) -> dict:
+                        return_details: bool = False, stats: bool = True) -> dict:
     """ERL of a segmentation on ground-truth ``skeletons`` (funlib ``expected_run_length``).
 
     ``node_segment`` maps node id → predicted segment id (a dict, or an array aligned with
@@ -113,7 +113,8 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
     Returns those, ``merge_stats`` {segment: [skeleton ids]}, ``split_stats``
     {skeleton: [(seg_u, seg_v), ...]} (funlib's shapes), edge counts by outcome, and with
     ``return_details`` the per-edge ``edge_outcome`` codes, ``edge_length`` and the
-    ``node_segment`` array. Deviation: a skeleton whose edges all have length 0 contributes 0
+    ``node_segment`` array; ``stats=False`` leaves ``merge_stats`` and ``split_stats`` empty
+    (their dicts cost more than the scores when many edges split). Deviation: a skeleton whose edges all have length 0 contributes 0
     (funlib divides 0 by 0 and returns NaN for the whole ERL).
     """
     if merge_threshold < 1:
@@ -148,15 +149,18 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
     nerl = erl / gt_erl if gt_erl > 0 else float("nan")
 
     sel = np.flatnonzero(merging_pair & big)
-    order = sel[np.lexsort((pair_sk[sel], pair_seg[sel]))]
+    n_merging = int(np.unique(pair_seg[sel]).shape[0])
     merge_stats: dict[int, list[int]] = {}
-    for p in order:
-        merge_stats.setdefault(int(pair_seg[p]), []).append(int(sk_ids[pair_sk[p]]))
     split_stats: dict[int, list[tuple[int, int]]] = {}
-    split_edges = np.flatnonzero(split)
-    for s, a, b in zip(sk_ids[sk_node[u[split_edges]]].tolist(), seg[u[split_edges]].tolist(),
-                       seg[v[split_edges]].tolist(), strict=True):
-        split_stats.setdefault(s, []).append((a, b))
+    if stats:
+        order = sel[np.lexsort((pair_sk[sel], pair_seg[sel]))]
+        for p in order:
+            merge_stats.setdefault(int(pair_seg[p]), []).append(int(sk_ids[pair_sk[p]]))
+        split_edges = np.flatnonzero(split)
+        for s, a, b in zip(sk_ids[sk_node[u[split_edges]]].tolist(),
+                           seg[u[split_edges]].tolist(), seg[v[split_edges]].tolist(),
+                           strict=True):
+            split_stats.setdefault(s, []).append((a, b))
 
     out = {
         "erl": erl,
@@ -172,7 +176,7 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
         "n_edges_split": int(np.count_nonzero(split)),
         "n_edges_merged": int(np.count_nonzero(outcome == MERGED)),
         "n_edges_correct": int(np.count_nonzero(outcome == CORRECT)),
-        "n_merging_segments": len(merge_stats),
+        "n_merging_segments": n_merging,
         "total_length_nm": total,
     }
     if return_details:

@@ -24,9 +24,14 @@ from pytc_eval.report import SegmentationReport, format_table, ranked_table
 from pytc_eval.skeletons import KimimaroParams
 
 if TYPE_CHECKING:
-    pass
+    from pytc_eval.sample import Samples
 
 __all__ = ["EvalConfig", "EvalReport", "run_eval"]
+
+#: voxels (all segmentations together) each worker process must have to sample, or the blocks
+#: are sampled in this process: starting the workers costs 1-4 s (imports, compiled kernels),
+#: as much as sampling 2**28 voxels in one process at about 60-80 M voxels/s (measured)
+PROCESS_MIN_VOXELS = 1 << 28
 
 log = logging.getLogger("pytc.eval")
 
@@ -53,8 +58,8 @@ class EvalConfig:
     #: merge thresholds to score when a segmentation is a fragments output (its merge
     #: history beside it); None: the thresholds the decode was asked for
     thresholds: tuple[float, ...] | None = None
-    #: processes for kimimaro's blocks and for scoring several segmentations at once;
-    #: None: the cores this process may use
+    #: processes for kimimaro's objects and for sampling the blocks of every segmentation
+    #: (from PROCESS_MIN_VOXELS voxels per process); None: the cores this process may use
     workers: int | None = None
     kimimaro: KimimaroParams = field(default_factory=KimimaroParams)
     neuroglancer: LinkSettings = field(default_factory=LinkSettings)
@@ -139,12 +144,14 @@ def _chunk_multiple(vols: Sequence[Volume]) -> tuple[int, int, int]:
                  for i in range(3))
 
 
-def _planned_block_size(gt: Volume, segs: Sequence[Volume]) -> tuple[int, int, int]:
+def _planned_block_size(gt: Volume, segs: Sequence[Volume],
+                        parallel: int = 1) -> tuple[int, int, int]:
     """256³ blocks, or the largest smaller cube whose segmentation and ground truth (three
-    copies each while a block is scored) fit in half the memory budget; each axis rounded
-    down to a multiple of the volumes' chunks (so each chunk is read once) where one fits."""
+    copies each while a block is scored, in each of ``parallel`` passes at once) fit in half
+    the memory budget; each axis rounded down to a multiple of the volumes' chunks (so each
+    chunk is read once) where one fits."""
     budget = memory_budget()
-    per_voxel = 3 * (gt.dtype.itemsize + max(s.dtype.itemsize for s in segs))
+    per_voxel = 3 * parallel * (gt.dtype.itemsize + max(s.dtype.itemsize for s in segs))
     edge = cube_edge(budget.available // 2, per_voxel)
     multiple = _chunk_multiple([gt, *segs])
     block = tuple(edge - edge % m if 0 < m <= edge else edge for m in multiple)
@@ -184,7 +191,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     from pytc_core.volume import require_integer_labels
     from pytc_eval.align import check_voxel_sizes, evaluation_box
     from pytc_eval.links import error_rows, errors_csv, serve_root, view_command
-    from pytc_eval.sample import sample_blocks
+    from pytc_eval.sample import SampleJob, sample_blocks, sample_in_processes
     from pytc_eval.score import evaluation_from_samples, prepare_nodes
     from pytc_eval.shares import pass_key, read_shares, share_path, write_share
     from pytc_eval.skeleton_blocks import default_workers, skeletonize_blockwise
@@ -285,40 +292,77 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
             log.info("%d skeletons, %d nodes, %d edges", skel.num_skeletons, skel.num_nodes,
                      skel.num_edges)
 
-    block_size = config.block_size or _planned_block_size(gt, segs)
+    # the blocks of every segmentation are sampled by `workers` processes at once when the
+    # work is worth starting them (each holds its own blocks, so they share the budget)
+    voxels = sum(box.size for box in boxes)
+    processes = (min(workers, max(1, voxels // PROCESS_MIN_VOXELS))
+                 if step != "reduce" and workers > 1 else 1)
+    block_size = config.block_size or _planned_block_size(gt, segs, processes)
     straddled = [m for m, b in zip(_chunk_multiple([gt, *segs]), vec3(block_size, "block"),
                                    strict=True) if m <= b and b % m]
     if straddled:
         log.info("blocks of %s voxels are not multiples of the volumes' chunks %s: chunks on "
                  "block faces are read once per block they touch", block_size,
                  _chunk_multiple([gt, *segs]))
-    reports, evaluations, written = [], [], []
-    for seg, box, history, sweep, min_size in zip(segs, boxes, histories, sweeps, min_sizes,
-                                                   strict=True):
-        with timer.phase(f"scoring {seg.uri}"):
-            blocks = plan_blocks(box, block_size, grid_origin=gt.offset)
-            log.debug("%s: %d blocks of %s voxels over %s", seg.uri, len(blocks), block_size,
-                      box)
-            seg_skel, node_vox, node_blocks = prepare_nodes(skel, box, gt.offset, block_size)
-            key = pass_key(seg.uri, gt.uri, box, block_size, config.skeletons,
-                           seg_skel.num_nodes if seg_skel is not None else 0)
-            if step == "reduce":
-                assert scratch is not None
-                samples = read_shares(scratch, key, seg.uri)
-            elif step == "sample" and share_path(str(scratch), key, share or (0, 1)).is_file():
-                log.info("%s: share %s already sampled", seg.uri, share)
-                written.append(str(share_path(str(scratch), key, share or (0, 1))))
-                continue
-            else:
-                mine = select_share(blocks, share) if share is not None else blocks
-                samples = sample_blocks(
-                    seg, gt, mine, node_vox, node_blocks=node_blocks,
+    plans = [plan_blocks(box, block_size, grid_origin=gt.offset) for box in boxes]
+    for seg, box, blocks in zip(segs, boxes, plans, strict=True):
+        log.debug("%s: %d blocks of %s voxels over %s", seg.uri, len(blocks), block_size, box)
+    nodes = [prepare_nodes(skel, box, gt.offset, block_size) for box in boxes]
+    keys = [pass_key(seg.uri, gt.uri, box, block_size, config.skeletons,
+                     seg_skel.num_nodes if seg_skel is not None else 0)
+            for seg, box, (seg_skel, _, _) in zip(segs, boxes, nodes, strict=True)]
+    mine = [select_share(b, share) if share is not None else b for b in plans]
+    sampled: list[Samples | None] = [None] * len(segs)
+    written: list[str] = []
+    if step == "sample":  # shares sampled before (a requeued task) are kept
+        done = {k for k in range(len(segs))
+                if share_path(str(scratch), keys[k], share or (0, 1)).is_file()}
+        for k in sorted(done):
+            log.info("%s: share %s already sampled", segs[k].uri, share)
+    else:
+        done = set()
+    todo = [k for k in range(len(segs)) if k not in done]
+    if step == "reduce":
+        assert scratch is not None
+        sampled = [read_shares(scratch, key, seg.uri) for seg, key in zip(segs, keys,
+                                                                          strict=True)]
+    elif processes > 1 and todo:
+        log.info("sampling %d segmentation%s with %d processes", len(todo),
+                 "s" if len(todo) > 1 else "", processes)
+        with timer.phase("sampling"):
+            jobs = [SampleJob(segs[k].uri, gt.uri, mine[k], nodes[k][1],
+                              tuple(gt.offset), vec3(block_size, "block")) for k in todo]
+            for k, got in zip(todo, sample_in_processes(
+                    jobs, processes, fill_missing=config.fill_missing,
+                    progress=progress_counter if show_progress else None,
+                    description=f"evaluating {len(todo)} segmentation"
+                                f"{'s' if len(todo) > 1 else ''}"), strict=True):
+                sampled[k] = got
+    else:
+        for k in todo:
+            seg = segs[k]
+            with timer.phase(f"sampling {seg.uri}"):
+                sampled[k] = got = sample_blocks(
+                    seg, gt, mine[k], nodes[k][1], node_blocks=nodes[k][2],
                     progress=progress_counter if show_progress else None,
                     description=f"evaluating {seg.uri.rstrip('/').rsplit('/', 1)[-1]}")
-                if step == "sample":
-                    assert scratch is not None and share is not None
-                    written.append(str(write_share(scratch, key, share, samples)))
-                    continue
+            if step == "sample":  # written at once: a task killed later keeps this share
+                assert scratch is not None and share is not None
+                write_share(scratch, keys[k], share, got)
+                done.add(k)
+    reports, evaluations = [], []
+    for k, (seg, box, history, sweep, min_size) in enumerate(zip(
+            segs, boxes, histories, sweeps, min_sizes, strict=True)):
+        seg_skel, node_vox, _ = nodes[k]
+        if step == "sample":
+            assert scratch is not None and share is not None
+            part = sampled[k]
+            written.append(str(share_path(str(scratch), keys[k], share)) if k in done
+                           or part is None else str(write_share(scratch, keys[k], share, part)))
+            continue
+        samples = sampled[k]
+        assert samples is not None
+        with timer.phase(f"scoring {seg.uri}"):
             options = dict(voxel_size=voxel_size, box=box,
                            merge_threshold=config.merge_threshold,
                            adapted_merge_threshold=config.adapted_merge_threshold,

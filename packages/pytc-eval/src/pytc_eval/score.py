@@ -96,7 +96,7 @@ def evaluation_from_samples(
         erl = expected_run_length(skeletons, node_seg, vs, merge_threshold=merge_threshold,
                                   return_details=True)
         adapted = expected_run_length(skeletons, node_seg, vs,
-                                      merge_threshold=adapted_merge_threshold)
+                                      merge_threshold=adapted_merge_threshold, stats=False)
         details = {"edge_outcome": erl["edge_outcome"], "node_segment": erl["node_segment"],
                    "node_voxel": node_vox, "merge_stats": erl["merge_stats"]}
         scores = SkeletonScores(

@@ -63,7 +63,17 @@ class Skeletons:
         return int(np.unique(self.skeleton_ids).shape[0])
 
     def edge_index(self) -> np.ndarray:
-        """Edges as (E, 2) row indices into the node arrays (raises UserError on unknown ids)."""
+        """Edges as (E, 2) row indices into the node arrays, read-only (raises UserError on
+        unknown ids). Computed once per instance: a sweep scores many thresholds on the same
+        skeletons."""
+        rows = self.__dict__.get("_edge_index")
+        if rows is None:  # the dataclass is frozen: its __dict__ holds the cache
+            rows = self._edge_rows()
+            rows.setflags(write=False)
+            self.__dict__["_edge_index"] = rows
+        return rows
+
+    def _edge_rows(self) -> np.ndarray:
         ids = self.node_ids
         lo = int(ids.min()) if ids.size else 0
         span = int(ids.max()) - lo + 1 if ids.size else 0
