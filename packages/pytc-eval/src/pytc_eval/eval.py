@@ -294,7 +294,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
 
     # the blocks of every segmentation are sampled by `workers` processes at once when the
     # work is worth starting them (each holds its own blocks, so they share the budget)
-    voxels = sum(box.size for box in boxes)
+    voxels = sum(box.size for box in boxes) // (share[1] if share is not None else 1)
     processes = (min(workers, max(1, voxels // PROCESS_MIN_VOXELS))
                  if step != "reduce" and workers > 1 else 1)
     block_size = config.block_size or _planned_block_size(gt, segs, processes)
