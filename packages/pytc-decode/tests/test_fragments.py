@@ -118,11 +118,14 @@ def test_save_fragments_writes_both(tmp_path, affinities, capsys):
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, affinities, capsys):
     aff_uri = write(str(tmp_path / "aff"), affinities)
     frag_uri = str(tmp_path / "frag")
-    code, out, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--fragments-only",
+    code, out, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--save-fragments",
                           "--block-size", "16"], capsys)
     assert code == 2 and out == ""
-    assert err.startswith("pytc-decode: error: --fragments-only is whole-volume only")
+    assert err.startswith("pytc-decode: error: --save-fragments is whole-volume only")
     assert len(err.strip().splitlines()) == 1
+    code, out, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--block-size", "16",
+                          "--agglomeration-threshold", "0.3,0.6"], capsys)
+    assert code == 2 and "need --fragments-only" in err and len(err.strip().splitlines()) == 1
     code, out, err = run([aff_uri, "-o", frag_uri, "--fragments-only"], capsys)  # method cc
     assert code == 2 and "--fragments-only: method cc has no fragments" in err
     assert sorted(os.listdir(tmp_path)) == ["aff"]
@@ -152,3 +155,58 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, affinities, capsys)
                                                good.num_fragments, good.thresholds,
                                                "0123456789abcdef", good.config))
     refused([frag_uri, "-o", tmp_path / "re"], "belongs to another run")
+
+
+def test_blockwise_fragments_only_every_threshold_equals_its_blockwise_decode(
+        tmp_path, affinities, capsys):
+    """--fragments-only --block-size: the fragments of the block grid (the blockwise decode's)
+    and one merge history for every threshold; segmenting them at t gives exactly the
+    blockwise decode at t; Slurm-style shares write the same fragments and history."""
+    from pytc_decode.ws_blockwise import grid_ws_fragments
+
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    frag_uri = str(tmp_path / "frag")
+    common = ["--method", "ws", "--block-size", "16", "--min-size", "3"]
+    code, out, err = run([aff_uri, "-o", frag_uri, *common, "--agglomeration-threshold",
+                          THRESHOLDS, "--fragments-only"], capsys)
+    assert code == 0, err
+    assert out == frag_uri + "\n"
+    fragments, rows = grid_ws_fragments(affinities, 0.8, 16, voxel_size=(8, 4, 4))
+    got = open_volume(frag_uri).read()
+    np.testing.assert_array_equal(got, fragments)
+    history = read_merge_history(frag_uri)
+    assert history is not None and len(history) == rows.shape[0] > 10
+    np.testing.assert_array_equal(history.absorbed, rows[:, 0].astype(np.uint64))
+    np.testing.assert_array_equal(history.score, rows[:, 2])
+    assert history.thresholds == (0.2, 0.5, 0.8) and history.config["min_size"] == 3
+    record = read_run_record(frag_uri)
+    assert record is not None and record.complete and history.fragments_key == record.key
+    assert not (tmp_path / "frag_pytc_decode").exists() or not os.listdir(
+        tmp_path / "frag_pytc_decode")
+    # every threshold from the fragments == the blockwise decode at that threshold
+    code, out, err = run([frag_uri, "-o", tmp_path / "re", "--agglomeration-threshold",
+                          THRESHOLDS, "--min-size", "3"], capsys)
+    assert code == 0, err
+    counts = []
+    for t in THRESHOLDS.split(","):
+        seg_uri = str(tmp_path / f"seg{t}")
+        code, out, err = run([aff_uri, "-o", seg_uri, *common, "--agglomeration-threshold", t],
+                             capsys)
+        assert code == 0, err
+        seg = open_volume(seg_uri).read()
+        np.testing.assert_array_equal(open_volume(f"{tmp_path / 're'}_t{t}").read(), seg)
+        counts.append(int(seg.max()))
+    assert counts[0] > counts[1] > counts[2] >= 1
+    # shares: label 0/2 and 1/2, reduce, relabel 0/2 and 1/2 == the local run
+    shared = str(tmp_path / "shared")
+    args = [aff_uri, "-o", shared, *common, "--agglomeration-threshold", THRESHOLDS,
+            "--fragments-only"]
+    for step, blocks in (("label", "0/2"), ("label", "1/2"), ("reduce", None),
+                         ("relabel", "0/2"), ("relabel", "1/2")):
+        code, out, err = run([*args, "--step", step, *(["--blocks", blocks] if blocks else [])],
+                             capsys)
+        assert code == 0, err
+    np.testing.assert_array_equal(open_volume(shared).read(), fragments)
+    again = read_merge_history(shared)
+    assert again is not None and np.array_equal(again.into, history.into)
+    assert again.fragments_key == read_run_record(shared).key

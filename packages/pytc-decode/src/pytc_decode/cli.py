@@ -145,11 +145,14 @@ def decode(
     step
         Blockwise step: ``all`` (default), ``label``, ``reduce`` or ``relabel``.
     fragments_only
-        ``--method ws``, whole volume: write the watershed fragments (ids 1..N, 0 =
-        background) and their merge history (``pytc_merges.npz`` beside them) at the output
-        instead of segmentations; its URI is the one stdout line. ``pytc-decode FRAGMENTS
-        --agglomeration-threshold t`` then segments them at any threshold without the
-        watershed, and pytc-eval can score thresholds from them.
+        ``--method ws``: write the watershed fragments (ids 1..N by first voxel, 0 =
+        background) and their merge history up to the largest threshold (``pytc_merges.npz``
+        beside them) at the output instead of segmentations; its URI is the one stdout line.
+        ``pytc-decode FRAGMENTS --agglomeration-threshold t`` then segments them at any
+        threshold without the watershed, and pytc-eval scores every threshold from them.
+        Blockwise too (``--block-size``, steps and shares; several thresholds need it there):
+        the fragments of the block grid, so segmenting them at t gives exactly the blockwise
+        decode at t.
     save_fragments
         ``--method ws``, whole volume: write the fragments and merge history
         (``<output>_fragments``, its URI the last stdout line) beside the segmentations.

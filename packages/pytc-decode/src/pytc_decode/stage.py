@@ -79,9 +79,10 @@ class DecodeResult:
         return f"{self.output}: step {self.step} done: {done}"
 
 
-def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
+def check_config(cfg: DecodeConfig, aff_vol: Volume, *, fragments_only: bool = False) -> None:
     """UserError for options that cannot work with this affinity volume (before any write):
-    the common options here, the method's own through its :meth:`DecodeMethod.check`."""
+    the common options here, the method's own through its :meth:`DecodeMethod.check`
+    (``fragments_only``: a ``--fragments-only`` run)."""
     from pytc_core.volume import require_channels
 
     require_channels(aff_vol, 3)
@@ -110,7 +111,7 @@ def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
         names = [m.name for m in methods_of(cfg).values() if m.blockwise]
         raise UserError(f"method {method.name} is not available blockwise",
                         f"use --method {' or '.join(names)}, or drop --block-size")
-    method.check(cfg, aff_vol)
+    method.check(cfg, aff_vol, fragments_only=fragments_only)
 
 
 def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[OutputRun],
@@ -290,9 +291,11 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     (another dataset) is refused unless ``allow_same_file``; shares never write a single-file
     output (HDF5, TIFF, ``.npy``).
 
-    ``fragments`` (whole volume, a method with fragments: ``ws``): ``"only"`` writes the
-    fragments volume and its merge history (``pytc_merges.npz``) at the output instead of
-    segmentations; ``"save"`` writes them beside the segmentations (``<output>_fragments``).
+    ``fragments`` (a method with fragments: ``ws``): ``"only"`` writes the fragments volume
+    and its merge history (``pytc_merges.npz``) at the output instead of segmentations, whole
+    volume or blockwise (the reduce step writes the history to the scratch folder, the last
+    relabel beside the output); ``"save"`` (whole volume) writes them beside the
+    segmentations (``<output>_fragments``).
     An input that is such a fragments output (it has a merge history) is segmented at the
     thresholds of ``config`` without the watershed: the fragments relabelled through the
     history.
@@ -321,17 +324,18 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     if share is not None:
         check_shareable(out_uri)
     mask_vol = open_input(cfg.mask, fill_missing=cfg.fill_missing) if cfg.mask else None
-    check_config(cfg, aff_vol)
-    check_mask(mask_vol, aff_vol)
     method = method_of(cfg)
     if fragments is not None:
         flag = "--fragments-only" if fragments == "only" else "--save-fragments"
         if not method.fragments_output:
             raise UserError(f"{flag}: method {method.name} has no fragments",
                             "use --method ws, or drop the flag")
-        if cfg.block_size is not None:
-            raise UserError(f"{flag} is whole-volume only for now",
-                            "drop --block-size (or decode blockwise without it)")
+        if cfg.block_size is not None and fragments == "save":
+            raise UserError("--save-fragments is whole-volume only",
+                            "with --block-size, decode --fragments-only, then segment the "
+                            "fragments: pytc-decode FRAGMENTS --agglomeration-threshold T")
+    check_config(cfg, aff_vol, fragments_only=fragments == "only")
+    check_mask(mask_vol, aff_vol)
     timer = PhaseTimer(log=log)
     blocks: dict[str, BlockRunResult] = {}
     more: tuple[tuple[str, DecodeStats], ...] = ()
@@ -351,7 +355,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
             keys.append(run_key("decode", [aff_uri, cfg.mask],
                                 {"fragments": True, **result_options(cfg)}))
     else:
-        run = plan_run(aff_vol, mask_vol, out_uri, cfg)
+        run = plan_run(aff_vol, mask_vol, out_uri, cfg, fragments=fragments == "only")
         out_uris, out_cfgs = [out_uri], [cfg]
         keys = [hashlib.sha256(run.key.encode()).hexdigest()[:16]]
 

@@ -12,8 +12,9 @@ loop and Slurm array tasks (``pytc-launch blocks decode``) run the same per-bloc
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,11 +23,13 @@ from pytc_core.blocks import BlockProgress, BlockRunResult, plan_blocks, run_blo
 from pytc_core.cli import progress_counter
 from pytc_core.errors import UserError
 from pytc_core.files import write_atomic
+from pytc_core.merge_history import MergeHistory, write_merge_history
 from pytc_core.output_run import OutputRun
 from pytc_core.volume import Volume, sidecar_path
 from pytc_decode.cc import label_dtype
 from pytc_decode.config import DecodeConfig, result_options
 from pytc_decode.methods import DecodeMethod, method_of
+from pytc_decode.methods.base import options_of
 from pytc_decode.resume import check_run, input_identity, run_key
 from pytc_decode.scratch import LABELS_SUFFIX, BlockFiles, load_block_labels, save_block_labels
 from pytc_decode.stats import DecodeStats, segment_stats
@@ -49,6 +52,8 @@ class BlockwiseRun:
     blocks: tuple[BBox, ...]
     workdir: Path
     key: str
+    #: ``--fragments-only``: the output is the fragments volume and its merge history
+    fragments: bool = False
 
     @property
     def method(self) -> DecodeMethod:
@@ -71,6 +76,11 @@ class BlockwiseRun:
     def tables_file(self) -> Path:
         return self.workdir / "tables.npz"
 
+    @property
+    def merges_file(self) -> Path:
+        """The fragments' merge history, from the reduce step (``fragments`` runs)."""
+        return self.workdir / "merges.npz"
+
     def progress(self, step: str) -> BlockProgress:
         return BlockProgress(self.workdir / step, self.key)
 
@@ -79,21 +89,24 @@ class BlockwiseRun:
 
 
 def plan_run(aff_vol: Volume, mask_vol: Volume | None, out_uri: str,
-             cfg: DecodeConfig) -> BlockwiseRun:
-    """The block plan, scratch folder and run key of a blockwise decode."""
+             cfg: DecodeConfig, fragments: bool = False) -> BlockwiseRun:
+    """The block plan, scratch folder and run key of a blockwise decode (``fragments``: of
+    its fragments and merge history)."""
     assert cfg.block_size is not None
     workdir = sidecar_path(out_uri, "pytc_decode")
     if workdir is None:
         raise UserError(f"blockwise decoding needs a local output, got {out_uri}",
                         "write to a local path, then upload")
     blocks = tuple(plan_blocks(aff_vol.bbox, cfg.block_size))
-    description = {  # what changes the result: the method in use's options, not the others'
+    description: dict[str, Any] = {  # what changes the result: the method in use's options, not the others'
         "config": result_options(cfg),
         "affinities": input_identity(aff_vol, out_uri),
         "mask": None if mask_vol is None else input_identity(mask_vol, out_uri),
     }
+    if fragments:  # (absent otherwise: the keys of segmentation runs are unchanged)
+        description["fragments"] = True
     return BlockwiseRun(aff_vol, mask_vol, out_uri, cfg, blocks, workdir,
-                        run_key(description))
+                        run_key(description), fragments)
 
 
 def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | None = None,
@@ -138,7 +151,15 @@ def reduce_step(run: BlockwiseRun) -> DecodeStats:
                         f"(first: {missing[0]})", "run every --step label share first")
     # read lazily: the cc reduce streams them (one summary in memory at a time)
     summaries = BlockFiles(run.blocks, [run.block_file(b) for b in run.blocks])
-    tables = run.method.reduce(summaries, run.box, run.cfg, run.dtype)
+    if run.fragments:
+        method = run.method
+        tables, merges = method.reduce_fragments(
+            summaries, run.box, run.cfg, run.dtype,
+            thresholds=tuple(float(t) for t in options_of(run.cfg, method).thresholds),
+            config={"method": method.name, **result_options(run.cfg)})
+        write_atomic(run.merges_file, merges.to_bytes())
+    else:
+        tables = run.method.reduce(summaries, run.box, run.cfg, run.dtype)
     starts = np.array(list(tables.tables))
     counts = np.array([t.size for t in tables.tables.values()])
     flat = np.concatenate(list(tables.tables.values()))
@@ -178,6 +199,9 @@ def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] 
                         description="relabel blocks",
                         progress=progress_counter if show_progress else None)
     if share is None or not done.pending(run.blocks):
+        if run.fragments:  # the merge history beside the fragments, tied to this run's key
+            merges = MergeHistory.from_bytes(run.merges_file.read_bytes(), str(run.merges_file))
+            write_merge_history(run.out_uri, replace(merges, fragments_key=claim.key))
         finish_output(claim, run.cfg)  # every block of the output is written
     if share is None:
         shutil.rmtree(run.workdir, ignore_errors=True)

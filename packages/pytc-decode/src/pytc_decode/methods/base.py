@@ -28,6 +28,7 @@ import numpy as np
 from pytc_core.bbox import BBox
 
 if TYPE_CHECKING:
+    from pytc_core.merge_history import MergeHistory
     from pytc_core.volume import Volume
     from pytc_decode.blockwise import BlockTables
     from pytc_decode.config import DecodeConfig
@@ -50,8 +51,9 @@ class DecodeMethod:
     #: whether it has the blockwise steps (label → summary, reduce → tables, relabel)
     blockwise: bool = False
 
-    def check(self, cfg: DecodeConfig, aff_vol: Volume) -> None:
-        """UserError for options that cannot work (before any data is read)."""
+    def check(self, cfg: DecodeConfig, aff_vol: Volume, *, fragments_only: bool = False) -> None:
+        """UserError for options that cannot work (before any data is read);
+        ``fragments_only``: the run writes the fragments and merge history only."""
 
     def outputs(self, cfg: DecodeConfig) -> list[tuple[str, DecodeConfig]]:
         """The segmentations a whole-volume run writes: (URI suffix, that output's config);
@@ -93,6 +95,15 @@ class DecodeMethod:
     def reduce(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
                dtype: np.dtype) -> BlockTables:
         """Every block's summary → per block, local id → final id (index 0 → 0)."""
+        raise NotImplementedError
+
+    def reduce_fragments(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
+                         dtype: np.dtype, **history_fields: Any
+                         ) -> tuple[BlockTables, MergeHistory]:
+        """Blockwise ``--fragments-only`` (a method with :attr:`fragments_output`): per block,
+        local id → global fragment id (1..F by first voxel in C order), and the fragments'
+        merge history up to the largest threshold of ``cfg`` (``history_fields``: its other
+        fields, e.g. ``thresholds``, ``config``)."""
         raise NotImplementedError
 
     def relabel(self, labels: np.ndarray, table: np.ndarray) -> np.ndarray:

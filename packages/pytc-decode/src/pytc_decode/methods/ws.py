@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -23,9 +23,15 @@ from pytc_core.errors import UserError
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.cc import check_value_range
 from pytc_decode.methods.base import DecodeMethod
-from pytc_decode.ws_blockwise import WsBlockSummary, agglomerate_blocks, ws_fragment_block
+from pytc_decode.ws_blockwise import (
+    WsBlockSummary,
+    agglomerate_blocks,
+    fragments_blocks,
+    ws_fragment_block,
+)
 
 if TYPE_CHECKING:
+    from pytc_core.merge_history import MergeHistory
     from pytc_core.volume import Volume
     from pytc_decode.config import DecodeConfig
 
@@ -86,7 +92,7 @@ class WsMethod(DecodeMethod):
     options_type = WsOptions
     blockwise = True
 
-    def check(self, cfg: DecodeConfig, aff_vol: Volume) -> None:
+    def check(self, cfg: DecodeConfig, aff_vol: Volume, *, fragments_only: bool = False) -> None:
         ws = cfg.ws
         thresholds = ws.thresholds
         if not thresholds:
@@ -118,10 +124,11 @@ class WsMethod(DecodeMethod):
         if grid is not None and ws.merge_function != "mean":
             raise UserError(f"merge_function {ws.merge_function} does not work with a fragment "
                             "grid", "use merge_function = 'mean' with ws.fragment_block")
-        if cfg.block_size is not None and len(thresholds) > 1:
-            raise UserError("several agglomeration thresholds are whole-volume only",
-                            "give one --agglomeration-threshold with --block-size (one run per "
-                            "threshold)")
+        if cfg.block_size is not None and len(thresholds) > 1 and not fragments_only:
+            raise UserError("several agglomeration thresholds with --block-size need "
+                            "--fragments-only",
+                            "add --fragments-only (fragments and merge history, scored at "
+                            "every threshold by pytc-eval), or give one threshold per run")
         if cfg.block_size is not None and ws.merge_function != "mean":
             raise UserError(f"merge_function {ws.merge_function} is whole-volume only",
                             "use merge_function = 'mean' with --block-size")
@@ -190,6 +197,12 @@ class WsMethod(DecodeMethod):
         # one summary decoded at a time (the reduce keeps only the graph arrays)
         return agglomerate_blocks((WsBlockSummary.from_bytes(s) for s in summaries),
                                   volume_box, cfg.ws.thresholds[0], cfg.min_size, dtype)
+
+    def reduce_fragments(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
+                         dtype: np.dtype, **history_fields: Any
+                         ) -> tuple[BlockTables, MergeHistory]:
+        return fragments_blocks((WsBlockSummary.from_bytes(s) for s in summaries), volume_box,
+                                max(cfg.ws.thresholds), dtype, **history_fields)
 
 
 WS = WsMethod()
