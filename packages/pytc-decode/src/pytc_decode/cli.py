@@ -145,7 +145,7 @@ def decode(
     step
         Blockwise step: ``all`` (default), ``label``, ``reduce`` or ``relabel``.
     fragments_only
-        ``--method ws``: write the watershed fragments (ids 1..N by first voxel, 0 =
+        ``--method ws``: write the watershed fragments (ids 1..N, 0 =
         background) and their merge history up to the largest threshold (``pytc_merges.npz``
         beside them) at the output instead of segmentations; its URI is the one stdout line.
         ``pytc-decode FRAGMENTS --agglomeration-threshold t`` then segments them at any
