@@ -123,9 +123,6 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, affinities, capsys)
     assert code == 2 and out == ""
     assert err.startswith("pytc-decode: error: --save-fragments is whole-volume only")
     assert len(err.strip().splitlines()) == 1
-    code, out, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--block-size", "16",
-                          "--agglomeration-threshold", "0.3,0.6"], capsys)
-    assert code == 2 and "need --fragments-only" in err and len(err.strip().splitlines()) == 1
     code, out, err = run([aff_uri, "-o", frag_uri, "--fragments-only"], capsys)  # method cc
     assert code == 2 and "--fragments-only: method cc has no fragments" in err
     assert sorted(os.listdir(tmp_path)) == ["aff"]
@@ -161,7 +158,8 @@ def test_blockwise_fragments_only_every_threshold_equals_its_blockwise_decode(
         tmp_path, affinities, capsys):
     """--fragments-only --block-size: the fragments of the block grid (the blockwise decode's)
     and one merge history for every threshold; segmenting them at t gives exactly the
-    blockwise decode at t; Slurm-style shares write the same fragments and history."""
+    blockwise decode at t, and so does a blockwise run with every threshold at once;
+    Slurm-style shares write the same fragments, history and segmentations."""
     from pytc_decode.ws_blockwise import grid_ws_fragments
 
     aff_uri = write(str(tmp_path / "aff"), affinities)
@@ -183,10 +181,15 @@ def test_blockwise_fragments_only_every_threshold_equals_its_blockwise_decode(
     assert record is not None and record.complete and history.fragments_key == record.key
     assert not (tmp_path / "frag_pytc_decode").exists() or not os.listdir(
         tmp_path / "frag_pytc_decode")
-    # every threshold from the fragments == the blockwise decode at that threshold
+    # every threshold from the fragments == the blockwise decode at that threshold, alone
+    # or all thresholds in one blockwise run (one watershed, one agglomeration)
     code, out, err = run([frag_uri, "-o", tmp_path / "re", "--agglomeration-threshold",
                           THRESHOLDS, "--min-size", "3"], capsys)
     assert code == 0, err
+    code, out, err = run([aff_uri, "-o", tmp_path / "all", *common, "--agglomeration-threshold",
+                          THRESHOLDS], capsys)
+    assert code == 0, err
+    assert out.split() == [f"{tmp_path / 'all'}_t{t}" for t in THRESHOLDS.split(",")]
     counts = []
     for t in THRESHOLDS.split(","):
         seg_uri = str(tmp_path / f"seg{t}")
@@ -195,8 +198,12 @@ def test_blockwise_fragments_only_every_threshold_equals_its_blockwise_decode(
         assert code == 0, err
         seg = open_volume(seg_uri).read()
         np.testing.assert_array_equal(open_volume(f"{tmp_path / 're'}_t{t}").read(), seg)
+        np.testing.assert_array_equal(open_volume(f"{tmp_path / 'all'}_t{t}").read(), seg)
+        record = read_run_record(f"{tmp_path / 'all'}_t{t}")
+        assert record is not None and record.complete
         counts.append(int(seg.max()))
     assert counts[0] > counts[1] > counts[2] >= 1
+    assert sorted(p.name for p in tmp_path.iterdir() if "pytc_decode" in p.name) == []
     # shares: label 0/2 and 1/2, reduce, relabel 0/2 and 1/2 == the local run
     shared = str(tmp_path / "shared")
     args = [aff_uri, "-o", shared, *common, "--agglomeration-threshold", THRESHOLDS,
@@ -210,3 +217,14 @@ def test_blockwise_fragments_only_every_threshold_equals_its_blockwise_decode(
     again = read_merge_history(shared)
     assert again is not None and np.array_equal(again.into, history.into)
     assert again.fragments_key == read_run_record(shared).key
+    # the multi-threshold segmentations as shares == the local run
+    args = [aff_uri, "-o", tmp_path / "segshared", *common, "--agglomeration-threshold",
+            THRESHOLDS]
+    for step, blocks in (("label", "0/2"), ("label", "1/2"), ("reduce", None),
+                         ("relabel", "1/2"), ("relabel", "0/2")):
+        code, out, err = run([*args, "--step", step, *(["--blocks", blocks] if blocks else [])],
+                             capsys)
+        assert code == 0, err
+    for t in THRESHOLDS.split(","):
+        np.testing.assert_array_equal(open_volume(f"{tmp_path / 'segshared'}_t{t}").read(),
+                                      open_volume(f"{tmp_path / 'all'}_t{t}").read())

@@ -158,7 +158,6 @@ def test_cli_several_thresholds_write_one_segmentation_each(tmp_path, capsys):
     (["--agglomeration-threshold", ","], "list of agglomeration thresholds is empty"),
     (["--agglomeration-threshold", "a"], "bad --agglomeration-threshold 'a'"),
     (["--agglomeration-threshold", "0.3,0.3"], "repeat a value"),
-    (["--block-size", "8", "--agglomeration-threshold", "0.2,0.4"], "need --fragments-only"),
 ])
 def test_cli_bad_ws_options_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
     aff = two_halves_with_a_bridge(0.6)

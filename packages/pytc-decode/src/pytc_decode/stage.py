@@ -79,10 +79,9 @@ class DecodeResult:
         return f"{self.output}: step {self.step} done: {done}"
 
 
-def check_config(cfg: DecodeConfig, aff_vol: Volume, *, fragments_only: bool = False) -> None:
+def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
     """UserError for options that cannot work with this affinity volume (before any write):
-    the common options here, the method's own through its :meth:`DecodeMethod.check`
-    (``fragments_only``: a ``--fragments-only`` run)."""
+    the common options here, the method's own through its :meth:`DecodeMethod.check`."""
     from pytc_core.volume import require_channels
 
     require_channels(aff_vol, 3)
@@ -111,7 +110,7 @@ def check_config(cfg: DecodeConfig, aff_vol: Volume, *, fragments_only: bool = F
         names = [m.name for m in methods_of(cfg).values() if m.blockwise]
         raise UserError(f"method {method.name} is not available blockwise",
                         f"use --method {' or '.join(names)}, or drop --block-size")
-    method.check(cfg, aff_vol, fragments_only=fragments_only)
+    method.check(cfg, aff_vol)
 
 
 def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[OutputRun],
@@ -237,22 +236,24 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
                         tuple(zip(out_uris[1:], stats[1:], strict=True)))
 
 
-def _decode_blockwise(run: BlockwiseRun, claim: OutputRun, step: str,
+def _decode_blockwise(run: BlockwiseRun, claims: Sequence[OutputRun], step: str,
                       share: tuple[int, int] | None, show_progress: bool,
                       timer: PhaseTimer,
-                      blocks: dict[str, BlockRunResult]) -> DecodeStats | None:
-    stats = None
+                      blocks: dict[str, BlockRunResult]) -> list[DecodeStats]:
+    """The steps of ``step`` for every output (``claims``, as ``run.outputs``); the outputs'
+    stats where this call knows them (a reduce, or a whole relabel), else []."""
+    stats: list[DecodeStats] = []
     if step in ("all", "label"):
         with timer.phase("label"):
-            blocks["label"] = label_step(run, claim, share=share, show_progress=show_progress)
+            blocks["label"] = label_step(run, claims, share=share, show_progress=show_progress)
     if step in ("all", "reduce"):
         with timer.phase("reduce"):
             stats = reduce_step(run)
     if step in ("all", "relabel"):
         with timer.phase("relabel"):
-            blocks["relabel"], relabel_stats = relabel_step(run, claim, share=share,
+            blocks["relabel"], relabel_stats = relabel_step(run, claims, share=share,
                                                             show_progress=show_progress)
-        stats = stats or (relabel_stats if share is None else None)
+        stats = stats or (relabel_stats if share is None else [])
     return stats
 
 
@@ -334,7 +335,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
             raise UserError("--save-fragments is whole-volume only",
                             "with --block-size, decode --fragments-only, then segment the "
                             "fragments: pytc-decode FRAGMENTS --agglomeration-threshold T")
-    check_config(cfg, aff_vol, fragments_only=fragments == "only")
+    check_config(cfg, aff_vol)
     check_mask(mask_vol, aff_vol)
     timer = PhaseTimer(log=log)
     blocks: dict[str, BlockRunResult] = {}
@@ -356,8 +357,12 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
                                 {"fragments": True, **result_options(cfg)}))
     else:
         run = plan_run(aff_vol, mask_vol, out_uri, cfg, fragments=fragments == "only")
-        out_uris, out_cfgs = [out_uri], [cfg]
-        keys = [hashlib.sha256(run.key.encode()).hexdigest()[:16]]
+        out_uris = [suffixed_uri(out_uri, suffix) if suffix else out_uri
+                    for suffix, _ in run.outputs]
+        out_cfgs = [c for _, c in run.outputs]
+        # one output: the run's key (as before); several: one per output's suffix
+        keys = [hashlib.sha256((run.key + suffix).encode()).hexdigest()[:16]
+                for suffix, _ in run.outputs]
 
     def explain(_record: object) -> None:  # scratch of a blockwise run with other options
         if run is not None:
@@ -390,15 +395,19 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
                       "task %d blocks%s; scratch %s", len(run.blocks),
                       "x".join(map(str, cfg.block_size)), aff_vol.bbox, method.name, step, mine,
                       "" if share is None else f" (share {share[0]}/{share[1]})", run.workdir)
-            stats = _decode_blockwise(run, claims[0], step, share, show_progress, timer,
-                                      blocks)
+            every = _decode_blockwise(run, claims, step, share, show_progress, timer, blocks)
+            stats = every[0] if every else None
+            cfg = out_cfgs[0]
+            more = tuple(zip(out_uris[1:], every[1:], strict=True)) if every else ()
+            out_uri = out_uris[0]
             for name, r in blocks.items():
                 log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
                           r.planned, r.skipped)
             if not claims[0].completed:  # a step or share of a blockwise run: its config, too
                 from pytc_core.config import save_config_next_to
 
-                save_config_next_to(out_uri, cfg, command="pytc-decode")
+                for uri, out_cfg in zip(out_uris, out_cfgs, strict=True):
+                    save_config_next_to(uri, out_cfg, command="pytc-decode")
     if timer.timings:
         log.debug("timings: %s", timer.line())
     return DecodeResult(out_uri, step, stats, blocks, timer.timings, more)

@@ -12,9 +12,11 @@ loop and Slurm array tasks (``pytc-launch blocks decode``) run the same per-bloc
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from pytc_core.files import write_atomic
 from pytc_core.merge_history import MergeHistory, write_merge_history
 from pytc_core.output_run import OutputRun
 from pytc_core.volume import Volume, sidecar_path
+from pytc_decode.blockwise import BlockTables
 from pytc_decode.cc import label_dtype
 from pytc_decode.config import DecodeConfig, result_options
 from pytc_decode.methods import DecodeMethod, method_of
@@ -54,6 +57,8 @@ class BlockwiseRun:
     key: str
     #: ``--fragments-only``: the output is the fragments volume and its merge history
     fragments: bool = False
+    #: the outputs, (URI suffix, config) each: one per threshold of a multi-threshold ``ws``
+    outputs: tuple[tuple[str, DecodeConfig], ...] = ()
 
     @property
     def method(self) -> DecodeMethod:
@@ -72,9 +77,9 @@ class BlockwiseRun:
         assert isinstance(self.cfg.block_size, tuple)
         return tuple(b if b < 64 or b % 64 else 64 for b in self.cfg.block_size)
 
-    @property
-    def tables_file(self) -> Path:
-        return self.workdir / "tables.npz"
+    def tables_file(self, k: int = 0) -> Path:
+        """Output k's per-block id tables, from the reduce step."""
+        return self.workdir / ("tables.npz" if k == 0 else f"tables_{k}.npz")
 
     @property
     def merges_file(self) -> Path:
@@ -105,22 +110,26 @@ def plan_run(aff_vol: Volume, mask_vol: Volume | None, out_uri: str,
     }
     if fragments:  # (absent otherwise: the keys of segmentation runs are unchanged)
         description["fragments"] = True
+    outputs = (("", cfg),) if fragments else tuple(method_of(cfg).outputs(cfg))
     return BlockwiseRun(aff_vol, mask_vol, out_uri, cfg, blocks, workdir,
-                        run_key(description), fragments)
+                        run_key(description), fragments, outputs)
 
 
-def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | None = None,
-               show_progress: bool = True) -> BlockRunResult:
+def label_step(run: BlockwiseRun, claims: Sequence[OutputRun], *,
+               share: tuple[int, int] | None = None, show_progress: bool = True
+               ) -> BlockRunResult:
     """Step 1: label each block of this share on its own; keep its local labels and summary.
 
-    Creates the output (or, for a share or an interrupted run, reuses it) and the scratch
-    folder with the run's key; blocks already labelled by this run are skipped.
+    Creates the outputs (one per entry of ``run.outputs``, ``claims`` in that order; or, for
+    a share or an interrupted run, reuses them) and the scratch folder with the run's key;
+    blocks already labelled by this run are skipped.
     """
-    if claim.resuming:  # an interrupted run or a share of this run: keep its finished blocks
+    if any(claim.resuming for claim in claims):  # an interrupted run or a share of this run
         check_run(run.workdir, run.key, create=False)  # refuse before touching anything
     # a fresh run's claim emptied the scratch folder (claim_output(scratch=...)) before any
     # share could join: never here, where another share's finished blocks may already be
-    create_output(claim, run.aff_vol, run.dtype, run.chunk)
+    for claim in claims:
+        create_output(claim, run.aff_vol, run.dtype, run.chunk)
     check_run(run.workdir, run.key, create=True)
     box, cfg, method = run.box, run.cfg, run.method
     voxel_size = run.aff_vol.voxel_size
@@ -134,7 +143,8 @@ def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | 
                                           box, cfg, voxel_size)
         save_block_labels(run.block_file(block, "labels", LABELS_SUFFIX), lab)
         write_atomic(run.block_file(block), summary)
-        claim.made_progress()  # an interrupt now keeps the finished blocks for a resume
+        for claim in claims:  # an interrupt now keeps the finished blocks for a resume
+            claim.made_progress()
 
     # bad input found partway (e.g. NaN) in a fresh run: the claim removes everything
     return run_blocks(run.blocks, process, done=run.progress("label"), share=share,
@@ -142,8 +152,9 @@ def label_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | 
                       progress=progress_counter if show_progress else None)
 
 
-def reduce_step(run: BlockwiseRun) -> DecodeStats:
-    """Step 2: join the blocks' segments across faces, number them globally, write the tables."""
+def reduce_step(run: BlockwiseRun) -> list[DecodeStats]:
+    """Step 2: join the blocks' segments across faces, number them globally, write the tables
+    (one set per output); the stats of each output."""
     check_run(run.workdir, run.key, create=False)
     missing = [b for b in run.blocks if not run.block_file(b).exists()]
     if missing:
@@ -158,51 +169,62 @@ def reduce_step(run: BlockwiseRun) -> DecodeStats:
             thresholds=tuple(float(t) for t in options_of(run.cfg, method).thresholds),
             config={"method": method.name, **result_options(run.cfg)})
         write_atomic(run.merges_file, merges.to_bytes())
+        per_output = [tables]
     else:
-        tables = run.method.reduce(summaries, run.box, run.cfg, run.dtype)
-    starts = np.array(list(tables.tables))
-    counts = np.array([t.size for t in tables.tables.values()])
-    flat = np.concatenate(list(tables.tables.values()))
-    write_atomic(run.tables_file, lambda fh: np.savez(fh, starts=starts, counts=counts,
-                                                      table=flat, sizes=tables.sizes))
-    return segment_stats(tables.sizes, run.box.size, run.cfg.dust)
+        per_output = run.method.reduce_outputs(summaries, run.box, run.cfg, run.dtype)
+    def save(fh: BinaryIO, tables: BlockTables) -> None:
+        np.savez(fh, starts=np.array(list(tables.tables)),
+                 counts=np.array([t.size for t in tables.tables.values()]),
+                 table=np.concatenate(list(tables.tables.values())), sizes=tables.sizes)
+
+    for k, tables in enumerate(per_output):
+        write_atomic(run.tables_file(k), partial(save, tables=tables))
+    return [segment_stats(t.sizes, run.box.size, run.cfg.dust) for t in per_output]
 
 
-def relabel_step(run: BlockwiseRun, claim: OutputRun, *, share: tuple[int, int] | None = None,
-                 show_progress: bool = True) -> tuple[BlockRunResult, DecodeStats]:
-    """Step 3: map each block's local labels to the final ids and write them to the output.
+def relabel_step(run: BlockwiseRun, claims: Sequence[OutputRun], *,
+                 share: tuple[int, int] | None = None, show_progress: bool = True
+                 ) -> tuple[BlockRunResult, list[DecodeStats]]:
+    """Step 3: map each block's local labels to the final ids and write them to the outputs
+    (``claims``, one per entry of ``run.outputs``; each block's labels are read once).
 
-    Returns what was done and the segmentation's stats (from the reduce step's tables).
+    Returns what was done and each segmentation's stats (from the reduce step's tables).
     """
     check_run(run.workdir, run.key, create=False)
-    if not run.tables_file.exists():
-        raise UserError(f"{run.tables_file} is missing",
-                        "run --step reduce before --step relabel")
-    with np.load(run.tables_file) as f:
-        starts, counts, flat = f["starts"], f["counts"], f["table"]
-        stats = segment_stats(f["sizes"], run.box.size, run.cfg.dust)
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    table_of = {tuple(int(v) for v in s): flat[bounds[i]:bounds[i + 1]]
-                for i, s in enumerate(starts)}
-    out = claim.open()
+    missing = [run.tables_file(k) for k in range(len(claims))
+               if not run.tables_file(k).exists()]
+    if missing:
+        raise UserError(f"{missing[0]} is missing", "run --step reduce before --step relabel")
+    tables_of, stats = [], []
+    for k in range(len(claims)):
+        with np.load(run.tables_file(k)) as f:
+            starts, counts, flat = f["starts"], f["counts"], f["table"]
+            stats.append(segment_stats(f["sizes"], run.box.size, run.cfg.dust))
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        tables_of.append({tuple(int(v) for v in s): flat[bounds[i]:bounds[i + 1]]
+                          for i, s in enumerate(starts)})
+    outs = [claim.open() for claim in claims]
     method = run.method
 
     def read(block: BBox) -> np.ndarray:
         return load_block_labels(run.block_file(block, "labels", LABELS_SUFFIX), run.dtype)
 
     def process(block: BBox, local: np.ndarray) -> None:
-        out.write(method.relabel(local, table_of[block.start]), offset=block.start)
-        claim.made_progress()
+        for out, table_of in zip(outs, tables_of, strict=True):
+            out.write(method.relabel(local, table_of[block.start]), offset=block.start)
+        for claim in claims:
+            claim.made_progress()
 
     done = run.progress("relabel")
     result = run_blocks(run.blocks, process, done=done, share=share, read=read,
                         description="relabel blocks",
                         progress=progress_counter if show_progress else None)
-    if share is None or not done.pending(run.blocks):
+    if share is None or not done.pending(run.blocks):  # every block of the outputs is written
         if run.fragments:  # the merge history beside the fragments, tied to this run's key
             merges = MergeHistory.from_bytes(run.merges_file.read_bytes(), str(run.merges_file))
-            write_merge_history(run.out_uri, replace(merges, fragments_key=claim.key))
-        finish_output(claim, run.cfg)  # every block of the output is written
+            write_merge_history(claims[0].uri, replace(merges, fragments_key=claims[0].key))
+        for claim, (_, out_cfg) in zip(claims, run.outputs, strict=True):
+            finish_output(claim, out_cfg)
     if share is None:
         shutil.rmtree(run.workdir, ignore_errors=True)
     elif not done.pending(run.blocks):

@@ -51,9 +51,8 @@ class DecodeMethod:
     #: whether it has the blockwise steps (label → summary, reduce → tables, relabel)
     blockwise: bool = False
 
-    def check(self, cfg: DecodeConfig, aff_vol: Volume, *, fragments_only: bool = False) -> None:
-        """UserError for options that cannot work (before any data is read);
-        ``fragments_only``: the run writes the fragments and merge history only."""
+    def check(self, cfg: DecodeConfig, aff_vol: Volume) -> None:
+        """UserError for options that cannot work (before any data is read)."""
 
     def outputs(self, cfg: DecodeConfig) -> list[tuple[str, DecodeConfig]]:
         """The segmentations a whole-volume run writes: (URI suffix, that output's config);
@@ -96,6 +95,12 @@ class DecodeMethod:
                dtype: np.dtype) -> BlockTables:
         """Every block's summary → per block, local id → final id (index 0 → 0)."""
         raise NotImplementedError
+
+    def reduce_outputs(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
+                       dtype: np.dtype) -> list[BlockTables]:
+        """:meth:`reduce` for each entry of :meth:`outputs` (several thresholds from one
+        pass over the summaries, where the method can)."""
+        return [self.reduce(summaries, volume_box, cfg, dtype)]
 
     def reduce_fragments(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
                          dtype: np.dtype, **history_fields: Any

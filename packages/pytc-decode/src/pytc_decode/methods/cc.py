@@ -54,7 +54,7 @@ class CcMethod(DecodeMethod):
     options_type = CcOptions
     blockwise = True
 
-    def check(self, cfg: DecodeConfig, aff_vol: Volume, *, fragments_only: bool = False) -> None:
+    def check(self, cfg: DecodeConfig, aff_vol: Volume) -> None:
         check_threshold(cfg.cc.threshold)
 
     def segment(self, affinities: np.ndarray, mask: np.ndarray | None, cfg: DecodeConfig,

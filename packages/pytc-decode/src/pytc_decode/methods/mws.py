@@ -39,7 +39,7 @@ class MwsMethod(DecodeMethod):
     name = "mws"
     options_type = MwsOptions
 
-    def check(self, cfg: DecodeConfig, aff_vol: Volume, *, fragments_only: bool = False) -> None:
+    def check(self, cfg: DecodeConfig, aff_vol: Volume) -> None:
         check_threshold(cfg.mws.threshold)
         n = aff_vol.num_channels or 0
         offsets = cfg.mws.long_range_offsets

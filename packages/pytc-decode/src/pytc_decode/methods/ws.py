@@ -26,6 +26,7 @@ from pytc_decode.methods.base import DecodeMethod
 from pytc_decode.ws_blockwise import (
     WsBlockSummary,
     agglomerate_blocks,
+    agglomerate_blocks_at,
     fragments_blocks,
     ws_fragment_block,
 )
@@ -92,7 +93,7 @@ class WsMethod(DecodeMethod):
     options_type = WsOptions
     blockwise = True
 
-    def check(self, cfg: DecodeConfig, aff_vol: Volume, *, fragments_only: bool = False) -> None:
+    def check(self, cfg: DecodeConfig, aff_vol: Volume) -> None:
         ws = cfg.ws
         thresholds = ws.thresholds
         if not thresholds:
@@ -124,11 +125,6 @@ class WsMethod(DecodeMethod):
         if grid is not None and ws.merge_function != "mean":
             raise UserError(f"merge_function {ws.merge_function} does not work with a fragment "
                             "grid", "use merge_function = 'mean' with ws.fragment_block")
-        if cfg.block_size is not None and len(thresholds) > 1 and not fragments_only:
-            raise UserError("several agglomeration thresholds with --block-size need "
-                            "--fragments-only",
-                            "add --fragments-only (fragments and merge history, scored at "
-                            "every threshold by pytc-eval), or give one threshold per run")
         if cfg.block_size is not None and ws.merge_function != "mean":
             raise UserError(f"merge_function {ws.merge_function} is whole-volume only",
                             "use merge_function = 'mean' with --block-size")
@@ -197,6 +193,12 @@ class WsMethod(DecodeMethod):
         # one summary decoded at a time (the reduce keeps only the graph arrays)
         return agglomerate_blocks((WsBlockSummary.from_bytes(s) for s in summaries),
                                   volume_box, cfg.ws.thresholds[0], cfg.min_size, dtype)
+
+    def reduce_outputs(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
+                       dtype: np.dtype) -> list[BlockTables]:
+        # one agglomeration up to the largest threshold, one table set per threshold
+        return agglomerate_blocks_at((WsBlockSummary.from_bytes(s) for s in summaries),
+                                     volume_box, cfg.ws.thresholds, cfg.min_size, dtype)
 
     def reduce_fragments(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
                          dtype: np.dtype, **history_fields: Any
