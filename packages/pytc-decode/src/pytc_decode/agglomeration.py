@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit
 
 from pytc_decode.fragments import nearest_neighbour_float
+from pytc_decode.kernels import lower_neighbour
 
 __all__ = ["RegionGraph", "agglomerate", "boundary_edges", "group_pairs", "merge_roots",
            "number_by_first_voxel", "region_graph", "relabel_by_first_voxel", "segmentations_at",
@@ -47,19 +48,8 @@ def boundary_edges(frag, aff):
                 if f == 0:
                     continue
                 for c in range(3):
-                    if c == 0:
-                        if z == 0:
-                            continue
-                        g = frag[z - 1, y, x]
-                    elif c == 1:
-                        if y == 0:
-                            continue
-                        g = frag[z, y - 1, x]
-                    else:
-                        if x == 0:
-                            continue
-                        g = frag[z, y, x - 1]
-                    if g == f or g == 0:
+                    ok, g = lower_neighbour(frag, c, z, y, x)
+                    if not ok or g == f or g == 0:
                         continue
                     a[i] = min(f, g)
                     b[i] = max(f, g)
@@ -143,19 +133,8 @@ def _mean_pairs(frag, aff, n):
                 if f == 0:
                     continue
                 for c in range(3):
-                    if c == 0:
-                        if z == 0:
-                            continue
-                        g = frag[z - 1, y, x]
-                    elif c == 1:
-                        if y == 0:
-                            continue
-                        g = frag[z, y - 1, x]
-                    else:
-                        if x == 0:
-                            continue
-                        g = frag[z, y, x - 1]
-                    if g == f or g == 0:
+                    ok, g = lower_neighbour(frag, c, z, y, x)
+                    if not ok or g == f or g == 0:
                         continue
                     start[min(f, g) + 1] += 1
     for i in range(1, n + 2):
@@ -171,19 +150,8 @@ def _mean_pairs(frag, aff, n):
                 if f == 0:
                     continue
                 for c in range(3):
-                    if c == 0:
-                        if z == 0:
-                            continue
-                        g = frag[z - 1, y, x]
-                    elif c == 1:
-                        if y == 0:
-                            continue
-                        g = frag[z, y - 1, x]
-                    else:
-                        if x == 0:
-                            continue
-                        g = frag[z, y, x - 1]
-                    if g == f or g == 0:
+                    ok, g = lower_neighbour(frag, c, z, y, x)
+                    if not ok or g == f or g == 0:
                         continue
                     lo = min(f, g)
                     i = pos[lo]

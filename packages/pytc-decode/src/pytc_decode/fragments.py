@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from pytc_core.errors import UserError
-from pytc_decode.kernels import flatten, union
+from pytc_decode.kernels import flatten, lower_neighbour, union
 
 __all__ = ["LEVELS", "flood", "fragment_seeds", "nearest_neighbour_float",
            "watershed_fragments"]
@@ -313,20 +313,9 @@ def _label_mask_kernel(mask, in_plane):
                 if not mask[z, y, x]:
                     continue
                 r = 0
-                for d in range(3):
-                    if d == 0:
-                        if in_plane or z == 0:
-                            continue
-                        p = prov[z - 1, y, x]
-                    elif d == 1:
-                        if y == 0:
-                            continue
-                        p = prov[z, y - 1, x]
-                    else:
-                        if x == 0:
-                            continue
-                        p = prov[z, y, x - 1]
-                    if p == 0:
+                for d in range(1 if in_plane else 0, 3):
+                    ok, p = lower_neighbour(prov, d, z, y, x)
+                    if not ok or p == 0:
                         continue
                     r = p if r == 0 else union(parent, 0, r, p)
                 if r == 0:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["find", "flatten", "remap", "union", "union_pairs"]
+__all__ = ["find", "flatten", "lower_neighbour", "remap", "union", "union_pairs"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -44,6 +44,25 @@ def union(parent, base, a, b):
         parent[base + a] = b
         return b
     return a
+
+
+@njit(cache=True, nogil=True, inline="always")
+def lower_neighbour(labels, c, z, y, x):
+    """``(exists, label)`` of the voxel before ``(z, y, x)`` along axis ``c`` (0 = z, 1 = y,
+    2 = x) of ``labels`` (Z, Y, X): the neighbour the affinity channel ``c`` at (z, y, x)
+    joins it to. ``exists`` is False on the volume's first face (the label is then the
+    voxel's own, so both branches return the label dtype)."""
+    if c == 0:
+        if z == 0:
+            return False, labels[z, y, x]
+        return True, labels[z - 1, y, x]
+    if c == 1:
+        if y == 0:
+            return False, labels[z, y, x]
+        return True, labels[z, y - 1, x]
+    if x == 0:
+        return False, labels[z, y, x]
+    return True, labels[z, y, x - 1]
 
 
 @njit(cache=True, nogil=True)
