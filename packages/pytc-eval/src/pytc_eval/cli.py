@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Annotated
 
 from cyclopts import Parameter
@@ -278,20 +279,21 @@ def view(
     layout
         Neuroglancer layout: ``4panel``, ``xy``, ``xz``, ``yz``, ``3d``, ...
     """
-    from pytc_eval.view import serve_forever, start_view, tunnel_hint
+    from pytc_eval.view import serve_forever, start_view, term_sets, tunnel_hint
 
     def announce(text: str) -> None:
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
-    viewer = start_view(resolve_input_uris(uris or []), raw=raw, gt=gt, errors=errors,
-                        error=error, bind=bind, port=port, token=token, layout=layout,
-                        announce=announce)
-    emit(viewer.url)
-    if bind in ("0.0.0.0", "::"):
-        announce(tunnel_hint(int(viewer.url.split(":")[2].split("/")[0]), viewer.url))
-    announce("pytc-eval view: serving until Ctrl-C")
-    serve_forever()
+    with term_sets(threading.Event()) as stop:  # a TERM from now on stops cleanly
+        viewer = start_view(resolve_input_uris(uris or []), raw=raw, gt=gt, errors=errors,
+                            error=error, bind=bind, port=port, token=token, layout=layout,
+                            announce=announce)
+        emit(viewer.url)
+        if bind in ("0.0.0.0", "::"):
+            announce(tunnel_hint(int(viewer.url.split(":")[2].split("/")[0]), viewer.url))
+        announce("pytc-eval view: serving until Ctrl-C")
+        serve_forever(stop)
     return 0
 
 

@@ -20,6 +20,7 @@ nearest-neighbour affinities, z y x).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -27,7 +28,7 @@ import re
 import socket
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -507,24 +508,35 @@ def tunnel_hint(port: int, url: str) -> str:
             f"<login host>, then open {url}")
 
 
-def serve_forever(stop: threading.Event | None = None) -> None:
-    """Block until Ctrl-C, SIGTERM or ``stop``; then stop the server."""
+@contextlib.contextmanager
+def term_sets(stop: threading.Event) -> Iterator[threading.Event]:
+    """SIGTERM sets ``stop`` inside the ``with`` (main thread only; the previous handler
+    comes back at its end). Entered before the URL is printed, so a TERM sent as soon as
+    the URL is read stops the viewer cleanly instead of killing it."""
     import signal
 
-    import neuroglancer
-
-    stop = stop or threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        yield stop
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def serve_forever(stop: threading.Event | None = None) -> None:
+    """Block until Ctrl-C, SIGTERM or ``stop``; then stop the server."""
+    import neuroglancer
+
+    stop = stop or threading.Event()
+    try:
+        with term_sets(stop):
+            while not stop.wait(0.5):
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
         neuroglancer.stop()
         sys.stderr.flush()
 
