@@ -59,6 +59,24 @@ full 6 variants x 3 seeds x 500 steps did not fit the time):
 comparable with the baseline's). Medians VOI 2.286 vs 2.325, NERL 0.0158 vs 0.0148: the
 60-step gain of erosion is gone at the quickstart's 500 steps.
 
+2026-12-04, this 2-core CPU (no GPU lent; ``--steps 500 --seeds 0,1,2 --variants
+ema,per_channel --threads 1``, one run at a time; ``ema_raw`` = the ema run's raw weights,
+the baseline's own):
+
+    --steps 500      train CPU-min   test VOI (split+merge)   test NERL   threshold
+      ema_raw  s0        11.87        2.307 (1.352+0.955)      0.0145        0.3
+      ema_raw  s1        11.97        2.814 (2.358+0.456)      0.0209        0.2
+      ema_raw  s2        12.08        2.288 (1.624+0.664)      0.0228        0.3
+      ema 0.98 s0        11.87        2.203 (1.347+0.856)      0.0178        0.3
+      ema 0.98 s1        11.97        2.016 (0.833+1.183)      0.0158        0.4
+      ema 0.98 s2        12.08        2.284 (1.589+0.694)      0.0250        0.3
+      per_ch   s0        11.97        2.301 (1.438+0.863)      0.0122        0.3
+      per_ch   s1        12.16        2.294 (1.503+0.791)      0.0149        0.3
+      per_ch   s2        11.86        4.724 (4.411+0.313)      0.0204        0.1
+
+EMA: VOI better on 3 of 3 seeds, NERL on 2 of 3 (the quickstart now trains with it);
+per-channel BCE: no gain with 3 nearest-neighbour offsets.
+
 ``--lsd-speed N``: instead, the cost of the LSD target of N training patches (32x64x64 of the
 FlyEM training region, sigma ``--lsd-sigma``): ``pytc_train.lsd.lsd_from_labels`` against
 ``lsd_lite.get_lsds`` in this process, interleaved, medians, and the largest difference.
