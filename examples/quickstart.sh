@@ -7,7 +7,7 @@
 # Regions (z, voxels of 10 nm): training z < 140, validation z 140..175 (checkpoint and decode
 # threshold are chosen there), test z 175..250 (scored once, at the chosen threshold).
 # The model: pytc-train (a small MedNeXt, deep supervision, `realistic` augmentation, 500
-# steps at lr 3e-3, EMA weights) -> OUT_DIR/model.ckpt, then pytc-infer of the validation and test regions;
+# steps at lr 3e-3) -> OUT_DIR/model.ckpt, then pytc-infer of the validation and test regions;
 # a progress line every STEPS/20 steps on stderr (step, loss, validation score, time left).
 # Decode thresholds are tuned on the validation region by total VOI (stable on a region this
 # small, where NERL hangs on a few long bodies); the test report has both VOI and NERL.
@@ -76,15 +76,12 @@ if [ "$model" = train ]; then
   fi
   accel=cpu; infer_device=cpu
   if [ "$gpu" = 1 ]; then accel=gpu; infer_device=cuda; fi
-  # EMA of the weights (BANIS+), decay 1 - 10/steps (at least 0.9): validation, best.ckpt and
-  # pytc-infer use the averaged weights (bench/bench_recipe.py: test VOI better on 3 of 3 seeds)
-  ema=$(awk -v s="$steps" 'BEGIN { d = 1 - 10 / s; if (d < 0.9) d = 0.9; print d }')
-  log "pytc-train: $steps steps, size $size, seed $seed, $threads thread(s), gpu $gpu, EMA $ema"
+  log "pytc-train: $steps steps, size $size, seed $seed, $threads thread(s), gpu $gpu"
   # -q: no start-up report, but a progress line every steps/20 steps (pytc-train keeps them)
   ckpt=$(uv run pytc-train --raw "$data:raw" --labels "$gt" --bbox 0,0,0,140,250,250 \
     --val-bbox "$val_box" --patch 32,64,64 --max-steps "$steps" --seed "$seed" --aug realistic \
     --threads "$threads" --run-dir "$out/train" --overwrite -q "${arch[@]}" \
-    model.deep_supervision=true optim.lr=3e-3 "optim.ema=$ema" \
+    model.deep_supervision=true optim.lr=3e-3 \
     "train.val_every=$(( steps / 4 > 0 ? steps / 4 : 1 ))" \
     "train.progress_every=$(( steps / 20 > 0 ? steps / 20 : 1 ))" data.val_max_patches=8 \
     "train.accelerator=$accel")
