@@ -44,3 +44,29 @@ def test_blocks_decode_local_twin_equals_whole_decode(tmp_path, capsys):
     expected = open_volume(str(tmp_path / "whole")).read()
     assert expected.max() > 1
     np.testing.assert_array_equal(open_volume(str(tmp_path / "twin")).read(), expected)
+
+
+@pytest.mark.slow
+def test_blocks_decode_local_twin_writes_every_ws_threshold(tmp_path, capsys):
+    """Several ws thresholds as array tasks (label shares, reduce, relabel shares): one output
+    per threshold, each equal to one blockwise pytc-decode of all thresholds."""
+    rng = np.random.default_rng(1)
+    aff = np.clip(rng.random((3, 32, 32, 32), dtype=np.float32) * 0.6 + 0.35, 0, 1)
+    uri = str(tmp_path / "aff")
+    create_volume(uri, aff.shape, np.float32, chunk_size=(16, 16, 16)).write(aff)
+    args = ["--method", "ws", "--agglomeration-threshold", "0.3,0.6", "--block-size", "16"]
+    one = subprocess.run([str(BIN / "pytc-decode"), uri, "-o", str(tmp_path / "one"), *args,
+                          "-q"], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    code = run_entry_point("pytc-launch", app, [
+        "blocks", "decode", "--tasks", "2", "--local", "-q", "--", uri, "-o",
+        str(tmp_path / "twin"), *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.split() == [f"{tmp_path / 'twin'}_t0.3", f"{tmp_path / 'twin'}_t0.6"]
+    counts = []
+    for t in ("0.3", "0.6"):
+        expected = open_volume(f"{tmp_path / 'one'}_t{t}").read()
+        np.testing.assert_array_equal(open_volume(f"{tmp_path / 'twin'}_t{t}").read(), expected)
+        counts.append(int(expected.max()))
+    assert counts[0] > counts[1] >= 1

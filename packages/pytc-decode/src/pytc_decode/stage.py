@@ -59,8 +59,8 @@ class DecodeResult:
     #: seconds per phase (read/segment/write, or label/reduce/relabel)
     timings: dict[str, float] = field(default_factory=dict)
     #: a method with several outputs (``ws`` with several agglomeration thresholds): the
-    #: further (output, stats)
-    more: tuple[tuple[str, DecodeStats], ...] = ()
+    #: further (output, stats); stats None where ``stats`` is (a blockwise step or share)
+    more: tuple[tuple[str, DecodeStats | None], ...] = ()
 
     @property
     def outputs(self) -> list[str]:
@@ -72,11 +72,11 @@ class DecodeResult:
         """One human-readable line for stderr (a line per segmentation)."""
         if self.stats is not None:
             return "\n".join(f"{uri}: {stats.line()}" for uri, stats in
-                             ((self.output, self.stats), *self.more))
+                             ((self.output, self.stats), *self.more) if stats is not None)
         done = ", ".join(f"{k} {r.processed} of {r.planned} blocks"
                          + (f" ({r.skipped} done before)" if r.skipped else "")
                          for k, r in self.blocks.items())
-        return f"{self.output}: step {self.step} done: {done}"
+        return f"{', '.join(self.outputs)}: step {self.step} done: {done}"
 
 
 def check_config(cfg: DecodeConfig, aff_vol: Volume) -> None:
@@ -339,7 +339,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     check_mask(mask_vol, aff_vol)
     timer = PhaseTimer(log=log)
     blocks: dict[str, BlockRunResult] = {}
-    more: tuple[tuple[str, DecodeStats], ...] = ()
+    more: tuple[tuple[str, DecodeStats | None], ...] = ()
     run: BlockwiseRun | None = None
     if cfg.block_size is None:
         from pytc_core.output_run import run_key
@@ -398,7 +398,9 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
             every = _decode_blockwise(run, claims, step, share, show_progress, timer, blocks)
             stats = every[0] if every else None
             cfg = out_cfgs[0]
-            more = tuple(zip(out_uris[1:], every[1:], strict=True)) if every else ()
+            rest: list[DecodeStats | None] = (list(every[1:]) if every
+                                              else [None] * (len(out_uris) - 1))
+            more = tuple(zip(out_uris[1:], rest, strict=True))
             out_uri = out_uris[0]
             for name, r in blocks.items():
                 log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
