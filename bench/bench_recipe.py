@@ -76,8 +76,8 @@ the baseline's own):
 
 EMA: VOI better on 3 of 3 seeds, NERL on 2 of 3; per-channel BCE: no gain with 3
 nearest-neighbour offsets. The quickstart itself (2 threads, best checkpoint by validation
-F1, VOI tuning) with EMA 0.98 scored worse on seeds 0 and 1 (test VOI 2.403 / 2.327 against
-2.316 / 2.250), so its defaults do not include EMA.
+F1, VOI tuning) with EMA 0.98 scored worse on all three seeds (test VOI 2.403 / 2.327 / 2.708
+against 2.316 / 2.250 / 2.580), so its defaults do not include EMA.
 
 ``--lsd-speed N``: instead, the cost of the LSD target of N training patches (32x64x64 of the
 FlyEM training region, sigma ``--lsd-sigma``): ``pytc_train.lsd.lsd_from_labels`` against
