@@ -30,7 +30,15 @@ from pytc_core.volume import Volume
 from pytc_decode.config import DecodeConfig, result_options
 from pytc_decode.methods import DecodeMethod, method_of, methods_of
 from pytc_decode.stats import DecodeStats, segment_stats
-from pytc_decode.steps import STEPS, BlockwiseRun, label_step, plan_run, reduce_step, relabel_step
+from pytc_decode.steps import (
+    STEPS,
+    BlockwiseRun,
+    history_fields,
+    label_step,
+    plan_run,
+    reduce_step,
+    relabel_step,
+)
 from pytc_decode.volumes import (
     check_mask,
     create_output,
@@ -154,11 +162,9 @@ def _write_fragments(claim: OutputRun, aff_vol: Volume, fragments: np.ndarray,
     out = create_output(claim, aff_vol, fragments.dtype,
                         tuple(min(64, s) for s in fragments.shape), restart=True)
     out.write(fragments)
-    settings = {"method": method.name, **result_options(cfg)}
     write_merge_history(claim.uri, MergeHistory.from_rows(
-        history, int(fragments.max()) if fragments.size else 0,
-        thresholds=tuple(float(t) for t in getattr(cfg, method.name).thresholds),
-        fragments_key=claim.key, config=settings))
+        history, int(fragments.max()) if fragments.size else 0, fragments_key=claim.key,
+        **history_fields(cfg, method)))
     finish_output(claim, cfg)
 
 

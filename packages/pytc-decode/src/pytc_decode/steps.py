@@ -38,7 +38,8 @@ from pytc_decode.scratch import LABELS_SUFFIX, BlockFiles, load_block_labels, sa
 from pytc_decode.stats import DecodeStats, segment_stats
 from pytc_decode.volumes import create_output, finish_output, read_inputs
 
-__all__ = ["STEPS", "BlockwiseRun", "label_step", "plan_run", "reduce_step", "relabel_step"]
+__all__ = ["STEPS", "BlockwiseRun", "history_fields", "label_step", "plan_run", "reduce_step",
+           "relabel_step"]
 
 #: the values of ``--step``
 STEPS = ("all", "label", "reduce", "relabel")
@@ -93,6 +94,13 @@ class BlockwiseRun:
         return self.workdir / (kind + "_" + "_".join(map(str, block.start)) + suffix)
 
 
+def history_fields(cfg: DecodeConfig, method: DecodeMethod) -> dict[str, Any]:
+    """What a fragments output's merge history records besides its merges (whole volume
+    and blockwise alike): the thresholds asked for and the settings that made them."""
+    return {"thresholds": tuple(float(t) for t in options_of(cfg, method).thresholds),
+            "config": {"method": method.name, **result_options(cfg)}}
+
+
 def plan_run(aff_vol: Volume, mask_vol: Volume | None, out_uri: str,
              cfg: DecodeConfig, fragments: bool = False) -> BlockwiseRun:
     """The block plan, scratch folder and run key of a blockwise decode (``fragments``: of
@@ -103,7 +111,8 @@ def plan_run(aff_vol: Volume, mask_vol: Volume | None, out_uri: str,
         raise UserError(f"blockwise decoding needs a local output, got {out_uri}",
                         "write to a local path, then upload")
     blocks = tuple(plan_blocks(aff_vol.bbox, cfg.block_size))
-    description: dict[str, Any] = {  # what changes the result: the method in use's options, not the others'
+    # what changes the result: the method in use's options, not the others'
+    description: dict[str, Any] = {
         "config": result_options(cfg),
         "affinities": input_identity(aff_vol, out_uri),
         "mask": None if mask_vol is None else input_identity(mask_vol, out_uri),
@@ -163,15 +172,13 @@ def reduce_step(run: BlockwiseRun) -> list[DecodeStats]:
     # read lazily: the cc reduce streams them (one summary in memory at a time)
     summaries = BlockFiles(run.blocks, [run.block_file(b) for b in run.blocks])
     if run.fragments:
-        method = run.method
-        tables, merges = method.reduce_fragments(
-            summaries, run.box, run.cfg, run.dtype,
-            thresholds=tuple(float(t) for t in options_of(run.cfg, method).thresholds),
-            config={"method": method.name, **result_options(run.cfg)})
+        tables, merges = run.method.reduce_fragments(
+            summaries, run.box, run.cfg, run.dtype, **history_fields(run.cfg, run.method))
         write_atomic(run.merges_file, merges.to_bytes())
         per_output = [tables]
     else:
         per_output = run.method.reduce_outputs(summaries, run.box, run.cfg, run.dtype)
+
     def save(fh: BinaryIO, tables: BlockTables) -> None:
         np.savez(fh, starts=np.array(list(tables.tables)),
                  counts=np.array([t.size for t in tables.tables.values()]),
