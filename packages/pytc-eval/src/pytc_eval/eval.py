@@ -330,8 +330,8 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         log.info("sampling %d segmentation%s with %d processes", len(todo),
                  "s" if len(todo) > 1 else "", processes)
         with timer.phase("sampling"):
-            jobs = [SampleJob(segs[k].uri, gt.uri, mine[k], nodes[k][1],
-                              tuple(gt.offset), vec3(block_size, "block")) for k in todo]
+            jobs = [SampleJob(segs[k].uri, gt.uri, mine[k], nodes[k][1], nodes[k][2])
+                    for k in todo]
             for k, got in zip(todo, sample_in_processes(
                     jobs, processes, fill_missing=config.fill_missing,
                     progress=progress_counter if show_progress else None,

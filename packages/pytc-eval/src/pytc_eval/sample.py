@@ -28,7 +28,8 @@ class NodeBlocks:
     """Skeleton nodes (global voxels z, y, x) grouped by the cell of the block grid
     ``origin + k * size`` they fall in; :meth:`of` gives one block's node indices."""
 
-    def __init__(self, node_vox: np.ndarray, origin: Sequence[int], size: Sequence[int]) -> None:
+    def __init__(self, node_vox: np.ndarray, origin: Sequence[int] | np.ndarray,
+                 size: Sequence[int] | np.ndarray) -> None:
         self.origin = np.asarray(origin, np.int64)
         self.size = np.asarray(size, np.int64)
         vox = np.asarray(node_vox, np.int64).reshape(-1, 3)
@@ -138,27 +139,31 @@ def sample_blocks(labels: Volume, gt: Volume, blocks: Sequence[BBox],
 
 @dataclass(frozen=True)
 class SampleJob:
-    """One volume's pass for :func:`sample_in_processes`: its blocks (global boxes of the
-    grid ``origin + k * block_size``) and the skeleton nodes (global voxels) of its box."""
+    """One volume's pass for :func:`sample_in_processes`: its blocks (global boxes of one
+    grid), the skeleton nodes of its box (global voxels) and their grouping on that grid,
+    as :func:`sample_blocks` takes them."""
 
     labels_uri: str
     gt_uri: str
     blocks: Sequence[BBox]
     node_vox: np.ndarray | None
-    origin: tuple[int, ...]
-    block_size: tuple[int, ...]
+    node_blocks: NodeBlocks | None
 
 
 def _sample_part(labels_uri: str, gt_uri: str, fill_missing: bool, blocks: Sequence[BBox],
-                 node_vox: np.ndarray | None, origin: tuple[int, ...],
-                 block_size: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+                 nodes: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+                 ) -> tuple[np.ndarray, ...]:
     """A worker's part of a pass: (truth, label, count, node_index, node_label) of
-    ``blocks``, node indices into the ``node_vox`` it was given."""
+    ``blocks``; ``nodes`` = (its blocks' node voxels, grid origin, block size), grouped here;
+    node indices are into those node voxels."""
     from pytc_core.output_run import open_input  # the worker opens its own inputs
 
     labels = open_input(labels_uri, fill_missing=fill_missing)
     gt = open_input(gt_uri, fill_missing=fill_missing)
-    groups = NodeBlocks(node_vox, origin, block_size) if node_vox is not None else None
+    node_vox, groups = None, None
+    if nodes is not None:
+        node_vox = nodes[0]
+        groups = NodeBlocks(node_vox, nodes[1], nodes[2])
     samples = sample_blocks(labels, gt, blocks, node_vox, node_blocks=groups)
     return (*samples.table.pairs(include_background=True), samples.node_index,
             samples.node_label)
@@ -178,11 +183,12 @@ def sample_in_processes(jobs: Sequence[SampleJob], workers: int, *, fill_missing
 
     parts: list[tuple[int, list[BBox], np.ndarray | None]] = []
     for k, job in enumerate(jobs):
-        groups = (NodeBlocks(job.node_vox, job.origin, job.block_size)
-                  if job.node_vox is not None else None)
+        if job.node_vox is not None and job.node_blocks is None:
+            raise ValueError("node_blocks is required with node_vox")
         runs = max(1, min(len(job.blocks), 4 * workers))
         for chunk in np.array_split(np.arange(len(job.blocks)), runs):
             blocks = [job.blocks[i] for i in chunk]
+            groups = job.node_blocks if job.node_vox is not None else None
             nodes = (np.concatenate([groups.of(b) for b in blocks]) if groups is not None
                      and blocks else None)
             parts.append((k, blocks, nodes))
@@ -200,9 +206,11 @@ def sample_in_processes(jobs: Sequence[SampleJob], workers: int, *, fill_missing
             if not blocks:
                 continue
             job = jobs[k]
-            vox = job.node_vox[nodes] if job.node_vox is not None and nodes is not None else None
+            part_nodes = None
+            if job.node_vox is not None and job.node_blocks is not None and nodes is not None:
+                part_nodes = (job.node_vox[nodes], job.node_blocks.origin, job.node_blocks.size)
             futures[pool.submit(_sample_part, job.labels_uri, job.gt_uri, fill_missing, blocks,
-                                vox, job.origin, job.block_size)] = (k, blocks, nodes)
+                                part_nodes)] = (k, blocks, nodes)
         for future in as_completed(futures):
             k, blocks, nodes = futures[future]
             truth, label, count, index, node_lab = future.result()
