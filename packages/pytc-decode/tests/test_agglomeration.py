@@ -26,7 +26,8 @@ DATA = Path(__file__).resolve().parents[3] / "examples" / "data" / "flyem_medull
 
 
 def agglomerate_oracle(graph: RegionGraph, max_threshold: float) -> np.ndarray:
-    """pytc-decode's agglomeration before the compiled one (heapq over dicts), verbatim."""
+    """pytc-decode's agglomeration before the compiled one (heapq over dicts), verbatim but
+    for the survivor of a merge: the lower id (the compiled one names regions so)."""
     nodes = graph.num_fragments + 1
     adj: list[dict[int, int]] = [{} for _ in range(nodes)]
     eu = graph.u.astype(np.int64).tolist()
@@ -48,7 +49,7 @@ def agglomerate_oracle(graph: RegionGraph, max_threshold: float) -> np.ndarray:
         if s >= max_threshold:
             break
         u, v = eu[e], ev[e]
-        keep, gone = (u, v) if len(adj[u]) >= len(adj[v]) else (v, u)
+        keep, gone = min(u, v), max(u, v)  # a region is named by its lowest id
         history.append((gone, keep, s))
         del adj[keep][gone]
         del adj[gone][keep]
@@ -107,8 +108,8 @@ def test_unsorted_pairs_give_the_same_history() -> None:
 
 
 def test_hand_made_graph() -> None:
-    # 1-2 (0.9 mean -> score 0.1), 2-3 (0.5), 1-3 (0.7 -> 0.3): merge 1+2 first (2 has two
-    # neighbours, as has 1: 1 survives, the lower id), then 1-3 and 2-3 combine into
+    # 1-2 (0.9 mean -> score 0.1), 2-3 (0.5), 1-3 (0.7 -> 0.3): merge 1+2 first (1 survives,
+    # the lower id), then 1-3 and 2-3 combine into
     # sum 0.7 + 0.5 over 2 edges: score 0.4
     graph = RegionGraph(3, np.array([1, 1, 2]), np.array([2, 3, 3]), np.array([0.9, 0.7, 0.5]),
                         np.array([1, 1, 1]), np.array([0.1, 0.3, 0.5]))

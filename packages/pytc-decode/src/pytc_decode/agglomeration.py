@@ -15,7 +15,7 @@ from numba import njit
 from pytc_decode.fragments import nearest_neighbour_float
 from pytc_decode.kernels import lower_neighbour
 
-__all__ = ["RegionGraph", "agglomerate", "boundary_edges", "group_pairs", "merge_roots",
+__all__ = ["RegionGraph", "agglomerate", "agglomerate_frozen", "boundary_edges", "group_pairs", "merge_roots",
            "number_by_first_voxel", "region_graph", "relabel_by_first_voxel", "segmentations_at",
            "sum_groups"]
 
@@ -285,22 +285,34 @@ def agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:
     both merged regions touch a third, their two edges become one over the combined boundary
     (sums and counts added, score = 1 - mean, never below the score being merged), so scores
     never decrease along the history and a prefix of it is the agglomeration at a lower
-    threshold. Ties go to the edge pushed first (lower (u, v) when it was pushed): the history
-    is deterministic. The region with more neighbours survives a merge (``into``; the one
-    with the lower id on equal counts).
+    threshold. A region is named by its lowest fragment id: ties go to the lower pair of
+    names (lower, higher), and a row is ``(higher name, lower name, score)`` (the lower name
+    survives). Names and tie order depend only on which fragments a region holds, not on how
+    many neighbours it has, so an agglomeration of part of the graph that defers the regions
+    it cannot decide (:func:`agglomerate_frozen`) makes the same merges with the same rows.
 
     Compiled (Numba) on arrays: per-node singly linked lists of half-edges (dead ones dropped
     when their node is absorbed), a hash table of the live edges by (u, v) (linear probing
     over edge ids), a lazy binary heap of the combined edges' new scores (entries checked
     against a per-edge stamp) beside the initial edges walked in score order. A merge costs
-    the absorbed region's degree (the region with fewer neighbours is absorbed).
+    the absorbed region's degree (internally the region with fewer neighbours is absorbed;
+    the rows name regions by their lowest fragment id whichever is absorbed).
     """
     n = int(graph.num_fragments)
-    m = int(graph.u.size)
-    if m == 0:
+    if graph.u.size == 0:
         return np.zeros((0, 3), np.float64)
     if n >= 3_000_000_000:  # pairs are keyed as u * (n + 1) + v in int64
         raise ValueError(f"{n} fragments: the agglomeration handles fewer than 3e9")
+    rows, _ = _run(graph, max_threshold, np.zeros(0, np.uint8))
+    return rows
+
+
+def _run(graph: RegionGraph, max_threshold: float, frozen: np.ndarray
+         ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The compiled merge loop on ``graph``; returns (rows, (u, v, sum, count, live) of every
+    edge at the end: endpoints are the surviving nodes)."""
+    n = int(graph.num_fragments)
+    m = int(graph.u.size)
     idx = np.int32 if max(n + 1, 2 * m + 2) < 2**31 - 1 else np.int64
     u0 = np.ascontiguousarray(graph.u, dtype=np.int64)
     v0 = np.ascontiguousarray(graph.v, dtype=np.int64)
@@ -309,12 +321,50 @@ def agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:
         order = np.argsort(score0, kind="stable").astype(idx)
     else:
         order = np.lexsort((u0 * (n + 1) + v0, score0)).astype(idx)
-    rows = _agglomerate(
-        n, u0, v0, score0, order, u0.astype(idx), v0.astype(idx),
-        np.array(graph.affinity_sum, dtype=np.float64),
-        np.array(graph.edge_count, dtype=np.int32 if int(np.sum(graph.edge_count)) < 2**31
-                 else np.int64), float(max_threshold))  # no combined count overflows
-    return rows
+    eu, ev = u0.astype(idx), v0.astype(idx)
+    esum = np.array(graph.affinity_sum, dtype=np.float64)
+    ecnt = np.array(graph.edge_count, dtype=np.int32 if int(np.sum(graph.edge_count)) < 2**31
+                    else np.int64)  # no combined count overflows
+    rows, stamp = _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt,
+                               float(max_threshold), frozen)
+    return rows, (eu, ev, esum, ecnt, stamp >= 0)
+
+
+def agglomerate_frozen(graph: RegionGraph, frozen: np.ndarray, max_threshold: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RegionGraph]:
+    """The part of :func:`agglomerate` that a piece of a larger graph can decide on its own.
+
+    ``graph`` holds every edge of the nodes not marked in ``frozen`` (bool, ``(n + 1,)``):
+    frozen nodes (those touching the piece's faces) may have edges outside it. Node ids must
+    follow the order of the larger graph's ids (so ties break alike). Nodes are merged lowest
+    edge first as in :func:`agglomerate`, except that popping an edge with a frozen end, or an
+    edge one of whose ends has another edge of the same score, freezes both ends instead. A
+    merge that is made is then the strictly lowest edge of both regions, and with mean scores
+    no merge elsewhere lowers an edge of theirs (a combined edge's mean lies between its
+    parts'), so the whole graph's greedy makes the same merge at the same score with the same
+    row (names are lowest ids). Requires exact sums (e.g. quantised affinities) so a
+    combined score does not depend on the order of the additions.
+
+    Returns (rows; ``(n + 1,)`` the region of each node, named by its lowest id; ``(n + 1,)``
+    bool, the regions (by name) frozen at the end; the residual graph: their live edges, in
+    region names). Regions never frozen are finished: their live edges all score at least
+    ``max_threshold``, so they never merge."""
+    n = int(graph.num_fragments)
+    fr = np.zeros(n + 1, np.uint8)
+    fr[np.asarray(frozen, dtype=bool)] = 1
+    if graph.u.size == 0:
+        return (np.zeros((0, 3), np.float64), np.arange(n + 1, dtype=np.int64), fr != 0, graph)
+    rows, (eu, ev, esum, ecnt, live) = _run(graph, max_threshold, fr)
+    roots = merge_roots(rows, n, np.inf)
+    # a frozen region never merges again: its mark is on the node that held it then
+    frozen_end = np.zeros(n + 1, bool)
+    frozen_end[roots[np.flatnonzero(fr)]] = True
+    # rows name regions by their lowest id; a frozen region's live edges join its survivors
+    keep = live & frozen_end[roots[eu]] & frozen_end[roots[ev]]
+    a, b = roots[eu[keep]], roots[ev[keep]]
+    residual = RegionGraph(n, np.minimum(a, b), np.maximum(a, b), esum[keep],
+                           ecnt[keep].astype(np.int64), 1.0 - esum[keep] / ecnt[keep])
+    return rows, roots, frozen_end, residual
 
 
 @njit(cache=True, nogil=True)
@@ -469,10 +519,74 @@ def _delete_edge(table, eu, ev, e, big, bits):
 
 
 @njit(cache=True, nogil=True)
-def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
-    """The merge loop of :func:`agglomerate`; returns its ``(M, 3)`` rows (a view)."""
+def _decided(a, b, e, s, frozen, head, nxt, stamp, eu, ev, esc, clean_at, dirty_at, queue):
+    """Whether the merge of a and b over edge e (score s) is the whole graph's for sure: both
+    unfrozen, and the component of a and b in the edges scored exactly s (the merges whose
+    order their names decide) holds no frozen node. Caches the answer on the component
+    (clean_at / dirty_at = s): it does not change while s is the score being merged."""
+    if frozen[a] != 0 or frozen[b] != 0:
+        return False
+    if clean_at[a] == s:
+        return True
+    if dirty_at[a] == s or dirty_at[b] == s:
+        return False
+    tie = False
+    for x in (a, b):  # the common case: no other edge of a or b scores s
+        h = np.int64(head[x])
+        while h >= 0:
+            f = h >> 1
+            if f != e and stamp[f] >= 0 and esc[f] == s:
+                tie = True
+                break
+            h = np.int64(nxt[h])
+        if tie:
+            break
+    if not tie:
+        return True
+    count = 2
+    queue[0] = a
+    queue[1] = b
+    clean_at[a] = s  # marks membership during the search
+    clean_at[b] = s
+    i = 0
+    dirty = False
+    while i < count:
+        x = queue[i]
+        i += 1
+        if frozen[x] != 0:
+            dirty = True
+        h = np.int64(head[x])
+        while h >= 0:
+            f = h >> 1
+            if stamp[f] >= 0 and esc[f] == s:
+                y = np.int64(eu[f] + ev[f] - x)
+                if clean_at[y] != s:
+                    clean_at[y] = s
+                    queue[count] = y
+                    count += 1
+            h = np.int64(nxt[h])
+    if dirty:
+        for j in range(count):
+            clean_at[queue[j]] = np.nan
+            dirty_at[queue[j]] = s
+    return not dirty
+
+
+@njit(cache=True, nogil=True)
+def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold, frozen):
+    """The merge loop of :func:`agglomerate` (with ``frozen`` non-empty, of
+    :func:`agglomerate_frozen`: it is updated); returns its ``(M, 3)`` rows (a view) and the
+    edges' stamps (-1: gone)."""
     m = u0.size
     big = n + 1
+    freeze = frozen.size > 0
+    low = np.arange(n + 1)  # a region's name: its lowest node id (kept by its survivor)
+    esc = score0.copy()  # each live edge's current score (for the frozen mode's tie test)
+    # frozen mode: the score at which a node's tie component was found free of (clean_at)
+    # or holding (dirty_at) a frozen node; a scratch queue for that search
+    clean_at = np.full(n + 1 if freeze else 0, np.nan)
+    dirty_at = np.full(n + 1 if freeze else 0, np.nan)
+    queue = np.empty(n + 1 if freeze else 0, np.int64)
     # half-edge h of edge h >> 1 in the list of one endpoint; lists are singly linked
     head = np.full(n + 1, -1, order.dtype)
     nxt = np.empty(2 * m, order.dtype)
@@ -532,13 +646,19 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
             break
         a = np.int64(eu[e])
         b = np.int64(ev[e])
+        if freeze and not _decided(a, b, e, s, frozen, head, nxt, stamp, eu, ev, esc,
+                                   clean_at, dirty_at, queue):
+            frozen[a] = 1
+            frozen[b] = 1
+            continue
         if deg[a] >= deg[b]:
             keep, gone = a, b
         else:
             keep, gone = b, a
-        rows[merges, 0] = gone
-        rows[merges, 1] = keep
+        rows[merges, 0] = max(low[a], low[b])
+        rows[merges, 1] = min(low[a], low[b])
         rows[merges, 2] = s
+        low[keep] = min(low[a], low[b])
         merges += 1
         stamp[e] = -1
         _delete_edge(table, eu, ev, e, big, bits)
@@ -572,6 +692,7 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
                     sg = 1.0 - esum[g] / ecnt[g]
                     if sg < s:
                         sg = s
+                    esc[g] = sg
                     if size == hs.size:  # full: drop the outdated entries, grow if need be
                         size = _heap_compact(hs, hk, he, hst, size, stamp)
                         if size > (3 * hs.size) // 4:
@@ -588,14 +709,16 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold):
                             hst2 = np.empty(cap, np.int32)
                             hst2[:size] = hst[:size]
                             hst = hst2
-                    _heap_push(hs, hk, he, hst, size, sg, np.int64(eu[g]) * big + ev[g], g,
-                               stamp[g])
+                    lu = low[eu[g]]
+                    lv = low[ev[g]]
+                    _heap_push(hs, hk, he, hst, size, sg,
+                               min(lu, lv) * big + max(lu, lv), g, stamp[g])
                     size += 1
             h = hn
         head[gone] = -1
         deg[gone] = 0
         deg[keep] = newdeg
-    return rows[:merges]
+    return rows[:merges], stamp
 
 
 def segmentations_at(fragments: np.ndarray, history: np.ndarray,

@@ -28,17 +28,20 @@ The same three steps and scratch files as blockwise connected components
    the block (sum and count of the boundary affinities per pair), and its face planes: labels
    on all six faces and the affinities of the edges leaving it through its low faces.
 2. **agglomerate** (:func:`agglomerate_blocks`, :func:`agglomerate_blocks_at` for several
-   thresholds from one pass): one region graph over every block (face edges from the face
-   planes, ids made canonical), one agglomeration, small segments removed, final ids numbered
-   by first voxel in C order: per block, a local → final table
-   (:class:`pytc_decode.blockwise.BlockTables`). The reduce streams the summaries (one
-   decoded at a time, :func:`block_region_graph`); its memory is the graph arrays, O(E) for
-   E region-graph edges (u, v, sum, count, score: 40 B per edge, before grouping the raw
-   face edges add 32 B per face voxel pair) plus O(F) for F fragments (size, first voxel,
-   canonical id, union-find: about 32 B each), plus the high face planes of the blocks whose
-   upper neighbour has not been read yet (in C order one slab of blocks: 4 B per face
-   voxel). It is not yet hierarchical (abiss-style freezing of face segments would bound it
-   by the fragments touching faces).
+   thresholds from one pass): the merge history of the block grid's region graph (face edges
+   from the face planes, ids made canonical), small segments removed, final ids numbered by
+   first voxel in C order: per block, a local → final table
+   (:class:`pytc_decode.blockwise.BlockTables`). The history is found in two levels
+   (:func:`block_history`, abiss's freezing): each block's own graph, as its summary is read,
+   is agglomerated with the fragments on its shared faces frozen; the merges it makes are
+   the whole graph's, and its regions that never froze are finished and dropped. One
+   agglomeration of the frozen regions, their edges and the edges across block faces makes
+   the rest. Memory: R frozen regions and their E_R edges (about 40 B per edge; R is close
+   to the number of fragments touching block faces, more where ties or the lowest edges
+   lead there), 32 B per fragment (size, first voxel, canonical id) and 24 B per merge, one
+   block's graph, and the high face planes of the blocks whose upper neighbour has not been
+   read (one slab of blocks in C order, 4 B per face voxel). The flat reduce held every edge
+   of every fragment (:func:`block_region_graph`, kept as the reference).
 3. **relabel**: as for CC, each block's local ids through its table.
 
 Coordinates are global voxels (z, y, x).
@@ -47,6 +50,7 @@ Coordinates are global voxels (z, y, x).
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,8 +70,10 @@ from pytc_decode.agglomeration import (
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.fragments import fragment_seeds, nearest_neighbour_float, watershed_fragments
 
+log = logging.getLogger(__name__)
+
 __all__ = ["QUANTUM_BITS", "WsBlockSummary", "affinity_watershed_blockwise", "agglomerate_blocks",
-           "agglomerate_blocks_at", "block_region_graph", "check_block_grid", "fragments_blocks", "grid_fragments", "grid_ws_fragments",
+           "agglomerate_blocks_at", "BlockFragments", "block_history", "block_region_graph", "check_block_grid", "fragments_blocks", "grid_fragments", "grid_ws_fragments",
            "quantised_affinities", "ws_fragment_block"]
 
 
@@ -224,7 +230,8 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     return local, summary
 
 
-def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox) -> _BlockGraph:
+def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox
+                       ) -> tuple[BlockFragments, RegionGraph]:
     """The region graph over every block's fragments: the edges inside each block plus the
     edges across block faces (from the face planes), fragment ids canonical.
 
@@ -302,21 +309,164 @@ def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox) ->
     first_c[canon] = first
     graph = RegionGraph(total, u, v, edge_sum, edge_count,
                         1.0 - edge_sum / np.maximum(edge_count, 1))
-    return _BlockGraph(offsets, counts_of, canon, graph, sizes_c, first_c)
+    return BlockFragments(offsets, counts_of, canon, sizes_c, first_c), graph
+
+
+def _interior_face_ids(s: WsBlockSummary, volume_box: BBox) -> np.ndarray:
+    """Local ids on the block's faces that have a neighbouring block (not the volume's)."""
+    on: list[np.ndarray] = []
+    for axis in range(3):
+        if s.bbox.start[axis] > volume_box.start[axis]:
+            on.append(s.low_labels[axis].reshape(-1))
+        if s.bbox.stop[axis] < volume_box.stop[axis]:
+            on.append(s.high_labels[axis].reshape(-1))
+    return np.unique(np.concatenate(on)) if on else np.zeros(0, np.int64)
+
+
+def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_threshold: float,
+                  *, flat: bool = False) -> tuple[BlockFragments, np.ndarray]:
+    """The block grid's fragments and their merge history up to ``max_threshold`` (rows
+    ``(absorbed, into, score)`` in canonical ids, by score): the history of
+    :func:`pytc_decode.agglomeration.agglomerate` on :func:`block_region_graph`, found
+    without that graph.
+
+    Two levels (abiss's freezing). Each block, as it is read, is agglomerated on its own
+    (:func:`pytc_decode.agglomeration.agglomerate_frozen`) with its fragments on faces shared
+    with another block frozen; the merges it makes are the whole graph's, and its regions
+    that never froze are finished. Only the frozen regions and their edges are kept; the
+    edges across block faces join them and one agglomeration of that residual graph makes
+    the remaining merges. Edge sums are exact (quantised affinities), so every score is the
+    whole graph's. Equal-score merges may be listed in another order than the flat run's; the
+    segmentation at every threshold is the same, with the same ids.
+
+    Memory: the residual graph (the frozen regions, mostly fragments touching block faces,
+    and their edges, about 40 B each), per fragment its size, first voxel, canonical id and
+    region (32 B) and each merge (24 B); one block's graph at a time; face planes as in
+    :func:`block_region_graph`. ``flat``: build that graph and agglomerate it (the
+    reference the two levels are tested against)."""
+    from pytc_decode.agglomeration import agglomerate_frozen
+
+    if flat:
+        fragments, graph = block_region_graph(summaries, volume_box)
+        return fragments, agglomerate(graph, max_threshold)
+
+    offsets: dict[tuple[int, int, int], int] = {}
+    counts_of: dict[tuple[int, int, int], int] = {}
+    total = 0
+    us, vs, sums, counts = [], [], [], []  # residual edges and face edges, global ids
+    sizes_l: list[np.ndarray] = []
+    first_l: list[np.ndarray] = []
+    rows_l: list[np.ndarray] = []
+    high: dict[tuple[int, ...], np.ndarray] = {}  # face -> regions (global ids)
+    low: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    def join(mine: np.ndarray, aff: np.ndarray, theirs: np.ndarray) -> None:
+        on = (mine != 0) & (theirs != 0)
+        a, b = mine[on], theirs[on]
+        us.append(np.minimum(a, b))
+        vs.append(np.maximum(a, b))
+        sums.append(aff[on].astype(np.float64))
+        counts.append(np.ones(int(on.sum()), np.int64))
+
+    for s in summaries:
+        start = s.bbox.start
+        o = total
+        k = s.num_labels
+        offsets[start] = o
+        counts_of[start] = k
+        total += k
+        frozen = np.zeros(k + 1, bool)
+        frozen[_interior_face_ids(s, volume_box)] = True
+        frozen[0] = False
+        graph = RegionGraph(k, s.u.astype(np.int64), s.v.astype(np.int64), s.affinity_sum,
+                            s.edge_count, 1.0 - s.affinity_sum / np.maximum(s.edge_count, 1))
+        rows, roots, _, residual = agglomerate_frozen(graph, frozen, max_threshold)
+        glob = roots + o  # local id -> global id of its region (0 stays background)
+        glob[0] = 0
+        if rows.size:
+            rows = rows.copy()
+            rows[:, :2] += o
+            rows_l.append(rows)
+        us.append(residual.u + o)
+        vs.append(residual.v + o)
+        sums.append(residual.affinity_sum)
+        counts.append(residual.edge_count)
+        sizes_l.append(s.sizes[1:])
+        first_l.append(s.first[1:])
+        for axis in range(3):
+            rest = tuple(start[i] for i in range(3) if i != axis)
+            up = (axis, s.bbox.stop[axis], *rest)
+            if s.bbox.stop[axis] < volume_box.stop[axis]:
+                mine_high = glob[s.high_labels[axis].astype(np.int64)]
+                if up in low:
+                    labels, aff = low.pop(up)
+                    join(labels, aff, mine_high)
+                else:
+                    high[up] = mine_high
+            if start[axis] <= volume_box.start[axis]:
+                continue
+            face = (axis, start[axis], *rest)
+            mine_low = glob[s.low_labels[axis].astype(np.int64)]
+            if face in high:
+                join(mine_low, s.low_affinities[axis], high.pop(face))
+            else:
+                low[face] = (mine_low, s.low_affinities[axis])
+    if low:
+        face = next(iter(low))
+        raise ValueError(f"no block below the face {face} (axis, position, other starts): "
+                         "the summaries of every block are needed")
+    sizes = np.concatenate([np.zeros(1, np.int64), *sizes_l]).astype(np.int64)
+    first = np.concatenate([np.zeros(1, np.int64), *first_l]).astype(np.int64)
+    del sizes_l, first_l
+    canon = np.zeros(total + 1, np.int64)
+    canon[1 + np.argsort(first[1:], kind="stable")] = np.arange(1, total + 1)
+    # the residual graph over the frozen regions, compact ids in canonical order
+    cu, cv = canon[np.concatenate(us)], canon[np.concatenate(vs)]
+    us.clear()
+    vs.clear()
+    nodes = np.unique(np.concatenate([cu, cv]))
+    a = np.searchsorted(nodes, np.minimum(cu, cv)) + 1
+    b = np.searchsorted(nodes, np.maximum(cu, cv)) + 1
+    order, starts, u, v = group_pairs(a, b, int(nodes.size))
+    edge_sum = sum_groups(np.concatenate(sums)[order], starts)
+    edge_count = sum_groups(np.concatenate(counts)[order], starts)
+    sums.clear()
+    counts.clear()
+    del order, starts, a, b, cu, cv
+    log.debug("ws reduce: %d fragments, %d regions and %d edges left for the top level",
+              total, nodes.size, u.size)
+    top = agglomerate(RegionGraph(int(nodes.size), u, v, edge_sum, edge_count,
+                                  1.0 - edge_sum / np.maximum(edge_count, 1)), max_threshold)
+    names = np.concatenate([np.zeros(1, np.int64), nodes])
+    top_rows = top.copy()
+    top_rows[:, :2] = names[top[:, :2].astype(np.int64)]
+    parts = [*[np.column_stack([canon[r[:, 0].astype(np.int64)], canon[r[:, 1].astype(np.int64)],
+                                r[:, 2]]) for r in rows_l], top_rows]
+    history = np.concatenate(parts).reshape(-1, 3)
+    history = history[np.argsort(history[:, 2], kind="stable")]
+    sizes_c = np.zeros(total + 1, np.int64)
+    sizes_c[canon] = sizes
+    first_c = np.zeros(total + 1, np.int64)
+    first_c[canon] = first
+    return BlockFragments(offsets, counts_of, canon, sizes_c, first_c), history
 
 
 @dataclass
-class _BlockGraph:
-    """The region graph of every block's fragments, fragment ids canonical (see above)."""
+class BlockFragments:
+    """Every block's fragments, ids canonical (1..F by first voxel in global C order)."""
 
     #: per block (by its start): offset of its local ids, number of its fragments
     offsets: dict[tuple[int, int, int], int]
     num_labels: dict[tuple[int, int, int], int]
     #: block offset + local id -> canonical id
     canon: np.ndarray
-    graph: RegionGraph
+    #: voxels and first voxel (global C-order index) of each canonical id (index 0: none)
     sizes: np.ndarray
     first: np.ndarray
+
+    @property
+    def total(self) -> int:
+        return int(self.canon.size - 1)
 
 
 def agglomerate_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
@@ -333,9 +483,8 @@ def agglomerate_blocks_at(summaries: Iterable[WsBlockSummary], volume_box: BBox,
                           dtype: np.dtype | None = None) -> list[BlockTables]:
     """As :func:`agglomerate_blocks` for several thresholds from one agglomeration pass:
     one :class:`BlockTables` per threshold."""
-    bg = block_region_graph(summaries, volume_box)
-    total = bg.graph.num_fragments
-    history = agglomerate(bg.graph, max(thresholds))
+    bg, history = block_history(summaries, volume_box, max(thresholds))
+    total = bg.total
     from pytc_decode.cc import label_dtype
 
     out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
@@ -377,9 +526,8 @@ def fragments_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
     from pytc_core.merge_history import MergeHistory
     from pytc_decode.cc import label_dtype
 
-    bg = block_region_graph(summaries, volume_box)
-    total = bg.graph.num_fragments
-    history = agglomerate(bg.graph, max_threshold)
+    bg, history = block_history(summaries, volume_box, max_threshold)
+    total = bg.total
     out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
     tables: dict[tuple[int, ...], np.ndarray] = {}
     for start, o in bg.offsets.items():
