@@ -35,8 +35,8 @@ def test_a_merge_next_to_a_frozen_node_waits_and_an_inner_one_is_made():
     assert rows.tolist() == [[2.0, 1.0, 0.125]]
     assert roots.tolist() == [0, 1, 1, 3, 4]
     assert frozen.tolist() == [False, True, False, True, True]
-    assert sorted(zip(residual.u.tolist(), residual.v.tolist(), residual.score.tolist())) == [
-        (1, 3, 0.25), (3, 4, 0.1875)]
+    edges = zip(residual.u.tolist(), residual.v.tolist(), residual.score.tolist(), strict=True)
+    assert sorted(edges) == [(1, 3, 0.25), (3, 4, 0.1875)]
     # the whole graph's agglomeration (4's other edges included) makes that merge first too
     assert agglomerate(g, 1.0)[0].tolist() == [2.0, 1.0, 0.125]
 
@@ -63,7 +63,7 @@ def test_a_region_never_frozen_is_finished():
     rows, _, frozen, residual = agglomerate_frozen(g, np.array([0, 0, 0, 0, 1], bool), 0.5)
     assert rows.tolist() == [[2.0, 1.0, 0.0]]
     assert frozen.tolist() == [False, False, False, True, True]
-    assert list(zip(residual.u.tolist(), residual.v.tolist())) == [(3, 4)]
+    assert list(zip(residual.u.tolist(), residual.v.tolist(), strict=True)) == [(3, 4)]
 
 
 def summaries(aff: np.ndarray, block: tuple[int, int, int], halo: int = 4) -> tuple[list, BBox]:
