@@ -348,6 +348,8 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
 
     if flat:
         fragments, graph = block_region_graph(summaries, volume_box)
+        log.debug("ws reduce (flat): %d fragments, %d regions and %d edges in one graph",
+                  fragments.total, fragments.total, graph.u.size)
         return fragments, agglomerate(graph, max_threshold)
 
     offsets: dict[tuple[int, int, int], int] = {}
@@ -361,12 +363,14 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
     low: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
 
     def join(mine: np.ndarray, aff: np.ndarray, theirs: np.ndarray) -> None:
+        # one entry per pair of regions, not per face voxel pair
         on = (mine != 0) & (theirs != 0)
         a, b = mine[on], theirs[on]
-        us.append(np.minimum(a, b))
-        vs.append(np.maximum(a, b))
-        sums.append(aff[on].astype(np.float64))
-        counts.append(np.ones(int(on.sum()), np.int64))
+        order, starts, u, v = group_pairs(np.minimum(a, b), np.maximum(a, b), total)
+        us.append(u)
+        vs.append(v)
+        sums.append(sum_groups(aff[on].astype(np.float64)[order], starts))
+        counts.append(np.diff(np.append(starts, order.size)).astype(np.int64))
 
     for s in summaries:
         start = s.bbox.start

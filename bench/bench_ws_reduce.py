@@ -1,0 +1,137 @@
+"""The blockwise ws reduce: two levels (each block agglomerated with its face fragments
+frozen, then the residual) vs the flat reduce (every edge in one graph), at growing sizes.
+
+Synthetic labels → affinities with an imperfect model's defects (as
+``bench_decode_scale.py``), block summaries of the real label step
+(``ws_fragment_block``, 64³ blocks, halo 8) written to disk; then, each in its own process,
+:func:`pytc_decode.ws_blockwise.block_history` streams them from disk (one block file read
+at a time, as ``pytc-decode --step reduce``), flat and two-level. Printed per size: fragments,
+the regions and edges left for the top level, each reduce's time and its peak memory above
+the process's RSS before it (``VmHWM`` reset through ``/proc/self/clear_refs``), per
+fragment, and the two-level / flat ratio of that memory (the peer: the flat reduce on the
+same summaries, same run). Histories are checked equal first.
+
+    uv run python bench/bench_ws_reduce.py --sizes 128,192,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import emit  # noqa: E402
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def child(directory: str, size: int, mode: str, out: str) -> None:
+    """Run one reduce over the summaries in ``directory``; print time and peak increment."""
+    from pytc_core.bbox import BBox
+    from pytc_decode.ws_blockwise import WsBlockSummary, block_history
+
+    files = sorted(Path(directory).glob("block_*.npz"))
+    box = BBox.from_shape((size,) * 3)
+    seen: dict[str, int] = {}
+
+    class Grab(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            _, seen["regions"], seen["edges"] = record.args  # type: ignore[assignment,misc]
+
+    logger = logging.getLogger("pytc_decode.ws_blockwise")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(Grab())
+    # warm up: compile (cached) and import everything the reduce touches, on one block
+    first = WsBlockSummary.from_bytes(files[0].read_bytes())
+    block_history([first], first.bbox, 0.5, flat=mode == "flat")
+    before = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+    t0 = time.perf_counter()
+    fragments, history = block_history(
+        (WsBlockSummary.from_bytes(f.read_bytes()) for f in files), box, 0.5,
+        flat=mode == "flat")
+    seconds = time.perf_counter() - t0
+    peak = _status_kb("VmHWM") - before
+    np.save(out, history[np.lexsort((history[:, 0], history[:, 2]))])
+    print(json.dumps({"s": seconds, "peak_kb": peak, "fragments": fragments.total,
+                      "merges": len(history), **seen}))
+
+
+def make_summaries(size: int, block: int, directory: Path, seed: int = 0) -> None:
+    from pytc_core.bbox import BBox
+    from pytc_core.blocks import plan_blocks
+    from pytc_core.synthetic import defective_affinities, synthetic_labels
+    from pytc_core.targets import affinities_from_labels
+    from pytc_decode.ws_blockwise import quantised_affinities, ws_fragment_block
+
+    labels = synthetic_labels((size,) * 3, seed=seed)
+    aff = quantised_affinities(defective_affinities(affinities_from_labels(labels)[0],
+                                                    seed=seed))
+    box = BBox.from_shape(aff.shape[1:])
+    for i, b in enumerate(plan_blocks(box, block)):
+        context = b.grow(8).intersect(box)
+        _, summary = ws_fragment_block(aff[(slice(None), *context.slices)], context, b, box)
+        (directory / f"block_{i:05d}.npz").write_bytes(summary.to_bytes())
+
+
+def run(directory: Path, size: int, mode: str) -> dict:
+    out = directory / f"history_{mode}.npy"
+    proc = subprocess.run([sys.executable, __file__, "--child", str(directory), str(size), mode,
+                           str(out)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed ({mode}, {size}): {proc.stderr[-2000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["history"] = np.load(out)
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="128,192,256")
+    p.add_argument("--block", type=int, default=64)
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.child[2], args.child[3])
+        return 0
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix="bench_ws_reduce_") as tmp:
+            make_summaries(size, args.block, Path(tmp))
+            flat, two = run(Path(tmp), size, "flat"), run(Path(tmp), size, "two")
+        if not np.array_equal(flat["history"], two["history"]):
+            raise SystemExit(f"{size}³: the two-level history differs from the flat one")
+        rows.append((size, flat, two))
+        f = flat["fragments"]
+        print(f"{size}³: {f} fragments, {two['merges']} merges; top level "
+              f"{two['regions']} regions ({two['regions'] / f:.0%}), {two['edges']} edges "
+              f"(flat: {flat['edges']}); flat {flat['s']:.2f} s, "
+              f"{flat['peak_kb'] / 1024:.1f} MB ({flat['peak_kb'] * 1024 / f:.0f} B/fragment); "
+              f"two-level {two['s']:.2f} s, {two['peak_kb'] / 1024:.1f} MB "
+              f"({two['peak_kb'] * 1024 / f:.0f} B/fragment)", file=sys.stderr)
+    size, flat, two = rows[-1]
+    emit("decode ws", f"blockwise reduce peak memory, flat / two-level, {size}³ "
+         f"({args.block}³ blocks, {flat['fragments']} fragments)",
+         f"{flat['peak_kb'] / max(two['peak_kb'], 1):.2f}× (> 1: two-level smaller; "
+         f"{flat['peak_kb'] / 1024:.0f} vs {two['peak_kb'] / 1024:.0f} MB)",
+         "flat reduce, same run")
+    emit("decode ws", f"blockwise reduce time, flat / two-level, {size}³",
+         f"{flat['s'] / two['s']:.2f}× (> 1: two-level faster)", "flat reduce, same run")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
