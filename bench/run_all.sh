@@ -25,8 +25,10 @@ declare -A args=(
   [train]="all --steps 4 --batches 8"
   [augment]="--patches 50 --steps 1 --skip-mednext-s"
   [grad_checkpointing]="--reps 1 --size 32"
+  [ws_reduce]="--sizes 256 --block 128"
 )
-all=(decode ws eval eval_kernels infer infer_wb train augment grad_checkpointing eval_sweep)
+all=(decode ws ws_reduce eval eval_kernels infer infer_wb train augment grad_checkpointing
+     eval_sweep)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${all[@]}")
 total=$SECONDS

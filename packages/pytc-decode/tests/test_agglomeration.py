@@ -27,7 +27,8 @@ DATA = Path(__file__).resolve().parents[3] / "examples" / "data" / "flyem_medull
 
 def agglomerate_oracle(graph: RegionGraph, max_threshold: float) -> np.ndarray:
     """pytc-decode's agglomeration before the compiled one (heapq over dicts), verbatim but
-    for the survivor of a merge: the lower id (the compiled one names regions so)."""
+    for the survivor of a merge (the lower id) and the key of a combined edge (the lower of
+    its two edges' keys): the compiled one names regions and breaks ties so."""
     nodes = graph.num_fragments + 1
     adj: list[dict[int, int]] = [{} for _ in range(nodes)]
     eu = graph.u.astype(np.int64).tolist()
@@ -36,6 +37,7 @@ def agglomerate_oracle(graph: RegionGraph, max_threshold: float) -> np.ndarray:
     ecnt = graph.edge_count.astype(np.int64).tolist()
     stamp = [0] * len(eu)
     heap = []
+    ekey = list(zip(eu, ev, strict=True))  # an edge's key: the lowest fragment pair it joins
     for e, (u, v, score) in enumerate(zip(eu, ev, graph.score.tolist(), strict=True)):
         adj[u][v] = e
         adj[v][u] = e
@@ -64,10 +66,10 @@ def agglomerate_oracle(graph: RegionGraph, max_threshold: float) -> np.ndarray:
             else:
                 esum[g] += esum[f]
                 ecnt[g] += ecnt[f]
+                ekey[g] = min(ekey[g], ekey[f])
                 stamp[f] = -1
                 stamp[g] += 1
-                heapq.heappush(heap, (max(1.0 - esum[g] / ecnt[g], s), eu[g], ev[g], g,
-                                      stamp[g]))
+                heapq.heappush(heap, (max(1.0 - esum[g] / ecnt[g], s), *ekey[g], g, stamp[g]))
         adj[gone] = {}
     return np.array(history, dtype=np.float64).reshape(-1, 3)
 

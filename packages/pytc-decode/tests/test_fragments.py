@@ -147,6 +147,8 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, affinities, capsys)
                                                good.num_fragments + 3, good.thresholds,
                                                good.fragments_key, good.config))
     refused([frag_uri, "-o", tmp_path / "re"], "does not match its fragments")
+    refused([frag_uri, "-o", tmp_path / "re", "--block-size", "16"],  # found by the first pass
+            "does not match its fragments")
     # a history of another run
     write_merge_history(frag_uri, MergeHistory(good.absorbed, good.into, good.score,
                                                good.num_fragments, good.thresholds,
@@ -228,3 +230,117 @@ def test_blockwise_fragments_only_every_threshold_equals_its_blockwise_decode(
     for t in THRESHOLDS.split(","):
         np.testing.assert_array_equal(open_volume(f"{tmp_path / 'segshared'}_t{t}").read(),
                                       open_volume(f"{tmp_path / 'all'}_t{t}").read())
+
+
+def test_fragments_segmented_block_by_block_equal_the_whole_volume_and_resume(
+        tmp_path, affinities, capsys, monkeypatch):
+    """``pytc-decode FRAGMENTS --block-size B``: each threshold's segmentation written block by
+    block (two passes, one block of voxels at a time) has the whole-volume re-thresholding's
+    ids, for block sizes that divide the volume and one that does not, and on fragments whose
+    ids are not in first-voxel order (the whole-volume watershed's). A run interrupted after
+    three written blocks resumes without rewriting them."""
+    from pytc_core.blocks import BlockProgress
+
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    frag_uri = str(tmp_path / "frag")
+    code, _, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--agglomeration-threshold",
+                        THRESHOLDS, "--fragments-only"], capsys)
+    assert code == 0, err
+    frag = open_volume(frag_uri).read()
+    firsts = np.unique(frag.reshape(-1), return_index=True)[1][1:]
+    assert np.any(np.diff(firsts) < 0)  # ids not numbered by first voxel
+    common = ["--agglomeration-threshold", THRESHOLDS, "--min-size", "3"]
+    code, _, err = run([frag_uri, "-o", tmp_path / "whole", *common], capsys)
+    assert code == 0, err
+    whole = {t: open_volume(f"{tmp_path / 'whole'}_t{t}").read() for t in THRESHOLDS.split(",")}
+    assert whole["0.2"].max() > whole["0.8"].max() >= 1
+    for block in ("8,16,16", "10"):
+        out = tmp_path / f"blocks{block.replace(',', '_')}"
+        code, stdout, err = run([frag_uri, "-o", out, *common, "--block-size", block], capsys)
+        assert code == 0, err
+        assert stdout.split() == [f"{out}_t{t}" for t in THRESHOLDS.split(",")]
+        for t in THRESHOLDS.split(","):
+            np.testing.assert_array_equal(open_volume(f"{out}_t{t}").read(), whole[t])
+            record = read_run_record(f"{out}_t{t}")
+            assert record is not None and record.complete
+        assert not (tmp_path / f"{out.name}_t0.2" / "pytc_decode").exists()  # scratch gone
+
+    real_mark = BlockProgress.mark_done
+    marked = []
+
+    def mark_then_die(self, block):
+        real_mark(self, block)
+        if self.directory.name == "segment":
+            marked.append(block)
+            if len(marked) == 3:
+                raise KeyboardInterrupt  # a killed job, after three written blocks
+
+    monkeypatch.setattr(BlockProgress, "mark_done", mark_then_die)
+    out = tmp_path / "resumed"
+    args = [frag_uri, "-o", out, *common, "--block-size", "8,16,16", "-v"]
+    code, _, err = run(args, capsys)
+    assert code == 130 and len(marked) == 3
+    monkeypatch.setattr(BlockProgress, "mark_done", real_mark)
+    record = read_run_record(f"{out}_t0.2")
+    assert record is not None and not record.complete
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    # the extents pass finished before the interrupt: kept, not read again
+    assert "segment: 9 of 12 blocks processed, 3 done before" in err
+    assert "extents: " not in err.replace("phase extents: ", "")  # no "extents: N of 12 blocks"
+    for t in THRESHOLDS.split(","):
+        np.testing.assert_array_equal(open_volume(f"{out}_t{t}").read(), whole[t])
+
+
+@pytest.mark.slow
+def test_a_killed_blockwise_rethreshold_resumes(tmp_path):
+    """A real ``pytc-decode FRAGMENTS --block-size`` process killed (SIGKILL) while writing
+    blocks resumes with the same command: the blocks it finished are not written again and
+    the segmentation equals the whole-volume one."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    labels = synthetic_labels((48, 96, 96), seed=3)
+    aff = affinities_from_labels(labels)[0]
+    aff = np.clip(aff * 0.8 + 0.1 + np.random.default_rng(2).normal(0, 0.1, aff.shape), 0, 1)
+    aff_uri = write(str(tmp_path / "aff"), aff.astype(np.float32))
+    frag_uri = str(tmp_path / "frag")
+    script = str(Path(sys.executable).with_name("pytc-decode"))
+    made = subprocess.run([script, aff_uri, "-o", frag_uri, "--method", "ws",
+                           "--agglomeration-threshold", "0.5", "--fragments-only"],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    whole = subprocess.run([script, frag_uri, "-o", str(tmp_path / "whole"),
+                            "--agglomeration-threshold", "0.5"], capture_output=True, text=True,
+                           timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    seg_uri = str(tmp_path / "seg")
+    argv = [script, frag_uri, "-o", seg_uri, "--agglomeration-threshold", "0.5",
+            "--block-size", "8,16,16", "-v"]  # 216 blocks
+    markers = tmp_path / "seg" / "pytc_decode" / "segment"
+
+    def finished() -> int:  # markers, not write_atomic's hidden temporary files
+        return len([p for p in markers.iterdir() if not p.name.startswith(".")])
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if markers.exists() and finished() >= 5:
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = finished()
+    assert 5 <= done < 216
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    m = re.search(r"segment: (\d+) of 216 blocks processed, (\d+) done before", again.stderr)
+    assert m is not None, again.stderr
+    assert int(m.group(2)) >= done and int(m.group(1)) == 216 - int(m.group(2))
+    np.testing.assert_array_equal(open_volume(seg_uri).read(),
+                                  open_volume(str(tmp_path / "whole")).read())

@@ -71,6 +71,10 @@ class RegionGraph:
     edge_count: np.ndarray
     #: the initial score of each pair (1 - mean or 1 - quantile of its affinities)
     score: np.ndarray
+    #: each pair's tie-break key (lower merges first among equal scores); default
+    #: ``u * (num_fragments + 1) + v``. A graph of regions (merged fragments) gives each edge
+    #: the lowest key of the fragment pairs it joins, in the fragments' id order
+    key: np.ndarray | None = None
 
 
 def region_graph(fragments: np.ndarray, affinities: np.ndarray, merge_function: str = "mean",
@@ -285,11 +289,13 @@ def agglomerate(graph: RegionGraph, max_threshold: float) -> np.ndarray:
     both merged regions touch a third, their two edges become one over the combined boundary
     (sums and counts added, score = 1 - mean, never below the score being merged), so scores
     never decrease along the history and a prefix of it is the agglomeration at a lower
-    threshold. A region is named by its lowest fragment id: ties go to the lower pair of
-    names (lower, higher), and a row is ``(higher name, lower name, score)`` (the lower name
-    survives). Names and tie order depend only on which fragments a region holds, not on how
-    many neighbours it has, so an agglomeration of part of the graph that defers the regions
-    it cannot decide (:func:`agglomerate_frozen`) makes the same merges with the same rows.
+    threshold. Ties go to the lower key: an edge's key is the lowest ``(u, v)`` of the
+    fragment pairs it joins (``graph.key``: their keys). A region is named by its lowest
+    fragment id, and a row is ``(higher name, lower name, score)`` (the lower name survives).
+    Keys and names depend only on which fragments the regions hold, not on how many
+    neighbours they have or in what order they grew, so an agglomeration of part of the graph
+    that defers what it cannot decide (:func:`agglomerate_frozen`), followed by one of the
+    rest, makes the same merges with the same rows.
 
     Compiled (Numba) on arrays: per-node singly linked lists of half-edges (dead ones dropped
     when their node is absorbed), a hash table of the live edges by (u, v) (linear probing
@@ -317,17 +323,23 @@ def _run(graph: RegionGraph, max_threshold: float, frozen: np.ndarray
     u0 = np.ascontiguousarray(graph.u, dtype=np.int64)
     v0 = np.ascontiguousarray(graph.v, dtype=np.int64)
     score0 = np.ascontiguousarray(graph.score, dtype=np.float64)
-    if _pairs_sorted(u0, v0):  # region_graph's order: (score, u, v) = (score, edge index)
-        order = np.argsort(score0, kind="stable").astype(idx)
+    if graph.key is not None:
+        key0 = np.ascontiguousarray(graph.key, dtype=np.int64)
+        order = np.lexsort((key0, score0)).astype(idx)
     else:
-        order = np.lexsort((u0 * (n + 1) + v0, score0)).astype(idx)
+        key0 = u0 * (n + 1) + v0
+        if _pairs_sorted(u0, v0):  # region_graph's order: (score, u, v) = (score, edge index)
+            order = np.argsort(score0, kind="stable").astype(idx)
+        else:
+            order = np.lexsort((key0, score0)).astype(idx)
     eu, ev = u0.astype(idx), v0.astype(idx)
     esum = np.array(graph.affinity_sum, dtype=np.float64)
     ecnt = np.array(graph.edge_count, dtype=np.int32 if int(np.sum(graph.edge_count)) < 2**31
                     else np.int64)  # no combined count overflows
-    rows, stamp = _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt,
+    ekey = key0.copy()
+    rows, stamp = _agglomerate(n, ekey, score0, order, eu, ev, esum, ecnt,
                                float(max_threshold), frozen)
-    return rows, (eu, ev, esum, ecnt, stamp >= 0)
+    return rows, (eu, ev, esum, ecnt, stamp >= 0, ekey)
 
 
 def agglomerate_frozen(graph: RegionGraph, frozen: np.ndarray, max_threshold: float
@@ -353,8 +365,10 @@ def agglomerate_frozen(graph: RegionGraph, frozen: np.ndarray, max_threshold: fl
     fr = np.zeros(n + 1, np.uint8)
     fr[np.asarray(frozen, dtype=bool)] = 1
     if graph.u.size == 0:
-        return (np.zeros((0, 3), np.float64), np.arange(n + 1, dtype=np.int64), fr != 0, graph)
-    rows, (eu, ev, esum, ecnt, live) = _run(graph, max_threshold, fr)
+        none = np.zeros(0, np.int64)
+        return (np.zeros((0, 3), np.float64), np.arange(n + 1, dtype=np.int64), fr != 0,
+                RegionGraph(n, none, none, np.zeros(0), none, np.zeros(0), none))
+    rows, (eu, ev, esum, ecnt, live, ekey) = _run(graph, max_threshold, fr)
     roots = merge_roots(rows, n, np.inf)
     # a frozen region never merges again: its mark is on the node that held it then
     frozen_end = np.zeros(n + 1, bool)
@@ -363,7 +377,8 @@ def agglomerate_frozen(graph: RegionGraph, frozen: np.ndarray, max_threshold: fl
     keep = live & frozen_end[roots[eu]] & frozen_end[roots[ev]]
     a, b = roots[eu[keep]], roots[ev[keep]]
     residual = RegionGraph(n, np.minimum(a, b), np.maximum(a, b), esum[keep],
-                           ecnt[keep].astype(np.int64), 1.0 - esum[keep] / ecnt[keep])
+                           ecnt[keep].astype(np.int64), 1.0 - esum[keep] / ecnt[keep],
+                           ekey[keep])
     return rows, roots, frozen_end, residual
 
 
@@ -573,11 +588,11 @@ def _decided(a, b, e, s, frozen, head, nxt, stamp, eu, ev, esc, clean_at, dirty_
 
 
 @njit(cache=True, nogil=True)
-def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold, frozen):
+def _agglomerate(n, ekey, score0, order, eu, ev, esum, ecnt, max_threshold, frozen):
     """The merge loop of :func:`agglomerate` (with ``frozen`` non-empty, of
     :func:`agglomerate_frozen`: it is updated); returns its ``(M, 3)`` rows (a view) and the
     edges' stamps (-1: gone)."""
-    m = u0.size
+    m = ekey.size
     big = n + 1
     freeze = frozen.size > 0
     low = np.arange(n + 1)  # a region's name: its lowest node id (kept by its survivor)
@@ -624,7 +639,7 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold, fr
         if cursor < m:
             e0 = order[cursor]
             s0 = score0[e0]
-            k0 = u0[e0] * big + v0[e0]
+            k0 = ekey[e0]
             if size == 0 or not _less(hs[0], hk[0], s0, k0):
                 from_init = True
         if from_init:
@@ -709,10 +724,9 @@ def _agglomerate(n, u0, v0, score0, order, eu, ev, esum, ecnt, max_threshold, fr
                             hst2 = np.empty(cap, np.int32)
                             hst2[:size] = hst[:size]
                             hst = hst2
-                    lu = low[eu[g]]
-                    lv = low[ev[g]]
-                    _heap_push(hs, hk, he, hst, size, sg,
-                               min(lu, lv) * big + max(lu, lv), g, stamp[g])
+                    if ekey[f] < ekey[g]:
+                        ekey[g] = ekey[f]
+                    _heap_push(hs, hk, he, hst, size, sg, ekey[g], g, stamp[g])
                     size += 1
             h = hn
         head[gone] = -1

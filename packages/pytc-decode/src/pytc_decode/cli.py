@@ -84,6 +84,10 @@ def decode(
         pytc-decode aff -o seg --block-size 128 --step label --blocks $I/16
         pytc-decode aff -o seg --block-size 128 --step reduce
         pytc-decode aff -o seg --block-size 128 --step relabel --blocks $I/16
+        # fragments once, then the chosen threshold block by block
+        pytc-decode aff -o frag --method ws --block-size 128 --fragments-only \
+          --agglomeration-threshold 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
+        pytc-decode frag -o seg --agglomeration-threshold 0.4 --block-size 128
 
     Parameters
     ----------
@@ -149,9 +153,10 @@ def decode(
         background) and their merge history up to the largest threshold (``pytc_merges.npz``
         beside them) at the output instead of segmentations; its URI is the one stdout line.
         ``pytc-decode FRAGMENTS --agglomeration-threshold t`` then segments them at any
-        threshold without the watershed, and pytc-eval scores every threshold from them.
-        Blockwise too (``--block-size``, steps and shares; several thresholds need it there):
-        the fragments of the block grid, so segmenting them at t gives exactly the blockwise
+        threshold without the watershed (with ``--block-size B`` one block of voxels at a
+        time, resumable; the same ids as the whole volume), and pytc-eval scores every
+        threshold from them. Blockwise too (``--block-size``, steps and shares): the
+        fragments of the block grid, so segmenting them at t gives exactly the blockwise
         decode at t.
     save_fragments
         ``--method ws``, whole volume: write the fragments and merge history

@@ -12,23 +12,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from pytc_core.blocks import BlockRunResult
-from pytc_core.cli import current_command
+from pytc_core.bbox import BBox
+from pytc_core.blocks import BlockProgress, BlockRunResult, plan_blocks, run_blocks
+from pytc_core.cli import current_command, progress_counter
 from pytc_core.errors import UserError, unknown_name_error
+from pytc_core.files import write_atomic
 from pytc_core.memory import format_bytes, memory_budget
 from pytc_core.merge_history import MergeHistory, read_merge_history
 from pytc_core.output import check_shareable
 from pytc_core.output_run import OutputRun, claim_output, open_input
 from pytc_core.timing import PhaseTimer
-from pytc_core.volume import Volume
+from pytc_core.volume import Volume, sidecar_path
 from pytc_decode.config import DecodeConfig, result_options
+from pytc_decode.kernels import remap
 from pytc_decode.methods import DecodeMethod, method_of, methods_of
+from pytc_decode.resume import check_run
+from pytc_decode.rethreshold import add_block_extents, threshold_tables
 from pytc_decode.stats import DecodeStats, segment_stats
 from pytc_decode.steps import (
     STEPS,
@@ -170,9 +177,10 @@ def _write_fragments(claim: OutputRun, aff_vol: Volume, fragments: np.ndarray,
 
 def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
                        cfg: DecodeConfig, out_uri: str, overwrite: bool, allow_same_file: bool,
-                       timer: PhaseTimer) -> DecodeResult:
+                       timer: PhaseTimer, show_progress: bool = True) -> DecodeResult:
     """A fragments output (with its merge history) → one segmentation per threshold of
-    ``cfg``, without the watershed: the fragments relabelled through the history."""
+    ``cfg``, without the watershed: the fragments relabelled through the history (whole
+    volume, or with ``cfg.block_size`` block by block: :mod:`pytc_decode.rethreshold`)."""
     from dataclasses import replace
 
     from pytc_core.output_run import run_key
@@ -184,9 +192,6 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
                         "decode the affinities again (pytc-decode --method ws)")
     method = methods[name]
     cfg = replace(cfg, method=name)
-    if cfg.block_size is not None:
-        raise UserError(f"re-thresholding the fragments {frag_uri} is whole-volume only",
-                        "drop --block-size (and --step, --blocks)")
     if cfg.mask or cfg.foreground_channel is not None or cfg.logits:
         raise UserError(f"{frag_uri} holds fragments, not affinities: --mask, "
                         "--foreground-channel and --logits do not apply",
@@ -205,24 +210,33 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
     out_cfgs = [c for _, c in variants]
     keys = [run_key("decode", [frag_uri], {"from_fragments": True, **result_options(c)})
             for c in out_cfgs]
+    workdir = None
+    if cfg.block_size is not None:
+        workdir = sidecar_path(out_uris[0], "pytc_decode")
+        if workdir is None:
+            raise UserError(f"blockwise re-thresholding needs a local output, got {out_uri}",
+                            "write to a local path, then upload")
     with ExitStack() as stack:
         claims = [stack.enter_context(claim_output(
             uri, stage="decode", key=key, inputs=[frag_uri], overwrite=overwrite,
-            command=current_command(), allow_same_file=allow_same_file))
+            command=current_command(), allow_same_file=allow_same_file,
+            scratch=[workdir] if workdir is not None else []))
             for uri, key in zip(out_uris, keys, strict=True)]
+        if workdir is not None:
+            stats, blocks = _rethreshold_blockwise(frag_uri, frag_vol, history, cfg, claims,
+                                                   out_cfgs, workdir, keys, timer, show_progress)
+            for name, r in blocks.items():
+                log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
+                          r.planned, r.skipped)
+            return DecodeResult(out_uris[0], "all", stats[0], blocks, timer.timings,
+                                tuple(zip(out_uris[1:], stats[1:], strict=True)))
         with timer.phase("read"):
             fragments = frag_vol.read()
             if fragments.ndim == 4:
                 fragments = fragments[0]
             top = int(fragments.max()) if fragments.size else 0
             if top != history.num_fragments:
-                from pytc_core.merge_history import merges_location
-
-                raise UserError(f"the merge history {merges_location(frag_uri)} does not match "
-                                f"its fragments {frag_uri} (fragment ids 1..{top}, the history "
-                                f"names 1..{history.num_fragments})",
-                                "decode the fragments again (pytc-decode --method ws "
-                                "--fragments-only --overwrite)")
+                raise _mismatch_error(frag_uri, top, history.num_fragments)
         rows = np.stack([history.absorbed.astype(np.float64), history.into.astype(np.float64),
                          history.score], axis=1)
         with timer.phase("segment"):
@@ -240,6 +254,81 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
         log.debug("timings: %s", timer.line())
     return DecodeResult(out_uris[0], "all", stats[0], {}, timer.timings,
                         tuple(zip(out_uris[1:], stats[1:], strict=True)))
+
+
+def _mismatch_error(frag_uri: str, top: int, num_fragments: int) -> UserError:
+    from pytc_core.merge_history import merges_location
+
+    return UserError(f"the merge history {merges_location(frag_uri)} does not match its "
+                     f"fragments {frag_uri} (fragment ids 1..{top}, the history names "
+                     f"1..{num_fragments})", "decode the fragments again (pytc-decode --method "
+                     "ws --fragments-only --overwrite)")
+
+
+def _rethreshold_blockwise(frag_uri: str, frag_vol: Volume, history: MergeHistory,
+                          cfg: DecodeConfig, claims: Sequence[OutputRun],
+                          out_cfgs: Sequence[DecodeConfig], workdir: Path, keys: Sequence[str],
+                          timer: PhaseTimer, show_progress: bool
+                          ) -> tuple[list[DecodeStats], dict[str, BlockRunResult]]:
+    """:func:`_relabel_fragments` block by block: one pass for the fragments' extents (kept
+    in ``workdir`` once complete), one that writes every output's blocks (each marked done
+    there, so an interrupted run resumes after its last finished block). Returns each
+    output's stats and what each pass did."""
+    assert isinstance(cfg.block_size, tuple)
+    key = hashlib.sha256("|".join([*keys, repr(cfg.block_size)]).encode()).hexdigest()
+    if any(claim.resuming for claim in claims):
+        check_run(workdir, key, create=False)
+    box = frag_vol.bbox
+    dtype = np.dtype(frag_vol.dtype)
+    chunk = tuple(b if b < 64 or b % 64 else 64 for b in cfg.block_size)
+    outs = [create_output(claim, frag_vol, dtype, chunk) for claim in claims]
+    check_run(workdir, key, create=True)
+    blocks = plan_blocks(box, cfg.block_size)
+    progress = progress_counter if show_progress else None
+    n = history.num_fragments
+
+    def read(block: BBox) -> np.ndarray:
+        data = frag_vol.read(block)
+        return data[0] if data.ndim == 4 else data
+
+    extents_file = workdir / f"extents_{key[:16]}.npz"
+    ran: dict[str, BlockRunResult] = {}
+    with timer.phase("extents"):
+        if extents_file.exists():
+            with np.load(extents_file) as f:
+                first, sizes = f["first"], f["sizes"]
+        else:
+            first = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
+            sizes = np.zeros(n + 1, np.int64)
+            top = [0]
+
+            def measure(block: BBox, labels: np.ndarray) -> None:
+                top[0] = max(top[0], int(labels.max(initial=0)))
+                if top[0] <= n:
+                    add_block_extents(labels, block, box, first, sizes)
+
+            ran["extents"] = run_blocks(blocks, measure, read=read,
+                                        description="fragment extents", progress=progress)
+            if top[0] != n:
+                raise _mismatch_error(frag_uri, top[0], n)
+            write_atomic(extents_file, lambda fh: np.savez(fh, first=first, sizes=sizes))
+    with timer.phase("segment"):
+        tables = threshold_tables(history.absorbed, history.into, history.score, first, sizes,
+                                  [c.ws.thresholds[0] for c in out_cfgs], cfg.min_size, dtype)
+
+    def write(block: BBox, labels: np.ndarray) -> None:
+        for out, (table, _) in zip(outs, tables, strict=True):
+            out.write(remap(labels, table), offset=block.start)
+        for claim in claims:
+            claim.made_progress()
+
+    with timer.phase("write"):
+        ran["segment"] = run_blocks(blocks, write, done=BlockProgress(workdir / "segment", key),
+                                    read=read, description="segment blocks", progress=progress)
+    for claim, out_cfg in zip(claims, out_cfgs, strict=True):
+        finish_output(claim, out_cfg)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return [segment_stats(counts, box.size, cfg.dust) for _, counts in tables], ran
 
 
 def _decode_blockwise(run: BlockwiseRun, claims: Sequence[OutputRun], step: str,
@@ -327,7 +416,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
                             "--save-fragments, --step and --blocks do not apply",
                             "drop them to segment the fragments at --agglomeration-threshold")
         return _relabel_fragments(aff_uri, aff_vol, history, cfg, out_uri, overwrite,
-                                  allow_same_file, PhaseTimer(log=log))
+                                  allow_same_file, PhaseTimer(log=log), show_progress)
     if share is not None:
         check_shareable(out_uri)
     mask_vol = open_input(cfg.mask, fill_missing=cfg.fill_missing) if cfg.mask else None

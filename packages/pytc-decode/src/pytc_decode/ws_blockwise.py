@@ -356,21 +356,34 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
     counts_of: dict[tuple[int, int, int], int] = {}
     total = 0
     us, vs, sums, counts = [], [], [], []  # residual edges and face edges, global ids
+    # each edge's tie-break key: its lowest fragment pair, as the pair's first voxels
+    klo: list[np.ndarray] = []
+    khi: list[np.ndarray] = []
     sizes_l: list[np.ndarray] = []
     first_l: list[np.ndarray] = []
     rows_l: list[np.ndarray] = []
-    high: dict[tuple[int, ...], np.ndarray] = {}  # face -> regions (global ids)
-    low: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+    # face -> (regions (global ids), first voxel of each face voxel's fragment)
+    high: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+    low: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def join(mine: np.ndarray, aff: np.ndarray, theirs: np.ndarray) -> None:
-        # one entry per pair of regions, not per face voxel pair
-        on = (mine != 0) & (theirs != 0)
-        a, b = mine[on], theirs[on]
-        order, starts, u, v = group_pairs(np.minimum(a, b), np.maximum(a, b), total)
-        us.append(u)
-        vs.append(v)
+    def join(mine: tuple[np.ndarray, np.ndarray], aff: np.ndarray,
+             theirs: tuple[np.ndarray, np.ndarray]) -> None:
+        # one entry per pair of regions, not per face voxel pair; its key the lowest pair
+        on = (mine[0] != 0) & (theirs[0] != 0)
+        a, b = mine[0][on], theirs[0][on]
+        fa, fb = mine[1][on], theirs[1][on]
+        pair = np.minimum(a, b) * (total + 1) + np.maximum(a, b)
+        lo, hi = np.minimum(fa, fb), np.maximum(fa, fb)
+        order = np.lexsort((hi, lo, pair))
+        pair = pair[order]
+        starts = (np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if pair.size
+                  else np.zeros(0, np.int64))
+        us.append(pair[starts] // (total + 1))
+        vs.append(pair[starts] % (total + 1))
         sums.append(sum_groups(aff[on].astype(np.float64)[order], starts))
         counts.append(np.diff(np.append(starts, order.size)).astype(np.int64))
+        klo.append(lo[order][starts])
+        khi.append(hi[order][starts])
 
     for s in summaries:
         start = s.bbox.start
@@ -395,35 +408,50 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
         vs.append(residual.v + o)
         sums.append(residual.affinity_sum)
         counts.append(residual.edge_count)
+        assert residual.key is not None
+        klo.append(s.first[residual.key // (k + 1)])  # local ids keep the first-voxel order
+        khi.append(s.first[residual.key % (k + 1)])
         sizes_l.append(s.sizes[1:])
         first_l.append(s.first[1:])
         for axis in range(3):
             rest = tuple(start[i] for i in range(3) if i != axis)
             up = (axis, s.bbox.stop[axis], *rest)
             if s.bbox.stop[axis] < volume_box.stop[axis]:
-                mine_high = glob[s.high_labels[axis].astype(np.int64)]
+                ids = s.high_labels[axis].astype(np.int64)
+                mine_high = (glob[ids], s.first[ids])
                 if up in low:
-                    labels, aff = low.pop(up)
-                    join(labels, aff, mine_high)
+                    labels, firsts, aff = low.pop(up)
+                    join((labels, firsts), aff, mine_high)
                 else:
                     high[up] = mine_high
             if start[axis] <= volume_box.start[axis]:
                 continue
             face = (axis, start[axis], *rest)
-            mine_low = glob[s.low_labels[axis].astype(np.int64)]
+            ids = s.low_labels[axis].astype(np.int64)
             if face in high:
-                join(mine_low, s.low_affinities[axis], high.pop(face))
+                join((glob[ids], s.first[ids]), s.low_affinities[axis], high.pop(face))
             else:
-                low[face] = (mine_low, s.low_affinities[axis])
+                low[face] = (glob[ids], s.first[ids], s.low_affinities[axis])
     if low:
         face = next(iter(low))
         raise ValueError(f"no block below the face {face} (axis, position, other starts): "
                          "the summaries of every block are needed")
+    if total >= 3_000_000_000:  # keys are fragment pairs u * (total + 1) + v in int64
+        raise ValueError(f"{total} fragments: the agglomeration handles fewer than 3e9")
     sizes = np.concatenate([np.zeros(1, np.int64), *sizes_l]).astype(np.int64)
     first = np.concatenate([np.zeros(1, np.int64), *first_l]).astype(np.int64)
     del sizes_l, first_l
     canon = np.zeros(total + 1, np.int64)
-    canon[1 + np.argsort(first[1:], kind="stable")] = np.arange(1, total + 1)
+    by_first = np.argsort(first[1:], kind="stable")
+    canon[1 + by_first] = np.arange(1, total + 1)
+    # keys in canonical fragment ids (a fragment's canonical id: the rank of its first voxel)
+    sorted_first = first[1:][by_first]
+    del by_first
+    key = ((np.searchsorted(sorted_first, np.concatenate(klo)) + 1) * (total + 1)
+           + np.searchsorted(sorted_first, np.concatenate(khi)) + 1)
+    klo.clear()
+    khi.clear()
+    del sorted_first
     # the residual graph over the frozen regions, compact ids in canonical order
     cu, cv = canon[np.concatenate(us)], canon[np.concatenate(vs)]
     us.clear()
@@ -434,13 +462,16 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
     order, starts, u, v = group_pairs(a, b, int(nodes.size))
     edge_sum = sum_groups(np.concatenate(sums)[order], starts)
     edge_count = sum_groups(np.concatenate(counts)[order], starts)
+    edge_key = (np.minimum.reduceat(key[order], starts) if starts.size
+                else np.zeros(0, np.int64))
     sums.clear()
     counts.clear()
-    del order, starts, a, b, cu, cv
+    del order, starts, a, b, cu, cv, key
     log.debug("ws reduce: %d fragments, %d regions and %d edges left for the top level",
               total, nodes.size, u.size)
     top = agglomerate(RegionGraph(int(nodes.size), u, v, edge_sum, edge_count,
-                                  1.0 - edge_sum / np.maximum(edge_count, 1)), max_threshold)
+                                  1.0 - edge_sum / np.maximum(edge_count, 1), edge_key),
+                      max_threshold)
     names = np.concatenate([np.zeros(1, np.int64), nodes])
     top_rows = top.copy()
     top_rows[:, :2] = names[top[:, :2].astype(np.int64)]
