@@ -36,7 +36,7 @@ The same three steps and scratch files as blockwise connected components
    is agglomerated with the fragments on its shared faces frozen; the merges it makes are
    the whole graph's, and its regions that never froze are finished and dropped. One
    agglomeration of the frozen regions, their edges and the edges across block faces makes
-   the rest. Memory: R frozen regions and their E_R edges (about 40 B per edge; R is close
+   the rest. Memory: R frozen regions and their E_R edges (about 56 B per edge with its tie-break key; R is close
    to the number of fragments touching block faces, more where ties or the lowest edges
    lead there), 32 B per fragment (size, first voxel, canonical id) and 24 B per merge, one
    block's graph, and the high face planes of the blocks whose upper neighbour has not been
@@ -340,7 +340,7 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
     segmentation at every threshold is the same, with the same ids.
 
     Memory: the residual graph (the frozen regions, mostly fragments touching block faces,
-    and their edges, about 40 B each), per fragment its size, first voxel, canonical id and
+    and their edges, about 56 B each with their tie-break keys), per fragment its size, first voxel, canonical id and
     region (32 B) and each merge (24 B); one block's graph at a time; face planes as in
     :func:`block_region_graph`. ``flat``: build that graph and agglomerate it (the
     reference the two levels are tested against)."""
