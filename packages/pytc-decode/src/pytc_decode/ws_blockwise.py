@@ -36,10 +36,11 @@ The same three steps and scratch files as blockwise connected components
    is agglomerated with the fragments on its shared faces frozen; the merges it makes are
    the whole graph's, and its regions that never froze are finished and dropped. One
    agglomeration of the frozen regions, their edges and the edges across block faces makes
-   the rest. Memory: R frozen regions and their E_R edges (about 56 B per edge with its tie-break key; R is close
-   to the number of fragments touching block faces, more where ties or the lowest edges
-   lead there), 32 B per fragment (size, first voxel, canonical id) and 24 B per merge, one
-   block's graph, and the high face planes of the blocks whose upper neighbour has not been
+   the rest. Memory: R frozen regions and their E_R edges (about 56 B per edge with its
+   tie-break key; R is at least the fragments touching block faces, more where ties or the
+   lowest edges lead there: 35 % of all fragments with 128³ blocks, 70 % with 64³ blocks in
+   ``bench/bench_ws_reduce.py``), 24 B per fragment (size, first voxel, canonical id) and
+   24 B per merge, one block's graph, and the high face planes of the blocks whose upper neighbour has not been
    read (one slab of blocks in C order, 4 B per face voxel). The flat reduce held every edge
    of every fragment (:func:`block_region_graph`, kept as the reference).
 3. **relabel**: as for CC, each block's local ids through its table.
@@ -340,8 +341,9 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
     segmentation at every threshold is the same, with the same ids.
 
     Memory: the residual graph (the frozen regions, mostly fragments touching block faces,
-    and their edges, about 56 B each with their tie-break keys), per fragment its size, first voxel, canonical id and
-    region (32 B) and each merge (24 B); one block's graph at a time; face planes as in
+    and their edges, about 56 B each with their tie-break keys), per fragment its size,
+    first voxel and canonical id (24 B) and each merge (24 B); one block's graph at a time;
+    face planes as in
     :func:`block_region_graph`. ``flat``: build that graph and agglomerate it (the
     reference the two levels are tested against)."""
     from pytc_decode.agglomeration import agglomerate_frozen
