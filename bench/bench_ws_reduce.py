@@ -1,15 +1,18 @@
 """The blockwise ws reduce: two levels (each block agglomerated with its face fragments
-frozen, then the residual) vs the flat reduce (every edge in one graph), at growing sizes.
+frozen by the label step, then the residual in the reduce) vs the flat reduce (every edge in
+one graph), at growing sizes.
 
 Synthetic labels → affinities with an imperfect model's defects (as
-``bench_decode_scale.py``), block summaries of the real label step
-(``ws_fragment_block``, 64³ blocks, halo 8) written to disk; then, each in its own process,
-:func:`pytc_decode.ws_blockwise.block_history` streams them from disk (one block file read
-at a time, as ``pytc-decode --step reduce``), flat and two-level. Printed per size: fragments,
-the regions and edges left for the top level, each reduce's time and its peak memory above
-the process's RSS before it (``VmHWM`` reset through ``/proc/self/clear_refs``), per
-fragment, and the two-level / flat ratio of that memory (the peer: the flat reduce on the
-same summaries, same run). Histories are checked equal first.
+``bench_decode_scale.py``), block summaries of the real label step (``ws_fragment_block``,
+64³ blocks, halo 8) written to disk twice: with the block's edges (what the flat reduce
+needs) and with the block's own agglomeration done (what the label step writes now; the time
+of that level 0, summed over the blocks, is printed: it runs in the label shares); then,
+each in its own process, :func:`pytc_decode.ws_blockwise.block_history` streams them from
+disk (one block file read at a time, as ``pytc-decode --step reduce``). Printed per size:
+fragments, the regions and edges left for the top level, summary bytes, each reduce's time
+and its peak memory above the process's RSS before it (``VmHWM`` reset through
+``/proc/self/clear_refs``), per fragment, and the flat / two-level ratios (the peer: the
+flat reduce on the same blocks, same run). Histories are checked equal first.
 
     uv run python bench/bench_ws_reduce.py --sizes 128,192,256
 """
@@ -70,31 +73,42 @@ def child(directory: str, size: int, mode: str, out: str) -> None:
                       "merges": len(history), **seen}))
 
 
-def make_summaries(size: int, block: int, directory: Path, seed: int = 0) -> None:
+def make_summaries(size: int, block: int, directory: Path, seed: int = 0) -> float:
+    """Write ``flat/`` and ``two/`` summaries; return level 0's total time (s)."""
     from pytc_core.bbox import BBox
     from pytc_core.blocks import plan_blocks
     from pytc_core.synthetic import defective_affinities, synthetic_labels
     from pytc_core.targets import affinities_from_labels
-    from pytc_decode.ws_blockwise import quantised_affinities, ws_fragment_block
+    from pytc_decode.ws_blockwise import _block_level0, quantised_affinities, ws_fragment_block
 
     labels = synthetic_labels((size,) * 3, seed=seed)
     aff = quantised_affinities(defective_affinities(affinities_from_labels(labels)[0],
                                                     seed=seed))
     box = BBox.from_shape(aff.shape[1:])
+    (directory / "flat").mkdir()
+    (directory / "two").mkdir()
+    level0 = 0.0
     for i, b in enumerate(plan_blocks(box, block)):
         context = b.grow(8).intersect(box)
         _, summary = ws_fragment_block(aff[(slice(None), *context.slices)], context, b, box)
-        (directory / f"block_{i:05d}.npz").write_bytes(summary.to_bytes())
+        (directory / "flat" / f"block_{i:05d}.npz").write_bytes(summary.to_bytes())
+        t0 = time.perf_counter()
+        done = _block_level0(summary, box, 0.5)
+        level0 += time.perf_counter() - t0
+        (directory / "two" / f"block_{i:05d}.npz").write_bytes(done.to_bytes())
+    return level0
 
 
 def run(directory: Path, size: int, mode: str) -> dict:
     out = directory / f"history_{mode}.npy"
-    proc = subprocess.run([sys.executable, __file__, "--child", str(directory), str(size), mode,
-                           str(out)], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, __file__, "--child", str(directory / mode),
+                           str(size), mode, str(out)], capture_output=True, text=True,
+                          check=False)
     if proc.returncode != 0:
         raise SystemExit(f"child failed ({mode}, {size}): {proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["history"] = np.load(out)
+    result["bytes"] = sum(p.stat().st_size for p in (directory / mode).glob("block_*"))
     return result
 
 
@@ -110,7 +124,7 @@ def main() -> int:
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="bench_ws_reduce_") as tmp:
-            make_summaries(size, args.block, Path(tmp))
+            level0 = make_summaries(size, args.block, Path(tmp))
             flat, two = run(Path(tmp), size, "flat"), run(Path(tmp), size, "two")
         if not np.array_equal(flat["history"], two["history"]):
             raise SystemExit(f"{size}³: the two-level history differs from the flat one")
@@ -121,7 +135,9 @@ def main() -> int:
               f"(flat: {flat['edges']}); flat {flat['s']:.2f} s, "
               f"{flat['peak_kb'] / 1024:.1f} MB ({flat['peak_kb'] * 1024 / f:.0f} B/fragment); "
               f"two-level {two['s']:.2f} s, {two['peak_kb'] / 1024:.1f} MB "
-              f"({two['peak_kb'] * 1024 / f:.0f} B/fragment)", file=sys.stderr)
+              f"({two['peak_kb'] * 1024 / f:.0f} B/fragment), level 0 in the label step "
+              f"{level0:.2f} s; summaries {flat['bytes'] / 2**20:.1f} vs "
+              f"{two['bytes'] / 2**20:.1f} MB", file=sys.stderr)
     size, flat, two = rows[-1]
     emit("decode ws", f"blockwise reduce peak memory, flat / two-level, {size}³ "
          f"({args.block}³ blocks, {flat['fragments']} fragments)",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,18 +67,28 @@ def test_a_region_never_frozen_is_finished():
     assert list(zip(residual.u.tolist(), residual.v.tolist(), strict=True)) == [(3, 4)]
 
 
-def summaries(aff: np.ndarray, block: tuple[int, int, int], halo: int = 4) -> tuple[list, BBox]:
+def summaries(aff: np.ndarray, block: tuple[int, int, int], halo: int = 4,
+              max_threshold: float | None = None) -> tuple[list, BBox]:
     box = BBox.from_shape(aff.shape[1:])
     out = []
     for b in plan_blocks(box, block):
         context = b.grow(halo).intersect(box)
-        out.append(ws_fragment_block(aff[(slice(None), *context.slices)], context, b, box)[1])
+        out.append(ws_fragment_block(aff[(slice(None), *context.slices)], context, b, box,
+                                     max_threshold=max_threshold)[1])
     return out, box
 
 
-def assert_same_history(summ: list, box: BBox, max_threshold: float) -> int:
+def assert_same_history(summ: list, box: BBox, max_threshold: float,
+                        done: list | None = None) -> int:
+    """The flat reduce on ``summ`` vs the two levels on ``summ`` and on ``done`` (the same
+    blocks, each agglomerated on its own by the label step)."""
     flat_fragments, flat = block_history(summ, box, max_threshold, flat=True)
     fragments, history = block_history(summ, box, max_threshold)
+    if done is not None:
+        assert all(s.threshold == max_threshold for s in done)
+        again = block_history([type(s).from_bytes(s.to_bytes()) for s in done], box,
+                              max_threshold)[1]
+        np.testing.assert_array_equal(again, history)
     np.testing.assert_array_equal(fragments.canon, flat_fragments.canon)
     # the same merges (equal scores may be listed in another order) ...
     order = np.lexsort((flat[:, 0], flat[:, 2]))
@@ -104,7 +115,8 @@ def test_two_levels_make_the_flat_merges_on_affinities_full_of_ties(seed, levels
     aff = np.round(aff * levels) / levels
     aff = np.clip(aff + (rng.random(aff.shape) < 0.1) * 0.5, 0, 1).astype(np.float32)
     summ, box = summaries(quantised_affinities(aff), block, halo=2)
-    assert_same_history(summ, box, max_threshold)
+    done, _ = summaries(quantised_affinities(aff), block, halo=2, max_threshold=max_threshold)
+    assert_same_history(summ, box, max_threshold, done)
 
 
 def test_two_levels_make_the_flat_merges_on_real_defective_affinities():
@@ -117,7 +129,14 @@ def test_two_levels_make_the_flat_merges_on_real_defective_affinities():
         defective_affinities(affinities_from_labels(labels)[0], seed=0, missing=(10,)))
     for block in ((16, 32, 32), (24, 48, 48)):
         summ, box = summaries(aff, block)
-        assert assert_same_history(summ, box, 0.9) > 500
+        done, _ = summaries(aff, block, max_threshold=0.9)
+        assert assert_same_history(summ, box, 0.9, done) > 500
+        # the level-0 summaries hold fewer edges than the block graphs
+        assert sum(s.u.size for s in done) < sum(s.u.size for s in summ)
+    with pytest.raises(ValueError, match="agglomerated up to 0.9"):
+        block_history(done, box, 0.5)
+    with pytest.raises(ValueError, match="lacks the edges"):
+        block_history(done, box, 0.9, flat=True)
 
 
 def two_level(g: RegionGraph, piece: np.ndarray, max_threshold: float) -> np.ndarray:

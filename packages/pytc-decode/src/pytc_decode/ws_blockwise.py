@@ -53,7 +53,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,7 @@ from pytc_core.bbox import BBox, vec3
 from pytc_decode.agglomeration import (
     RegionGraph,
     agglomerate,
+    agglomerate_frozen,
     boundary_edges,
     group_pairs,
     merge_roots,
@@ -96,6 +97,13 @@ class WsBlockSummary:
     high_labels: tuple[np.ndarray, np.ndarray, np.ndarray]
     #: affinities of the edges leaving through the low faces (to the previous block)
     low_affinities: tuple[np.ndarray, np.ndarray, np.ndarray]
+    #: with ``threshold``: the block's own agglomeration up to it is done (level 0 of
+    #: :func:`block_history`): ``rows`` are its merges (local ids), and ``u``, ``v``, sums
+    #: and counts are the residual edges between its frozen regions (by their lowest local
+    #: id), ``key`` their tie-break keys (local pairs ``a * (k + 1) + b``)
+    threshold: float | None = None
+    rows: np.ndarray | None = None
+    key: np.ndarray | None = None
 
     @property
     def num_labels(self) -> int:
@@ -103,6 +111,7 @@ class WsBlockSummary:
 
     _ARRAYS = ("sizes", "first", "u", "v", "affinity_sum", "edge_count")
     _PLANES = ("low_labels", "high_labels", "low_affinities")
+    _LEVEL0 = ("rows", "key")
 
     def to_bytes(self) -> bytes:
         """Serialise as .npz bytes (a Slurm task hands it to the agglomerate step)."""
@@ -112,6 +121,9 @@ class WsBlockSummary:
         for name in self._PLANES:
             for axis, plane in zip("zyx", getattr(self, name), strict=True):
                 arrays[f"{name}_{axis}"] = plane
+        if self.threshold is not None:
+            arrays["threshold"] = np.array(self.threshold, np.float64)
+            arrays.update({name: getattr(self, name) for name in self._LEVEL0})
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
@@ -121,6 +133,9 @@ class WsBlockSummary:
             planes: dict[str, Any] = {name: tuple(f[f"{name}_{axis}"] for axis in "zyx")
                                       for name in cls._PLANES}
             arrays: dict[str, Any] = {name: f[name] for name in cls._ARRAYS}
+            if "threshold" in f.files:
+                arrays["threshold"] = float(f["threshold"])
+                arrays.update({name: f[name] for name in cls._LEVEL0})
             return cls(BBox(tuple(f["start"]), tuple(f["stop"])), **arrays, **planes)
 
 
@@ -182,7 +197,8 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
                       voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
                       mask: np.ndarray | None = None,
                       fragment_block: Sequence[int] | None = None,
-                      halo: int = 8) -> tuple[np.ndarray, WsBlockSummary]:
+                      halo: int = 8, max_threshold: float | None = None
+                      ) -> tuple[np.ndarray, WsBlockSummary]:
     """Fragments of ``block`` grown on ``context`` (the block plus its halo, inside
     ``volume_box``), whose (C, Z, Y, X) ``affinities`` (and (Z, Y, X) ``mask``) are given;
     returns (local labels of the block, uint32, ids 1..k by first voxel; summary).
@@ -190,7 +206,9 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     With ``fragment_block`` (voxels z y x; the block must lie on that grid) the fragments are
     those of :func:`grid_fragments` (cells of the grid, each with ``halo`` voxels of context):
     the same whatever the block size. Without it, the block itself is the one cell, grown on
-    all of ``context``."""
+    all of ``context``. With ``max_threshold`` the block's own agglomeration up to it (level
+    0 of :func:`block_history`) is done here, in the label step's parallel shares, and the
+    summary keeps only its merges and the residual graph."""
     aff = quantised_affinities(affinities)
     if aff.shape[1:] != context.shape:
         raise ValueError(f"context data {aff.shape[1:]} does not match {context}")
@@ -228,7 +246,27 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
         low_affinities=(block_aff[0, 0].copy(), block_aff[1, :, 0].copy(),
                         block_aff[2, :, :, 0].copy()),
     )
+    if max_threshold is not None:
+        summary = _block_level0(summary, volume_box, max_threshold)
     return local, summary
+
+
+def _block_level0(s: WsBlockSummary, volume_box: BBox, max_threshold: float
+                  ) -> WsBlockSummary:
+    """``s`` with its own agglomeration done (:func:`agglomerate_frozen` with the fragments on
+    faces shared with another block frozen): its merges and residual graph instead of its
+    edges."""
+    k = s.num_labels
+    frozen = np.zeros(k + 1, bool)
+    frozen[_interior_face_ids(s, volume_box)] = True
+    frozen[0] = False
+    graph = RegionGraph(k, s.u.astype(np.int64), s.v.astype(np.int64), s.affinity_sum,
+                        s.edge_count, 1.0 - s.affinity_sum / np.maximum(s.edge_count, 1))
+    rows, _, _, residual = agglomerate_frozen(graph, frozen, max_threshold)
+    assert residual.key is not None
+    return replace(s, u=residual.u, v=residual.v, affinity_sum=residual.affinity_sum,
+                   edge_count=residual.edge_count, threshold=float(max_threshold),
+                   rows=np.ascontiguousarray(rows), key=residual.key)
 
 
 def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox
@@ -260,6 +298,9 @@ def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox
         counts.append(np.ones(int(on.sum()), np.int64))
 
     for s in summaries:
+        if s.threshold is not None:
+            raise ValueError(f"block {s.bbox}: its own agglomeration is done, so its summary "
+                             "lacks the edges of the flat region graph")
         start = s.bbox.start
         o = total
         offsets[start] = o
@@ -346,9 +387,7 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
     face planes as in
     :func:`block_region_graph`. ``flat``: build that graph and agglomerate it (the
     reference the two levels are tested against)."""
-    from pytc_decode.agglomeration import agglomerate_frozen
-
-    if flat:
+    if flat:  # (block_region_graph refuses summaries whose level 0 is done)
         fragments, graph = block_region_graph(summaries, volume_box)
         log.debug("ws reduce (flat): %d fragments, %d regions and %d edges in one graph",
                   fragments.total, fragments.total, graph.u.size)
@@ -394,12 +433,16 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
         offsets[start] = o
         counts_of[start] = k
         total += k
-        frozen = np.zeros(k + 1, bool)
-        frozen[_interior_face_ids(s, volume_box)] = True
-        frozen[0] = False
-        graph = RegionGraph(k, s.u.astype(np.int64), s.v.astype(np.int64), s.affinity_sum,
-                            s.edge_count, 1.0 - s.affinity_sum / np.maximum(s.edge_count, 1))
-        rows, roots, _, residual = agglomerate_frozen(graph, frozen, max_threshold)
+        if s.threshold is None:  # level 0 here (the label step did not do it)
+            s = _block_level0(s, volume_box, max_threshold)
+        elif s.threshold != max_threshold:
+            raise ValueError(f"block {s.bbox} was agglomerated up to {s.threshold}, the reduce "
+                             f"runs up to {max_threshold}")
+        assert s.rows is not None and s.key is not None
+        rows = s.rows
+        roots = merge_roots(rows, k, np.inf)
+        residual = RegionGraph(k, s.u, s.v, s.affinity_sum, s.edge_count,
+                               1.0 - s.affinity_sum / np.maximum(s.edge_count, 1), s.key)
         glob = roots + o  # local id -> global id of its region (0 stays background)
         glob[0] = 0
         if rows.size:
@@ -598,7 +641,7 @@ def grid_ws_fragments(affinities: np.ndarray, max_threshold: float,
             aff[(slice(None), *context.slices)], context, cell, box,
             seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
             voxel_size=voxel_size, mask=None if mask is None else mask[context.slices],
-            fragment_block=grid, halo=halo)
+            fragment_block=grid, halo=halo, max_threshold=max_threshold)
         local[cell.start] = lab
         summaries.append(summary)
     tables, merges = fragments_blocks(summaries, box, max_threshold, np.dtype(np.uint32))
@@ -645,7 +688,8 @@ def affinity_watershed_blockwise(affinities: np.ndarray,
         local, summary = ws_fragment_block(
             aff[(slice(None), *context.slices)], context, block, volume_box,
             seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
-            voxel_size=voxel_size, mask=m, fragment_block=grid, halo=halo)
+            voxel_size=voxel_size, mask=m, fragment_block=grid, halo=halo,
+            max_threshold=max(thresholds))
         local_labels[block.start] = local
         summaries.append(summary)
     all_tables = agglomerate_blocks_at(summaries, volume_box, thresholds, min_size)

@@ -185,7 +185,7 @@ class WsMethod(DecodeMethod):
             affinities, context, block, volume_box, seed_threshold=ws.seed_threshold,
             seed_radius=ws.seed_radius, seeds_2d=ws.seeds_2d, voxel_size=voxel_size, mask=mask,
             fragment_block=ws.grid or vec3(cfg.block_size or block.shape, "block_size"),
-            halo=ws.halo)
+            halo=ws.halo, max_threshold=max(ws.thresholds))  # the block's own merges, here
         return labels, summary.to_bytes()
 
     def reduce(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
