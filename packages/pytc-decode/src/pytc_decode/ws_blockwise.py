@@ -26,14 +26,17 @@ The same three steps and scratch files as blockwise connected components
    numbered locally by first voxel; the block records a :class:`WsBlockSummary`: size and
    first voxel (global C-order index) of each local fragment, its region-graph edges inside
    the block (sum and count of the boundary affinities per pair), and its face planes: labels
-   on all six faces and the affinities of the edges leaving it through its low faces.
+   on all six faces and the affinities of the edges leaving it through its low faces. With
+   the run's largest threshold it also agglomerates the block on its own (level 0 below)
+   and keeps that agglomeration's merges and residual graph instead of the edges.
 2. **agglomerate** (:func:`agglomerate_blocks`, :func:`agglomerate_blocks_at` for several
    thresholds from one pass): the merge history of the block grid's region graph (face edges
    from the face planes, ids made canonical), small segments removed, final ids numbered by
    first voxel in C order: per block, a local → final table
    (:class:`pytc_decode.blockwise.BlockTables`). The history is found in two levels
-   (:func:`block_history`, abiss's freezing): each block's own graph, as its summary is read,
-   is agglomerated with the fragments on its shared faces frozen; the merges it makes are
+   (:func:`block_history`, abiss's freezing): each block's own graph is agglomerated (by
+   the label step, or as its summary is read) with the fragments on its shared faces
+   frozen; the merges it makes are
    the whole graph's, and its regions that never froze are finished and dropped. One
    agglomeration of the frozen regions, their edges and the edges across block faces makes
    the rest. Memory: R frozen regions and their E_R edges (about 56 B per edge with its
