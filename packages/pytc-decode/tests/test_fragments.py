@@ -344,3 +344,24 @@ def test_a_killed_blockwise_rethreshold_resumes(tmp_path):
     assert int(m.group(2)) >= done and int(m.group(1)) == 216 - int(m.group(2))
     np.testing.assert_array_equal(open_volume(seg_uri).read(),
                                   open_volume(str(tmp_path / "whole")).read())
+
+
+def test_whole_volume_fragments_on_the_grid_equal_the_blockwise_ones(tmp_path, affinities,
+                                                                     capsys):
+    """With ``ws.fragment_block`` the whole-volume ``--fragments-only`` writes the grid's
+    fragments and history (it used to ignore the grid): those of a blockwise run on it."""
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    args = ["--method", "ws", "--agglomeration-threshold", THRESHOLDS, "--fragments-only",
+            "--set", "ws.fragment_block=8"]
+    code, _, err = run([aff_uri, "-o", tmp_path / "whole", *args], capsys)
+    assert code == 0, err
+    code, _, err = run([aff_uri, "-o", tmp_path / "blocks", *args, "--block-size", "16"],
+                       capsys)
+    assert code == 0, err
+    whole, blocks = (open_volume(str(tmp_path / k)).read() for k in ("whole", "blocks"))
+    np.testing.assert_array_equal(whole, blocks)
+    a, b = (read_merge_history(str(tmp_path / k)) for k in ("whole", "blocks"))
+    assert a is not None and b is not None and len(a) == len(b) > 10
+    # the same merges (equal-score ones may be listed in another order)
+    rows = [np.stack([h.score, h.absorbed.astype(float), h.into.astype(float)], 1) for h in (a, b)]
+    np.testing.assert_array_equal(*(r[np.lexsort((r[:, 1], r[:, 0]))] for r in rows))

@@ -125,18 +125,11 @@ def affinity_watershed(
             raise UserError(f"agglomeration threshold {t} is outside [0, 1]",
                             "use e.g. --agglomeration-threshold 0.5")
     aff = nearest_neighbour_float(affinities)
-    if fragment_block is not None:
-        if merge_function != "mean":
-            raise UserError(f"merge_function {merge_function} does not work with a fragment grid",
-                            "use merge_function = 'mean' with ws.fragment_block")
-        fragments, history = grid_ws_fragments(
-            aff, max(thresholds), fragment_block, halo, seed_threshold=seed_threshold,
-            seed_radius=seed_radius, seeds_2d=seeds_2d, voxel_size=voxel_size, mask=mask)
-    else:
-        fragments, history = ws_fragments(aff, max(thresholds), seed_threshold=seed_threshold,
-                                          seed_radius=seed_radius, seeds_2d=seeds_2d,
-                                          merge_function=merge_function, quantile=quantile,
-                                          voxel_size=voxel_size, mask=mask)
+    fragments, history = ws_fragments(aff, max(thresholds), seed_threshold=seed_threshold,
+                                      seed_radius=seed_radius, seeds_2d=seeds_2d,
+                                      merge_function=merge_function, quantile=quantile,
+                                      voxel_size=voxel_size, mask=mask,
+                                      fragment_block=fragment_block, halo=halo)
     segs = segment_fragments(fragments, history, thresholds, affinities=aff,
                              min_size=min_size, small=small)
     return segs[0] if single else segs
@@ -153,10 +146,21 @@ def ws_fragments(
     quantile: float = 0.5,
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     mask: np.ndarray | None = None,
+    fragment_block: Sequence[int] | int | None = None,
+    halo: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Steps 1-4 once: the watershed fragments (Z, Y, X) uint32, ids 1..N (0 outside
     ``mask``), and their merge history up to ``max_threshold``: ``(M, 3)`` float64 rows
-    ``(absorbed, into, score)`` (:func:`pytc_decode.agglomeration.agglomerate`)."""
+    ``(absorbed, into, score)`` (:func:`pytc_decode.agglomeration.agglomerate`). With
+    ``fragment_block`` the fragments of that grid (:func:`grid_ws_fragments`, ids by first
+    voxel): what a blockwise run on the grid writes."""
+    if fragment_block is not None:
+        if merge_function != "mean":
+            raise UserError(f"merge_function {merge_function} does not work with a fragment grid",
+                            "use merge_function = 'mean' with ws.fragment_block")
+        return grid_ws_fragments(affinities, max_threshold, fragment_block, halo,
+                                 seed_threshold=seed_threshold, seed_radius=seed_radius,
+                                 seeds_2d=seeds_2d, voxel_size=voxel_size, mask=mask)
     aff = nearest_neighbour_float(affinities)
     seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
                            voxel_size=voxel_size, mask=mask)

@@ -164,7 +164,8 @@ class WsMethod(DecodeMethod):
         return ws_fragments(affinities, max(ws.thresholds), seed_threshold=ws.seed_threshold,
                             seed_radius=ws.seed_radius, seeds_2d=ws.seeds_2d,
                             merge_function=ws.merge_function, quantile=ws.quantile,
-                            voxel_size=voxel_size, mask=mask)
+                            voxel_size=voxel_size, mask=mask, fragment_block=ws.grid,
+                            halo=ws.halo)
 
     def segment_fragments(self, fragments: np.ndarray, history: np.ndarray,
                           affinities: np.ndarray | None, cfg: DecodeConfig) -> list[np.ndarray]:
