@@ -1,6 +1,6 @@
-"""The blockwise ws reduce: two levels (each block agglomerated with its face fragments
-frozen by the label step, then the residual in the reduce) vs the flat reduce (every edge in
-one graph), at growing sizes.
+"""The blockwise ws reduce: an octree of agglomerations (each block with its face fragments
+frozen, by the label step; then each 2×2×2 group of groups in the reduce, up to the whole
+grid) vs the flat reduce (every edge in one graph), at growing sizes.
 
 Synthetic labels → affinities with an imperfect model's defects (as
 ``bench_decode_scale.py``), block summaries of the real label step (``ws_fragment_block``,
@@ -9,7 +9,7 @@ needs) and with the block's own agglomeration done (what the label step writes n
 of that level 0, summed over the blocks, is printed: it runs in the label shares); then,
 each in its own process, :func:`pytc_decode.ws_blockwise.block_history` streams them from
 disk (one block file read at a time, as ``pytc-decode --step reduce``). Printed per size:
-fragments, the regions and edges left for the top level, summary bytes, each reduce's time
+fragments, the regions and edges of the largest group agglomerated, summary bytes, each reduce's time
 and its peak memory above the process's RSS before it (``VmHWM`` reset through
 ``/proc/self/clear_refs``), per fragment, and the flat / two-level ratios (the peer: the
 flat reduce on the same blocks, same run). Histories are checked equal first.
@@ -41,13 +41,19 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(field)
 
 
-def child(directory: str, size: int, mode: str, out: str) -> None:
+def child(directory: str, size: int, mode: str, out: str, block: int) -> None:
     """Run one reduce over the summaries in ``directory``; print time and peak increment."""
     from pytc_core.bbox import BBox
+    from pytc_core.blocks import plan_blocks
     from pytc_decode.ws_blockwise import WsBlockSummary, block_history
+    from pytc_decode.ws_hierarchy import morton_order
 
     files = sorted(Path(directory).glob("block_*.npz"))
     box = BBox.from_shape((size,) * 3)
+    if mode == "two":  # octree order, as the reduce step reads them
+        blocks = plan_blocks(box, block)
+        files = [files[i] for i in morton_order([[s // block for s in b.start]
+                                                 for b in blocks])]
     seen: dict[str, int] = {}
 
     class Grab(logging.Handler):
@@ -57,15 +63,22 @@ def child(directory: str, size: int, mode: str, out: str) -> None:
     logger = logging.getLogger("pytc_decode.ws_blockwise")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(Grab())
-    # warm up: compile (cached) and import everything the reduce touches, on one block
+    # warm up: load the compiled kernels (cached) and import everything the reduce touches
+    from pytc_decode.agglomeration import RegionGraph, agglomerate, agglomerate_frozen
+
     first = WsBlockSummary.from_bytes(files[0].read_bytes())
-    block_history([first], first.bbox, 0.5, flat=mode == "flat")
+    block_history([first], BBox(first.bbox.start, first.bbox.stop), 0.5,
+                  flat=mode == "flat")
+    tiny = RegionGraph(3, np.array([1, 2]), np.array([2, 3]), np.array([0.5, 0.25]),
+                       np.array([1, 1]), np.array([0.5, 0.75]), np.array([5, 7]))
+    agglomerate(tiny, 1.0)
+    agglomerate_frozen(tiny, np.array([0, 0, 0, 1], bool), 1.0)
     before = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     t0 = time.perf_counter()
     fragments, history = block_history(
         (WsBlockSummary.from_bytes(f.read_bytes()) for f in files), box, 0.5,
-        flat=mode == "flat")
+        block_shape=(block,) * 3, flat=mode == "flat")
     seconds = time.perf_counter() - t0
     peak = _status_kb("VmHWM") - before
     np.save(out, history[np.lexsort((history[:, 0], history[:, 2]))])
@@ -99,11 +112,11 @@ def make_summaries(size: int, block: int, directory: Path, seed: int = 0) -> flo
     return level0
 
 
-def run(directory: Path, size: int, mode: str) -> dict:
+def run(directory: Path, size: int, mode: str, block: int) -> dict:
     out = directory / f"history_{mode}.npy"
     proc = subprocess.run([sys.executable, __file__, "--child", str(directory / mode),
-                           str(size), mode, str(out)], capture_output=True, text=True,
-                          check=False)
+                           str(size), mode, str(out), str(block)], capture_output=True,
+                          text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"child failed ({mode}, {size}): {proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -116,21 +129,23 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="128,192,256")
     p.add_argument("--block", type=int, default=64)
-    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), args.child[2], args.child[3])
+        child(args.child[0], int(args.child[1]), args.child[2], args.child[3],
+              int(args.child[4]))
         return 0
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="bench_ws_reduce_") as tmp:
             level0 = make_summaries(size, args.block, Path(tmp))
-            flat, two = run(Path(tmp), size, "flat"), run(Path(tmp), size, "two")
+            flat = run(Path(tmp), size, "flat", args.block)
+            two = run(Path(tmp), size, "two", args.block)
         if not np.array_equal(flat["history"], two["history"]):
             raise SystemExit(f"{size}³: the two-level history differs from the flat one")
         rows.append((size, flat, two))
         f = flat["fragments"]
-        print(f"{size}³: {f} fragments, {two['merges']} merges; top level "
+        print(f"{size}³: {f} fragments, {two['merges']} merges; largest group "
               f"{two['regions']} regions ({two['regions'] / f:.0%}), {two['edges']} edges "
               f"(flat: {flat['edges']}); flat {flat['s']:.2f} s, "
               f"{flat['peak_kb'] / 1024:.1f} MB ({flat['peak_kb'] * 1024 / f:.0f} B/fragment); "

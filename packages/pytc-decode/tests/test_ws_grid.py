@@ -142,15 +142,19 @@ def test_the_reduce_streams_block_summaries_in_any_order(synthetic_aff):
         data.append(summary.to_bytes())
     in_order = agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data), box, 0.5)
     random.Random(0).shuffle(data)
-    shuffled = agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data), box, 0.5)
+    shuffled = agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data), box, 0.5,
+                                  block_shape=(8, 16, 16))
     out = np.zeros(box.shape, np.uint32)
     for block in blocks:
         np.testing.assert_array_equal(in_order.table(block), shuffled.table(block))
         out[block.slices] = remap(local[block.start], shuffled.table(block))
     np.testing.assert_array_equal(out, affinity_watershed(synthetic_aff, 0.5,
                                                           fragment_block=8, halo=4))
-    with pytest.raises(ValueError, match="no block below"):
-        agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data[:-1]), box, 0.5)
+    with pytest.raises(ValueError, match="the summaries of every block are needed"):
+        agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data[:-1]), box, 0.5,
+                           block_shape=(8, 16, 16))
+    with pytest.raises(ValueError, match="block_shape is needed"):
+        agglomerate_blocks((WsBlockSummary.from_bytes(d) for d in data), box, 0.5)
 
 
 def test_blockwise_fragments_and_their_history_give_every_threshold(synthetic_aff):

@@ -369,163 +369,55 @@ def _interior_face_ids(s: WsBlockSummary, volume_box: BBox) -> np.ndarray:
 
 
 def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_threshold: float,
-                  *, flat: bool = False) -> tuple[BlockFragments, np.ndarray]:
+                  *, block_shape: Sequence[int] | None = None, flat: bool = False
+                  ) -> tuple[BlockFragments, np.ndarray]:
     """The block grid's fragments and their merge history up to ``max_threshold`` (rows
     ``(absorbed, into, score)`` in canonical ids, by score): the history of
     :func:`pytc_decode.agglomeration.agglomerate` on :func:`block_region_graph`, found
-    without that graph.
-
-    Two levels (abiss's freezing). Each block, as it is read, is agglomerated on its own
-    (:func:`pytc_decode.agglomeration.agglomerate_frozen`) with its fragments on faces shared
-    with another block frozen; the merges it makes are the whole graph's, and its regions
-    that never froze are finished. Only the frozen regions and their edges are kept; the
-    edges across block faces join them and one agglomeration of that residual graph makes
-    the remaining merges. Edge sums are exact (quantised affinities), so every score is the
+    without that graph, as an octree of agglomerations (:mod:`pytc_decode.ws_hierarchy`,
+    abiss's freezing): each block on its own (the label step, or here for a summary with
+    every edge), then each 2×2×2 group of groups with the regions on its outer faces frozen,
+    up to the whole grid. Edge sums are exact (quantised affinities), so every score is the
     whole graph's. Equal-score merges may be listed in another order than the flat run's; the
     segmentation at every threshold is the same, with the same ids.
 
-    Memory: the residual graph (the frozen regions, mostly fragments touching block faces,
-    and their edges, about 56 B each with their tie-break keys), per fragment its size,
-    first voxel and canonical id (24 B) and each merge (24 B); one block's graph at a time;
-    face planes as in
-    :func:`block_region_graph`. ``flat``: build that graph and agglomerate it (the
-    reference the two levels are tested against)."""
+    ``block_shape``: the blocks' size (voxels; default: the shape of the block at the
+    volume's origin, which must then come first). Memory: the open groups' residual graphs
+    (octree order of the blocks keeps few open), per fragment its size, first voxel, region
+    and canonical id (32 B) and each merge (24 B). ``flat``: build the flat graph and
+    agglomerate it (the reference the octree is tested against)."""
+    from pytc_decode.ws_hierarchy import OctreeReduce
+
     if flat:  # (block_region_graph refuses summaries whose level 0 is done)
         fragments, graph = block_region_graph(summaries, volume_box)
         log.debug("ws reduce (flat): %d fragments, %d regions and %d edges in one graph",
                   fragments.total, fragments.total, graph.u.size)
         return fragments, agglomerate(graph, max_threshold)
-
-    offsets: dict[tuple[int, int, int], int] = {}
-    counts_of: dict[tuple[int, int, int], int] = {}
-    total = 0
-    us, vs, sums, counts = [], [], [], []  # residual edges and face edges, global ids
-    # each edge's tie-break key: its lowest fragment pair, as the pair's first voxels
-    klo: list[np.ndarray] = []
-    khi: list[np.ndarray] = []
-    sizes_l: list[np.ndarray] = []
-    first_l: list[np.ndarray] = []
-    rows_l: list[np.ndarray] = []
-    # face -> (regions (global ids), first voxel of each face voxel's fragment)
-    high: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
-    low: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def join(mine: tuple[np.ndarray, np.ndarray], aff: np.ndarray,
-             theirs: tuple[np.ndarray, np.ndarray]) -> None:
-        # one entry per pair of regions, not per face voxel pair; its key the lowest pair
-        on = (mine[0] != 0) & (theirs[0] != 0)
-        a, b = mine[0][on], theirs[0][on]
-        fa, fb = mine[1][on], theirs[1][on]
-        pair = np.minimum(a, b) * (total + 1) + np.maximum(a, b)
-        lo, hi = np.minimum(fa, fb), np.maximum(fa, fb)
-        order = np.lexsort((hi, lo, pair))
-        pair = pair[order]
-        starts = (np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if pair.size
-                  else np.zeros(0, np.int64))
-        us.append(pair[starts] // (total + 1))
-        vs.append(pair[starts] % (total + 1))
-        sums.append(sum_groups(aff[on].astype(np.float64)[order], starts))
-        counts.append(np.diff(np.append(starts, order.size)).astype(np.int64))
-        klo.append(lo[order][starts])
-        khi.append(hi[order][starts])
-
+    octree: OctreeReduce | None = None
     for s in summaries:
-        start = s.bbox.start
-        o = total
-        k = s.num_labels
-        offsets[start] = o
-        counts_of[start] = k
-        total += k
+        if octree is None:
+            if block_shape is None:
+                if s.bbox.start != volume_box.start:
+                    raise ValueError("block_shape is needed unless the block at the volume's "
+                                     "origin comes first")
+                block_shape = s.bbox.shape
+            octree = OctreeReduce(volume_box, block_shape, max_threshold)
         if s.threshold is None:  # level 0 here (the label step did not do it)
             s = _block_level0(s, volume_box, max_threshold)
-        elif s.threshold != max_threshold:
-            raise ValueError(f"block {s.bbox} was agglomerated up to {s.threshold}, the reduce "
-                             f"runs up to {max_threshold}")
-        assert s.rows is not None and s.key is not None
-        rows = s.rows
-        roots = merge_roots(rows, k, np.inf)
-        residual = RegionGraph(k, s.u, s.v, s.affinity_sum, s.edge_count,
-                               1.0 - s.affinity_sum / np.maximum(s.edge_count, 1), s.key)
-        glob = roots + o  # local id -> global id of its region (0 stays background)
-        glob[0] = 0
-        if rows.size:
-            rows = rows.copy()
-            rows[:, :2] += o
-            rows_l.append(rows)
-        us.append(residual.u + o)
-        vs.append(residual.v + o)
-        sums.append(residual.affinity_sum)
-        counts.append(residual.edge_count)
-        assert residual.key is not None
-        klo.append(s.first[residual.key // (k + 1)])  # local ids keep the first-voxel order
-        khi.append(s.first[residual.key % (k + 1)])
-        sizes_l.append(s.sizes[1:])
-        first_l.append(s.first[1:])
-        for axis in range(3):
-            rest = tuple(start[i] for i in range(3) if i != axis)
-            up = (axis, s.bbox.stop[axis], *rest)
-            if s.bbox.stop[axis] < volume_box.stop[axis]:
-                ids = s.high_labels[axis].astype(np.int64)
-                mine_high = (glob[ids], s.first[ids])
-                if up in low:
-                    labels, firsts, aff = low.pop(up)
-                    join((labels, firsts), aff, mine_high)
-                else:
-                    high[up] = mine_high
-            if start[axis] <= volume_box.start[axis]:
-                continue
-            face = (axis, start[axis], *rest)
-            ids = s.low_labels[axis].astype(np.int64)
-            if face in high:
-                join((glob[ids], s.first[ids]), s.low_affinities[axis], high.pop(face))
-            else:
-                low[face] = (glob[ids], s.first[ids], s.low_affinities[axis])
-    if low:
-        face = next(iter(low))
-        raise ValueError(f"no block below the face {face} (axis, position, other starts): "
-                         "the summaries of every block are needed")
-    if total >= 3_000_000_000:  # keys are fragment pairs u * (total + 1) + v in int64
+        octree.add(s)
+    if octree is None:
+        raise ValueError("no block summaries")
+    offsets, counts_of, first, sizes, rows = octree.finish()
+    total = first.size - 1
+    if total >= 3_000_000_000:  # keys of the flat reference are pairs u * (total + 1) + v
         raise ValueError(f"{total} fragments: the agglomeration handles fewer than 3e9")
-    sizes = np.concatenate([np.zeros(1, np.int64), *sizes_l]).astype(np.int64)
-    first = np.concatenate([np.zeros(1, np.int64), *first_l]).astype(np.int64)
-    del sizes_l, first_l
+    log.debug("ws reduce: %d fragments; at most %d regions and %d edges in one group",
+              total, octree.peak_regions, octree.peak_edges)
+    # canonical fragment ids: 1..total in the global C order of their first voxel
     canon = np.zeros(total + 1, np.int64)
-    by_first = np.argsort(first[1:], kind="stable")
-    canon[1 + by_first] = np.arange(1, total + 1)
-    # keys in canonical fragment ids (a fragment's canonical id: the rank of its first voxel)
-    sorted_first = first[1:][by_first]
-    del by_first
-    key = ((np.searchsorted(sorted_first, np.concatenate(klo)) + 1) * (total + 1)
-           + np.searchsorted(sorted_first, np.concatenate(khi)) + 1)
-    klo.clear()
-    khi.clear()
-    del sorted_first
-    # the residual graph over the frozen regions, compact ids in canonical order
-    cu, cv = canon[np.concatenate(us)], canon[np.concatenate(vs)]
-    us.clear()
-    vs.clear()
-    nodes = np.unique(np.concatenate([cu, cv]))
-    a = np.searchsorted(nodes, np.minimum(cu, cv)) + 1
-    b = np.searchsorted(nodes, np.maximum(cu, cv)) + 1
-    order, starts, u, v = group_pairs(a, b, int(nodes.size))
-    edge_sum = sum_groups(np.concatenate(sums)[order], starts)
-    edge_count = sum_groups(np.concatenate(counts)[order], starts)
-    edge_key = (np.minimum.reduceat(key[order], starts) if starts.size
-                else np.zeros(0, np.int64))
-    sums.clear()
-    counts.clear()
-    del order, starts, a, b, cu, cv, key
-    log.debug("ws reduce: %d fragments, %d regions and %d edges left for the top level",
-              total, nodes.size, u.size)
-    top = agglomerate(RegionGraph(int(nodes.size), u, v, edge_sum, edge_count,
-                                  1.0 - edge_sum / np.maximum(edge_count, 1), edge_key),
-                      max_threshold)
-    names = np.concatenate([np.zeros(1, np.int64), nodes])
-    top_rows = top.copy()
-    top_rows[:, :2] = names[top[:, :2].astype(np.int64)]
-    parts = [*[np.column_stack([canon[r[:, 0].astype(np.int64)], canon[r[:, 1].astype(np.int64)],
-                                r[:, 2]]) for r in rows_l], top_rows]
-    history = np.concatenate(parts).reshape(-1, 3)
+    canon[1 + np.argsort(first[1:], kind="stable")] = np.arange(1, total + 1)
+    history = np.column_stack([canon[rows[:, 0].astype(np.int64)],
+                               canon[rows[:, 1].astype(np.int64)], rows[:, 2]]).reshape(-1, 3)
     history = history[np.argsort(history[:, 2], kind="stable")]
     sizes_c = np.zeros(total + 1, np.int64)
     sizes_c[canon] = sizes
@@ -554,19 +446,22 @@ class BlockFragments:
 
 def agglomerate_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
                        agglomeration_threshold: float, min_size: int = 0,
-                       dtype: np.dtype | None = None) -> BlockTables:
+                       dtype: np.dtype | None = None,
+                       block_shape: Sequence[int] | None = None) -> BlockTables:
     """One region graph over every block, one agglomeration up to ``agglomeration_threshold``,
     segments under ``min_size`` voxels removed, final ids 1..N by first voxel in C order."""
     return agglomerate_blocks_at(summaries, volume_box, [agglomeration_threshold], min_size,
-                                 dtype)[0]
+                                 dtype, block_shape)[0]
 
 
 def agglomerate_blocks_at(summaries: Iterable[WsBlockSummary], volume_box: BBox,
                           thresholds: Sequence[float], min_size: int = 0,
-                          dtype: np.dtype | None = None) -> list[BlockTables]:
+                          dtype: np.dtype | None = None,
+                          block_shape: Sequence[int] | None = None) -> list[BlockTables]:
     """As :func:`agglomerate_blocks` for several thresholds from one agglomeration pass:
     one :class:`BlockTables` per threshold."""
-    bg, history = block_history(summaries, volume_box, max(thresholds))
+    bg, history = block_history(summaries, volume_box, max(thresholds),
+                                block_shape=block_shape)
     total = bg.total
     from pytc_decode.cc import label_dtype
 
@@ -598,6 +493,7 @@ def agglomerate_blocks_at(summaries: Iterable[WsBlockSummary], volume_box: BBox,
 
 def fragments_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
                      max_threshold: float, dtype: np.dtype | None = None,
+                     block_shape: Sequence[int] | None = None,
                      **history_fields: Any) -> tuple[BlockTables, Any]:
     """Blockwise ``--fragments-only``: per block, local id -> canonical global fragment id
     (1..F by first voxel in global C order, the ids a fragments volume is written with) and
@@ -609,7 +505,8 @@ def fragments_blocks(summaries: Iterable[WsBlockSummary], volume_box: BBox,
     from pytc_core.merge_history import MergeHistory
     from pytc_decode.cc import label_dtype
 
-    bg, history = block_history(summaries, volume_box, max_threshold)
+    bg, history = block_history(summaries, volume_box, max_threshold,
+                                block_shape=block_shape)
     total = bg.total
     out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
     tables: dict[tuple[int, ...], np.ndarray] = {}

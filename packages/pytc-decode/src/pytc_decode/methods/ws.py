@@ -12,7 +12,7 @@ blockwise run equals the whole-volume run with ``fragment_block`` = its block si
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -191,21 +191,41 @@ class WsMethod(DecodeMethod):
 
     def reduce(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
                dtype: np.dtype) -> BlockTables:
-        # one summary decoded at a time (the reduce keeps only the graph arrays)
-        return agglomerate_blocks((WsBlockSummary.from_bytes(s) for s in summaries),
-                                  volume_box, cfg.ws.thresholds[0], cfg.min_size, dtype)
+        return agglomerate_blocks(_octree_order(summaries, volume_box, cfg), volume_box,
+                                  cfg.ws.thresholds[0], cfg.min_size, dtype, _block_shape(cfg))
 
     def reduce_outputs(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
                        dtype: np.dtype) -> list[BlockTables]:
         # one agglomeration up to the largest threshold, one table set per threshold
-        return agglomerate_blocks_at((WsBlockSummary.from_bytes(s) for s in summaries),
-                                     volume_box, cfg.ws.thresholds, cfg.min_size, dtype)
+        return agglomerate_blocks_at(_octree_order(summaries, volume_box, cfg), volume_box,
+                                     cfg.ws.thresholds, cfg.min_size, dtype, _block_shape(cfg))
 
     def reduce_fragments(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
                          dtype: np.dtype, **history_fields: Any
                          ) -> tuple[BlockTables, MergeHistory]:
-        return fragments_blocks((WsBlockSummary.from_bytes(s) for s in summaries), volume_box,
-                                max(cfg.ws.thresholds), dtype, **history_fields)
+        return fragments_blocks(_octree_order(summaries, volume_box, cfg), volume_box,
+                                max(cfg.ws.thresholds), dtype, _block_shape(cfg),
+                                **history_fields)
+
+
+def _octree_order(summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig
+                  ) -> Iterator[WsBlockSummary]:
+    """The summaries decoded one at a time, in octree (Morton) order of their blocks when
+    known (``BlockFiles``): the reduce then holds few groups open at once."""
+    from pytc_decode.ws_hierarchy import morton_order
+
+    blocks = getattr(summaries, "blocks", None)
+    shape = _block_shape(cfg)
+    order: Sequence[int] = range(len(summaries))
+    if blocks is not None and shape is not None:
+        order = morton_order([[(s - o) // b for s, o, b in
+                               zip(blk.start, volume_box.start, shape, strict=True)]
+                              for blk in blocks])
+    return (WsBlockSummary.from_bytes(summaries[i]) for i in order)
+
+
+def _block_shape(cfg: DecodeConfig) -> tuple[int, int, int] | None:
+    return None if cfg.block_size is None else vec3(cfg.block_size, "block_size")
 
 
 WS = WsMethod()
