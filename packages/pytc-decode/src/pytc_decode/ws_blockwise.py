@@ -33,18 +33,18 @@ The same three steps and scratch files as blockwise connected components
    thresholds from one pass): the merge history of the block grid's region graph (face edges
    from the face planes, ids made canonical), small segments removed, final ids numbered by
    first voxel in C order: per block, a local → final table
-   (:class:`pytc_decode.blockwise.BlockTables`). The history is found in two levels
-   (:func:`block_history`, abiss's freezing): each block's own graph is agglomerated (by
-   the label step, or as its summary is read) with the fragments on its shared faces
-   frozen; the merges it makes are
-   the whole graph's, and its regions that never froze are finished and dropped. One
-   agglomeration of the frozen regions, their edges and the edges across block faces makes
-   the rest. Memory: R frozen regions and their E_R edges (about 56 B per edge with its
-   tie-break key; R is at least the fragments touching block faces, more where ties or the
-   lowest edges lead there: 35 % of all fragments with 128³ blocks, 70 % with 64³ blocks in
-   ``bench/bench_ws_reduce.py``), 24 B per fragment (size, first voxel, canonical id) and
-   24 B per merge, one block's graph, and the high face planes of the blocks whose upper neighbour has not been
-   read (one slab of blocks in C order, 4 B per face voxel). The flat reduce held every edge
+   (:class:`pytc_decode.blockwise.BlockTables`). The history is found by an octree of
+   agglomerations (:func:`block_history`, :mod:`pytc_decode.ws_hierarchy`, abiss's
+   freezing): each block's own graph is agglomerated (by the label step, or as its summary
+   is read) with the fragments on its shared faces frozen; the merges it makes are the
+   whole graph's, and its regions that never froze are finished and dropped. Then each
+   2×2×2 group of groups joins its children's frozen regions and the edges across the faces
+   between them, freezes what lies on its own outer faces, and agglomerates, up to the
+   group of the whole grid. Memory: the open groups' frozen regions and their edges (about
+   56 B per edge with its tie-break key; the largest group is the whole grid's, whose
+   regions are those its children froze on the grid's mid-planes), 32 B per fragment (size,
+   first voxel, region, canonical id), 24 B per merge, one block's summary, and the face
+   planes of the blocks whose neighbour has not been read. The flat reduce held every edge
    of every fragment (:func:`block_region_graph`, kept as the reference).
 3. **relabel**: as for CC, each block's local ids through its table.
 
