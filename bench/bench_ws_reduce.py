@@ -11,7 +11,7 @@ each in its own process, :func:`pytc_decode.ws_blockwise.block_history` streams 
 disk (one block file read at a time, as ``pytc-decode --step reduce``). Printed per size:
 fragments, the regions and edges of the largest group agglomerated, summary bytes, each reduce's time
 and its peak memory above the process's RSS before it (``VmHWM`` reset through
-``/proc/self/clear_refs``), per fragment, and the flat / two-level ratios (the peer: the
+``/proc/self/clear_refs``), per fragment, and the flat / octree ratios (the peer: the
 flat reduce on the same blocks, same run). Histories are checked equal first.
 
     uv run python bench/bench_ws_reduce.py --sizes 128,192,256
@@ -142,25 +142,25 @@ def main() -> int:
             flat = run(Path(tmp), size, "flat", args.block)
             two = run(Path(tmp), size, "two", args.block)
         if not np.array_equal(flat["history"], two["history"]):
-            raise SystemExit(f"{size}³: the two-level history differs from the flat one")
+            raise SystemExit(f"{size}³: the octree history differs from the flat one")
         rows.append((size, flat, two))
         f = flat["fragments"]
         print(f"{size}³: {f} fragments, {two['merges']} merges; largest group "
               f"{two['regions']} regions ({two['regions'] / f:.0%}), {two['edges']} edges "
               f"(flat: {flat['edges']}); flat {flat['s']:.2f} s, "
               f"{flat['peak_kb'] / 1024:.1f} MB ({flat['peak_kb'] * 1024 / f:.0f} B/fragment); "
-              f"two-level {two['s']:.2f} s, {two['peak_kb'] / 1024:.1f} MB "
+              f"octree {two['s']:.2f} s, {two['peak_kb'] / 1024:.1f} MB "
               f"({two['peak_kb'] * 1024 / f:.0f} B/fragment), level 0 in the label step "
               f"{level0:.2f} s; summaries {flat['bytes'] / 2**20:.1f} vs "
               f"{two['bytes'] / 2**20:.1f} MB", file=sys.stderr)
     size, flat, two = rows[-1]
-    emit("decode ws", f"blockwise reduce peak memory, flat / two-level, {size}³ "
+    emit("decode ws", f"blockwise reduce peak memory, flat / octree, {size}³ "
          f"({args.block}³ blocks, {flat['fragments']} fragments)",
-         f"{flat['peak_kb'] / max(two['peak_kb'], 1):.2f}× (> 1: two-level smaller; "
+         f"{flat['peak_kb'] / max(two['peak_kb'], 1):.2f}× (> 1: octree smaller; "
          f"{flat['peak_kb'] / 1024:.0f} vs {two['peak_kb'] / 1024:.0f} MB)",
          "flat reduce, same run")
-    emit("decode ws", f"blockwise reduce time, flat / two-level, {size}³",
-         f"{flat['s'] / two['s']:.2f}× (> 1: two-level faster)", "flat reduce, same run")
+    emit("decode ws", f"blockwise reduce time, flat / octree, {size}³",
+         f"{flat['s'] / two['s']:.2f}× (> 1: octree faster)", "flat reduce, same run")
     return 0
 
 
