@@ -25,7 +25,7 @@ declare -A args=(
   [train]="all --steps 4 --batches 8"
   [augment]="--patches 50 --steps 1 --skip-mednext-s"
   [grad_checkpointing]="--reps 1 --size 32"
-  [ws_reduce]="--sizes 256 --block 128"
+  [ws_reduce]="--sizes 128,256 --block 64"
 )
 all=(decode ws ws_reduce eval eval_kernels infer infer_wb train augment grad_checkpointing
      eval_sweep)
