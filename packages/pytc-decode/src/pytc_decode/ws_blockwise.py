@@ -74,6 +74,7 @@ from pytc_decode.agglomeration import (
 )
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.fragments import fragment_seeds, nearest_neighbour_float, watershed_fragments
+from pytc_decode.ws_hierarchy import OctreeReduce
 
 log = logging.getLogger(__name__)
 
@@ -386,8 +387,6 @@ def block_history(summaries: Iterable[WsBlockSummary], volume_box: BBox, max_thr
     (octree order of the blocks keeps few open), per fragment its size, first voxel, region
     and canonical id (32 B) and each merge (24 B). ``flat``: build the flat graph and
     agglomerate it (the reference the octree is tested against)."""
-    from pytc_decode.ws_hierarchy import OctreeReduce
-
     if flat:  # (block_region_graph refuses summaries whose level 0 is done)
         fragments, graph = block_region_graph(summaries, volume_box)
         log.debug("ws reduce (flat): %d fragments, %d regions and %d edges in one graph",

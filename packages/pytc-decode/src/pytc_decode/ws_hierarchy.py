@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -185,12 +186,9 @@ class OctreeReduce:
 
     # -- input ----------------------------------------------------------------------------------
 
-    def add(self, s: object) -> None:
-        """One block's level-0 summary (:class:`pytc_decode.ws_blockwise.WsBlockSummary`
-        with ``threshold``)."""
-        from pytc_decode.ws_blockwise import WsBlockSummary
-
-        assert isinstance(s, WsBlockSummary)
+    def add(self, s: Any) -> None:
+        """One block's level-0 summary (a :class:`pytc_decode.ws_blockwise.WsBlockSummary`
+        with ``threshold``; not imported here: that module builds on this one)."""
         if s.threshold is None or s.rows is None or s.key is None:
             raise ValueError(f"block {s.bbox}: its own agglomeration is not done")
         if s.threshold != self.threshold:

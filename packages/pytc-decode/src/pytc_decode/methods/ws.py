@@ -30,6 +30,7 @@ from pytc_decode.ws_blockwise import (
     fragments_blocks,
     ws_fragment_block,
 )
+from pytc_decode.ws_hierarchy import morton_order
 
 if TYPE_CHECKING:
     from pytc_core.merge_history import MergeHistory
@@ -212,8 +213,6 @@ def _octree_order(summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfi
                   ) -> Iterator[WsBlockSummary]:
     """The summaries decoded one at a time, in octree (Morton) order of their blocks when
     known (``BlockFiles``): the reduce then holds few groups open at once."""
-    from pytc_decode.ws_hierarchy import morton_order
-
     blocks = getattr(summaries, "blocks", None)
     shape = _block_shape(cfg)
     order: Sequence[int] = range(len(summaries))
