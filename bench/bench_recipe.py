@@ -75,7 +75,15 @@ the baseline's own):
       per_ch   s2        11.86        4.724 (4.411+0.313)      0.0204        0.1
 
 EMA: VOI better on 3 of 3 seeds, NERL on 2 of 3; per-channel BCE: no gain with 3
-nearest-neighbour offsets. The quickstart itself (2 threads, best checkpoint by validation
+nearest-neighbour offsets.
+2026-12-05, the same CPU, ``--steps 500 --seeds 0,1,2 --variants lsd --threads 1`` (a
+benchmark or the tests on the other core part of the time):
+    --steps 500      train CPU-min   test VOI (split+merge)   test NERL   threshold
+      lsd      s0        16.02        2.236 (1.321+0.915)      0.0254        0.3
+      lsd      s1        15.82        2.276 (1.379+0.897)      0.0263        0.3
+      lsd      s2        15.66        2.158 (1.448+0.709)      0.0217        0.3
+LSDs: VOI better than ema_raw (the baseline) on 3 of 3 seeds, NERL on 2 of 3, at 1.32× the
+training CPU. The quickstart itself (2 threads, best checkpoint by validation
 F1, VOI tuning) with EMA 0.98 scored worse on all three seeds (test VOI 2.403 / 2.327 / 2.708
 against 2.316 / 2.250 / 2.580), so its defaults do not include EMA.
 
