@@ -318,12 +318,12 @@ class OctreeReduce:
         pair = pair[order]
         starts = (np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if pair.size
                   else np.zeros(0, np.int64))
-        graph = RegionGraph(n, pair[starts] // (n + 1), pair[starts] % (n + 1),
-                            sum_groups(sums[order], starts), sum_groups(counts[order], starts),
-                            np.zeros(0), key[order][starts])
-        graph = RegionGraph(n, graph.u, graph.v, graph.affinity_sum, graph.edge_count,
-                            1.0 - graph.affinity_sum / np.maximum(graph.edge_count, 1),
-                            graph.key)
+        # one edge per region pair: sums and counts added, the lowest key
+        edge_sum = sum_groups(sums[order], starts)
+        edge_count = sum_groups(counts[order], starts)
+        graph = RegionGraph(n, pair[starts] // (n + 1), pair[starts] % (n + 1), edge_sum,
+                            edge_count, 1.0 - edge_sum / np.maximum(edge_count, 1),
+                            key[order][starts])
         self.peak_regions = max(self.peak_regions, n)
         self.peak_edges = max(self.peak_edges, int(graph.u.size))
         frozen = np.zeros(n + 1, bool)
