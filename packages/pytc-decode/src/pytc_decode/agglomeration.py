@@ -348,13 +348,15 @@ def agglomerate_frozen(graph: RegionGraph, frozen: np.ndarray, max_threshold: fl
 
     ``graph`` holds every edge of the nodes not marked in ``frozen`` (bool, ``(n + 1,)``):
     frozen nodes (those touching the piece's faces) may have edges outside it. Node ids must
-    follow the order of the larger graph's ids (so ties break alike). Nodes are merged lowest
-    edge first as in :func:`agglomerate`, except that popping an edge with a frozen end, or an
-    edge one of whose ends has another edge of the same score, freezes both ends instead. A
-    merge that is made is then the strictly lowest edge of both regions, and with mean scores
+    follow the order of the larger graph's ids, and ``graph.key`` give each edge the lowest
+    fragment pair it joins in that order (so ties break alike). Nodes are merged lowest edge
+    first as in :func:`agglomerate`, except that popping an edge with a frozen end, or one
+    whose tie component (the edges of exactly its score, through its ends) reaches a frozen
+    node, freezes both ends instead. A merge that is made is then the lowest edge of both
+    regions, its ties among regions whose make-up and keys the piece knows; with mean scores
     no merge elsewhere lowers an edge of theirs (a combined edge's mean lies between its
-    parts'), so the whole graph's greedy makes the same merge at the same score with the same
-    row (names are lowest ids). Requires exact sums (e.g. quantised affinities) so a
+    parts'), so the whole graph's greedy makes the same merge at the same score with the
+    same row (names are lowest ids). Requires exact sums (e.g. quantised affinities) so a
     combined score does not depend on the order of the additions.
 
     Returns (rows; ``(n + 1,)`` the region of each node, named by its lowest id; ``(n + 1,)``
