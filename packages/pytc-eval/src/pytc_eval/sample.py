@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,22 +116,28 @@ def sample_blocks(labels: Volume, gt: Volume, blocks: Sequence[BBox],
     if node_vox is not None and node_blocks is None and blocks:
         raise ValueError("node_blocks is required with node_vox")
 
-    def read(block: BBox) -> tuple[np.ndarray, np.ndarray]:
-        return gt.read(block), labels.read(block)
+    with ThreadPoolExecutor(1, thread_name_prefix="pytc-read-gt") as truth_reader:
 
-    def process(block: BBox, data: tuple[np.ndarray, np.ndarray]) -> None:
-        truth, pred = data
-        if check is not None:
-            check(pred)
-        table.add(truth, pred)
-        if node_vox is not None and node_blocks is not None:
-            mine = node_blocks.of(block)
-            if mine.size:
-                local = node_vox[mine] - np.asarray(block.start)
-                idx_parts.append(mine)
-                lab_parts.append(_unsigned(pred[local[:, 0], local[:, 1], local[:, 2]]))
+        def read(block: BBox) -> tuple[np.ndarray, np.ndarray]:
+            # the two volumes' chunks are decoded side by side (decompression releases the
+            # GIL), while the block before is counted
+            truth = truth_reader.submit(gt.read, block)
+            pred = labels.read(block)
+            return truth.result(), pred
 
-    run_blocks(blocks, process, read=read, progress=progress, description=description)
+        def process(block: BBox, data: tuple[np.ndarray, np.ndarray]) -> None:
+            truth, pred = data
+            if check is not None:
+                check(pred)
+            table.add(truth, pred)
+            if node_vox is not None and node_blocks is not None:
+                mine = node_blocks.of(block)
+                if mine.size:
+                    local = node_vox[mine] - np.asarray(block.start)
+                    idx_parts.append(mine)
+                    lab_parts.append(_unsigned(pred[local[:, 0], local[:, 1], local[:, 2]]))
+
+        run_blocks(blocks, process, read=read, progress=progress, description=description)
     node_index = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
     node_label = np.concatenate(lab_parts) if lab_parts else np.zeros(0, np.uint64)
     return Samples(table, node_index.astype(np.int64), node_label)
