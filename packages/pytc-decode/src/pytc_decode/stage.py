@@ -26,7 +26,7 @@ from pytc_core.cli import current_command, progress_counter
 from pytc_core.errors import UserError, unknown_name_error
 from pytc_core.files import write_atomic
 from pytc_core.memory import format_bytes, memory_budget
-from pytc_core.merge_history import MergeHistory, read_merge_history
+from pytc_core.merge_history import MergeHistory, merges_location, read_merge_history
 from pytc_core.output import check_shareable
 from pytc_core.output_run import OutputRun, claim_output, open_input
 from pytc_core.timing import PhaseTimer
@@ -257,8 +257,6 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
 
 
 def _mismatch_error(frag_uri: str, top: int, num_fragments: int) -> UserError:
-    from pytc_core.merge_history import merges_location
-
     return UserError(f"the merge history {merges_location(frag_uri)} does not match its "
                      f"fragments {frag_uri} (fragment ids 1..{top}, the history names "
                      f"1..{num_fragments})", "decode the fragments again (pytc-decode --method "
