@@ -67,6 +67,12 @@ class MergeHistory:
         return cls(rows[:, 0].astype(np.uint64), rows[:, 1].astype(np.uint64),
                    rows[:, 2].copy(), int(num_fragments), **kwargs)
 
+    def rows(self) -> np.ndarray:
+        """``(M, 3)`` float64 rows ``(absorbed, into, score)``: the inverse of
+        :meth:`from_rows`."""
+        return np.stack([self.absorbed.astype(np.float64), self.into.astype(np.float64),
+                         self.score.astype(np.float64)], axis=1).reshape(-1, 3)
+
     def __len__(self) -> int:
         return int(self.score.size)
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from pytc_core.bbox import BBox
+from pytc_decode.agglomeration import merge_roots
 
 __all__ = ["add_block_extents", "fragment_extents", "threshold_tables"]
 
@@ -52,25 +53,18 @@ def fragment_extents(blocks: Iterable[tuple[BBox, np.ndarray]], volume_box: BBox
     return first, sizes
 
 
-def threshold_tables(absorbed: np.ndarray, into: np.ndarray, score: np.ndarray,
-                     first: np.ndarray, sizes: np.ndarray, thresholds: Sequence[float],
-                     min_size: int = 0, dtype: np.dtype = np.dtype(np.uint32)
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+def threshold_tables(history: np.ndarray, first: np.ndarray, sizes: np.ndarray,
+                     thresholds: Sequence[float], min_size: int = 0,
+                     dtype: np.dtype = np.dtype(np.uint32)) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per threshold: (fragment → segment table ``(F + 1,)`` of ``dtype``, voxels per segment
-    ``(N + 1,)``). A merge history's rows ``absorbed → into`` scored below the threshold join
-    fragments (scores non-decreasing); a segment under ``min_size`` voxels maps to 0; the
-    others are numbered 1..N by their first voxel (``first``, global C-order index; 0 → 0)."""
+    ``(N + 1,)``). The merges of ``history`` (``(M, 3)`` rows ``(absorbed, into, score)``,
+    scores non-decreasing) scored below the threshold join fragments; a segment under
+    ``min_size`` voxels maps to 0; the others are numbered 1..N by their first voxel
+    (``first``, global C-order index; 0 → 0). ``sizes``: voxels per fragment."""
     n = first.size - 1
     out = []
     for t in thresholds:
-        k = int(np.searchsorted(score, t, side="left"))
-        parent = np.arange(n + 1, dtype=np.int64)
-        parent[absorbed[:k].astype(np.int64)] = into[:k].astype(np.int64)
-        while True:  # pointer jumping: each pass halves every chain
-            nxt = parent[parent]
-            if np.array_equal(nxt, parent):
-                break
-            parent = nxt
+        parent = merge_roots(history, n, t)
         seg_size = np.bincount(parent, weights=sizes, minlength=n + 1).astype(np.int64)
         seg_first = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
         np.minimum.at(seg_first, parent[1:], first[1:])

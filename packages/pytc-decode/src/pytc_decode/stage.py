@@ -51,6 +51,7 @@ from pytc_decode.volumes import (
     create_output,
     default_output_uri,
     finish_output,
+    output_chunk,
     read_inputs,
     suffixed_uri,
 )
@@ -237,10 +238,8 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
             top = int(fragments.max()) if fragments.size else 0
             if top != history.num_fragments:
                 raise _mismatch_error(frag_uri, top, history.num_fragments)
-        rows = np.stack([history.absorbed.astype(np.float64), history.into.astype(np.float64),
-                         history.score], axis=1)
         with timer.phase("segment"):
-            segs = method.segment_fragments(fragments, rows, None, cfg)
+            segs = method.segment_fragments(fragments, history.rows(), None, cfg)
         stats = []
         with timer.phase("write"):
             for claim, out_cfg, labels in zip(claims, out_cfgs, segs, strict=True):
@@ -278,8 +277,8 @@ def _rethreshold_blockwise(frag_uri: str, frag_vol: Volume, history: MergeHistor
         check_run(workdir, key, create=False)
     box = frag_vol.bbox
     dtype = np.dtype(frag_vol.dtype)
-    chunk = tuple(b if b < 64 or b % 64 else 64 for b in cfg.block_size)
-    outs = [create_output(claim, frag_vol, dtype, chunk) for claim in claims]
+    outs = [create_output(claim, frag_vol, dtype, output_chunk(cfg.block_size))
+            for claim in claims]
     check_run(workdir, key, create=True)
     blocks = plan_blocks(box, cfg.block_size)
     progress = progress_counter if show_progress else None
@@ -311,7 +310,7 @@ def _rethreshold_blockwise(frag_uri: str, frag_vol: Volume, history: MergeHistor
                 raise _mismatch_error(frag_uri, top[0], n)
             write_atomic(extents_file, lambda fh: np.savez(fh, first=first, sizes=sizes))
     with timer.phase("segment"):
-        tables = threshold_tables(history.absorbed, history.into, history.score, first, sizes,
+        tables = threshold_tables(history.rows(), first, sizes,
                                   [c.ws.thresholds[0] for c in out_cfgs], cfg.min_size, dtype)
 
     def write(block: BBox, labels: np.ndarray) -> None:

@@ -36,7 +36,7 @@ from pytc_decode.methods.base import options_of
 from pytc_decode.resume import check_run, input_identity, run_key
 from pytc_decode.scratch import LABELS_SUFFIX, BlockFiles, load_block_labels, save_block_labels
 from pytc_decode.stats import DecodeStats, segment_stats
-from pytc_decode.volumes import create_output, finish_output, read_inputs
+from pytc_decode.volumes import create_output, finish_output, output_chunk, read_inputs
 
 __all__ = ["STEPS", "BlockwiseRun", "history_fields", "label_step", "plan_run", "reduce_step",
            "relabel_step"]
@@ -76,7 +76,7 @@ class BlockwiseRun:
     @property
     def chunk(self) -> tuple[int, ...]:
         assert isinstance(self.cfg.block_size, tuple)
-        return tuple(b if b < 64 or b % 64 else 64 for b in self.cfg.block_size)
+        return output_chunk(self.cfg.block_size)
 
     def tables_file(self, k: int = 0) -> Path:
         """Output k's per-block id tables, from the reduce step."""

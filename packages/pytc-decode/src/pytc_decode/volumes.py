@@ -5,6 +5,7 @@ channels first."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,8 +20,8 @@ from pytc_decode.cc import apply_sigmoid, check_value_range, prepare_affinities
 if TYPE_CHECKING:
     from pytc_decode.config import DecodeConfig
 
-__all__ = ["check_mask", "create_output", "default_output_uri", "finish_output", "read_inputs",
-           "suffixed_uri"]
+__all__ = ["check_mask", "create_output", "default_output_uri", "finish_output", "output_chunk",
+           "read_inputs", "suffixed_uri"]
 
 log = logging.getLogger("pytc.decode")
 
@@ -78,6 +79,12 @@ def read_inputs(aff_vol: Volume, mask_vol: Volume | None, cfg: DecodeConfig,
                                       cfg.foreground_threshold)
     fg = fg_aff[2] > fg_t
     return aff, (fg if mask is None else fg & (mask != 0))
+
+
+def output_chunk(block_size: Sequence[int]) -> tuple[int, ...]:
+    """The output's chunk size for blocks of ``block_size`` (voxels, z y x): 64 where the
+    block is a multiple of 64, else the block itself, so every block write is whole chunks."""
+    return tuple(b if b < 64 or b % 64 else 64 for b in block_size)
 
 
 def create_output(claim: OutputRun, aff_vol: Volume, dtype: np.dtype, chunk: tuple[int, ...],

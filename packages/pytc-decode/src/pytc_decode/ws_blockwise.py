@@ -68,18 +68,19 @@ from pytc_decode.agglomeration import (
     agglomerate_frozen,
     boundary_edges,
     group_pairs,
-    merge_roots,
     number_by_first_voxel,
     sum_groups,
 )
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.fragments import fragment_seeds, nearest_neighbour_float, watershed_fragments
+from pytc_decode.rethreshold import threshold_tables
 from pytc_decode.ws_hierarchy import OctreeReduce
 
 log = logging.getLogger(__name__)
 
-__all__ = ["QUANTUM_BITS", "WsBlockSummary", "affinity_watershed_blockwise", "agglomerate_blocks",
-           "agglomerate_blocks_at", "BlockFragments", "block_history", "block_region_graph", "check_block_grid", "fragments_blocks", "grid_fragments", "grid_ws_fragments",
+__all__ = ["QUANTUM_BITS", "BlockFragments", "WsBlockSummary", "affinity_watershed_blockwise",
+           "agglomerate_blocks", "agglomerate_blocks_at", "block_history", "block_region_graph",
+           "check_block_grid", "fragments_blocks", "grid_fragments", "grid_ws_fragments",
            "quantised_affinities", "ws_fragment_block"]
 
 
@@ -461,32 +462,20 @@ def agglomerate_blocks_at(summaries: Iterable[WsBlockSummary], volume_box: BBox,
     one :class:`BlockTables` per threshold."""
     bg, history = block_history(summaries, volume_box, max(thresholds),
                                 block_shape=block_shape)
-    total = bg.total
     from pytc_decode.cc import label_dtype
 
     out_dtype = np.dtype(dtype) if dtype is not None else label_dtype(volume_box.size)
     result = []
-    for t in thresholds:
-        roots = merge_roots(history, total, t)  # the history stops below it
-        comp_size = np.bincount(roots, weights=bg.sizes, minlength=total + 1).astype(np.int64)
-        comp_first = np.full(total + 1, np.iinfo(np.int64).max, np.int64)
-        np.minimum.at(comp_first, roots[1:], bg.first[1:])
-        keep_root = (roots == np.arange(total + 1)) & (comp_size >= max(min_size, 1))
-        keep_root[0] = False
-        kept = np.flatnonzero(keep_root)
-        ordered = kept[np.argsort(comp_first[kept], kind="stable")]
-        final = np.zeros(total + 1, np.int64)
-        final[ordered] = np.arange(1, ordered.size + 1)
-        global_table = final[roots].astype(out_dtype)
+    # the segmentation of canonical fragments at each threshold, as for a fragments output
+    for global_table, final_sizes in threshold_tables(history, bg.first, bg.sizes, thresholds,
+                                                      min_size, out_dtype):
         tables: dict[tuple[int, ...], np.ndarray] = {}
         for start, o in bg.offsets.items():
             k = bg.num_labels[start]
             tab = np.zeros(k + 1, dtype=out_dtype)
             tab[1:] = global_table[bg.canon[o + 1:o + 1 + k]]
             tables[start] = tab
-        final_sizes = np.zeros(ordered.size + 1, np.int64)
-        final_sizes[1:] = comp_size[ordered]
-        result.append(BlockTables(tables, int(ordered.size), final_sizes))
+        result.append(BlockTables(tables, int(final_sizes.size - 1), final_sizes))
     return result
 
 
@@ -547,8 +536,7 @@ def grid_ws_fragments(affinities: np.ndarray, max_threshold: float,
     out = np.zeros(box.shape, np.uint32)
     for cell in plan_blocks(box, grid):
         out[cell.slices] = remap(local[cell.start], tables.table(cell))
-    rows = np.stack([merges.absorbed.astype(np.float64), merges.into.astype(np.float64),
-                     merges.score], axis=1).reshape(-1, 3)
+    rows = merges.rows()
     return out, rows
 
 
