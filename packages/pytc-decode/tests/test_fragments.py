@@ -293,15 +293,12 @@ def test_fragments_segmented_block_by_block_equal_the_whole_volume_and_resume(
 
 
 @pytest.mark.slow
-def test_a_killed_blockwise_rethreshold_resumes(tmp_path):
+def test_a_killed_blockwise_rethreshold_resumes(tmp_path, killed_run):
     """A real ``pytc-decode FRAGMENTS --block-size`` process killed (SIGKILL) while writing
     blocks resumes with the same command: the blocks it finished are not written again and
     the segmentation equals the whole-volume one."""
-    import re
-    import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     labels = synthetic_labels((48, 96, 96), seed=3)
@@ -321,27 +318,8 @@ def test_a_killed_blockwise_rethreshold_resumes(tmp_path):
     seg_uri = str(tmp_path / "seg")
     argv = [script, frag_uri, "-o", seg_uri, "--agglomeration-threshold", "0.5",
             "--block-size", "8,16,16", "-v"]  # 216 blocks
-    markers = tmp_path / "seg" / "pytc_decode" / "segment"
-
-    def finished() -> int:  # markers, not write_atomic's hidden temporary files
-        return len([p for p in markers.iterdir() if not p.name.startswith(".")])
-
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if markers.exists() and finished() >= 5:
-            break
-        time.sleep(0.002)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = finished()
-    assert 5 <= done < 216
-    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    m = re.search(r"segment: (\d+) of 216 blocks processed, (\d+) done before", again.stderr)
-    assert m is not None, again.stderr
-    assert int(m.group(2)) >= done and int(m.group(1)) == 216 - int(m.group(2))
+    done = killed_run.kill(argv, tmp_path / "seg" / "pytc_decode" / "segment", 216)
+    killed_run.resume(argv, "segment", 216, done)
     np.testing.assert_array_equal(open_volume(seg_uri).read(),
                                   open_volume(str(tmp_path / "whole")).read())
 

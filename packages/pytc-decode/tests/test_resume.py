@@ -187,15 +187,11 @@ def test_steps_into_the_hdf5_file_of_their_input(tmp_path, affinities, capsys):
 
 
 @pytest.mark.slow
-def test_a_killed_process_resumes_and_refuses_other_options(tmp_path):
+def test_a_killed_process_resumes_and_refuses_other_options(tmp_path, killed_run):
     """A real pytc-decode process killed (SIGKILL) mid-label resumes with the same options,
     and refuses to reuse its blocks with other options."""
-    import os
-    import re
-    import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     labels = synthetic_labels((48, 96, 96), seed=3)
@@ -208,29 +204,10 @@ def test_a_killed_process_resumes_and_refuses_other_options(tmp_path):
     script = Path(sys.executable).with_name("pytc-decode")
     argv = [str(script), aff_uri, "-o", seg_uri, "--block-size", "8,16,16", "--min-size", "4",
             "-v"]  # 216 blocks
-    markers = tmp_path / "seg" / "pytc_decode" / "label"
-
-    def finished() -> int:  # markers, not write_atomic's hidden temporary files
-        return len([p for p in markers.iterdir() if not p.name.startswith(".")])
-
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if markers.exists() and finished() >= 5:
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = finished()
-    assert 5 <= done < 216
+    done = killed_run.kill(argv, tmp_path / "seg" / "pytc_decode" / "label", 216)
 
     other = subprocess.run([*argv[:-1], "--threshold", "0.6"], capture_output=True, text=True,
                            timeout=300)
     assert other.returncode == 2 and "differs in: config.cc.threshold" in other.stderr
-    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    m = re.search(r"label: (\d+) of 216 blocks processed, (\d+) done before", again.stderr)
-    assert m is not None, again.stderr
-    assert int(m.group(2)) >= done and int(m.group(1)) == 216 - int(m.group(2))
+    killed_run.resume(argv, "label", 216, done)
     np.testing.assert_array_equal(open_volume(seg_uri).read(), affinity_cc(aff, 0.5, 4))

@@ -232,15 +232,10 @@ def test_blockwise_cli_and_its_shares_equal_the_in_memory_twin(tmp_path, noisy_s
 
 
 @pytest.mark.slow
-def test_a_killed_blockwise_ws_run_resumes(tmp_path, noisy_synthetic):
+def test_a_killed_blockwise_ws_run_resumes(tmp_path, noisy_synthetic, killed_run):
     """A real ``pytc-decode --method ws --block-size`` process killed (SIGKILL) mid-way
     resumes without redoing finished blocks and gives the uninterrupted result."""
-    import os
-    import re
-    import signal
-    import subprocess
     import sys
-    import time
 
     from pytc_decode.ws_blockwise import affinity_watershed_blockwise
 
@@ -249,24 +244,8 @@ def test_a_killed_blockwise_ws_run_resumes(tmp_path, noisy_synthetic):
         noisy_synthetic)
     argv = [str(Path(sys.executable).with_name("pytc-decode")), aff_uri, "-o",
             str(tmp_path / "seg"), "--method", "ws", "--block-size", "8", "-v"]  # 144 blocks
-    markers = tmp_path / "seg" / "pytc_decode" / "label"
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if markers.exists() and len([p for p in markers.iterdir()
-                                     if not p.name.startswith(".")]) >= 5:
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    # finished markers only: a kill during a marker's atomic write leaves its hidden temp file
-    done = len([p for p in markers.iterdir() if not p.name.startswith(".")])
-    assert 5 <= done < 144
-    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
-    m = re.search(r"label: (\d+) of 144 blocks processed, (\d+) done before", again.stderr)
-    assert m is not None, again.stderr
-    assert int(m.group(2)) >= done and int(m.group(1)) == 144 - int(m.group(2))
+    done = killed_run.kill(argv, tmp_path / "seg" / "pytc_decode" / "label", 144,
+                           deadline_s=300)
+    killed_run.resume(argv, "label", 144, done, timeout=600)
     np.testing.assert_array_equal(open_volume(str(tmp_path / "seg")).read(),
                                   affinity_watershed_blockwise(noisy_synthetic, 0.5, 8, halo=8))
