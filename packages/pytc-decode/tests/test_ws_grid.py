@@ -45,6 +45,43 @@ def test_the_grid_cuts_fragments_at_cell_faces_and_joins_them_again():
     assert np.all(seg == 1)
 
 
+def _ball_of_weak_affinities(centre_x: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ball of radius 6 centred at (8, 8, ``centre_x``) in a (16, 16, 32) volume, affinity
+    0.7 inside it (above the seed threshold 0.5, so its one seed is its centre), 0 across its
+    surface, 1 in the object around it."""
+    z, y, x = np.indices((16, 16, 32))
+    ball = ((z - 8) ** 2 + (y - 8) ** 2 + (x - centre_x) ** 2 <= 36).astype(np.uint32)
+    aff = affinities_from_labels(np.where(ball == 1, 1, 2).astype(np.uint32))[0]
+    return ball, aff * np.where(ball == 1, np.float32(0.7), np.float32(1.0))
+
+
+def test_pieces_of_one_basin_cut_by_the_grid_join_first_at_any_threshold():
+    """The grid face x = 16 cuts the ball through its centre. Both cells' contexts (halo 8)
+    see the ball's one seed, so its two pieces carry the same seed and are joined at score 0:
+    one segment even at threshold 0.05, although the face's mean affinity is 0.7 (score
+    0.3). With halo 0 the first cell does not see the centre and finds its own seed (on
+    x = 15): the pieces then stay apart at 0.05 and join by their face's mean at 0.35. Whole
+    volume and blockwise agree in both cases."""
+    from pytc_core.bbox import BBox
+    from pytc_decode.ws_blockwise import quantised_affinities, seeded_grid_fragments
+
+    ball, aff = _ball_of_weak_affinities(16)
+    q = quantised_affinities(aff)
+    box = BBox.from_shape(ball.shape)
+    frags, seeds = seeded_grid_fragments(q, box, box, box, (16, 16, 16), halo=8)
+    inside = np.unique(frags[ball == 1])
+    assert inside.size == 2 and inside.min() > 0  # one piece on each side of the face
+    assert seeds[inside[0]] == seeds[inside[1]] == np.ravel_multi_index((8, 8, 16), ball.shape)
+    for halo, merged_at in ((8, 0.05), (0, 0.35)):
+        apart = affinity_watershed(aff, [0.05, 0.35], fragment_block=(16, 16, 16), halo=halo)
+        assert isinstance(apart, list)
+        for t, seg in zip((0.05, 0.35), apart, strict=True):
+            assert np.unique(seg[ball == 1]).size == (1 if t >= merged_at else 2), (halo, t)
+        blockwise = affinity_watershed_blockwise(aff, [0.05, 0.35], (16, 16, 16), halo,
+                                                 fragment_block=(16, 16, 16))
+        assert all(np.array_equal(a, b) for a, b in zip(apart, blockwise, strict=True))
+
+
 @settings(max_examples=12, deadline=None)
 @given(grid=st.tuples(*(st.sampled_from((4, 8, 12)) for _ in range(3))),
        mult=st.tuples(*(st.integers(1, 3) for _ in range(3))),

@@ -15,8 +15,8 @@ from numba import njit
 from pytc_decode.fragments import nearest_neighbour_float
 from pytc_decode.kernels import lower_neighbour
 
-__all__ = ["RegionGraph", "agglomerate", "agglomerate_frozen", "boundary_edges", "group_pairs", "merge_roots",
-           "number_by_first_voxel", "region_graph", "relabel_by_first_voxel", "segmentations_at",
+__all__ = ["RegionGraph", "agglomerate", "agglomerate_frozen", "boundary_edges", "group_pairs", "join_seeds",
+           "merge_roots", "number_by_first_voxel", "region_graph", "relabel_by_first_voxel", "segmentations_at",
            "sum_groups"]
 
 
@@ -840,3 +840,12 @@ def number_by_first_voxel(labels: np.ndarray) -> np.ndarray:
     order = np.argsort(first[nonzero], kind="stable")
     table[ids[nonzero][order]] = np.arange(1, order.size + 1, dtype=labels.dtype)
     return remap(labels, table, out=labels)
+
+
+def join_seeds(seed_a: np.ndarray, seed_b: np.ndarray, affinity: np.ndarray) -> np.ndarray:
+    """Boundary affinities with those between two fragments of one seed set to 1: such
+    fragments are pieces of one watershed basin cut by the fragment grid, so their edge
+    scores 0 and they merge first, at every threshold (their edges to other fragments add up
+    as the unbounded basin's would). ``seed_a``, ``seed_b``: each boundary edge's two seeds."""
+    same = (seed_a == seed_b) & (seed_a >= 0)
+    return np.where(same, affinity.dtype.type(1), affinity) if same.any() else affinity

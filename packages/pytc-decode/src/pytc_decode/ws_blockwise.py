@@ -68,6 +68,7 @@ from pytc_decode.agglomeration import (
     agglomerate_frozen,
     boundary_edges,
     group_pairs,
+    join_seeds,
     number_by_first_voxel,
     sum_groups,
 )
@@ -81,7 +82,8 @@ log = logging.getLogger(__name__)
 __all__ = ["QUANTUM_BITS", "BlockFragments", "WsBlockSummary", "affinity_watershed_blockwise",
            "agglomerate_blocks", "agglomerate_blocks_at", "block_history", "block_region_graph",
            "check_block_grid", "fragments_blocks", "grid_fragments", "grid_ws_fragments",
-           "quantised_affinities", "ws_fragment_block"]
+           "quantised_affinities", "seed_keys",
+           "seeded_grid_fragments", "ws_fragment_block"]
 
 
 @dataclass
@@ -109,10 +111,20 @@ class WsBlockSummary:
     threshold: float | None = None
     rows: np.ndarray | None = None
     key: np.ndarray | None = None
+    #: each local id's seed (:func:`seed_keys`; -1: none): face-adjacent fragments of one seed
+    #: are pieces of one basin that the fragment grid cut, joined first (:func:`join_seeds`)
+    seed: np.ndarray | None = None
 
     @property
     def num_labels(self) -> int:
         return self.sizes.size - 1
+
+    def plane_seeds(self, labels: np.ndarray) -> np.ndarray:
+        """The seed of each voxel of a face plane (local ``labels``); -1 where this summary
+        has no seeds (then nothing is joined)."""
+        if self.seed is None:
+            return np.full(labels.shape, -1, np.int64)
+        return self.seed[labels.astype(np.intp)]
 
     _ARRAYS = ("sizes", "first", "u", "v", "affinity_sum", "edge_count")
     _PLANES = ("low_labels", "high_labels", "low_affinities")
@@ -129,6 +141,8 @@ class WsBlockSummary:
         if self.threshold is not None:
             arrays["threshold"] = np.array(self.threshold, np.float64)
             arrays.update({name: getattr(self, name) for name in self._LEVEL0})
+        if self.seed is not None:
+            arrays["seed"] = self.seed
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
@@ -141,6 +155,8 @@ class WsBlockSummary:
             if "threshold" in f.files:
                 arrays["threshold"] = float(f["threshold"])
                 arrays.update({name: f[name] for name in cls._LEVEL0})
+            if "seed" in f.files:
+                arrays["seed"] = f["seed"]
             return cls(BBox(tuple(f["start"]), tuple(f["stop"])), **arrays, **planes)
 
 
@@ -157,21 +173,47 @@ def quantised_affinities(affinities: np.ndarray) -> np.ndarray:
     return np.round(aff * scale) / scale
 
 
+def seed_keys(seeds: np.ndarray, context: BBox, volume_box: BBox) -> np.ndarray:
+    """Per seed id of ``seeds`` ((Z, Y, X) over ``context``, ids 1..K): the global C-order
+    index (in ``volume_box``) of the seed's first voxel, int64 (index 0 and absent ids: -1).
+    Two cells whose contexts find the same seed give it the same key."""
+    flat = seeds.reshape(-1)
+    ids, first = np.unique(flat, return_index=True)
+    keys = np.full(int(ids[-1]) + 1 if ids.size else 1, -1, np.int64)
+    nonzero = ids != 0
+    coords = np.unravel_index(first[nonzero], seeds.shape)
+    keys[ids[nonzero]] = np.ravel_multi_index(
+        tuple(c + (s - v) for c, s, v in zip(coords, context.start, volume_box.start,
+                                             strict=True)), volume_box.shape)
+    return keys
+
+
 def grid_fragments(aff: np.ndarray, context: BBox, block: BBox, volume_box: BBox,
-                   fragment_block: Sequence[int], halo: int, *, seed_threshold: float = 0.5,
-                   seed_radius: int = 2, seeds_2d: bool = False,
-                   voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
-                   mask: np.ndarray | None = None) -> np.ndarray:
+                   fragment_block: Sequence[int], halo: int, **kwargs: Any) -> np.ndarray:
+    """The fragments of :func:`seeded_grid_fragments` (without their seeds)."""
+    return seeded_grid_fragments(aff, context, block, volume_box, fragment_block, halo,
+                                 **kwargs)[0]
+
+
+def seeded_grid_fragments(aff: np.ndarray, context: BBox, block: BBox, volume_box: BBox,
+                          fragment_block: Sequence[int], halo: int, *,
+                          seed_threshold: float = 0.5, seed_radius: int = 2,
+                          seeds_2d: bool = False,
+                          voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                          mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fragments of ``block`` (uint32, (Z, Y, X) of the block, distinct ids, not yet numbered
     by first voxel) computed cell by cell on the fixed grid ``fragment_block`` (voxels, z y x,
     origin ``volume_box.start``): each cell's seeds and flooding see the cell plus ``halo``
     voxels (clipped to the volume) and nothing else, and are cropped to the cell. So a cell's
     fragments are a function of that bounded neighbourhood alone, the same in every block (and
     in the whole-volume run) that contains the cell. ``aff`` and ``mask`` cover ``context``,
-    which must contain every cell's neighbourhood."""
+    which must contain every cell's neighbourhood. Also returns each id's seed
+    (:func:`seed_keys`, int64, -1 for 0): a basin that crosses a cell face is cut there, and
+    its pieces on the two sides share the seed when both cells' contexts found it."""
     from pytc_core.blocks import plan_blocks
 
     out = np.zeros(block.shape, np.uint32)
+    keys = [np.full(1, -1, np.int64)]
     offset = 0
     for cell in plan_blocks(block, fragment_block, grid_origin=volume_box.start):
         near = cell.grow(halo).intersect(volume_box)
@@ -188,13 +230,18 @@ def grid_fragments(aff: np.ndarray, context: BBox, block: BBox, volume_box: BBox
         crop = tuple(slice(a0 - n0, b0 - n0) for a0, b0, n0 in
                      zip(cell.start, cell.stop, near.start, strict=True))
         piece = grown[crop].astype(np.uint32)
-        if offset + int(piece.max(initial=0)) >= 2**32 - 1:
+        top = int(piece.max(initial=0))
+        if offset + top >= 2**32 - 1:
             raise ValueError(f"block {block} has too many fragments for uint32")
+        # a fragment is the basin of the seed whose id it carries
+        seed_of = seed_keys(seeds, near, volume_box)
+        keys.append(np.pad(seed_of, (0, max(0, top + 1 - seed_of.size)),
+                           constant_values=-1)[1:top + 1])
         piece[piece != 0] += np.uint32(offset)
-        offset = int(piece.max(initial=offset))
+        offset += top
         out[tuple(slice(a0 - b0, a1 - b0) for a0, a1, b0 in
                   zip(cell.start, cell.stop, block.start, strict=True))] = piece
-    return out
+    return out, np.concatenate(keys)
 
 
 def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume_box: BBox, *,
@@ -220,19 +267,26 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     inner = tuple(slice(a - c, b - c) for a, b, c in
                   zip(block.start, block.stop, context.start, strict=True))
     if fragment_block is not None:
-        local = number_by_first_voxel(grid_fragments(
+        raw, raw_seed = seeded_grid_fragments(
             aff, context, block, volume_box, fragment_block, halo,
             seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
-            voxel_size=voxel_size, mask=mask))
+            voxel_size=voxel_size, mask=mask)
     else:
         seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
                                voxel_size=voxel_size, mask=mask)
-        grown = watershed_fragments(aff, seeds, mask)
-        local = number_by_first_voxel(np.ascontiguousarray(grown[inner]))
-    block_aff = np.ascontiguousarray(aff[(slice(None), *inner)])
+        raw = np.ascontiguousarray(watershed_fragments(aff, seeds, mask)[inner])
+        raw_seed = seed_keys(seeds, context, volume_box)
+    raw_ids, raw_first = np.unique(raw.reshape(-1), return_index=True)
+    local = number_by_first_voxel(raw)
     n = int(local.max()) if local.size else 0
+    seed = np.full(n + 1, -1, np.int64)
+    found = raw_ids < raw_seed.size
+    seed[local.reshape(-1)[raw_first[found]]] = raw_seed[raw_ids[found]]
+    seed[0] = -1
+    block_aff = np.ascontiguousarray(aff[(slice(None), *inner)])
     # edges inside the block (a voxel's edge to its previous voxel, both in the block)
     a, b, w = boundary_edges(local, block_aff)
+    w = join_seeds(seed[a], seed[b], w)
     order, starts, u, v = group_pairs(a, b, n)
     sums = sum_groups(w[order].astype(np.float64), starts)
     counts = sum_groups(np.ones(w.size, np.int64), starts)
@@ -250,6 +304,7 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
         high_labels=(local[-1].copy(), local[:, -1].copy(), local[:, :, -1].copy()),
         low_affinities=(block_aff[0, 0].copy(), block_aff[1, :, 0].copy(),
                         block_aff[2, :, :, 0].copy()),
+        seed=seed,
     )
     if max_threshold is not None:
         summary = _block_level0(summary, volume_box, max_threshold)
@@ -289,17 +344,18 @@ def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox
     us, vs, sums, counts = [], [], [], []
     sizes_l: list[np.ndarray] = []
     first_l: list[np.ndarray] = []
-    high: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # face -> (labels, offset)
-    low: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}  # waiting low faces
+    # face -> (labels, their seeds, offset); waiting low faces also with their affinities
+    high: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}
+    low: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
 
-    def join(mine: np.ndarray, aff: np.ndarray, o_mine: int, theirs: np.ndarray,
-             o_theirs: int) -> None:
+    def join(mine: np.ndarray, seed_mine: np.ndarray, aff: np.ndarray, o_mine: int,
+             theirs: np.ndarray, seed_theirs: np.ndarray, o_theirs: int) -> None:
         m, t = mine.astype(np.int64), theirs.astype(np.int64)
         on = (m != 0) & (t != 0)
         a, b = m[on] + o_mine, t[on] + o_theirs
         us.append(np.minimum(a, b))
         vs.append(np.maximum(a, b))
-        sums.append(aff[on].astype(np.float64))
+        sums.append(join_seeds(seed_mine[on], seed_theirs[on], aff[on].astype(np.float64)))
         counts.append(np.ones(int(on.sum()), np.int64))
 
     for s in summaries:
@@ -322,19 +378,22 @@ def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox
             # my high face: the block above takes it (now if it was read before me)
             up = (axis, s.bbox.stop[axis], *rest)
             if s.bbox.stop[axis] < volume_box.stop[axis]:
+                seed_high = s.plane_seeds(s.high_labels[axis])
                 if up in low:
-                    labels, aff, o_up = low.pop(up)
-                    join(labels, aff, o_up, s.high_labels[axis], o)
+                    labels, seed_up, aff, o_up = low.pop(up)
+                    join(labels, seed_up, aff, o_up, s.high_labels[axis], seed_high, o)
                 else:
-                    high[up] = (s.high_labels[axis], o)
+                    high[up] = (s.high_labels[axis], seed_high, o)
             if start[axis] <= volume_box.start[axis]:
                 continue
             face = (axis, start[axis], *rest)
+            seed_low = s.plane_seeds(s.low_labels[axis])
             if face in high:
-                theirs, o_below = high.pop(face)
-                join(s.low_labels[axis], s.low_affinities[axis], o, theirs, o_below)
+                theirs, seed_below, o_below = high.pop(face)
+                join(s.low_labels[axis], seed_low, s.low_affinities[axis], o, theirs,
+                     seed_below, o_below)
             else:
-                low[face] = (s.low_labels[axis], s.low_affinities[axis], o)
+                low[face] = (s.low_labels[axis], seed_low, s.low_affinities[axis], o)
     if low:
         face = next(iter(low))
         raise ValueError(f"no block below the face {face} (axis, position, other starts): "

@@ -35,11 +35,16 @@ from pytc_decode.agglomeration import (
     RegionGraph,
     agglomerate,
     agglomerate_frozen,
+    join_seeds,
     merge_roots,
     sum_groups,
 )
 
 __all__ = ["OctreeReduce", "morton_order"]
+
+#: one block's face plane as the reduce keeps it: global fragment ids, their first voxels,
+#: the affinities leaving through it (low planes only) and the fragments' seeds
+_Plane = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
 
 
 def morton_order(indices: Sequence[Sequence[int]]) -> list[int]:
@@ -144,7 +149,7 @@ class OctreeReduce:
         self.groups: dict[tuple[int, ...], _Group] = {}
         # one block's face plane waiting for the block on its other side: fragments (global
         # ids), their first voxels, the affinities across (low planes only)
-        self.pending: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self.pending: dict[tuple[int, ...], _Plane] = {}
         self.peak_regions = 0
         self.peak_edges = 0
 
@@ -232,7 +237,7 @@ class OctreeReduce:
                 faces.append((level, np.unique(frag[frag != 0])))
                 key = (axis, *(idx if side else other))  # the face: the lower block's high side
                 mine = (frag, np.where(labels != 0, s.first[labels], 0),
-                        None if side else s.low_affinities[axis])
+                        None if side else s.low_affinities[axis], s.plane_seeds(labels))
                 if key in self.pending:
                     theirs = self.pending.pop(key)
                     low, high = (theirs, mine) if side else (mine, theirs)
@@ -242,15 +247,16 @@ class OctreeReduce:
         self._arrive(0, idx, edges, names, faces, joined)
 
     @staticmethod
-    def _face_edges(low: tuple[np.ndarray, np.ndarray, np.ndarray | None],
-                    high: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> _Edges:
+    def _face_edges(low: _Plane, high: _Plane) -> _Edges:
         """Fragment pairs across one face (``low``: the upper block's low plane with its
-        affinities; ``high``: the lower block's high plane), one entry per pair."""
-        fa, pa, aff = low
-        fb, pb, _ = high
+        affinities; ``high``: the lower block's high plane), one entry per pair; pieces of
+        one seed joined (:func:`join_seeds`)."""
+        fa, pa, aff, sa = low
+        fb, pb, _, sb = high
         assert aff is not None
         on = (fa != 0) & (fb != 0)
-        a, b, pa, pb, w = fa[on], fb[on], pa[on], pb[on], aff[on].astype(np.float64)
+        a, b, pa, pb = fa[on], fb[on], pa[on], pb[on]
+        w = join_seeds(sa[on], sb[on], aff[on].astype(np.float64))
         # a fragment pair's key is itself (as first voxels); sort by it
         lo_f, hi_f = np.where(pa < pb, a, b), np.where(pa < pb, b, a)
         lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
