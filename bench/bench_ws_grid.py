@@ -13,6 +13,13 @@ the grid's accuracy against the unbounded whole-volume ws.
 Measured (2 shared cores, grid 64, halo 8, blocks 128^3): FlyEM best VOI 0.589 without the
 grid, 0.646 with it (0.632 with halo 32); 128^3: VOI 0.0 (identical ids), blockwise / whole
 1.11x (5.38 / 4.82 s, 3 runs); 256^3: VOI 0.0, 0.99x (97.7 / 98.6 s, 2 runs).
+
+With pieces of one seed joined across cell faces (2026-12-05): FlyEM best VOI with grid 64
+0.645 (halo 8); with grid 128, 0.588 (halo 8) and 0.589 (halo 16), as without a grid; 128^3
+still VOI 0.0 with identical ids, 1.09x. A prototype that joined the pieces before the
+agglomeration (the same joins, other tie-break keys) scored 0.608 at grid 64 and halo 8 and
+0.589 at halo 16: these defective affinities are mostly 0 or 1, so many merges tie and the
+tie order moves VOI by a few hundredths.
 """
 
 from __future__ import annotations

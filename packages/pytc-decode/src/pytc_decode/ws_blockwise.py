@@ -4,7 +4,10 @@
 **fragment grid** (``ws.fragment_block`` G voxels per axis, origin the volume's start), not of
 the processing blocks: each grid cell's seeds (distance-transform maxima) and flooding are
 computed on the cell plus ``halo`` voxels (clipped to the volume) and cropped to the cell
-(:func:`grid_fragments`). The whole-volume ``ws`` with ``fragment_block`` computes its
+(:func:`grid_fragments`); a basin that crosses a cell face is cut there, and when both cells'
+contexts found its seed (:func:`seed_keys`) its pieces are joined before anything else (their
+edge scores 0, :func:`pytc_decode.agglomeration.join_seeds`). The whole-volume ``ws`` with
+``fragment_block`` computes its
 fragments the same way, cell by cell, so whole and blockwise have identical fragments when the
 blocks are multiples of G (enforced: :func:`check_block_grid`, a one-line error). Edge
 affinities are rounded to multiples of ``2**-16`` (:data:`QUANTUM_BITS`) so each pair's
