@@ -287,9 +287,45 @@ def test_fragments_segmented_block_by_block_equal_the_whole_volume_and_resume(
     assert code == 0, err
     # the extents pass finished before the interrupt: kept, not read again
     assert "segment: 9 of 12 blocks processed, 3 done before" in err
-    assert "extents: " not in err.replace("phase extents: ", "")  # no "extents: N of 12 blocks"
+    assert "extents: 0 of 12 blocks processed, 12 done before" in err
     for t in THRESHOLDS.split(","):
         np.testing.assert_array_equal(open_volume(f"{out}_t{t}").read(), whole[t])
+
+
+def test_fragments_segmented_by_slurm_style_shares_equal_the_local_run(tmp_path, affinities,
+                                                                       capsys):
+    """``pytc-decode FRAGMENTS --block-size B --step label|reduce|relabel --blocks i/n``: the
+    extents of each share's blocks, one reduce, the blocks written by each share; the outputs
+    are complete only after the last relabel share, and equal the whole-volume
+    re-thresholding. A reduce before every label share has run is one line, exit 2."""
+    aff_uri = write(str(tmp_path / "aff"), affinities)
+    frag_uri = str(tmp_path / "frag")
+    code, _, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--agglomeration-threshold",
+                        THRESHOLDS, "--fragments-only"], capsys)
+    assert code == 0, err
+    common = ["--agglomeration-threshold", THRESHOLDS, "--min-size", "3"]
+    code, _, err = run([frag_uri, "-o", tmp_path / "whole", *common], capsys)
+    assert code == 0, err
+    out = tmp_path / "shared"
+    args = [frag_uri, "-o", out, *common, "--block-size", "8,16,16"]
+    code, _, err = run([*args, "--step", "label", "--blocks", "0/2"], capsys)
+    assert code == 0, err
+    code, _, err = run([*args, "--step", "reduce"], capsys)
+    assert code == 2 and "6 of 12 blocks have no extents yet" in err and "Traceback" not in err
+    for step, blocks in (("label", "1/2"), ("reduce", None), ("relabel", "1/2")):
+        code, stdout, err = run([*args, "--step", step, *(["--blocks", blocks] if blocks
+                                                          else [])], capsys)
+        assert code == 0, err
+        assert stdout.split() == [f"{out}_t{t}" for t in THRESHOLDS.split(",")]
+    record = read_run_record(f"{out}_t0.2")
+    assert record is not None and not record.complete  # half of the blocks are written
+    code, _, err = run([*args, "--step", "relabel", "--blocks", "0/2"], capsys)
+    assert code == 0, err
+    for t in THRESHOLDS.split(","):
+        record = read_run_record(f"{out}_t{t}")
+        assert record is not None and record.complete
+        np.testing.assert_array_equal(open_volume(f"{out}_t{t}").read(),
+                                      open_volume(f"{tmp_path / 'whole'}_t{t}").read())
 
 
 @pytest.mark.slow

@@ -70,3 +70,34 @@ def test_blocks_decode_local_twin_writes_every_ws_threshold(tmp_path, capsys):
         np.testing.assert_array_equal(open_volume(f"{tmp_path / 'twin'}_t{t}").read(), expected)
         counts.append(int(expected.max()))
     assert counts[0] > counts[1] >= 1
+
+
+@pytest.mark.slow
+def test_blocks_decode_local_twin_segments_a_fragments_output(tmp_path, capsys):
+    """A fragments output (``--fragments-only``) segmented at two thresholds by the array
+    tasks (extents shares, reduce, write shares) equals one whole-volume re-thresholding."""
+    rng = np.random.default_rng(2)
+    aff = np.clip(rng.random((3, 32, 32, 32), dtype=np.float32) * 0.6 + 0.35, 0, 1)
+    uri = str(tmp_path / "aff")
+    create_volume(uri, aff.shape, np.float32, chunk_size=(16, 16, 16)).write(aff)
+    frag = str(tmp_path / "frag")
+    made = subprocess.run([str(BIN / "pytc-decode"), uri, "-o", frag, "--method", "ws",
+                           "--agglomeration-threshold", "0.3,0.6", "--fragments-only", "-q"],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    args = ["--agglomeration-threshold", "0.3,0.6", "--min-size", "4"]
+    one = subprocess.run([str(BIN / "pytc-decode"), frag, "-o", str(tmp_path / "one"), *args,
+                          "-q"], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    code = run_entry_point("pytc-launch", app, [
+        "blocks", "decode", "--tasks", "3", "--local", "-q", "--", frag, "-o",
+        str(tmp_path / "twin"), *args, "--block-size", "16"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.split() == [f"{tmp_path / 'twin'}_t0.3", f"{tmp_path / 'twin'}_t0.6"]
+    counts = []
+    for t in ("0.3", "0.6"):
+        expected = open_volume(f"{tmp_path / 'one'}_t{t}").read()
+        np.testing.assert_array_equal(open_volume(f"{tmp_path / 'twin'}_t{t}").read(), expected)
+        counts.append(int(expected.max()))
+    assert counts[0] > counts[1] >= 1

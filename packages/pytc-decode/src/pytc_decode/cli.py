@@ -141,13 +141,16 @@ def decode(
     block_size
         Decode block by block with blocks of this many voxels (``128`` or ``z,y,x``); use a
         multiple of the input's chunk size. ``cc``: the result is identical to a
-        whole-volume decode. ``ws``: close to it, not identical (fragments are grown per block
-        with ``halo`` voxels of context, so they differ near block faces). ``mws``: whole
-        volume only.
+        whole-volume decode. ``ws``: identical to the whole-volume decode with the same
+        ``ws.fragment_block`` grid (blocks must be multiples of it; without it the grid is
+        the block, so the result equals the whole volume with ``fragment_block`` = the block
+        size). ``mws``: whole volume only.
     blocks
         ``i/n``: only task i's share of the blocks (0-based), with ``--step label|relabel``.
     step
-        Blockwise step: ``all`` (default), ``label``, ``reduce`` or ``relabel``.
+        Blockwise step: ``all`` (default), ``label``, ``reduce`` or ``relabel``. For a
+        fragments input: label = each block's fragment extents, reduce = the segment tables,
+        relabel = the blocks written.
     fragments_only
         ``--method ws``: write the watershed fragments (ids 1..N, 0 =
         background) and their merge history up to the largest threshold (``pytc_merges.npz``

@@ -13,6 +13,10 @@ voxels:
    per threshold (O(F) memory for F fragments: 8 B per fragment and threshold, plus 16 B per
    fragment for the extents), and each block is written through the tables.
 
+The stage runs them as the three steps of a blockwise decode, so Slurm shares can too:
+``label`` writes each block's :func:`block_extents`, ``reduce`` adds them up and writes the
+tables, ``relabel`` writes the blocks.
+
 Coordinates are global voxels (z, y, x) of the fragments volume.
 """
 
@@ -25,21 +29,37 @@ import numpy as np
 from pytc_core.bbox import BBox
 from pytc_decode.agglomeration import merge_roots
 
-__all__ = ["add_block_extents", "fragment_extents", "threshold_tables"]
+__all__ = ["add_block_extents", "add_extents", "block_extents", "fragment_extents",
+           "threshold_tables"]
 
 
-def add_block_extents(labels: np.ndarray, block: BBox, volume_box: BBox, first: np.ndarray,
-                      sizes: np.ndarray) -> None:
-    """Add the (Z, Y, X) ``labels`` of ``block`` to ``first`` (each id's lowest global C-order
-    voxel index, ``np.iinfo(int64).max`` where unseen) and ``sizes`` (voxels), in place.
-    Ids above ``first.size - 1`` raise ``IndexError``."""
+def block_extents(labels: np.ndarray, block: BBox, volume_box: BBox
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ids of the (Z, Y, X) ``labels`` of ``block`` (sorted, 0 included when present),
+    each one's first voxel in the block (global C-order index in ``volume_box``, int64) and
+    its voxel count in the block (int64): one block's share of :func:`fragment_extents`."""
     ids, index, counts = np.unique(labels.reshape(-1), return_index=True, return_counts=True)
     coords = np.unravel_index(index, labels.shape)
     origin = [b - v for b, v in zip(block.start, volume_box.start, strict=True)]
     flat = np.ravel_multi_index(tuple(c + o for c, o in zip(coords, origin, strict=True)),
                                 volume_box.shape)
-    np.minimum.at(first, ids, flat)
+    return ids, flat.astype(np.int64), counts.astype(np.int64)
+
+
+def add_extents(ids: np.ndarray, block_first: np.ndarray, counts: np.ndarray,
+                first: np.ndarray, sizes: np.ndarray) -> None:
+    """Add one block's :func:`block_extents` to ``first`` (each id's lowest global C-order
+    voxel index, ``np.iinfo(int64).max`` where unseen) and ``sizes`` (voxels), in place.
+    Ids above ``first.size - 1`` raise ``IndexError``."""
+    np.minimum.at(first, ids, block_first)
     np.add.at(sizes, ids, counts)
+
+
+def add_block_extents(labels: np.ndarray, block: BBox, volume_box: BBox, first: np.ndarray,
+                      sizes: np.ndarray) -> None:
+    """Add the (Z, Y, X) ``labels`` of ``block`` to ``first`` and ``sizes`` in place
+    (:func:`block_extents`, then :func:`add_extents`)."""
+    add_extents(*block_extents(labels, block, volume_box), first, sizes)
 
 
 def fragment_extents(blocks: Iterable[tuple[BBox, np.ndarray]], volume_box: BBox,

@@ -16,7 +16,9 @@ import shutil
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -35,7 +37,7 @@ from pytc_decode.config import DecodeConfig, result_options
 from pytc_decode.kernels import remap
 from pytc_decode.methods import DecodeMethod, method_of, methods_of
 from pytc_decode.resume import check_run
-from pytc_decode.rethreshold import add_block_extents, threshold_tables
+from pytc_decode.rethreshold import add_extents, block_extents, threshold_tables
 from pytc_decode.stats import DecodeStats, segment_stats
 from pytc_decode.steps import (
     STEPS,
@@ -178,10 +180,12 @@ def _write_fragments(claim: OutputRun, aff_vol: Volume, fragments: np.ndarray,
 
 def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
                        cfg: DecodeConfig, out_uri: str, overwrite: bool, allow_same_file: bool,
-                       timer: PhaseTimer, show_progress: bool = True) -> DecodeResult:
+                       timer: PhaseTimer, show_progress: bool = True, step: str = "all",
+                       share: tuple[int, int] | None = None) -> DecodeResult:
     """A fragments output (with its merge history) → one segmentation per threshold of
     ``cfg``, without the watershed: the fragments relabelled through the history (whole
-    volume, or with ``cfg.block_size`` block by block: :mod:`pytc_decode.rethreshold`)."""
+    volume, or with ``cfg.block_size`` block by block: :mod:`pytc_decode.rethreshold`, as
+    ``step`` and ``share`` of :func:`run_decode` select)."""
     from dataclasses import replace
 
     from pytc_core.output_run import run_key
@@ -220,17 +224,24 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
     with ExitStack() as stack:
         claims = [stack.enter_context(claim_output(
             uri, stage="decode", key=key, inputs=[frag_uri], overwrite=overwrite,
-            command=current_command(), allow_same_file=allow_same_file,
+            join=step != "all", command=current_command(), allow_same_file=allow_same_file,
             scratch=[workdir] if workdir is not None else []))
             for uri, key in zip(out_uris, keys, strict=True)]
         if workdir is not None:
             stats, blocks = _rethreshold_blockwise(frag_uri, frag_vol, history, cfg, claims,
-                                                   out_cfgs, workdir, keys, timer, show_progress)
+                                                   out_cfgs, workdir, keys, timer, show_progress,
+                                                   step, share)
             for name, r in blocks.items():
                 log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
                           r.planned, r.skipped)
-            return DecodeResult(out_uris[0], "all", stats[0], blocks, timer.timings,
-                                tuple(zip(out_uris[1:], stats[1:], strict=True)))
+            if not claims[0].completed:  # a step or share: its config, too
+                from pytc_core.config import save_config_next_to
+
+                for uri, out_cfg in zip(out_uris, out_cfgs, strict=True):
+                    save_config_next_to(uri, out_cfg, command="pytc-decode")
+            every: list[DecodeStats | None] = list(stats) or [None] * len(out_uris)
+            return DecodeResult(out_uris[0], step, every[0], blocks, timer.timings,
+                                tuple(zip(out_uris[1:], every[1:], strict=True)))
         with timer.phase("read"):
             fragments = frag_vol.read()
             if fragments.ndim == 4:
@@ -255,6 +266,10 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
                         tuple(zip(out_uris[1:], stats[1:], strict=True)))
 
 
+def _save_arrays(fh: BinaryIO, **arrays: np.ndarray) -> None:
+    np.savez(fh, **arrays)  # type: ignore[arg-type]
+
+
 def _mismatch_error(frag_uri: str, top: int, num_fragments: int) -> UserError:
     return UserError(f"the merge history {merges_location(frag_uri)} does not match its "
                      f"fragments {frag_uri} (fragment ids 1..{top}, the history names "
@@ -263,22 +278,32 @@ def _mismatch_error(frag_uri: str, top: int, num_fragments: int) -> UserError:
 
 
 def _rethreshold_blockwise(frag_uri: str, frag_vol: Volume, history: MergeHistory,
-                          cfg: DecodeConfig, claims: Sequence[OutputRun],
-                          out_cfgs: Sequence[DecodeConfig], workdir: Path, keys: Sequence[str],
-                          timer: PhaseTimer, show_progress: bool
-                          ) -> tuple[list[DecodeStats], dict[str, BlockRunResult]]:
-    """:func:`_relabel_fragments` block by block: one pass for the fragments' extents (kept
-    in ``workdir`` once complete), one that writes every output's blocks (each marked done
-    there, so an interrupted run resumes after its last finished block). Returns each
-    output's stats and what each pass did."""
+                           cfg: DecodeConfig, claims: Sequence[OutputRun],
+                           out_cfgs: Sequence[DecodeConfig], workdir: Path, keys: Sequence[str],
+                           timer: PhaseTimer, show_progress: bool, step: str = "all",
+                           share: tuple[int, int] | None = None
+                           ) -> tuple[list[DecodeStats], dict[str, BlockRunResult]]:
+    """:func:`_relabel_fragments` block by block, as the three steps of a blockwise decode
+    (``step``; ``label`` and ``relabel`` take ``share``, task i of n):
+
+    - label: each block's fragment ids, first voxels and voxel counts (an ``extents_*.npz``
+      per block in ``workdir``, each block marked done);
+    - reduce: every block's extents → one fragment → segment table per output
+      (``segments_<k>.npz``; a history that does not match its fragments is refused here);
+    - relabel: every output's blocks written through the tables (each block marked done);
+      the last block's writer marks the outputs complete.
+
+    An interrupted run or share resumes after its last finished block. Returns each output's
+    stats where this call knows them (reduce, relabel) and what each pass did."""
     assert isinstance(cfg.block_size, tuple)
     key = hashlib.sha256("|".join([*keys, repr(cfg.block_size)]).encode()).hexdigest()
-    if any(claim.resuming for claim in claims):
+    if any(claim.resuming for claim in claims):  # an interrupted run or a share of this run
         check_run(workdir, key, create=False)
     box = frag_vol.bbox
     dtype = np.dtype(frag_vol.dtype)
-    outs = [create_output(claim, frag_vol, dtype, output_chunk(cfg.block_size))
-            for claim in claims]
+    if step in ("all", "label"):
+        for claim in claims:
+            create_output(claim, frag_vol, dtype, output_chunk(cfg.block_size))
     check_run(workdir, key, create=True)
     blocks = plan_blocks(box, cfg.block_size)
     progress = progress_counter if show_progress else None
@@ -288,44 +313,81 @@ def _rethreshold_blockwise(frag_uri: str, frag_vol: Volume, history: MergeHistor
         data = frag_vol.read(block)
         return data[0] if data.ndim == 4 else data
 
-    extents_file = workdir / f"extents_{key[:16]}.npz"
+    def extents_file(block: BBox) -> Path:
+        return workdir / ("extents_" + "_".join(map(str, block.start)) + ".npz")
+
+    def tables_file(k: int) -> Path:
+        return workdir / f"segments_{k}.npz"
+
     ran: dict[str, BlockRunResult] = {}
-    with timer.phase("extents"):
-        if extents_file.exists():
-            with np.load(extents_file) as f:
-                first, sizes = f["first"], f["sizes"]
-        else:
+    stats: list[DecodeStats] = []
+    if step in ("all", "label"):
+        def measure(block: BBox, labels: np.ndarray) -> None:
+            ids, first, counts = block_extents(labels, block, box)
+            write_atomic(extents_file(block),
+                         partial(_save_arrays, ids=ids, first=first, counts=counts))
+            for claim in claims:
+                claim.made_progress()
+
+        with timer.phase("extents"):
+            ran["extents"] = run_blocks(blocks, measure, done=BlockProgress(
+                workdir / "extents", key), share=share, read=read,
+                description="fragment extents", progress=progress)
+    if step in ("all", "reduce"):
+        missing = [b for b in blocks if not extents_file(b).exists()]
+        if missing:
+            raise UserError(f"{len(missing)} of {len(blocks)} blocks have no extents yet "
+                            f"(first: {missing[0]})", "run every --step label share first")
+        with timer.phase("segment"):
             first = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
             sizes = np.zeros(n + 1, np.int64)
-            top = [0]
+            top = 0
+            for block in blocks:
+                with np.load(extents_file(block)) as f:
+                    ids = f["ids"]
+                    top = max(top, int(ids[-1]) if ids.size else 0)
+                    if top > n:
+                        raise _mismatch_error(frag_uri, top, n)
+                    add_extents(ids, f["first"], f["counts"], first, sizes)
+            if top != n:
+                raise _mismatch_error(frag_uri, top, n)
+            tables = threshold_tables(history.rows(), first, sizes,
+                                      [c.ws.thresholds[0] for c in out_cfgs], cfg.min_size,
+                                      dtype)
+            del first, sizes
+            for k, (table, counts) in enumerate(tables):
+                write_atomic(tables_file(k), partial(_save_arrays, table=table, counts=counts))
+            stats = [segment_stats(counts, box.size, cfg.dust) for _, counts in tables]
+    if step in ("all", "relabel"):
+        missing_tables = [tables_file(k) for k in range(len(claims))
+                          if not tables_file(k).exists()]
+        if missing_tables:
+            raise UserError(f"{missing_tables[0]} is missing",
+                            "run --step reduce before --step relabel")
+        loaded = []
+        for k in range(len(claims)):
+            with np.load(tables_file(k)) as f:
+                loaded.append(f["table"])
+                if step == "relabel":  # (the reduce of this call gave them otherwise)
+                    stats.append(segment_stats(f["counts"], box.size, cfg.dust))
+        outs = [claim.open() for claim in claims]
 
-            def measure(block: BBox, labels: np.ndarray) -> None:
-                top[0] = max(top[0], int(labels.max(initial=0)))
-                if top[0] <= n:
-                    add_block_extents(labels, block, box, first, sizes)
+        def write(block: BBox, labels: np.ndarray) -> None:
+            for out, table in zip(outs, loaded, strict=True):
+                out.write(remap(labels, table), offset=block.start)
+            for claim in claims:
+                claim.made_progress()
 
-            ran["extents"] = run_blocks(blocks, measure, read=read,
-                                        description="fragment extents", progress=progress)
-            if top[0] != n:
-                raise _mismatch_error(frag_uri, top[0], n)
-            write_atomic(extents_file, lambda fh: np.savez(fh, first=first, sizes=sizes))
-    with timer.phase("segment"):
-        tables = threshold_tables(history.rows(), first, sizes,
-                                  [c.ws.thresholds[0] for c in out_cfgs], cfg.min_size, dtype)
-
-    def write(block: BBox, labels: np.ndarray) -> None:
-        for out, (table, _) in zip(outs, tables, strict=True):
-            out.write(remap(labels, table), offset=block.start)
-        for claim in claims:
-            claim.made_progress()
-
-    with timer.phase("write"):
-        ran["segment"] = run_blocks(blocks, write, done=BlockProgress(workdir / "segment", key),
-                                    read=read, description="segment blocks", progress=progress)
-    for claim, out_cfg in zip(claims, out_cfgs, strict=True):
-        finish_output(claim, out_cfg)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return [segment_stats(counts, box.size, cfg.dust) for _, counts in tables], ran
+        done = BlockProgress(workdir / "segment", key)
+        with timer.phase("write"):
+            ran["segment"] = run_blocks(blocks, write, done=done, share=share, read=read,
+                                        description="segment blocks", progress=progress)
+        if share is None or not done.pending(blocks):  # every block of the outputs written
+            for claim, out_cfg in zip(claims, out_cfgs, strict=True):
+                finish_output(claim, out_cfg)
+        if share is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return stats, ran
 
 
 def _decode_blockwise(run: BlockwiseRun, claims: Sequence[OutputRun], step: str,
@@ -408,12 +470,15 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
     out_uri = output or default_output_uri(aff_uri)
     history = read_merge_history(aff_uri)
     if history is not None:
-        if fragments is not None or step != "all" or share is not None:
-            raise UserError(f"{aff_uri} holds fragments already: --fragments-only, "
-                            "--save-fragments, --step and --blocks do not apply",
+        if fragments is not None:
+            raise UserError(f"{aff_uri} holds fragments already: --fragments-only and "
+                            "--save-fragments do not apply",
                             "drop them to segment the fragments at --agglomeration-threshold")
+        if share is not None:
+            check_shareable(out_uri)
         return _relabel_fragments(aff_uri, aff_vol, history, cfg, out_uri, overwrite,
-                                  allow_same_file, PhaseTimer(log=log), show_progress)
+                                  allow_same_file, PhaseTimer(log=log), show_progress, step,
+                                  share)
     if share is not None:
         check_shareable(out_uri)
     mask_vol = open_input(cfg.mask, fill_missing=cfg.fill_missing) if cfg.mask else None
