@@ -80,6 +80,9 @@ def test_pieces_of_one_basin_cut_by_the_grid_join_first_at_any_threshold():
         blockwise = affinity_watershed_blockwise(aff, [0.05, 0.35], (16, 16, 16), halo,
                                                  fragment_block=(16, 16, 16))
         assert all(np.array_equal(a, b) for a, b in zip(apart, blockwise, strict=True))
+    # ws.join_seeds = false: the shared seed is ignored, the face's mean decides
+    kept = affinity_watershed(aff, 0.05, fragment_block=(16, 16, 16), halo=8, join_seeds=False)
+    assert isinstance(kept, np.ndarray) and np.unique(kept[ball == 1]).size == 2
 
 
 @settings(max_examples=12, deadline=None)

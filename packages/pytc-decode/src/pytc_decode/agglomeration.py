@@ -15,7 +15,7 @@ from numba import njit
 from pytc_decode.fragments import nearest_neighbour_float
 from pytc_decode.kernels import lower_neighbour
 
-__all__ = ["RegionGraph", "agglomerate", "agglomerate_frozen", "boundary_edges", "group_pairs", "join_seeds",
+__all__ = ["RegionGraph", "agglomerate", "agglomerate_frozen", "boundary_edges", "group_pairs", "join_seed_pieces",
            "merge_roots", "number_by_first_voxel", "region_graph", "relabel_by_first_voxel", "segmentations_at",
            "sum_groups"]
 
@@ -842,7 +842,7 @@ def number_by_first_voxel(labels: np.ndarray) -> np.ndarray:
     return remap(labels, table, out=labels)
 
 
-def join_seeds(seed_a: np.ndarray, seed_b: np.ndarray, affinity: np.ndarray) -> np.ndarray:
+def join_seed_pieces(seed_a: np.ndarray, seed_b: np.ndarray, affinity: np.ndarray) -> np.ndarray:
     """Boundary affinities with those between two fragments of one seed set to 1: such
     fragments are pieces of one watershed basin cut by the fragment grid, so their edge
     scores 0 and they merge first, at every threshold (their edges to other fragments add up

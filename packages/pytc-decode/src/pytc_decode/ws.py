@@ -92,6 +92,7 @@ def affinity_watershed(
     merge_threshold: float | Sequence[float] | None = None,
     fragment_block: Sequence[int] | int | None = None,
     halo: int = 8,
+    join_seeds: bool = True,
 ) -> np.ndarray | list[np.ndarray]:
     """Segment (C, Z, Y, X) affinities by seeded watershed and mean-affinity agglomeration.
 
@@ -104,7 +105,9 @@ def affinity_watershed(
     With ``fragment_block`` (voxels, z y x) the fragments are computed on that fixed grid, each
     cell seeing itself plus ``halo`` voxels (:func:`pytc_decode.ws_blockwise.grid_fragments`),
     and the region graph's sums are exact: the result is then the same partition as the
-    blockwise decode with any block size that is a multiple of the grid (``mean`` only).
+    blockwise decode with any block size that is a multiple of the grid (``mean`` only);
+    with ``join_seeds`` the pieces of one seed that a cell face cuts are joined first
+    (:func:`pytc_decode.ws_blockwise.seed_keys`).
     """
     if merge_threshold is not None:
         import logging
@@ -129,7 +132,8 @@ def affinity_watershed(
                                       seed_radius=seed_radius, seeds_2d=seeds_2d,
                                       merge_function=merge_function, quantile=quantile,
                                       voxel_size=voxel_size, mask=mask,
-                                      fragment_block=fragment_block, halo=halo)
+                                      fragment_block=fragment_block, halo=halo,
+                                      join_seeds=join_seeds)
     segs = segment_fragments(fragments, history, thresholds, affinities=aff,
                              min_size=min_size, small=small)
     return segs[0] if single else segs
@@ -148,6 +152,7 @@ def ws_fragments(
     mask: np.ndarray | None = None,
     fragment_block: Sequence[int] | int | None = None,
     halo: int = 8,
+    join_seeds: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Steps 1-4 once: the watershed fragments (Z, Y, X) uint32, ids 1..N (0 outside
     ``mask``), and their merge history up to ``max_threshold``: ``(M, 3)`` float64 rows
@@ -160,7 +165,8 @@ def ws_fragments(
                             "use merge_function = 'mean' with ws.fragment_block")
         return grid_ws_fragments(affinities, max_threshold, fragment_block, halo,
                                  seed_threshold=seed_threshold, seed_radius=seed_radius,
-                                 seeds_2d=seeds_2d, voxel_size=voxel_size, mask=mask)
+                                 seeds_2d=seeds_2d, voxel_size=voxel_size, mask=mask,
+                                 join_seeds=join_seeds)
     aff = nearest_neighbour_float(affinities)
     seeds = fragment_seeds(aff, seed_threshold, seed_radius, seeds_2d=seeds_2d,
                            voxel_size=voxel_size, mask=mask)

@@ -6,9 +6,9 @@ the processing blocks: each grid cell's seeds (distance-transform maxima) and fl
 computed on the cell plus ``halo`` voxels (clipped to the volume) and cropped to the cell
 (:func:`grid_fragments`); a basin that crosses a cell face is cut there, and when both cells'
 contexts found its seed (:func:`seed_keys`) its pieces are joined before anything else (their
-edge scores 0, :func:`pytc_decode.agglomeration.join_seeds`). The whole-volume ``ws`` with
-``fragment_block`` computes its
-fragments the same way, cell by cell, so whole and blockwise have identical fragments when the
+edge scores 0, :func:`pytc_decode.agglomeration.join_seed_pieces`; ``ws.join_seeds``, on by
+default with a grid). The whole-volume ``ws`` with ``fragment_block`` computes its fragments
+the same way, cell by cell, so whole and blockwise have identical fragments when the
 blocks are multiples of G (enforced: :func:`check_block_grid`, a one-line error). Edge
 affinities are rounded to multiples of ``2**-16`` (:data:`QUANTUM_BITS`) so each pair's
 float64 sum is exact whatever the order of the additions; the region graph (the same pairs,
@@ -71,7 +71,7 @@ from pytc_decode.agglomeration import (
     agglomerate_frozen,
     boundary_edges,
     group_pairs,
-    join_seeds,
+    join_seed_pieces,
     number_by_first_voxel,
     sum_groups,
 )
@@ -115,7 +115,8 @@ class WsBlockSummary:
     rows: np.ndarray | None = None
     key: np.ndarray | None = None
     #: each local id's seed (:func:`seed_keys`; -1: none): face-adjacent fragments of one seed
-    #: are pieces of one basin that the fragment grid cut, joined first (:func:`join_seeds`)
+    #: are pieces of one basin that the fragment grid cut, joined first
+    #: (:func:`pytc_decode.agglomeration.join_seed_pieces`)
     seed: np.ndarray | None = None
 
     @property
@@ -252,8 +253,8 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
                       voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
                       mask: np.ndarray | None = None,
                       fragment_block: Sequence[int] | None = None,
-                      halo: int = 8, max_threshold: float | None = None
-                      ) -> tuple[np.ndarray, WsBlockSummary]:
+                      halo: int = 8, max_threshold: float | None = None,
+                      join_seeds: bool = True) -> tuple[np.ndarray, WsBlockSummary]:
     """Fragments of ``block`` grown on ``context`` (the block plus its halo, inside
     ``volume_box``), whose (C, Z, Y, X) ``affinities`` (and (Z, Y, X) ``mask``) are given;
     returns (local labels of the block, uint32, ids 1..k by first voxel; summary).
@@ -263,7 +264,8 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     the same whatever the block size. Without it, the block itself is the one cell, grown on
     all of ``context``. With ``max_threshold`` the block's own agglomeration up to it (level
     0 of :func:`block_history`) is done here, in the label step's parallel shares, and the
-    summary keeps only its merges and the residual graph."""
+    summary keeps only its merges and the residual graph. With ``join_seeds`` the summary
+    keeps each fragment's seed, and fragments of one seed are joined first (:func:`seed_keys`)."""
     aff = quantised_affinities(affinities)
     if aff.shape[1:] != context.shape:
         raise ValueError(f"context data {aff.shape[1:]} does not match {context}")
@@ -282,14 +284,17 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     raw_ids, raw_first = np.unique(raw.reshape(-1), return_index=True)
     local = number_by_first_voxel(raw)
     n = int(local.max()) if local.size else 0
-    seed = np.full(n + 1, -1, np.int64)
-    found = raw_ids < raw_seed.size
-    seed[local.reshape(-1)[raw_first[found]]] = raw_seed[raw_ids[found]]
-    seed[0] = -1
+    seed: np.ndarray | None = None
+    if join_seeds:
+        seed = np.full(n + 1, -1, np.int64)
+        found = raw_ids < raw_seed.size
+        seed[local.reshape(-1)[raw_first[found]]] = raw_seed[raw_ids[found]]
+        seed[0] = -1
     block_aff = np.ascontiguousarray(aff[(slice(None), *inner)])
     # edges inside the block (a voxel's edge to its previous voxel, both in the block)
     a, b, w = boundary_edges(local, block_aff)
-    w = join_seeds(seed[a], seed[b], w)
+    if seed is not None:
+        w = join_seed_pieces(seed[a], seed[b], w)
     order, starts, u, v = group_pairs(a, b, n)
     sums = sum_groups(w[order].astype(np.float64), starts)
     counts = sum_groups(np.ones(w.size, np.int64), starts)
@@ -358,7 +363,8 @@ def block_region_graph(summaries: Iterable[WsBlockSummary], volume_box: BBox
         a, b = m[on] + o_mine, t[on] + o_theirs
         us.append(np.minimum(a, b))
         vs.append(np.maximum(a, b))
-        sums.append(join_seeds(seed_mine[on], seed_theirs[on], aff[on].astype(np.float64)))
+        sums.append(join_seed_pieces(seed_mine[on], seed_theirs[on],
+                                     aff[on].astype(np.float64)))
         counts.append(np.ones(int(on.sum()), np.int64))
 
     for s in summaries:
@@ -573,7 +579,8 @@ def grid_ws_fragments(affinities: np.ndarray, max_threshold: float,
                       fragment_block: Sequence[int] | int, halo: int = 8, *,
                       seed_threshold: float = 0.5, seed_radius: int = 2, seeds_2d: bool = False,
                       voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
-                      mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      mask: np.ndarray | None = None, join_seeds: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Whole-volume fragments on the ``fragment_block`` grid (uint32 (Z, Y, X), canonical ids
     1..F by first voxel, 0 outside ``mask``) and their merge history up to ``max_threshold``
     (``(M, 3)`` rows ``(absorbed, into, score)``): the grid twin of
@@ -591,7 +598,8 @@ def grid_ws_fragments(affinities: np.ndarray, max_threshold: float,
             aff[(slice(None), *context.slices)], context, cell, box,
             seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
             voxel_size=voxel_size, mask=None if mask is None else mask[context.slices],
-            fragment_block=grid, halo=halo, max_threshold=max_threshold)
+            fragment_block=grid, halo=halo, max_threshold=max_threshold,
+            join_seeds=join_seeds)
         local[cell.start] = lab
         summaries.append(summary)
     tables, merges = fragments_blocks(summaries, box, max_threshold, np.dtype(np.uint32))
@@ -610,12 +618,15 @@ def affinity_watershed_blockwise(affinities: np.ndarray,
                                  voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
                                  mask: np.ndarray | None = None,
                                  fragment_block: Sequence[int] | int | None = None,
+                                 join_seeds: bool = True,
                                  ) -> np.ndarray | list[np.ndarray]:
     """In-memory twin of the blockwise ``ws`` decode (the CLI runs the same steps on volumes
     block by block): fragments per block (on the ``fragment_block`` grid when given, each
     cell with ``halo`` voxels of context; else the block with ``halo``), one agglomeration,
     relabel. ``block_size`` in voxels (z, y, x), a multiple of ``fragment_block``. Several
-    thresholds give one segmentation each (one fragments pass, one agglomeration)."""
+    thresholds give one segmentation each (one fragments pass, one agglomeration).
+    ``join_seeds``: with a ``fragment_block`` grid, pieces of one seed are joined first (no
+    effect without one: the blocks are the cells, and small cells join badly)."""
     from pytc_core.bbox import vec3
     from pytc_core.blocks import plan_blocks
     from pytc_decode.kernels import remap
@@ -638,7 +649,7 @@ def affinity_watershed_blockwise(affinities: np.ndarray,
             aff[(slice(None), *context.slices)], context, block, volume_box,
             seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
             voxel_size=voxel_size, mask=m, fragment_block=grid, halo=halo,
-            max_threshold=max(thresholds))
+            max_threshold=max(thresholds), join_seeds=join_seeds and grid is not None)
         local_labels[block.start] = local
         summaries.append(summary)
     all_tables = agglomerate_blocks_at(summaries, volume_box, thresholds, min_size)

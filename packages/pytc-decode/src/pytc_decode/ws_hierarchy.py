@@ -35,7 +35,7 @@ from pytc_decode.agglomeration import (
     RegionGraph,
     agglomerate,
     agglomerate_frozen,
-    join_seeds,
+    join_seed_pieces,
     merge_roots,
     sum_groups,
 )
@@ -250,13 +250,13 @@ class OctreeReduce:
     def _face_edges(low: _Plane, high: _Plane) -> _Edges:
         """Fragment pairs across one face (``low``: the upper block's low plane with its
         affinities; ``high``: the lower block's high plane), one entry per pair; pieces of
-        one seed joined (:func:`join_seeds`)."""
+        one seed joined (:func:`pytc_decode.agglomeration.join_seed_pieces`)."""
         fa, pa, aff, sa = low
         fb, pb, _, sb = high
         assert aff is not None
         on = (fa != 0) & (fb != 0)
         a, b, pa, pb = fa[on], fb[on], pa[on], pb[on]
-        w = join_seeds(sa[on], sb[on], aff[on].astype(np.float64))
+        w = join_seed_pieces(sa[on], sb[on], aff[on].astype(np.float64))
         # a fragment pair's key is itself (as first voxels); sort by it
         lo_f, hi_f = np.where(pa < pb, a, b), np.where(pa < pb, b, a)
         lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
