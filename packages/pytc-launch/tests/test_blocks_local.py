@@ -18,6 +18,18 @@ from pytc_launch.launch import blocks_commands
 BIN = Path(sys.executable).parent
 
 
+def assert_twin_equals_one(tmp_path: Path, out: str) -> None:
+    """The twin printed its two outputs (thresholds 0.3, 0.6), each equal to the one-process
+    decode's (``one_t*``), and the lower threshold has more segments."""
+    assert out.split() == [f"{tmp_path / 'twin'}_t0.3", f"{tmp_path / 'twin'}_t0.6"]
+    counts = []
+    for t in ("0.3", "0.6"):
+        expected = open_volume(f"{tmp_path / 'one'}_t{t}").read()
+        np.testing.assert_array_equal(open_volume(f"{tmp_path / 'twin'}_t{t}").read(), expected)
+        counts.append(int(expected.max()))
+    assert counts[0] > counts[1] >= 1
+
+
 def test_twin_runs_the_same_commands_as_the_array_tasks():
     steps = blocks_commands("decode", ["aff", "-o", "seg", "--block-size", "16"], 3)
     assert [(s.name, s.tasks) for s in steps] == [("label", 3), ("reduce", None), ("relabel", 3)]
@@ -63,13 +75,7 @@ def test_blocks_decode_local_twin_writes_every_ws_threshold(tmp_path, capsys):
         str(tmp_path / "twin"), *args])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert out.split() == [f"{tmp_path / 'twin'}_t0.3", f"{tmp_path / 'twin'}_t0.6"]
-    counts = []
-    for t in ("0.3", "0.6"):
-        expected = open_volume(f"{tmp_path / 'one'}_t{t}").read()
-        np.testing.assert_array_equal(open_volume(f"{tmp_path / 'twin'}_t{t}").read(), expected)
-        counts.append(int(expected.max()))
-    assert counts[0] > counts[1] >= 1
+    assert_twin_equals_one(tmp_path, out)
 
 
 @pytest.mark.slow
@@ -94,10 +100,4 @@ def test_blocks_decode_local_twin_segments_a_fragments_output(tmp_path, capsys):
         str(tmp_path / "twin"), *args, "--block-size", "16"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert out.split() == [f"{tmp_path / 'twin'}_t0.3", f"{tmp_path / 'twin'}_t0.6"]
-    counts = []
-    for t in ("0.3", "0.6"):
-        expected = open_volume(f"{tmp_path / 'one'}_t{t}").read()
-        np.testing.assert_array_equal(open_volume(f"{tmp_path / 'twin'}_t{t}").read(), expected)
-        counts.append(int(expected.max()))
-    assert counts[0] > counts[1] >= 1
+    assert_twin_equals_one(tmp_path, out)
