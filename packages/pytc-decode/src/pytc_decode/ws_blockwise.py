@@ -299,7 +299,8 @@ def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume
     sums = sum_groups(w[order].astype(np.float64), starts)
     counts = sum_groups(np.ones(w.size, np.int64), starts)
     flat = local.reshape(-1)
-    ids, first_local = np.unique(flat, return_index=True)
+    # numbering kept the partition: the raw ids' first voxels are the local ids' first voxels
+    ids, first_local = flat[raw_first], raw_first
     sizes = np.bincount(flat, minlength=n + 1).astype(np.int64)
     first = np.full(n + 1, -1, np.int64)
     coords = np.unravel_index(first_local, local.shape)
