@@ -7,37 +7,37 @@ re-thresholding (:func:`pytc_decode.ws.segment_fragments`) writes, the same ids.
 block it takes two passes over the fragments, neither of which holds more than one block of
 voxels:
 
-1. :func:`fragment_extents`: each fragment's voxel count and first voxel (global C-order
-   index), from every block (``np.unique`` per block, minimum across blocks);
+1. each fragment's voxel count and first voxel (global C-order index): per block
+   :func:`block_extents` (``np.unique``), added up over blocks by :func:`add_extents`
+   (minimum of the first voxels);
 2. :func:`threshold_tables` turns them and the history into one fragment → segment table
    per threshold (O(F) memory for F fragments: 8 B per fragment and threshold, plus 16 B per
    fragment for the extents), and each block is written through the tables.
 
 The stage runs them as the three steps of a blockwise decode, so Slurm shares can too:
-``label`` writes each block's :func:`block_extents`, ``reduce`` adds them up and writes the
-tables, ``relabel`` writes the blocks.
+``label`` writes each block's extents, ``reduce`` adds them up and writes the tables,
+``relabel`` writes the blocks.
 
 Coordinates are global voxels (z, y, x) of the fragments volume.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from pytc_core.bbox import BBox
 from pytc_decode.agglomeration import merge_roots
 
-__all__ = ["add_block_extents", "add_extents", "block_extents", "fragment_extents",
-           "threshold_tables"]
+__all__ = ["add_extents", "block_extents", "threshold_tables"]
 
 
 def block_extents(labels: np.ndarray, block: BBox, volume_box: BBox
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ids of the (Z, Y, X) ``labels`` of ``block`` (sorted, 0 included when present),
     each one's first voxel in the block (global C-order index in ``volume_box``, int64) and
-    its voxel count in the block (int64): one block's share of :func:`fragment_extents`."""
+    its voxel count in the block (int64): one block's share of the fragments' extents."""
     ids, index, counts = np.unique(labels.reshape(-1), return_index=True, return_counts=True)
     coords = np.unravel_index(index, labels.shape)
     origin = [b - v for b, v in zip(block.start, volume_box.start, strict=True)]
@@ -53,24 +53,6 @@ def add_extents(ids: np.ndarray, block_first: np.ndarray, counts: np.ndarray,
     Ids above ``first.size - 1`` raise ``IndexError``."""
     np.minimum.at(first, ids, block_first)
     np.add.at(sizes, ids, counts)
-
-
-def add_block_extents(labels: np.ndarray, block: BBox, volume_box: BBox, first: np.ndarray,
-                      sizes: np.ndarray) -> None:
-    """Add the (Z, Y, X) ``labels`` of ``block`` to ``first`` and ``sizes`` in place
-    (:func:`block_extents`, then :func:`add_extents`)."""
-    add_extents(*block_extents(labels, block, volume_box), first, sizes)
-
-
-def fragment_extents(blocks: Iterable[tuple[BBox, np.ndarray]], volume_box: BBox,
-                     num_fragments: int) -> tuple[np.ndarray, np.ndarray]:
-    """(first voxel, voxel count) of every id 0..``num_fragments`` over ``blocks`` (pairs of a
-    block and its labels), as :func:`add_block_extents`."""
-    first = np.full(num_fragments + 1, np.iinfo(np.int64).max, np.int64)
-    sizes = np.zeros(num_fragments + 1, np.int64)
-    for block, labels in blocks:
-        add_block_extents(labels, block, volume_box, first, sizes)
-    return first, sizes
 
 
 def threshold_tables(history: np.ndarray, first: np.ndarray, sizes: np.ndarray,

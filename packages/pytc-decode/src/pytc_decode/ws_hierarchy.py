@@ -147,8 +147,7 @@ class OctreeReduce:
         self.counts: dict[tuple[int, int, int], int] = {}
         self.rows: list[np.ndarray] = []
         self.groups: dict[tuple[int, ...], _Group] = {}
-        # one block's face plane waiting for the block on its other side: fragments (global
-        # ids), their first voxels, the affinities across (low planes only)
+        # one block's face plane waiting for the block on its other side (a _Plane)
         self.pending: dict[tuple[int, ...], _Plane] = {}
         self.peak_regions = 0
         self.peak_edges = 0
