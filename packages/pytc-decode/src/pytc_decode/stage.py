@@ -231,14 +231,7 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
             stats, blocks = _rethreshold_blockwise(frag_uri, frag_vol, history, cfg, claims,
                                                    out_cfgs, workdir, keys, timer, show_progress,
                                                    step, share)
-            for name, r in blocks.items():
-                log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
-                          r.planned, r.skipped)
-            if not claims[0].completed:  # a step or share: its config, too
-                from pytc_core.config import save_config_next_to
-
-                for uri, out_cfg in zip(out_uris, out_cfgs, strict=True):
-                    save_config_next_to(uri, out_cfg, command="pytc-decode")
+            _report_blockwise(claims, out_uris, out_cfgs, blocks)
             every: list[DecodeStats | None] = list(stats) or [None] * len(out_uris)
             return DecodeResult(out_uris[0], step, every[0], blocks, timer.timings,
                                 tuple(zip(out_uris[1:], every[1:], strict=True)))
@@ -264,6 +257,22 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
         log.debug("timings: %s", timer.line())
     return DecodeResult(out_uris[0], "all", stats[0], {}, timer.timings,
                         tuple(zip(out_uris[1:], stats[1:], strict=True)))
+
+
+def _report_blockwise(claims: Sequence[OutputRun], out_uris: Sequence[str],
+                      out_cfgs: Sequence[DecodeConfig], blocks: dict[str, BlockRunResult]
+                      ) -> None:
+    """After a blockwise call: what each pass did (debug log), and the resolved config
+    beside each output when this call did not complete them (a step or a share; a finished
+    output got its config when it was marked complete)."""
+    for name, r in blocks.items():
+        log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
+                  r.planned, r.skipped)
+    if not claims[0].completed:
+        from pytc_core.config import save_config_next_to
+
+        for uri, out_cfg in zip(out_uris, out_cfgs, strict=True):
+            save_config_next_to(uri, out_cfg, command="pytc-decode")
 
 
 def _save_arrays(fh: BinaryIO, **arrays: np.ndarray) -> None:
@@ -559,14 +568,7 @@ def run_decode(aff_uri: str, config: DecodeConfig = DecodeConfig(), *, output: s
                                               else [None] * (len(out_uris) - 1))
             more = tuple(zip(out_uris[1:], rest, strict=True))
             out_uri = out_uris[0]
-            for name, r in blocks.items():
-                log.debug("%s: %d of %d blocks processed, %d done before", name, r.processed,
-                          r.planned, r.skipped)
-            if not claims[0].completed:  # a step or share of a blockwise run: its config, too
-                from pytc_core.config import save_config_next_to
-
-                for uri, out_cfg in zip(out_uris, out_cfgs, strict=True):
-                    save_config_next_to(uri, out_cfg, command="pytc-decode")
+            _report_blockwise(claims, out_uris, out_cfgs, blocks)
     if timer.timings:
         log.debug("timings: %s", timer.line())
     return DecodeResult(out_uri, step, stats, blocks, timer.timings, more)
