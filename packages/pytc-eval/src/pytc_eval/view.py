@@ -235,9 +235,13 @@ class ErrorViewer:
     served: dict[str, str] = field(default_factory=dict)  #: folder route → local folder
 
     def show(self, index: int) -> ErrorSite:
-        """Centre the view on ``errors[index]`` (wrapping) and select its segments."""
-        self.current = index % len(self.errors)
-        site = self.errors[self.current]
+        """Centre the view on ``errors[index]`` (wrapping) and select its segments.
+
+        ``current`` changes last, once the view has moved and the error is announced, so a
+        caller (or test) that sees the new index also sees its view and its announcement.
+        """
+        index = index % len(self.errors)
+        site = self.errors[index]
         z, y, x = site.zyx
         with self.viewer.txn() as s:
             s.position = [x + 0.5, y + 0.5, z + 0.5]
@@ -247,6 +251,7 @@ class ErrorViewer:
                 s.layers[self.gt_layer].segments = set(site.skeletons)
             s.selected_layer.layer = "errors"
         self.announce(site.describe(len(self.errors)))
+        self.current = index
         return site
 
     def step(self, delta: int) -> ErrorSite:
