@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="128,256", help="edge lengths (voxels), comma-separated")
     p.add_argument("--methods", default="cc,ws")
-    p.add_argument("--block", type=int, default=64, help="block edge (voxels)")
+    p.add_argument("--block", type=int, default=128,
+                   help="block edge (voxels; ws: a multiple of its fragment grid, 128)")
     p.add_argument("--per-share", type=int, default=8, help="blocks per --blocks share")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]

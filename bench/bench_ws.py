@@ -64,11 +64,19 @@ def main() -> None:
         assert waterz is not None
         return [s.copy() for s in waterz.agglomerate(np.ascontiguousarray(aff), THRESHOLDS)]
 
-    runners = {"pytc ws": ours}
+    def unbounded() -> list[np.ndarray]:
+        result = affinity_watershed(aff, THRESHOLDS, fragment_block=None)
+        assert isinstance(result, list)
+        return result
+
+    # "pytc ws": the defaults (fragment grid 128, halo 16: blockwise equals it exactly);
+    # "unbounded": no grid (fragments grown over the whole volume), for comparison
+    runners = {"pytc ws": ours, "unbounded": unbounded}
     if waterz is not None:
         theirs()  # warm-up: waterz compiles its C++ on first use
         runners["waterz"] = theirs
     ours()  # warm-up: numba compiles (cached after the first run)
+    unbounded()
     times: dict[str, list[float]] = {name: [] for name in runners}
     results: dict[str, list[np.ndarray]] = {}
     for _ in range(args.repeats):

@@ -119,7 +119,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, affinities, capsys)
     aff_uri = write(str(tmp_path / "aff"), affinities)
     frag_uri = str(tmp_path / "frag")
     code, out, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--save-fragments",
-                          "--block-size", "16"], capsys)
+                          "--block-size", "128"], capsys)
     assert code == 2 and out == ""
     assert err.startswith("pytc-decode: error: --save-fragments is whole-volume only")
     assert len(err.strip().splitlines()) == 1
@@ -166,14 +166,14 @@ def test_blockwise_fragments_only_every_threshold_equals_its_blockwise_decode(
 
     aff_uri = write(str(tmp_path / "aff"), affinities)
     frag_uri = str(tmp_path / "frag")
-    common = ["--method", "ws", "--block-size", "16", "--min-size", "3"]
+    common = ["--method", "ws", "--block-size", "16", "--min-size", "3",
+              "--set", "ws.fragment_block=8", "--set", "ws.halo=4"]
     code, out, err = run([aff_uri, "-o", frag_uri, *common, "--agglomeration-threshold",
                           THRESHOLDS, "--fragments-only"], capsys)
     assert code == 0, err
     assert out == frag_uri + "\n"
-    # without ws.fragment_block the blocks are the cells, and no pieces are joined
-    fragments, rows = grid_ws_fragments(affinities, 0.8, 16, voxel_size=(8, 4, 4),
-                                        join_seeds=False)
+    # the fragments of the grid of 8, as the whole volume computes them
+    fragments, rows = grid_ws_fragments(affinities, 0.8, 8, 4, voxel_size=(8, 4, 4))
     got = open_volume(frag_uri).read()
     np.testing.assert_array_equal(got, fragments)
     history = read_merge_history(frag_uri)
@@ -246,7 +246,7 @@ def test_fragments_segmented_block_by_block_equal_the_whole_volume_and_resume(
     aff_uri = write(str(tmp_path / "aff"), affinities)
     frag_uri = str(tmp_path / "frag")
     code, _, err = run([aff_uri, "-o", frag_uri, "--method", "ws", "--agglomeration-threshold",
-                        THRESHOLDS, "--fragments-only"], capsys)
+                        THRESHOLDS, "--fragments-only", "--set", "ws.fragment_block=0"], capsys)
     assert code == 0, err
     frag = open_volume(frag_uri).read()
     firsts = np.unique(frag.reshape(-1), return_index=True)[1][1:]

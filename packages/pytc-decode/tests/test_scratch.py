@@ -46,7 +46,8 @@ def test_scratch_is_a_fraction_of_a_byte_per_voxel(tmp_path, method):
     aff = defective_affinities(affinities_from_labels(labels)[0], seed=0)
     aff_uri, seg = str(tmp_path / "aff"), str(tmp_path / "seg")
     create_volume(aff_uri, aff.shape, np.float32, chunk_size=(32, 32, 32)).write(aff)
-    base = [aff_uri, "-o", seg, "--block-size", "32", "-q", "--method", method]
+    base = [aff_uri, "-o", seg, "--block-size", "32", "-q", "--method", method,
+            *(["--set", "ws.fragment_block=32"] if method == "ws" else [])]
     assert run_entry_point("pytc-decode", app, [*base, "--step", "label"]) == 0
     files = list((tmp_path / "seg" / "pytc_decode").glob("labels_*"))
     assert len(files) == 8

@@ -187,11 +187,12 @@ def noisy_synthetic() -> np.ndarray:
     return defective_affinities(affinities_from_labels(labels)[0], seed=1, missing=())
 
 
-def test_blockwise_is_close_to_the_whole_volume(noisy_synthetic):
-    """On dense real labels (FlyEM, 32 x 64 x 64, defects without a missing section) the
-    blockwise result equals the whole-volume one (VOI 0.0 between them when written, for
-    blocks of 16 x 32 x 32, halo 8); on the synthetic tubes, whose background has no seeds
-    and is flooded from wherever a block's context reaches, they differ a little more."""
+def test_blocks_as_cells_are_close_to_the_unbounded_whole_volume(noisy_synthetic):
+    """Without a fragment grid (``fragment_block`` None: the blocks are the cells, the whole
+    volume unbounded), on dense real labels (FlyEM, 32 x 64 x 64, defects without a missing
+    section) the blockwise result is close to the whole-volume one (VOI 0.0 between them
+    when written, for blocks of 16 x 32 x 32, halo 8). With the default grid the two are
+    equal by construction (test_ws_grid.py)."""
     h5py = pytest.importorskip("h5py")
     from pytc_decode.ws_blockwise import affinity_watershed_blockwise
     from pytc_eval import rand_voi
@@ -199,13 +200,14 @@ def test_blockwise_is_close_to_the_whole_volume(noisy_synthetic):
     with h5py.File(DATA) as f:
         labels = f["labels"][175:207, :64, :64].astype(np.uint32)
     aff = defective_affinities(affinities_from_labels(labels)[0], seed=1, missing=())
-    whole = affinity_watershed(aff)
-    blockwise = affinity_watershed_blockwise(aff, 0.5, (16, 32, 32), halo=8)
+    whole = affinity_watershed(aff, fragment_block=None)
+    blockwise = affinity_watershed_blockwise(aff, 0.5, (16, 32, 32), halo=8, fragment_block=None)
     r = rand_voi(whole, blockwise)
     assert r["voi_split"] + r["voi_merge"] <= 0.05
     # deterministic: the same call gives the same ids
     np.testing.assert_array_equal(
-        blockwise, affinity_watershed_blockwise(aff, 0.5, (16, 32, 32), halo=8))
+        blockwise, affinity_watershed_blockwise(aff, 0.5, (16, 32, 32), halo=8,
+                                                fragment_block=None))
 
 
 def test_blockwise_cli_and_its_shares_equal_the_in_memory_twin(tmp_path, noisy_synthetic, capsys):
@@ -215,9 +217,9 @@ def test_blockwise_cli_and_its_shares_equal_the_in_memory_twin(tmp_path, noisy_s
     create_volume(aff_uri, noisy_synthetic.shape, np.float32, chunk_size=(8, 16, 16)).write(
         noisy_synthetic)
     twin = affinity_watershed_blockwise(noisy_synthetic, 0.4, (16, 16, 16), halo=4,
-                                        min_size=20)
+                                        min_size=20, fragment_block=8)
     common = ["--method", "ws", "--agglomeration-threshold", "0.4", "--block-size", "16",
-              "--min-size", "20", "--set", "ws.halo=4", "-q"]
+              "--min-size", "20", "--set", "ws.halo=4", "--set", "ws.fragment_block=8", "-q"]
     code, out, err = run([aff_uri, "-o", tmp_path / "all", *common], capsys)
     assert code == 0, err
     np.testing.assert_array_equal(open_volume(str(tmp_path / "all")).read(), twin)
@@ -243,9 +245,11 @@ def test_a_killed_blockwise_ws_run_resumes(tmp_path, noisy_synthetic, killed_run
     create_volume(aff_uri, noisy_synthetic.shape, np.float32, chunk_size=(8, 8, 8)).write(
         noisy_synthetic)
     argv = [str(Path(sys.executable).with_name("pytc-decode")), aff_uri, "-o",
-            str(tmp_path / "seg"), "--method", "ws", "--block-size", "8", "-v"]  # 144 blocks
+            str(tmp_path / "seg"), "--method", "ws", "--block-size", "8", "-v",
+            "--set", "ws.fragment_block=8"]  # 144 blocks
     done = killed_run.kill(argv, tmp_path / "seg" / "pytc_decode" / "label", 144,
                            deadline_s=300)
     killed_run.resume(argv, "label", 144, done, timeout=600)
     np.testing.assert_array_equal(open_volume(str(tmp_path / "seg")).read(),
-                                  affinity_watershed_blockwise(noisy_synthetic, 0.5, 8, halo=8))
+                                  affinity_watershed_blockwise(noisy_synthetic, 0.5, 8,
+                                                               fragment_block=8))

@@ -111,7 +111,7 @@ def test_blockwise_equals_the_whole_volume_on_real_defective_affinities():
     with h5py.File(DATA) as f:
         labels = f["labels"][175:207, :64, :64].astype(np.uint32)
     aff = defective_affinities(affinities_from_labels(labels)[0], seed=1, missing=(9,))
-    whole = affinity_watershed(aff, [0.3, 0.6], fragment_block=16)
+    whole = affinity_watershed(aff, [0.3, 0.6], fragment_block=16, halo=8)
     assert isinstance(whole, list) and whole[0].max() > whole[1].max() > 5
     for block in ((16, 16, 16), (16, 32, 48), (32, 64, 64)):
         segs = affinity_watershed_blockwise(aff, [0.3, 0.6], block, 8, fragment_block=16)

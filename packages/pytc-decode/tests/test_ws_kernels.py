@@ -284,3 +284,48 @@ def test_counting_sort_graph_equals_the_sorted_one(seed, ids, tiny, scale):
     for field in ("u", "v", "affinity_sum", "edge_count", "score"):
         np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
         assert getattr(got, field).dtype == getattr(want, field).dtype
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 6), st.booleans())
+def test_one_pass_numbering_and_measures_equal_np_unique(seed, top, strided):
+    """number_and_measure (ids by first voxel, in place, one pass) against np.unique: the
+    same numbering, each new id's first voxel and size, the old → new table; also on a
+    non-contiguous view, which it writes back."""
+    from pytc_decode.agglomeration import number_and_measure
+    from pytc_decode.ws_blockwise import seed_keys
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, top + 1, (5, 6, 14)).astype(np.uint32) * 7  # gaps between ids
+    labels = base[:, :, ::2] if strided else base.copy()
+    before = labels.copy()
+    ids, first, sizes = np.unique(before.reshape(-1), return_index=True, return_counts=True)
+    nz = ids != 0
+    order = np.argsort(first[nz])
+    expected = np.zeros(int(ids[-1]) + 1, np.int64)
+    expected[ids[nz][order]] = np.arange(1, order.size + 1)
+    out, table, got_first, got_sizes = number_and_measure(labels)
+    assert out is labels
+    np.testing.assert_array_equal(labels, expected[before])
+    np.testing.assert_array_equal(table, expected)
+    np.testing.assert_array_equal(got_first[1:], np.sort(first[nz]))
+    np.testing.assert_array_equal(got_sizes[1:], sizes[nz][order])
+    assert got_first[0] == -1 and got_sizes[0] == (before == 0).sum()
+    # seed keys: each id's first voxel as a global index (context at (1, 2, 3) of 10x10x20)
+    from pytc_core.bbox import BBox
+
+    keys = seed_keys(before, BBox((1, 2, 3), (6, 8, 3 + before.shape[2])),
+                     BBox((0, 0, 0), (10, 10, 20)))
+    for i, f in zip(ids[nz], first[nz], strict=True):
+        z, y, x = np.unravel_index(f, before.shape)
+        assert keys[i] == np.ravel_multi_index((z + 1, y + 2, x + 3), (10, 10, 20))
+    absent = np.setdiff1d(np.arange(keys.size), ids[nz])
+    assert np.all(keys[absent] == -1)
+
+
+def test_one_pass_numbering_of_all_background():
+    from pytc_decode.agglomeration import number_and_measure
+
+    labels = np.zeros((2, 3, 4), np.uint32)
+    _, table, first, sizes = number_and_measure(labels)
+    assert table.tolist() == [0] and first.tolist() == [-1] and sizes.tolist() == [24]

@@ -61,18 +61,20 @@ def test_blocks_decode_local_twin_equals_whole_decode(tmp_path, capsys):
 @pytest.mark.slow
 def test_blocks_decode_local_twin_writes_every_ws_threshold(tmp_path, capsys):
     """Several ws thresholds as array tasks (label shares, reduce, relabel shares): one output
-    per threshold, each equal to one blockwise pytc-decode of all thresholds."""
+    per threshold, each equal to one whole-volume pytc-decode of all thresholds (the same
+    fragment grid, 8, which the blocks of 16 are multiples of)."""
     rng = np.random.default_rng(1)
     aff = np.clip(rng.random((3, 32, 32, 32), dtype=np.float32) * 0.6 + 0.35, 0, 1)
     uri = str(tmp_path / "aff")
     create_volume(uri, aff.shape, np.float32, chunk_size=(16, 16, 16)).write(aff)
-    args = ["--method", "ws", "--agglomeration-threshold", "0.3,0.6", "--block-size", "16"]
+    args = ["--method", "ws", "--agglomeration-threshold", "0.3,0.6",
+            "--set", "ws.fragment_block=8"]
     one = subprocess.run([str(BIN / "pytc-decode"), uri, "-o", str(tmp_path / "one"), *args,
                           "-q"], capture_output=True, text=True)
     assert one.returncode == 0, one.stderr
     code = run_entry_point("pytc-launch", app, [
         "blocks", "decode", "--tasks", "2", "--local", "-q", "--", uri, "-o",
-        str(tmp_path / "twin"), *args])
+        str(tmp_path / "twin"), *args, "--block-size", "16"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert_twin_equals_one(tmp_path, out)

@@ -832,20 +832,57 @@ def _relabel_first(frag, table, out):
 
 def number_by_first_voxel(labels: np.ndarray) -> np.ndarray:
     """Ids renumbered 1..N in the C order of their first voxel (0 stays 0), in place."""
-    from pytc_decode.kernels import remap
-
-    ids, first = np.unique(labels.reshape(-1), return_index=True)
-    table = np.zeros(int(ids[-1]) + 1 if ids.size else 1, dtype=labels.dtype)
-    nonzero = ids != 0
-    order = np.argsort(first[nonzero], kind="stable")
-    table[ids[nonzero][order]] = np.arange(1, order.size + 1, dtype=labels.dtype)
-    return remap(labels, table, out=labels)
+    return number_and_measure(labels)[0]
 
 
-def join_seed_pieces(seed_a: np.ndarray, seed_b: np.ndarray, affinity: np.ndarray) -> np.ndarray:
+def number_and_measure(labels: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ids of non-negative integer ``labels`` renumbered 1..N in the C order of their first
+    voxel (0 stays 0), in place, in one pass over the voxels. Returns (labels, ``table``:
+    old id → new id (int64, 0 for absent ids), ``first``: each new id's first voxel as a
+    C-order index into ``labels`` (int64, -1 at 0), ``sizes``: voxels per new id (int64,
+    index 0 the background's))."""
+    work = labels if labels.flags.c_contiguous else np.ascontiguousarray(labels)
+    flat = work.reshape(-1)  # a view: the kernel numbers in place
+    top = int(flat.max()) if flat.size else 0
+    table = np.zeros(top + 1, np.int64)
+    first = np.full(top + 1, -1, np.int64)
+    sizes = np.zeros(top + 1, np.int64)
+    n = _number_first(flat, table, first, sizes)
+    if work is not labels:
+        labels[...] = work
+    return labels, table, first[:n + 1], sizes[:n + 1]
+
+
+@njit(cache=True, nogil=True)
+def _number_first(flat, table, first, sizes):
+    nxt = 1
+    for i in range(flat.size):
+        r = flat[i]
+        if r == 0:
+            sizes[0] += 1
+            continue
+        k = table[r]
+        if k == 0:
+            k = nxt
+            table[r] = k
+            first[k] = i
+            nxt += 1
+        flat[i] = k
+        sizes[k] += 1
+    return nxt - 1
+
+
+def join_seed_pieces(seed_a: np.ndarray, seed_b: np.ndarray, affinity: np.ndarray,
+                     counts: np.ndarray | None = None) -> np.ndarray:
     """Boundary affinities with those between two fragments of one seed set to 1: such
     fragments are pieces of one watershed basin cut by the fragment grid, so their edge
     scores 0 and they merge first, at every threshold (their edges to other fragments add up
-    as the unbounded basin's would). ``seed_a``, ``seed_b``: each boundary edge's two seeds."""
+    as the unbounded basin's would). ``seed_a``, ``seed_b``: each boundary edge's two seeds.
+    With ``counts`` the entries are per pair (affinity sums over ``counts`` edges), and a
+    joined pair's sum becomes its count."""
     same = (seed_a == seed_b) & (seed_a >= 0)
-    return np.where(same, affinity.dtype.type(1), affinity) if same.any() else affinity
+    if not same.any():
+        return affinity
+    one = affinity.dtype.type(1)
+    return np.where(same, one if counts is None else counts.astype(affinity.dtype), affinity)

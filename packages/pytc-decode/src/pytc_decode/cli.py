@@ -141,10 +141,9 @@ def decode(
     block_size
         Decode block by block with blocks of this many voxels (``128`` or ``z,y,x``); use a
         multiple of the input's chunk size. ``cc``: the result is identical to a
-        whole-volume decode. ``ws``: identical to the whole-volume decode with the same
-        ``ws.fragment_block`` grid (blocks must be multiples of it; without it the grid is
-        the block, so the result equals the whole volume with ``fragment_block`` = the block
-        size). ``mws``: whole volume only.
+        whole-volume decode. ``ws``: identical to the whole-volume decode (both compute
+        fragments on the ``ws.fragment_block`` grid, default 128 per axis; blocks must be
+        multiples of it, e.g. 256 or 128,256,256). ``mws``: whole volume only.
     blocks
         ``i/n``: only task i's share of the blocks (0-based), with ``--step label|relabel``.
     step

@@ -209,7 +209,9 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
     if cfg.small == "merge" and cfg.min_size > 1:
         raise UserError("--small merge needs the affinities, not their fragments",
                         "use --small remove, or decode the affinities")
-    method.check(cfg, frag_vol)
+    # the thresholds and options are checked; any block size suits a re-thresholding (no
+    # fragments are computed, so the fragment grid does not constrain it)
+    method.check(replace(cfg, block_size=None), frag_vol)
     variants = method.outputs(cfg)
     out_uris = [suffixed_uri(out_uri, suffix) if suffix else out_uri for suffix, _ in variants]
     out_cfgs = [c for _, c in variants]

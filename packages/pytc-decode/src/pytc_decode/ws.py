@@ -53,7 +53,12 @@ from pytc_decode.fragments import (
     nearest_neighbour_float,
     watershed_fragments,
 )
-from pytc_decode.ws_blockwise import grid_ws_fragments
+from pytc_decode.ws_blockwise import (
+    DEFAULT_FRAGMENT_BLOCK,
+    DEFAULT_HALO,
+    fragment_grid,
+    grid_ws_fragments,
+)
 
 __all__ = [
     "LEVELS",
@@ -90,8 +95,8 @@ def affinity_watershed(
     min_size: int = 0,
     small: str = "remove",
     merge_threshold: float | Sequence[float] | None = None,
-    fragment_block: Sequence[int] | int | None = None,
-    halo: int = 8,
+    fragment_block: Sequence[int] | int | None = DEFAULT_FRAGMENT_BLOCK,
+    halo: int = DEFAULT_HALO,
     join_seeds: bool = True,
 ) -> np.ndarray | list[np.ndarray]:
     """Segment (C, Z, Y, X) affinities by seeded watershed and mean-affinity agglomeration.
@@ -102,12 +107,13 @@ def affinity_watershed(
     (``small``) as in :func:`pytc_decode.affinity_cc`. ``merge_threshold`` is the deprecated
     name of ``agglomeration_threshold`` (a warning; removed in the next release).
 
-    With ``fragment_block`` (voxels, z y x) the fragments are computed on that fixed grid, each
-    cell seeing itself plus ``halo`` voxels (:func:`pytc_decode.ws_blockwise.grid_fragments`),
-    and the region graph's sums are exact: the result is then the same partition as the
-    blockwise decode with any block size that is a multiple of the grid (``mean`` only);
-    with ``join_seeds`` the pieces of one seed that a cell face cuts are joined first
-    (:func:`pytc_decode.ws_blockwise.seed_keys`).
+    The fragments are computed on the fixed grid ``fragment_block`` (voxels, z y x; default
+    128 per axis), each cell seeing itself plus ``halo`` voxels
+    (:func:`pytc_decode.ws_blockwise.grid_fragments`), and the region graph's sums are exact:
+    the result is the same partition as the blockwise decode with any block size that is a
+    multiple of the grid (``mean`` only); with ``join_seeds`` the pieces of one seed that a
+    cell face cuts are joined first (:func:`pytc_decode.ws_blockwise.seed_keys`). With
+    ``fragment_block`` None or 0 the fragments grow unbounded over the whole volume.
     """
     if merge_threshold is not None:
         import logging
@@ -150,20 +156,21 @@ def ws_fragments(
     quantile: float = 0.5,
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     mask: np.ndarray | None = None,
-    fragment_block: Sequence[int] | int | None = None,
-    halo: int = 8,
+    fragment_block: Sequence[int] | int | None = DEFAULT_FRAGMENT_BLOCK,
+    halo: int = DEFAULT_HALO,
     join_seeds: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Steps 1-4 once: the watershed fragments (Z, Y, X) uint32, ids 1..N (0 outside
     ``mask``), and their merge history up to ``max_threshold``: ``(M, 3)`` float64 rows
     ``(absorbed, into, score)`` (:func:`pytc_decode.agglomeration.agglomerate`). With
     ``fragment_block`` the fragments of that grid (:func:`grid_ws_fragments`, ids by first
-    voxel): what a blockwise run on the grid writes."""
-    if fragment_block is not None:
+    voxel): what a blockwise run on the grid writes; None or 0: unbounded."""
+    grid = fragment_grid(fragment_block)
+    if grid is not None:
         if merge_function != "mean":
             raise UserError(f"merge_function {merge_function} does not work with a fragment grid",
-                            "use merge_function = 'mean' with ws.fragment_block")
-        return grid_ws_fragments(affinities, max_threshold, fragment_block, halo,
+                            "use merge_function = 'mean', or no grid (ws.fragment_block = 0)")
+        return grid_ws_fragments(affinities, max_threshold, grid, halo,
                                  seed_threshold=seed_threshold, seed_radius=seed_radius,
                                  seeds_2d=seeds_2d, voxel_size=voxel_size, mask=mask,
                                  join_seeds=join_seeds)

@@ -2,12 +2,13 @@
 
 Whole volume: :func:`pytc_decode.ws.affinity_watershed`, one segmentation per agglomeration
 threshold from one pass. Blockwise (:mod:`pytc_decode.ws_blockwise`): fragments per cell of
-the fragment grid (``ws.fragment_block``; by default the block itself), each cell grown with
-``halo`` voxels of context, one agglomeration over every block's region graph, relabel.
-With ``ws.fragment_block = G`` set, the whole-volume run computes its fragments on the same
-grid and a blockwise run (block sizes multiples of G) gives **the same partition** (VOI 0.0)
-by construction; with the default (0) the whole volume grows its fragments unbounded and a
-blockwise run equals the whole-volume run with ``fragment_block`` = its block size.
+the fragment grid (``ws.fragment_block``, default 128 voxels per axis), each cell grown with
+``halo`` voxels of context (default 16), one agglomeration over every block's region graph,
+relabel. The whole-volume run computes its fragments on the same grid, so a blockwise run
+(block sizes multiples of the grid, else a one-line error) gives **the same partition** (VOI
+0.0) by construction. With ``ws.fragment_block = 0`` the whole volume grows its fragments
+unbounded and a blockwise run takes its blocks as the cells (it then equals the
+whole-volume run with ``fragment_block`` = its block size).
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ from pytc_decode.blockwise import BlockTables
 from pytc_decode.cc import check_value_range
 from pytc_decode.methods.base import DecodeMethod
 from pytc_decode.ws_blockwise import (
+    DEFAULT_FRAGMENT_BLOCK,
+    DEFAULT_HALO,
     WsBlockSummary,
     agglomerate_blocks,
     agglomerate_blocks_at,
+    check_block_grid,
+    fragment_grid,
     fragments_blocks,
     ws_fragment_block,
 )
@@ -56,12 +61,12 @@ class WsOptions:
     #: initial edge scores: ``mean`` boundary affinity or its ``quantile``
     merge_function: Literal["mean", "quantile"] = "mean"
     quantile: float = 0.5
-    #: blockwise: voxels of context around each block for its seeds and flooding
-    halo: int = 8
+    #: voxels of context around each grid cell (or block) for its seeds and flooding
+    halo: int = DEFAULT_HALO
     #: the fixed fragment grid (voxels per cell, z y x, or one for all): fragments are grown
     #: per cell plus ``halo``, whole volume and blockwise alike, so the two are equal; block
     #: sizes must be multiples of it. 0: whole volume unbounded, blockwise the block size
-    fragment_block: tuple[int, int, int] | int = 0
+    fragment_block: tuple[int, int, int] | int = DEFAULT_FRAGMENT_BLOCK
     #: with a fragment grid: the pieces of one watershed basin that a cell face cuts (both
     #: cells' contexts found its seed) are joined before any other merge. Measured on FlyEM
     #: with synthetic defects: better with 64-voxel cells, worse with 16-32 (bench_ws_grid)
@@ -76,13 +81,10 @@ class WsOptions:
     def grid(self) -> tuple[int, int, int] | None:
         """``fragment_block`` as (z, y, x) voxels, or None when 0 (no fixed grid)."""
         g = self.fragment_block
-        if isinstance(g, int):
-            return None if g == 0 else (g, g, g)
-        t = tuple(int(v) for v in g)
-        if len(t) != 3:
+        if not isinstance(g, int) and len(tuple(g)) != 3:
             raise UserError(f"ws fragment_block {g} needs one or three values",
                             "use e.g. --set ws.fragment_block=64")
-        return None if t == (0, 0, 0) else (t[0], t[1], t[2])
+        return fragment_grid(g)
 
     @property
     def thresholds(self) -> tuple[float, ...]:
@@ -123,13 +125,12 @@ class WsMethod(DecodeMethod):
             raise UserError(f"ws fragment_block {ws.fragment_block} is not positive",
                             "use e.g. --set ws.fragment_block=64 (voxels), or 0 for none")
         if grid is not None and cfg.block_size is not None:
-            from pytc_decode.ws_blockwise import check_block_grid
-
-            check_block_grid(cfg.block_size if not isinstance(cfg.block_size, int)
-                             else (cfg.block_size,) * 3, grid)
+            check_block_grid(vec3(cfg.block_size, "block_size"), grid,
+                             aff_vol.spatial_shape)
         if grid is not None and ws.merge_function != "mean":
             raise UserError(f"merge_function {ws.merge_function} does not work with a fragment "
-                            "grid", "use merge_function = 'mean' with ws.fragment_block")
+                            "grid", "use merge_function = 'mean', or (whole volume only) no "
+                            "grid: --set ws.fragment_block=0")
         if cfg.block_size is not None and ws.merge_function != "mean":
             raise UserError(f"merge_function {ws.merge_function} is whole-volume only",
                             "use merge_function = 'mean' with --block-size")
