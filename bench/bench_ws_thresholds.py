@@ -6,8 +6,8 @@ stored fragments output against a full decode (fragments once, every threshold f
 Same defective FlyEM affinities as bench_ws.py (64 x 160 x 160). Timed in one process,
 interleaved, medians: the library pipeline (``affinity_watershed``: one watershed and one
 agglomeration, then one relabel per threshold), the whole command path (``run_decode``,
-writing every segmentation to a local zarr array), the same blockwise (64³ blocks, a local
-precomputed output: ten thresholds write ten segmentations from one blockwise watershed and
+writing every segmentation to a local zarr array), the same blockwise (64 x 128 x 128
+blocks: multiples of the default fragment grid, 128, and all of z; a local precomputed output: ten thresholds write ten segmentations from one blockwise watershed and
 agglomeration; ``--fragments-only`` writes the fragments and merge history), and
 ``run_decode`` on a ``--fragments-only`` output (relabel only, no watershed) against a full
 one-threshold decode.
@@ -67,14 +67,14 @@ def main() -> None:
                                          overwrite=True, show_progress=False),
         "from fragments 1": lambda: run_decode(frag_uri, one, output=str(tmp / "r1.zarr"),
                                                overwrite=True, show_progress=False),
-        "blockwise 1": lambda: run_decode(aff_uri, replace(one, block_size=(64, 64, 64)),
+        "blockwise 1": lambda: run_decode(aff_uri, replace(one, block_size=(64, 128, 128)),
                                           output=str(tmp / "b1"), overwrite=True,
                                           show_progress=False),
-        "blockwise 10": lambda: run_decode(aff_uri, replace(ten, block_size=(64, 64, 64)),
+        "blockwise 10": lambda: run_decode(aff_uri, replace(ten, block_size=(64, 128, 128)),
                                            output=str(tmp / "b10"), overwrite=True,
                                            show_progress=False),
         "blockwise fragments 10": lambda: run_decode(
-            aff_uri, replace(ten, block_size=(64, 64, 64)), output=str(tmp / "bf10"),
+            aff_uri, replace(ten, block_size=(64, 128, 128)), output=str(tmp / "bf10"),
             fragments="only", overwrite=True, show_progress=False),
     }
     for fn in runs.values():
@@ -113,8 +113,8 @@ def main() -> None:
          ratio_x(med["library 10"] / med["library 1"], "time ratio, target <= 1.3"), "none")
     emit("decode ws", "ten thresholds vs one, pytc-decode run (each segmentation written)",
          ratio_x(med["command 10"] / med["command 1"], "time ratio, target <= 1.3"), "none")
-    emit("decode ws", "ten thresholds vs one, blockwise pytc-decode (64³ blocks, each "
-         "segmentation written)", ratio_x(med["blockwise 10"] / med["blockwise 1"],
+    emit("decode ws", "ten thresholds vs one, blockwise pytc-decode (64 x 128 x 128 blocks, "
+         "each segmentation written)", ratio_x(med["blockwise 10"] / med["blockwise 1"],
                                           "time ratio, target <= 1.3"), "none")
     emit("decode ws", "ten thresholds vs one, blockwise --fragments-only vs a one-threshold "
          "blockwise decode", ratio_x(med["blockwise fragments 10"] / med["blockwise 1"],

@@ -87,7 +87,7 @@ def test_the_example_pipeline_config_is_valid_for_every_stage():
 
     assert set(load_toml(PIPELINE)) <= STAGE_TABLES
     decode = resolve_config(DecodeConfig, PIPELINE, section="decode")
-    assert decode.cc.threshold == 0.7 and decode.block_size == (64, 128, 128)
+    assert decode.cc.threshold == 0.7 and decode.block_size == (128, 128, 128)
     evaluation = resolve_config(EvalConfig, PIPELINE, section="eval")
     assert evaluation.skeletons == "kimimaro" and evaluation.kimimaro.dust_threshold == 1000
     assert evaluation.block_size == (256, 256, 256)
