@@ -171,11 +171,12 @@ class WsBlockSummary:
 
 
 #: the default fragment grid (voxels per cell, every axis) and context (voxels around a
-#: cell) of ``--method ws``, whole volume and blockwise alike. Measured (best VOI against the
-#: labels; README "ws fragment grid"): with cells of 128 and a halo of 16 the grid matches the
-#: unbounded watershed or beats it on FlyEM with synthetic defects (0.589 vs 0.589 at
-#: 64x160x160, 1.032 vs 1.025 at 128x250x250) and on a briefly trained model's affinities
-#: (2.123 vs 2.284 test, 1.502 vs 1.502 validation), where cells of 64 lost up to 0.14
+#: cell) of ``--method ws``, whole volume and blockwise alike. Measured (best VOI against
+#: the labels; README, "Decoding and evaluation"): with cells of 128 and a halo of 16 the
+#: grid is within 0.01 of the unbounded watershed or beats it, on FlyEM with synthetic
+#: defects (0.589 vs 0.589 at 64x160x160, 1.032 vs 1.025 at 128x250x250) and on a briefly
+#: trained model's affinities (2.123 vs 2.284 test, 1.502 vs 1.502 validation), where cells
+#: of 64 (halo 16) lost up to 0.14
 DEFAULT_FRAGMENT_BLOCK = 128
 DEFAULT_HALO = 16
 
