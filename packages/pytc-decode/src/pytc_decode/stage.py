@@ -34,7 +34,7 @@ from pytc_core.output_run import OutputRun, claim_output, open_input
 from pytc_core.timing import PhaseTimer
 from pytc_core.volume import Volume, sidecar_path
 from pytc_decode.config import DecodeConfig, result_options
-from pytc_decode.kernels import remap
+from pytc_decode.kernels import remap, thread_map
 from pytc_decode.methods import DecodeMethod, method_of, methods_of
 from pytc_decode.resume import check_run
 from pytc_decode.rethreshold import add_extents, block_extents, threshold_tables
@@ -140,7 +140,6 @@ def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[Out
     (``fragments_only``: nothing else). The stats of each (the fragments' last)."""
     with timer.phase("read"):
         aff, mask = read_inputs(aff_vol, mask_vol, cfg)
-    stats = []
     with timer.phase("segment"):
         if frag_claim is None:
             segs = method.segment(aff, mask, cfg, aff_vol.voxel_size)
@@ -150,17 +149,32 @@ def _decode_whole(aff_vol: Volume, mask_vol: Volume | None, claims: Sequence[Out
                     else method.segment_fragments(fragments, history, aff, cfg))
     del aff
     with timer.phase("write"):
-        for claim, out_cfg, labels in zip(claims, cfgs, segs, strict=True):
-            out = create_output(claim, aff_vol, labels.dtype,
-                                tuple(min(64, s) for s in labels.shape), restart=True)
-            out.write(labels)
-            finish_output(claim, out_cfg)
-            stats.append(segment_stats(np.bincount(labels.reshape(-1)), labels.size, cfg.dust))
+        stats = _write_segmentations(claims, cfgs, segs, aff_vol, cfg.dust)
         if frag_claim is not None:
             _write_fragments(frag_claim, aff_vol, fragments, history, method, cfg)
             stats.append(segment_stats(np.bincount(fragments.reshape(-1)), fragments.size,
                                        cfg.dust))
     return stats
+
+
+def _write_segmentations(claims: Sequence[OutputRun], cfgs: Sequence[DecodeConfig],
+                         segs: Sequence[np.ndarray], like: Volume, dust: bool
+                         ) -> list[DecodeStats]:
+    """Write each (Z, Y, X) segmentation to its claimed output (created like ``like``, its
+    config beside it, then marked complete); their stats, in order.
+
+    Several thresholds' outputs are written at once, on up to numba's thread count of
+    threads: chunk compression and file writes release the GIL, and the outputs are
+    independent. Each output is marked complete only after its own chunks are written."""
+
+    def write_one(claim: OutputRun, out_cfg: DecodeConfig, labels: np.ndarray) -> DecodeStats:
+        out = create_output(claim, like, labels.dtype,
+                            tuple(min(64, s) for s in labels.shape), restart=True)
+        out.write(labels)
+        finish_output(claim, out_cfg)
+        return segment_stats(np.bincount(labels.reshape(-1)), labels.size, dust)
+
+    return thread_map(write_one, claims, cfgs, segs, name="pytc-write-seg")
 
 
 def _write_fragments(claim: OutputRun, aff_vol: Volume, fragments: np.ndarray,
@@ -246,15 +260,8 @@ def _relabel_fragments(frag_uri: str, frag_vol: Volume, history: MergeHistory,
                 raise _mismatch_error(frag_uri, top, history.num_fragments)
         with timer.phase("segment"):
             segs = method.segment_fragments(fragments, history.rows(), None, cfg)
-        stats = []
         with timer.phase("write"):
-            for claim, out_cfg, labels in zip(claims, out_cfgs, segs, strict=True):
-                out = create_output(claim, frag_vol, labels.dtype,
-                                    tuple(min(64, s) for s in labels.shape), restart=True)
-                out.write(labels)
-                finish_output(claim, out_cfg)
-                stats.append(segment_stats(np.bincount(labels.reshape(-1)), labels.size,
-                                           cfg.dust))
+            stats = _write_segmentations(claims, out_cfgs, segs, frag_vol, cfg.dust)
     if timer.timings:
         log.debug("timings: %s", timer.line())
     return DecodeResult(out_uris[0], "all", stats[0], {}, timer.timings,

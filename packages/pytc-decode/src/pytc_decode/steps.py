@@ -31,6 +31,7 @@ from pytc_core.volume import Volume, sidecar_path
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.cc import label_dtype
 from pytc_decode.config import DecodeConfig, result_options
+from pytc_decode.kernels import thread_map
 from pytc_decode.methods import DecodeMethod, method_of
 from pytc_decode.methods.base import options_of
 from pytc_decode.resume import check_run, input_identity, run_key
@@ -216,9 +217,13 @@ def relabel_step(run: BlockwiseRun, claims: Sequence[OutputRun], *,
     def read(block: BBox) -> np.ndarray:
         return load_block_labels(run.block_file(block, "labels", LABELS_SUFFIX), run.dtype)
 
+    def write_one(out: Volume, table_of: dict, block: BBox, local: np.ndarray) -> None:
+        out.write(method.relabel(local, table_of[block.start]), offset=block.start)
+
     def process(block: BBox, local: np.ndarray) -> None:
-        for out, table_of in zip(outs, tables_of, strict=True):
-            out.write(method.relabel(local, table_of[block.start]), offset=block.start)
+        # several thresholds' outputs at once (compression and writes release the GIL)
+        thread_map(partial(write_one, block=block, local=local), outs, tables_of,
+                   name="pytc-relabel")
         for claim in claims:
             claim.made_progress()
 

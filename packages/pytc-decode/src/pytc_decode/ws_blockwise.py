@@ -58,12 +58,10 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
-import numba
 import numpy as np
 from numba import njit
 
@@ -80,17 +78,16 @@ from pytc_decode.agglomeration import (
 )
 from pytc_decode.blockwise import BlockTables
 from pytc_decode.fragments import fragment_seeds, nearest_neighbour_float, watershed_fragments
+from pytc_decode.kernels import remap, thread_map
 from pytc_decode.rethreshold import threshold_tables
 from pytc_decode.ws_hierarchy import OctreeReduce
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 __all__ = ["QUANTUM_BITS", "BlockFragments", "WsBlockSummary", "affinity_watershed_blockwise",
            "agglomerate_blocks", "agglomerate_blocks_at", "block_history", "block_region_graph",
            "DEFAULT_FRAGMENT_BLOCK", "DEFAULT_HALO", "check_block_grid", "fragment_grid",
-           "fragments_blocks", "grid_fragments", "grid_ws_fragments", "map_cells",
+           "fragments_blocks", "grid_fragments", "grid_ws_fragments",
            "quantised_affinities", "seed_keys",
            "seeded_grid_fragments", "ws_fragment_block"]
 
@@ -273,7 +270,7 @@ def seeded_grid_fragments(aff: np.ndarray, context: BBox, block: BBox, volume_bo
     out = np.zeros(block.shape, np.uint32)
     keys = [np.full(1, -1, np.int64)]
     offset = 0
-    for cell, (piece, seed_of) in zip(cells, map_cells(cell_fragments, cells), strict=True):
+    for cell, (piece, seed_of) in zip(cells, thread_map(cell_fragments, cells, name="pytc-ws-cell"), strict=True):
         top = int(piece.max(initial=0))
         if offset + top >= 2**32 - 1:
             raise ValueError(f"block {block} has too many fragments for uint32")
@@ -284,16 +281,6 @@ def seeded_grid_fragments(aff: np.ndarray, context: BBox, block: BBox, volume_bo
         out[tuple(slice(a0 - b0, a1 - b0) for a0, a1, b0 in
                   zip(cell.start, cell.stop, block.start, strict=True))] = piece
     return out, np.concatenate(keys)
-
-
-def map_cells(fn: Callable[[BBox], T], cells: Sequence[BBox]) -> list[T]:
-    """``[fn(cell) for cell in cells]``, in order, on up to numba's thread count of threads
-    (the watershed kernels release the GIL; cells are independent by construction)."""
-    workers = max(1, min(numba.get_num_threads(), len(cells)))
-    if workers == 1:
-        return [fn(cell) for cell in cells]
-    with ThreadPoolExecutor(workers, thread_name_prefix="pytc-ws-cell") as pool:
-        return list(pool.map(fn, cells))
 
 
 def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume_box: BBox, *,
@@ -632,7 +619,6 @@ def grid_ws_fragments(affinities: np.ndarray, max_threshold: float,
     (``(M, 3)`` rows ``(absorbed, into, score)``): the grid twin of
     :func:`pytc_decode.ws.ws_fragments`, equal to what a blockwise run writes as fragments."""
     from pytc_core.blocks import plan_blocks
-    from pytc_decode.kernels import remap
 
     aff = nearest_neighbour_float(affinities)  # each cell quantises its context
     box = BBox.from_shape(aff.shape[1:])
@@ -649,7 +635,7 @@ def grid_ws_fragments(affinities: np.ndarray, max_threshold: float,
             join_seeds=join_seeds)
 
     cells = plan_blocks(box, grid)
-    done = map_cells(one_cell, cells)  # each cell a block of its own, in parallel
+    done = thread_map(one_cell, cells, name="pytc-ws-cell")  # each cell a block of its own, in parallel
     tables, merges = fragments_blocks([summary for _, summary in done], box, max_threshold,
                                       np.dtype(np.uint32))
     out = np.zeros(box.shape, np.uint32)
@@ -680,7 +666,6 @@ def affinity_watershed_blockwise(affinities: np.ndarray,
     effect without one: the blocks are the cells, and small cells join badly)."""
     from pytc_core.bbox import vec3
     from pytc_core.blocks import plan_blocks
-    from pytc_decode.kernels import remap
 
     single = isinstance(agglomeration_threshold, int | float)
     thresholds = ([float(agglomeration_threshold)] if isinstance(agglomeration_threshold,
