@@ -139,6 +139,24 @@ def test_table_grows_and_blocks_add_up():
     assert_matches_funlib(truth[:5], pred[:5])
 
 
+def test_recent_pair_cache_counts_exactly_through_collisions_and_growth():
+    # many more pairs than the kernel's cache has entries (so they share entries: one id
+    # with several truths, one truth with several ids), revisited in short runs, in a table
+    # that starts tiny and grows while counting
+    rng = np.random.default_rng(11)
+    pairs = [(8 * t, b) for b in range(1, 700) for t in range(3)]
+    picks = rng.integers(0, len(pairs), size=20000)
+    runs = rng.integers(1, 4, size=picks.size)
+    truth = np.repeat(np.array([pairs[i][0] for i in picks], np.uint64), runs)
+    pred = np.repeat(np.array([pairs[i][1] for i in picks], np.uint64), runs)
+    want = Counter(zip(truth.tolist(), pred.tolist(), strict=True))
+    got_a, got_b, got_n = ContingencyTable(capacity=16).add(truth, pred).pairs(
+        include_background=True)
+    got = dict(zip(zip(got_a.tolist(), got_b.tolist(), strict=True), got_n.tolist(),
+                   strict=True))
+    assert got == dict(want)
+
+
 labels = st.lists(st.integers(0, 4), min_size=1, max_size=40)
 
 

@@ -7,6 +7,7 @@ precomputed layers store nm, x/y/z order) are divided by the voxel size on loadi
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Sequence
@@ -132,6 +133,19 @@ def _concat(parts: list[Skeletons]) -> Skeletons:
 # ---------------------------------------------------------------------------- JSON
 
 def _load_json(path: Path) -> Skeletons:
+    # the cyclic GC paused while the nodes are parsed: their many small dicts would otherwise
+    # trigger collections that walk every live object (measured: 77-150 ms → 77 ms at 16k
+    # nodes beside a large heap); nothing parsed here forms a cycle
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse_json(path)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_json(path: Path) -> Skeletons:
     try:
         data = json.loads(path.read_text())
         nodes = data["nodes"]
