@@ -113,11 +113,11 @@ log_every = 1
 [launch]
 time = "2"
 grace = 60
-max_restarts = 10
+max_restarts = 20
 """)
     job = lt.launch("train", str(config), "--dir", str(tmp_path / "run"), env=env)
     assert job.stdout.strip().isdigit()
-    rows = lt.wait(tmp_path / "run", 1200, env)
+    rows = lt.wait(tmp_path / "run", 1500, env)
     out = (tmp_path / "run" / "launch" / "slurm.out").read_text()
     assert rows[0]["state"] == "COMPLETED", out[-3000:]
     attempts = _attempts(tmp_path / "run")
@@ -141,12 +141,17 @@ max_restarts = 10
     steps = [[int(s) for s in re.findall(r"^step (\d+)/1000000 ", part, re.M)]
              for part in attempts_out]
     flat = [s for part in steps for s in part]
-    assert flat == sorted(set(flat)) and flat[0] == 1
-    last_seen = 0
+    assert flat == sorted(set(flat))
+    # an attempt whose signal came during start-up prints no step but may train one (saved
+    # at the stop: "stopping after the first step"; a loaded machine does this), so each such
+    # attempt before a printed one widens its allowed gap by one
+    last_seen, silent = 0, 0
     for part in steps:
-        if part:
-            assert 1 <= part[0] - last_seen <= 2, (last_seen, part[:3])
-            last_seen = part[-1]
+        if not part:
+            silent += 1
+            continue
+        assert 1 <= part[0] - last_seen <= 2 + silent, (last_seen, silent, part[:3])
+        last_seen, silent = part[-1], 0
     assert sum(bool(part) for part in steps) >= 2  # trained before and after a requeue
     assert rows[0]["step"] >= flat[-1]
 
