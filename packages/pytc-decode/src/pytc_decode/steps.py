@@ -217,13 +217,12 @@ def relabel_step(run: BlockwiseRun, claims: Sequence[OutputRun], *,
     def read(block: BBox) -> np.ndarray:
         return load_block_labels(run.block_file(block, "labels", LABELS_SUFFIX), run.dtype)
 
-    def write_one(out: Volume, table_of: dict, block: BBox, local: np.ndarray) -> None:
-        out.write(method.relabel(local, table_of[block.start]), offset=block.start)
-
     def process(block: BBox, local: np.ndarray) -> None:
+        def write_one(out: Volume, table_of: dict) -> None:
+            out.write(method.relabel(local, table_of[block.start]), offset=block.start)
+
         # several thresholds' outputs at once (compression and writes release the GIL)
-        thread_map(partial(write_one, block=block, local=local), outs, tables_of,
-                   name="pytc-relabel")
+        thread_map(write_one, outs, tables_of, name="pytc-relabel")
         for claim in claims:
             claim.made_progress()
 

@@ -270,7 +270,8 @@ def seeded_grid_fragments(aff: np.ndarray, context: BBox, block: BBox, volume_bo
     out = np.zeros(block.shape, np.uint32)
     keys = [np.full(1, -1, np.int64)]
     offset = 0
-    for cell, (piece, seed_of) in zip(cells, thread_map(cell_fragments, cells, name="pytc-ws-cell"), strict=True):
+    pieces = thread_map(cell_fragments, cells, name="pytc-ws-cell")
+    for cell, (piece, seed_of) in zip(cells, pieces, strict=True):
         top = int(piece.max(initial=0))
         if offset + top >= 2**32 - 1:
             raise ValueError(f"block {block} has too many fragments for uint32")
@@ -635,7 +636,8 @@ def grid_ws_fragments(affinities: np.ndarray, max_threshold: float,
             join_seeds=join_seeds)
 
     cells = plan_blocks(box, grid)
-    done = thread_map(one_cell, cells, name="pytc-ws-cell")  # each cell a block of its own, in parallel
+    # each cell a block of its own, in parallel
+    done = thread_map(one_cell, cells, name="pytc-ws-cell")
     tables, merges = fragments_blocks([summary for _, summary in done], box, max_threshold,
                                       np.dtype(np.uint32))
     out = np.zeros(box.shape, np.uint32)
