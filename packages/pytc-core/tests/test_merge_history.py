@@ -31,11 +31,27 @@ def test_segment_tables_by_hand():
     assert [h.merges_below(t) for t in (0.0, 0.2, 0.21, 1.0)] == [0, 1, 2, 4]
 
 
+def test_segment_tables_in_any_order_equal_each_table():
+    h = _history()
+    ts = [0.5, 0.1, 1.0, 0.3, 0.5, 0.0]
+    tables = h.segment_tables(ts)
+    assert [t.tolist() for t in tables] == [
+        [0, 1, 1, 1, 1, 5, 6], [0, 1, 2, 3, 4, 5, 6], [0, 1, 1, 1, 1, 5, 5],
+        [0, 1, 1, 3, 3, 5, 6], [0, 1, 1, 1, 1, 5, 6], [0, 1, 2, 3, 4, 5, 6]]
+    assert len({id(t) for t in tables}) == len(ts)  # no table is another's alias
+    assert all(t.dtype == np.uint64 for t in tables)
+
+
 def test_long_chain_resolves():
     n = 1000  # i+1 -> i for every i: one chain of depth 999
     rows = np.array([[i + 1, i, i / n] for i in range(1, n)])
-    table = MergeHistory.from_rows(rows, n).segment_table(1.0)
-    assert set(table[1:].tolist()) == {1}
+    history = MergeHistory.from_rows(rows, n)
+    assert set(history.segment_table(1.0)[1:].tolist()) == {1}
+    # built one table from the one before: the chain grows across the thresholds
+    for t, table in zip((0.25, 0.5, 1.0), history.segment_tables((0.25, 0.5, 1.0)),
+                        strict=True):
+        k = history.merges_below(t)  # merges i+1 -> i for i < k+1: ids 1..k+1 are one
+        assert table[1:].tolist() == [1] * (k + 1) + list(range(k + 2, n + 1))
 
 
 @pytest.mark.parametrize("uri_of", [lambda p: str(p / "frag"), lambda p: str(p / "f.h5") + ":frag"])

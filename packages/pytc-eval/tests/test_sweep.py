@@ -129,6 +129,9 @@ def test_sweep_equals_scoring_each_written_segmentation_on_flyem(capsys, tmp_pat
     rng = np.random.default_rng(0)
     fragments, rows = decode_fragments(gt, rng)
     assert int(fragments.max()) > 20 and len(rows) > 10
+    # the pass counts the fragments as the lowest threshold's segments (fewer than them)
+    history = MergeHistory.from_rows(rows, int(fragments.max()))
+    assert 0 < history.merges_below(THRESHOLDS[0]) < history.merges_below(THRESHOLDS[-1])
     skel = skeletons_of(gt, tmp_path / "skel.json", rng)
     sweep, each = sweep_and_each(capsys, tmp_path, gt, fragments, rows, THRESHOLDS, skel,
                                  min_size=30)
@@ -251,6 +254,13 @@ def test_shares_equal_the_local_run(capsys, tmp_path):
     assert code == 0, err
     assert out == local
     assert len(out.splitlines()) == 3  # two thresholds of the fragments, one segmentation
+    # the shares counted the fragments as the segments of their lowest threshold (0.2): a
+    # reduce asked for another sweep finds no samples of it, rather than wrong ones
+    assert MergeHistory.from_rows(rows, int(fragments.max())).merges_below(0.2) > 0
+    code, out, err = run(capsys, frag, "--gt", gt, "--skeletons", skel, "--block-size", "5",
+                         "--thresholds", "0.1,0.6", "--step", "reduce", "--scratch", scratch)
+    assert code == 2 and out == ""
+    assert "no samples of" in err and "--step sample" in err
 
 
 def test_reduce_names_missing_shares(capsys, tmp_path):

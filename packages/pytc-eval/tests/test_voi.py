@@ -157,6 +157,22 @@ def test_recent_pair_cache_counts_exactly_through_collisions_and_growth():
     assert got == dict(want)
 
 
+def test_counted_through_a_relabel_table():
+    # fragments 1..5 counted as segments: 1, 2 -> 7; 3 -> 3; 4, 5 -> 9; id 12 lies beyond
+    # the table and counts as itself. Runs of different fragments of one segment (1, 2, 1)
+    # count as one run; a change of segment (2 -> 3) or of truth ends a run.
+    lut = np.array([0, 7, 7, 3, 9, 9], np.uint64)
+    truth = np.array([1, 1, 1, 1, 1, 2, 2, 2, 0, 0, 2], np.uint32)
+    pred = np.array([1, 2, 1, 3, 3, 4, 5, 12, 0, 2, 2], np.uint32)
+    got = ContingencyTable(capacity=16).add(truth, pred, relabel=lut).pairs(
+        include_background=True)
+    assert list(zip(*[g.tolist() for g in got], strict=True)) == [
+        (0, 0, 1), (0, 7, 1), (1, 3, 2), (1, 7, 3), (2, 7, 1), (2, 9, 2), (2, 12, 1)]
+    want = ContingencyTable().add(truth, lut[np.minimum(pred, 5)] * (pred <= 5)
+                                  + pred.astype(np.uint64) * (pred > 5)).pairs(True)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+
+
 labels = st.lists(st.integers(0, 4), min_size=1, max_size=40)
 
 

@@ -107,17 +107,24 @@ class MergeHistory:
         """uint64 table (num_fragments + 1,): fragment id → segment id at ``threshold``
         (the id of the fragment that represents its region); 0 → 0."""
         k = self.merges_below(threshold)
-        parent = np.arange(self.num_fragments + 1, dtype=np.uint64)
-        parent[self.absorbed[:k]] = self.into[:k]
-        while True:  # pointer jumping: each pass halves every chain
-            nxt = parent[parent]
-            if np.array_equal(nxt, parent):
-                return parent
-            parent = nxt
+        return _resolve(self.absorbed[:k], self.into[:k], self.num_fragments)
 
     def segment_tables(self, thresholds: Sequence[float]) -> list[np.ndarray]:
-        """:meth:`segment_table` for each threshold."""
-        return [self.segment_table(t) for t in thresholds]
+        """:meth:`segment_table` for each threshold, in the order given. Built in increasing
+        threshold order, each table from the one before and only the merges between them:
+        O(num_fragments) per table plus O(merges · log) in all."""
+        out: list[np.ndarray | None] = [None] * len(thresholds)
+        table = np.arange(self.num_fragments + 1, dtype=np.uint64)
+        done = 0
+        for i in sorted(range(len(thresholds)), key=lambda i: float(thresholds[i])):
+            k = self.merges_below(float(thresholds[i]))
+            if k > done:  # the new merges, between the regions the table names so far
+                table = _resolve(table[self.absorbed[done:k]], table[self.into[done:k]],
+                                 self.num_fragments)[table]
+                done = k
+            out[i] = table
+        return [t.copy() if any(t is o for o in out[:i]) else t
+                for i, t in enumerate(out) if t is not None]
 
     def to_bytes(self) -> bytes:
         meta = {"format": FORMAT, "num_fragments": self.num_fragments,
@@ -197,3 +204,18 @@ def _remote(uri: str) -> Any:
     from cloudfiles import CloudFiles  # heavy: only for remote layers
 
     return CloudFiles(to_cloudpath(uri))
+
+
+def _resolve(absorbed: np.ndarray, into: np.ndarray, num_fragments: int) -> np.ndarray:
+    """Where each region id ends up after the merges ``absorbed[i] → into[i]`` (in order,
+    each region absorbed once): a uint64 table over ids 0..num_fragments. Chains are
+    followed to their end by pointer jumping on the absorbed ids only (every id on a chain
+    but its end was absorbed): O(merges) per pass, log(chain length) passes."""
+    step = np.arange(num_fragments + 1, dtype=np.uint64)
+    step[absorbed] = into
+    while True:
+        up = step[absorbed]
+        upper = step[up]
+        if np.array_equal(up, upper):
+            return step
+        step[absorbed] = upper

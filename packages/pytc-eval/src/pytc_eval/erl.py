@@ -8,6 +8,7 @@ and the ``merge_threshold`` follow PytorchConnectomics/em_erl (``compute_erl_sco
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -32,29 +33,17 @@ def edge_lengths(skeletons: Skeletons, voxel_size: Sequence[float] = (1, 1, 1),
 
 
 @numba.njit(cache=True, nogil=True)
-def _classify_edges(u, v, seg, pair_of_node, merging_pair, sk_node, pos, vs, n_sk,
+def _classify_edges(u, v, seg, pair_of_node, merging_pair, length,
                     n_pairs):  # pragma: no cover - numba
-    """One pass over the edges: length (nm), outcome, skeleton lengths, correct length per
-    (skeleton, segment) pair, in funlib's rule order (omitted, split, merged, correct)."""
+    """One pass over the edges: outcome, and correct length (nm) per (skeleton, segment)
+    pair, in funlib's rule order (omitted, split, merged, correct)."""
     n_edges = u.shape[0]
     outcome = np.empty(n_edges, np.int8)
-    length = np.empty(n_edges, np.float64)
-    skel_len = np.zeros(n_sk, np.float64)
-    has_edges = np.zeros(n_sk, np.bool_)
     run_len = np.zeros(n_pairs, np.float64)
     for e in range(n_edges):
         a = u[e]
-        b = v[e]
-        dz = (pos[a, 0] - pos[b, 0]) * vs[0]
-        dy = (pos[a, 1] - pos[b, 1]) * vs[1]
-        dx = (pos[a, 2] - pos[b, 2]) * vs[2]
-        d = np.sqrt(dz * dz + dy * dy + dx * dx)
-        length[e] = d
-        s = sk_node[a]
-        skel_len[s] += d
-        has_edges[s] = True
         su = seg[a]
-        sv = seg[b]
+        sv = seg[v[e]]
         if su == 0 or sv == 0:
             outcome[e] = 0
         elif su != sv:
@@ -63,8 +52,39 @@ def _classify_edges(u, v, seg, pair_of_node, merging_pair, sk_node, pos, vs, n_s
             outcome[e] = 2
         else:
             outcome[e] = 3
-            run_len[pair_of_node[a]] += d
-    return outcome, length, skel_len, has_edges, run_len
+            run_len[pair_of_node[a]] += length[e]
+    return outcome, run_len
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """What ERL needs of the skeletons alone (computed once per skeletons and voxel size):
+    dense skeleton index of each node, edge ends, edge lengths (nm), skeleton lengths."""
+
+    sk_ids: np.ndarray  # (S,) skeleton ids, sorted
+    sk_node: np.ndarray  # (N,) int64 index into sk_ids
+    u: np.ndarray  # (E,) int64 first node (row) of each edge
+    v: np.ndarray
+    length: np.ndarray  # (E,) float64 nm
+    skel_len: np.ndarray  # (S,) float64 nm: an edge counts for its first node's skeleton
+    has_edges: np.ndarray  # (S,) bool
+
+
+def _geometry(skeletons: Skeletons, voxel_size: Sequence[float]) -> _Geometry:
+    vs = tuple(float(x) for x in voxel_size)
+
+    def make() -> _Geometry:
+        idx = skeletons.edge_index()
+        sk_ids, sk_node = _dense_ids(skeletons.skeleton_ids)
+        length = edge_lengths(skeletons, vs, idx)
+        first_sk = sk_node[idx[:, 0]]
+        n_sk = sk_ids.shape[0]
+        return _Geometry(sk_ids, sk_node.astype(np.int64), np.ascontiguousarray(idx[:, 0]),
+                         np.ascontiguousarray(idx[:, 1]), length,
+                         np.bincount(first_sk, weights=length, minlength=n_sk),
+                         np.bincount(first_sk, minlength=n_sk) > 0)
+
+    return skeletons.cached(("erl geometry", vs), make)
 
 
 def _dense_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,12 +141,13 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
         raise UserError(f"merge_threshold must be >= 1, got {merge_threshold}",
                         "use 1 (funlib) or a small node count such as 5")
     seg = _segments_array(skeletons, node_segment)
-    idx = skeletons.edge_index()
-    sk_ids, sk_node = _dense_ids(skeletons.skeleton_ids)
+    geo = _geometry(skeletons, voxel_size)
+    sk_ids, sk_node, u, v = geo.sk_ids, geo.sk_node, geo.u, geo.v
+    skel_len, has_edges = geo.skel_len, geo.has_edges
     n_sk = sk_ids.shape[0]
 
     # (skeleton, segment) pairs; a segment merges when >= 2 skeletons hold >= k nodes in it
-    pair_of_node, first = group_pairs(sk_node.astype(np.uint64), seg)
+    pair_of_node, first = group_pairs(sk_node.view(np.uint64), seg)
     pair_sk, pair_seg = sk_node[first], seg[first]
     pair_count = np.bincount(pair_of_node, minlength=first.shape[0])
     big = pair_count >= merge_threshold
@@ -134,11 +155,8 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
 
     # an edge belongs to its first node's skeleton, so its pair is (skeleton, seg[u]);
     # run_len[p] is C_sg, the correct length of skeleton s in segment g pooled over s
-    u, v = np.ascontiguousarray(idx[:, 0]), np.ascontiguousarray(idx[:, 1])
-    outcome, length, skel_len, has_edges, run_len = _classify_edges(
-        u, v, seg, pair_of_node, merging_pair, sk_node,
-        np.ascontiguousarray(skeletons.positions, np.float64),
-        np.asarray(voxel_size, np.float64), n_sk, pair_sk.shape[0])
+    outcome, run_len = _classify_edges(u, v, seg, pair_of_node, merging_pair, geo.length,
+                                       pair_sk.shape[0])
     split = outcome == SPLIT
     total = float(skel_len[has_edges].sum())
     c2 = np.bincount(pair_sk, weights=run_len * run_len, minlength=n_sk)
@@ -154,8 +172,9 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
     split_stats: dict[int, list[tuple[int, int]]] = {}
     if stats:
         order = sel[np.lexsort((pair_sk[sel], pair_seg[sel]))]
-        for p in order:
-            merge_stats.setdefault(int(pair_seg[p]), []).append(int(sk_ids[pair_sk[p]]))
+        for g, sk in zip(pair_seg[order].tolist(), sk_ids[pair_sk[order]].tolist(),
+                         strict=True):
+            merge_stats.setdefault(g, []).append(sk)
         split_edges = np.flatnonzero(split)
         for s, a, b in zip(sk_ids[sk_node[u[split_edges]]].tolist(),
                            seg[u[split_edges]].tolist(), seg[v[split_edges]].tolist(),
@@ -171,7 +190,7 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
         "split_stats": split_stats,
         "n_skeletons": int(n_sk),
         "n_skeleton_nodes": int(skeletons.num_nodes),
-        "n_edges": int(idx.shape[0]),
+        "n_edges": int(u.shape[0]),
         "n_edges_omitted": int(np.count_nonzero(outcome == OMITTED)),
         "n_edges_split": int(np.count_nonzero(split)),
         "n_edges_merged": int(np.count_nonzero(outcome == MERGED)),
@@ -180,5 +199,5 @@ def expected_run_length(skeletons: Skeletons, node_segment: Mapping[int, int] | 
         "total_length_nm": total,
     }
     if return_details:
-        out.update(edge_outcome=outcome, edge_length=length, node_segment=seg)
+        out.update(edge_outcome=outcome, edge_length=geo.length, node_segment=seg)
     return out

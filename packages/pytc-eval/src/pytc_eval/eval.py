@@ -308,9 +308,16 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
     for seg, box, blocks in zip(segs, boxes, plans, strict=True):
         log.debug("%s: %d blocks of %s voxels over %s", seg.uri, len(blocks), block_size, box)
     nodes = [prepare_nodes(skel, box, gt.offset, block_size) for box in boxes]
+    # a sweep counts its fragments as the lowest threshold's segments: every threshold's
+    # segments are unions of those, and they have a fraction of the fragments' runs
+    levels = [min(sweep) if history is not None and sweep and history.merges_below(min(sweep))
+              else None for history, sweep in zip(histories, sweeps, strict=True)]
+    relabels = [history.segment_table(level) if history is not None and level is not None
+                else None for history, level in zip(histories, levels, strict=True)]
     keys = [pass_key(seg.uri, gt.uri, box, block_size, config.skeletons,
-                     seg_skel.num_nodes if seg_skel is not None else 0)
-            for seg, box, (seg_skel, _, _) in zip(segs, boxes, nodes, strict=True)]
+                     seg_skel.num_nodes if seg_skel is not None else 0, level)
+            for seg, box, (seg_skel, _, _), level in zip(segs, boxes, nodes, levels,
+                                                          strict=True)]
     mine = [select_share(b, share) if share is not None else b for b in plans]
     sampled: list[Samples | None] = [None] * len(segs)
     written: list[str] = []
@@ -330,8 +337,8 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
         log.info("sampling %d segmentation%s with %d processes", len(todo),
                  "s" if len(todo) > 1 else "", processes)
         with timer.phase("sampling"):
-            jobs = [SampleJob(segs[k].uri, gt.uri, mine[k], nodes[k][1], nodes[k][2])
-                    for k in todo]
+            jobs = [SampleJob(segs[k].uri, gt.uri, mine[k], nodes[k][1], nodes[k][2],
+                              relabels[k]) for k in todo]
             for k, got in zip(todo, sample_in_processes(
                     jobs, processes, fill_missing=config.fill_missing,
                     progress=progress_counter if show_progress else None,
@@ -343,7 +350,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
             seg = segs[k]
             with timer.phase(f"sampling {seg.uri}"):
                 sampled[k] = got = sample_blocks(
-                    seg, gt, mine[k], nodes[k][1], node_blocks=nodes[k][2],
+                    seg, gt, mine[k], nodes[k][1], node_blocks=nodes[k][2], relabel=relabels[k],
                     progress=progress_counter if show_progress else None,
                     description=f"evaluating {seg.uri.rstrip('/').rsplit('/', 1)[-1]}")
             if step == "sample":  # written at once: a task killed later keeps this share
@@ -377,6 +384,7 @@ def run_eval(segmentations: Sequence[str], ground_truth: str, config: EvalConfig
                 assert sweep is not None
                 results = sweep_evaluations(seg.uri, gt.uri, samples, history, sweep,
                                             seg_skel, node_vox, min_size=min_size,
+                                            counted_at=levels[k],
                                             **options)  # type: ignore[arg-type]
         for result in results:
             for warning in result.report.warnings:

@@ -101,14 +101,17 @@ def sample_blocks(labels: Volume, gt: Volume, blocks: Sequence[BBox],
                   node_vox: np.ndarray | None = None, *,
                   node_blocks: NodeBlocks | None = None,
                   progress: ProgressReporter | None = None, description: str = "evaluating",
-                  check: Callable[[np.ndarray], None] | None = None) -> Samples:
+                  check: Callable[[np.ndarray], None] | None = None,
+                  relabel: np.ndarray | None = None) -> Samples:
     """Contingency table and node labels over ``blocks`` (global voxel boxes of one grid).
 
     ``node_vox`` are the nodes' voxels (global z, y, x, inside the blocks' union) and
     ``node_blocks`` their grouping on the blocks' grid (built from ``blocks[0]``'s grid when
     omitted: pass it when ``blocks`` is a share of a larger plan). ``check(labels_block)``
-    may raise on a block's labels (e.g. ids beyond a merge table). Memory: two blocks of each
-    volume (one read ahead) plus the table.
+    may raise on a block's labels (e.g. ids beyond a merge table). ``relabel`` (uint64,
+    indexed by label id) counts the table's labels through it (:meth:`ContingencyTable.add`);
+    node labels stay the volume's own. Memory: two blocks of each volume (one read ahead)
+    plus the table.
     """
     table = ContingencyTable()
     idx_parts: list[np.ndarray] = []
@@ -129,7 +132,7 @@ def sample_blocks(labels: Volume, gt: Volume, blocks: Sequence[BBox],
             truth, pred = data
             if check is not None:
                 check(pred)
-            table.add(truth, pred)
+            table.add(truth, pred, relabel)
             if node_vox is not None and node_blocks is not None:
                 mine = node_blocks.of(block)
                 if mine.size:
@@ -154,11 +157,13 @@ class SampleJob:
     blocks: Sequence[BBox]
     node_vox: np.ndarray | None
     node_blocks: NodeBlocks | None
+    #: the table's labels counted through it (:func:`sample_blocks`), None: as they are
+    relabel: np.ndarray | None = None
 
 
 def _sample_part(labels_uri: str, gt_uri: str, fill_missing: bool, blocks: Sequence[BBox],
-                 nodes: tuple[np.ndarray, np.ndarray, np.ndarray] | None
-                 ) -> tuple[np.ndarray, ...]:
+                 nodes: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                 relabel: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """A worker's part of a pass: (truth, label, count, node_index, node_label) of
     ``blocks``; ``nodes`` = (its blocks' node voxels, grid origin, block size), grouped here;
     node indices are into those node voxels."""
@@ -170,7 +175,7 @@ def _sample_part(labels_uri: str, gt_uri: str, fill_missing: bool, blocks: Seque
     if nodes is not None:
         node_vox = nodes[0]
         groups = NodeBlocks(node_vox, nodes[1], nodes[2])
-    samples = sample_blocks(labels, gt, blocks, node_vox, node_blocks=groups)
+    samples = sample_blocks(labels, gt, blocks, node_vox, node_blocks=groups, relabel=relabel)
     return (*samples.table.pairs(include_background=True), samples.node_index,
             samples.node_label)
 
@@ -216,7 +221,7 @@ def sample_in_processes(jobs: Sequence[SampleJob], workers: int, *, fill_missing
             if job.node_vox is not None and job.node_blocks is not None and nodes is not None:
                 part_nodes = (job.node_vox[nodes], job.node_blocks.origin, job.node_blocks.size)
             futures[pool.submit(_sample_part, job.labels_uri, job.gt_uri, fill_missing, blocks,
-                                part_nodes)] = (k, blocks, nodes)
+                                part_nodes, job.relabel)] = (k, blocks, nodes)
         for future in as_completed(futures):
             k, blocks, nodes = futures[future]
             truth, label, count, index, node_lab = future.result()

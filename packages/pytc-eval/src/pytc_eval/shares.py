@@ -4,7 +4,8 @@ Share ``i`` of ``n`` samples its blocks (round robin, :func:`pytc_core.blocks.se
 and writes them to ``<scratch>/<key>/share-<i>-of-<n>.npz`` (compressed, atomic; an existing
 file means the share is done, so a rerun resumes); the reduce reads every share of one
 ``n`` and merges them. ``key`` names the pass (segmentation, ground truth, box, block size,
-skeletons), so shares of another pass are never mixed in.
+skeletons, and for a sweep the threshold its table counts), so shares of another pass are
+never mixed in.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ _NAME = re.compile(r"^share-(\d+)-of-(\d+)\.npz$")
 
 
 def pass_key(seg_uri: str, gt_uri: str, box: BBox, block_size: Sequence[int] | int,
-             skeletons: str | None, num_nodes: int) -> str:
-    """A short hash naming one pass (its scratch subfolder)."""
-    text = json.dumps([seg_uri, gt_uri, list(box.start), list(box.stop),
-                       list(block_size) if not isinstance(block_size, int) else block_size,
-                       skeletons, num_nodes])
+             skeletons: str | None, num_nodes: int, level: float | None = None) -> str:
+    """A short hash naming one pass (its scratch subfolder); ``level``: the threshold whose
+    segments a sweep's table counts (None: the labels as they are)."""
+    parts: list = [seg_uri, gt_uri, list(box.start), list(box.stop),
+                   list(block_size) if not isinstance(block_size, int) else block_size,
+                   skeletons, num_nodes]
+    if level is not None:  # keys of passes without a level are those of earlier versions
+        parts.append(float(level))
+    text = json.dumps(parts)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from pytc_core.errors import UserError
+
+T = TypeVar("T")
 
 __all__ = [
     "KimimaroParams",
@@ -63,16 +66,23 @@ class Skeletons:
     def num_skeletons(self) -> int:
         return int(np.unique(self.skeleton_ids).shape[0])
 
+    def cached(self, key: Hashable, make: Callable[[], T]) -> T:
+        """``make()``, computed once per instance and ``key``: a sweep scores many thresholds
+        on the same skeletons. Cached arrays must be treated as read-only."""
+        cache = self.__dict__.setdefault("_cache", {})  # frozen: __dict__ holds the cache
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
     def edge_index(self) -> np.ndarray:
         """Edges as (E, 2) row indices into the node arrays, read-only (raises UserError on
-        unknown ids). Computed once per instance: a sweep scores many thresholds on the same
-        skeletons."""
-        rows = self.__dict__.get("_edge_index")
-        if rows is None:  # the dataclass is frozen: its __dict__ holds the cache
-            rows = self._edge_rows()
-            rows.setflags(write=False)
-            self.__dict__["_edge_index"] = rows
-        return rows
+        unknown ids). Computed once per instance."""
+        def rows() -> np.ndarray:
+            out = self._edge_rows()
+            out.setflags(write=False)
+            return out
+
+        return self.cached("edge_index", rows)
 
     def _edge_rows(self) -> np.ndarray:
         ids = self.node_ids

@@ -4,7 +4,11 @@ The pass (:func:`pytc_eval.sample.sample_blocks` over the fragments) gives the f
 ground-truth contingency table and the fragment under each skeleton node. A threshold's
 segmentation maps each fragment to a segment (:meth:`MergeHistory.segment_table`), so its
 table is the fragment table with rows relabelled and equal pairs summed, and its node labels
-are the fragment labels looked up in the same table. Segments under the decode's
+are the fragment labels looked up in the same table. Merges below a threshold are merges
+below every higher one, so each threshold's segments are unions of the lowest threshold's:
+the pass counts the fragments as those segments (a few times fewer runs and pairs than the
+fragments have), and each threshold's table relabels them, which it may, since a segment's
+id is one of its fragments. Segments under the decode's
 ``min_size`` with ``small = "remove"`` become background, as the written segmentation has
 them (their sizes are the table's sums per segment). Segment ids are the representative
 fragments' ids, not the written segmentation's ids (only the ids in ``merge_stats`` /
@@ -97,10 +101,15 @@ def sweep_labels(pairs: tuple[np.ndarray, np.ndarray, np.ndarray], node_fragment
 def sweep_evaluations(seg_uri: str, gt_uri: str, samples: Samples, history: MergeHistory,
                       thresholds: Sequence[float], skeletons: Skeletons | None,
                       node_vox: np.ndarray | None, *, voxel_size: Sequence[float], box: BBox,
-                      min_size: int = 0, **kwargs: Any) -> list[Evaluation]:
+                      min_size: int = 0, counted_at: float | None = None,
+                      **kwargs: Any) -> list[Evaluation]:
     """One :class:`Evaluation` per threshold from the samples of a pass over the fragments
     ``seg_uri`` (``kwargs``: :func:`pytc_eval.score.evaluation_from_samples`'s options).
-    UserError when the fragments hold ids the merge history does not know."""
+    ``counted_at``: the threshold whose segments the pass's table counts (None: fragments);
+    every threshold must be at least that. UserError when the fragments hold ids the merge
+    history does not know."""
+    if counted_at is not None and min(thresholds) < counted_at:
+        raise ValueError(f"threshold {min(thresholds)} is below the table's {counted_at}")
     pairs = samples.table.pairs(include_background=True)
     top = int(pairs[1].max()) if pairs[1].size else 0
     if top > history.num_fragments:
@@ -110,8 +119,8 @@ def sweep_evaluations(seg_uri: str, gt_uri: str, samples: Samples, history: Merg
                         "--fragments-only --overwrite)")
     node_frag = samples.node_labels(skeletons.num_nodes if skeletons is not None else 0)
     out = []
-    for t in thresholds:
-        seg_pairs, node_seg = sweep_labels(pairs, node_frag, history.segment_table(t), min_size)
+    for t, table in zip(thresholds, history.segment_tables(thresholds), strict=True):
+        seg_pairs, node_seg = sweep_labels(pairs, node_frag, table, min_size)
         out.append(evaluation_from_samples(
             seg_uri, gt_uri, seg_pairs, skeletons, node_seg if skeletons is not None else None,
             node_vox, voxel_size=voxel_size, box=box, threshold=float(t), **kwargs))

@@ -21,9 +21,22 @@ from pytc_eval.kernels import insert, new_table, rehash, unique_inverse
 __all__ = ["ContingencyTable", "adapted_rand_error", "rand_voi", "rand_voi_from_table"]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _relabel(value, lut):  # pragma: no cover - numba
+    """``lut[value]`` for ids the table covers, others (and every id with an empty table)
+    unchanged."""
+    v = np.uint64(value)
+    if v < np.uint64(lut.shape[0]):
+        return np.uint64(lut[v])
+    return v
+
+
 @numba.njit(cache=True, nogil=True)
-def _count_pairs(truth, pred, start, keys_a, keys_b, index, counts, n_used):  # pragma: no cover
-    """Add voxels ``start..`` of the flat arrays to the table; stop early when it is half full.
+def _count_pairs(truth, pred, lut, start, keys_a, keys_b, index, counts,
+                 n_used):  # pragma: no cover - numba
+    """Add voxels ``start..`` of the flat arrays to the table, each prediction id relabelled
+    by ``lut`` first (ids beyond it kept; an empty ``lut`` relabels nothing); stop early when
+    the table is half full.
 
     Returns (next start, entries used). Runs of equal (truth, pred) pairs are counted before
     touching the table, and the slots of recent pairs are remembered in a small direct-mapped
@@ -39,9 +52,14 @@ def _count_pairs(truth, pred, start, keys_a, keys_b, index, counts, n_used):  # 
     i = start
     while i < size:
         a = np.uint64(truth[i])
-        b = np.uint64(pred[i])
+        raw = pred[i]
+        b = _relabel(raw, lut)
         j = i + 1
-        while j < size and np.uint64(truth[j]) == a and np.uint64(pred[j]) == b:
+        while j < size and np.uint64(truth[j]) == a:
+            if pred[j] != raw:  # another id: the same run only if it relabels the same
+                raw = pred[j]
+                if _relabel(raw, lut) != b:
+                    break
             j += 1
         m = (b ^ (a << np.uint64(5)) ^ (b >> np.uint64(8))) & np.uint64(255)
         s = memo_slot[m]
@@ -84,6 +102,9 @@ def _as_unsigned(labels: np.ndarray, name: str) -> np.ndarray:
     return flat
 
 
+_NO_RELABEL = np.zeros(0, np.uint64)
+
+
 class ContingencyTable:
     """Counts of voxels per (truth id, prediction id) pair, accumulated over blocks.
 
@@ -105,8 +126,13 @@ class ContingencyTable:
         rehash(self._a, self._b, self._index, self._n, a, b, index, counts)
         self._a, self._b, self._index, self._n = a, b, index, counts
 
-    def add(self, truth: np.ndarray, pred: np.ndarray) -> ContingencyTable:
-        """Count the voxels of one block; ``truth`` and ``pred`` must have the same shape."""
+    def add(self, truth: np.ndarray, pred: np.ndarray,
+            relabel: np.ndarray | None = None) -> ContingencyTable:
+        """Count the voxels of one block; ``truth`` and ``pred`` must have the same shape.
+
+        ``relabel`` (uint64, indexed by prediction id) counts each prediction id ``p`` as
+        ``relabel[p]``, ids from ``len(relabel)`` on as themselves: a segmentation counted
+        straight from its fragments and their fragment → segment table."""
         from pytc_core.errors import UserError
 
         truth, pred = np.asarray(truth), np.asarray(pred)
@@ -114,10 +140,11 @@ class ContingencyTable:
             raise UserError(f"ground truth has shape {truth.shape} but the segmentation has "
                             f"shape {pred.shape}", "evaluate volumes of the same shape")
         ta, pb = _as_unsigned(truth, "ground truth"), _as_unsigned(pred, "segmentation")
+        lut = _NO_RELABEL if relabel is None else np.ascontiguousarray(relabel, np.uint64)
         start = 0
         while start < ta.shape[0]:
-            start, self._used = _count_pairs(ta, pb, start, self._a, self._b, self._index,
-                                             self._n, self._used)
+            start, self._used = _count_pairs(ta, pb, lut, start, self._a, self._b,
+                                             self._index, self._n, self._used)
             if self._used >= self._index.shape[0] // 2:
                 self._grow()
         return self
