@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 from numba import njit
 
@@ -40,7 +38,7 @@ from pytc_decode.cc import (
     prepare_affinities,
     value_scale,
 )
-from pytc_decode.kernels import remap, union_pairs
+from pytc_decode.kernels import map_workers, remap, thread_map, union_pairs
 
 __all__ = [
     "BlockSummary",
@@ -322,7 +320,7 @@ def affinity_cc_blockwise(affinities: np.ndarray, threshold: float = 0.5, min_si
     volume_box = BBox.from_shape(aff.shape[1:])
     blocks = plan_blocks(volume_box, block_size)
     labels = np.zeros(aff.shape[1:], dtype=label_dtype(volume_box.size))
-    workers = max(1, min(numba.get_num_threads(), len(blocks)))
+    workers = map_workers(len(blocks))
 
     def label_one(block: BBox) -> BlockSummary:
         m = None if mask is None else mask[block.slices]
@@ -333,8 +331,8 @@ def affinity_cc_blockwise(affinities: np.ndarray, threshold: float = 0.5, min_si
         view = labels[block.slices]
         remap(view, tables.table(block), out=view)
 
-    with ThreadPoolExecutor(workers) as pool:  # the kernels release the GIL
-        summaries = list(pool.map(label_one, blocks))
-        tables = reduce_blocks(summaries, volume_box, min_size, labels.dtype)
-        list(pool.map(relabel_one, blocks))
+    # the kernels release the GIL
+    summaries = thread_map(label_one, blocks, name="pytc-cc-label")
+    tables = reduce_blocks(summaries, volume_box, min_size, labels.dtype)
+    thread_map(relabel_one, blocks, name="pytc-cc-relabel")
     return labels

@@ -25,18 +25,26 @@ import numba
 import numpy as np
 from numba import njit
 
-__all__ = ["find", "flatten", "lower_neighbour", "remap", "thread_map", "union", "union_pairs"]
+__all__ = ["find", "flatten", "lower_neighbour", "map_workers", "remap", "thread_map", "union",
+           "union_pairs"]
 
 T = TypeVar("T")
 
 
+def map_workers(n_items: int) -> int:
+    """Threads :func:`thread_map` uses for ``n_items`` items: numba's thread count, at most
+    one per item, at least 1 (a caller whose items run numba kernels gives each kernel one
+    thread when this is above 1)."""
+    return max(1, min(numba.get_num_threads(), n_items))
+
+
 def thread_map(fn: Callable[..., T], *items: Sequence, name: str = "pytc-decode") -> list[T]:
-    """``[fn(*args) for args in zip(*items)]``, in order, on up to numba's thread count of
-    threads (one call per item: the work must be independent and release the GIL to gain)."""
+    """``[fn(*args) for args in zip(*items)]``, in order, on :func:`map_workers` threads
+    (one call per item: the work must be independent and release the GIL to gain)."""
     sizes = {len(i) for i in items}
     if len(sizes) > 1:
         raise ValueError(f"thread_map: sequences of different lengths {sorted(sizes)}")
-    workers = max(1, min(numba.get_num_threads(), sizes.pop() if sizes else 0))
+    workers = map_workers(sizes.pop() if sizes else 0)
     if workers == 1:
         return [fn(*args) for args in zip(*items, strict=True)]
     with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:

@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 __all__ = ["QUANTUM_BITS", "BlockFragments", "WsBlockSummary", "affinity_watershed_blockwise",
            "agglomerate_blocks", "agglomerate_blocks_at", "block_history", "block_region_graph",
            "DEFAULT_FRAGMENT_BLOCK", "DEFAULT_HALO", "check_block_grid", "fragment_grid",
-           "fragments_blocks", "grid_fragments", "grid_ws_fragments",
+           "fragments_blocks", "grid_fragments", "grid_ws_fragments", "joins_seeds",
            "quantised_affinities", "seed_keys",
            "seeded_grid_fragments", "ws_fragment_block"]
 
@@ -282,6 +282,13 @@ def seeded_grid_fragments(aff: np.ndarray, context: BBox, block: BBox, volume_bo
         out[tuple(slice(a0 - b0, a1 - b0) for a0, a1, b0 in
                   zip(cell.start, cell.stop, block.start, strict=True))] = piece
     return out, np.concatenate(keys)
+
+
+def joins_seeds(join_seeds: bool, grid: Sequence[int] | None) -> bool:
+    """Whether pieces of one seed are joined first: when asked (``ws.join_seeds``) and the
+    fragments grow on a ``fragment_block`` grid. Without one the blocks are the cells, and
+    small cells join badly."""
+    return join_seeds and grid is not None
 
 
 def ws_fragment_block(affinities: np.ndarray, context: BBox, block: BBox, volume_box: BBox, *,
@@ -664,8 +671,8 @@ def affinity_watershed_blockwise(affinities: np.ndarray,
     ``halo`` voxels of context; with None or 0 the block is the cell), one agglomeration,
     relabel. ``block_size`` in voxels (z, y, x), a multiple of ``fragment_block``. Several
     thresholds give one segmentation each (one fragments pass, one agglomeration).
-    ``join_seeds``: with a ``fragment_block`` grid, pieces of one seed are joined first (no
-    effect without one: the blocks are the cells, and small cells join badly)."""
+    ``join_seeds``: with a ``fragment_block`` grid, pieces of one seed are joined first
+    (:func:`joins_seeds`)."""
     from pytc_core.bbox import vec3
     from pytc_core.blocks import plan_blocks
 
@@ -687,7 +694,7 @@ def affinity_watershed_blockwise(affinities: np.ndarray,
             aff[(slice(None), *context.slices)], context, block, volume_box,
             seed_threshold=seed_threshold, seed_radius=seed_radius, seeds_2d=seeds_2d,
             voxel_size=voxel_size, mask=m, fragment_block=grid, halo=halo,
-            max_threshold=max(thresholds), join_seeds=join_seeds and grid is not None)
+            max_threshold=max(thresholds), join_seeds=joins_seeds(join_seeds, grid))
         local_labels[block.start] = local
         summaries.append(summary)
     all_tables = agglomerate_blocks_at(summaries, volume_box, thresholds, min_size)

@@ -33,6 +33,7 @@ from pytc_decode.ws_blockwise import (
     check_block_grid,
     fragment_grid,
     fragments_blocks,
+    joins_seeds,
     ws_fragment_block,
 )
 from pytc_decode.ws_hierarchy import morton_order
@@ -193,7 +194,7 @@ class WsMethod(DecodeMethod):
             seed_radius=ws.seed_radius, seeds_2d=ws.seeds_2d, voxel_size=voxel_size, mask=mask,
             fragment_block=ws.grid or vec3(cfg.block_size or block.shape, "block_size"),
             halo=ws.halo, max_threshold=max(ws.thresholds),  # the block's own merges, here
-            join_seeds=ws.join_seeds and ws.grid is not None)
+            join_seeds=joins_seeds(ws.join_seeds, ws.grid))
         return labels, summary.to_bytes()
 
     def reduce(self, summaries: Sequence[bytes], volume_box: BBox, cfg: DecodeConfig,
