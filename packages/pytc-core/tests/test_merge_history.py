@@ -40,6 +40,13 @@ def test_segment_tables_in_any_order_equal_each_table():
         [0, 1, 1, 3, 3, 5, 6], [0, 1, 1, 1, 1, 5, 6], [0, 1, 2, 3, 4, 5, 6]]
     assert len({id(t) for t in tables}) == len(ts)  # no table is another's alias
     assert all(t.dtype == np.uint64 for t in tables)
+    # one at a time, in increasing threshold order; a caller's changes do not leak
+    order = []
+    for i, table in h.iter_segment_tables(ts):
+        order.append(i)
+        assert table.tolist() == tables[i].tolist()
+        table[:] = 0
+    assert order == [5, 1, 3, 0, 4, 2]
 
 
 def test_long_chain_resolves():

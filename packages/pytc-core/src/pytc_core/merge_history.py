@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,10 +110,18 @@ class MergeHistory:
         return _resolve(self.absorbed[:k], self.into[:k], self.num_fragments)
 
     def segment_tables(self, thresholds: Sequence[float]) -> list[np.ndarray]:
-        """:meth:`segment_table` for each threshold, in the order given. Built in increasing
-        threshold order, each table from the one before and only the merges between them:
-        O(num_fragments) per table plus O(merges · log) in all."""
+        """:meth:`segment_table` for each threshold, in the order given (every table held
+        at once: :meth:`iter_segment_tables` holds one)."""
         out: list[np.ndarray | None] = [None] * len(thresholds)
+        for i, table in self.iter_segment_tables(thresholds):
+            out[i] = table
+        return [t for t in out if t is not None]
+
+    def iter_segment_tables(self, thresholds: Sequence[float]
+                            ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(i, segment_table(thresholds[i]))`` in increasing threshold order (ties in the
+        order given), each a new array built from the one before and only the merges
+        between them: O(num_fragments) per table plus O(merges · log) in all."""
         table = np.arange(self.num_fragments + 1, dtype=np.uint64)
         done = 0
         for i in sorted(range(len(thresholds)), key=lambda i: float(thresholds[i])):
@@ -122,9 +130,7 @@ class MergeHistory:
                 table = _resolve(table[self.absorbed[done:k]], table[self.into[done:k]],
                                  self.num_fragments)[table]
                 done = k
-            out[i] = table
-        return [t.copy() if any(t is o for o in out[:i]) else t
-                for i, t in enumerate(out) if t is not None]
+            yield i, table.copy()
 
     def to_bytes(self) -> bytes:
         meta = {"format": FORMAT, "num_fragments": self.num_fragments,

@@ -79,10 +79,13 @@ def _geometry(skeletons: Skeletons, voxel_size: Sequence[float]) -> _Geometry:
         length = edge_lengths(skeletons, vs, idx)
         first_sk = sk_node[idx[:, 0]]
         n_sk = sk_ids.shape[0]
-        return _Geometry(sk_ids, sk_node.astype(np.int64), np.ascontiguousarray(idx[:, 0]),
-                         np.ascontiguousarray(idx[:, 1]), length,
-                         np.bincount(first_sk, weights=length, minlength=n_sk),
-                         np.bincount(first_sk, minlength=n_sk) > 0)
+        geo = _Geometry(sk_ids, sk_node.astype(np.int64), np.ascontiguousarray(idx[:, 0]),
+                        np.ascontiguousarray(idx[:, 1]), length,
+                        np.bincount(first_sk, weights=length, minlength=n_sk),
+                        np.bincount(first_sk, minlength=n_sk) > 0)
+        for array in vars(geo).values():  # shared by every call: returned read-only
+            array.setflags(write=False)
+        return geo
 
     return skeletons.cached(("erl geometry", vs), make)
 

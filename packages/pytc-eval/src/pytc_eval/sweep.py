@@ -118,10 +118,10 @@ def sweep_evaluations(seg_uri: str, gt_uri: str, samples: Samples, history: Merg
                         "its fragments", "decode the fragments again (pytc-decode --method ws "
                         "--fragments-only --overwrite)")
     node_frag = samples.node_labels(skeletons.num_nodes if skeletons is not None else 0)
-    out = []
-    for t, table in zip(thresholds, history.segment_tables(thresholds), strict=True):
+    out: list[Evaluation | None] = [None] * len(thresholds)
+    for i, table in history.iter_segment_tables(thresholds):  # one table held at a time
         seg_pairs, node_seg = sweep_labels(pairs, node_frag, table, min_size)
-        out.append(evaluation_from_samples(
+        out[i] = evaluation_from_samples(
             seg_uri, gt_uri, seg_pairs, skeletons, node_seg if skeletons is not None else None,
-            node_vox, voxel_size=voxel_size, box=box, threshold=float(t), **kwargs))
-    return out
+            node_vox, voxel_size=voxel_size, box=box, threshold=float(thresholds[i]), **kwargs)
+    return [ev for ev in out if ev is not None]
